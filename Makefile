@@ -1,0 +1,41 @@
+# gdjax: the README's commands. Everything sets itself up in .venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+EXTRAS ?= test,data,plot
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test bench bench-estimators reproduce lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	touch $@
+
+venv: $(STAMP)  ## create .venv and install gdjax with its extras (test,data,plot)
+
+test: $(STAMP)  ## run the test suite (CPU, a few minutes)
+	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
+
+bench: $(STAMP)  ## the main job: finite differences vs jax.grad on the default device
+	$(BIN)/python benchmarks/fd_vs_grad.py $(BENCH_ARGS)
+
+bench-estimators: $(STAMP)  ## the estimator ladder (layer-aware FD, node perturbation, SPSA, ...)
+	$(BIN)/python benchmarks/estimators.py
+
+reproduce: $(STAMP)  ## run every experiment of the lecture (figures/ and results/)
+	$(BIN)/python experiments/run_all.py
+
+lint: $(STAMP)  ## byte-compile everything (cheap syntax check)
+	$(BIN)/python -m compileall -q gdjax benchmarks experiments tests
+
+clean:  ## remove caches (keeps .venv)
+	rm -rf .pytest_cache build dist *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

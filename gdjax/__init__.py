@@ -1,0 +1,24 @@
+"""gdjax: how much does a gradient cost? Finite differences vs backprop, measured in JAX.
+
+The public API, in one place:
+
+    >>> import jax, gdjax
+    >>> net = gdjax.MLP((784, 30, 10))
+    >>> params = net.init(jax.random.key(0))
+    >>> cost = gdjax.make_cost(net, "quadratic")
+    >>> g = gdjax.gradient(cost, "fd-central")(params, batch)   # same pytree as jax.grad(cost)(params, batch)
+"""
+
+from gdjax.costs import LOSSES, Cost, accuracy, make_cost
+from gdjax.data import Batch, one_hot
+from gdjax.gradients import Estimator, available_methods, gradient, method_info, n_params
+from gdjax.nn import ACTIVATIONS, INIT_SCHEMES, MLP, OUTPUT_ACTIVATIONS, Layer, forward_flops, init_mlp
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS", "INIT_SCHEMES", "LOSSES", "MLP", "OUTPUT_ACTIVATIONS",
+    "Batch", "Cost", "Estimator", "Layer",
+    "accuracy", "available_methods", "forward_flops", "gradient", "init_mlp", "make_cost", "method_info",
+    "n_params", "one_hot",
+]

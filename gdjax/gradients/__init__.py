@@ -1,0 +1,6 @@
+"""Gradient estimators behind one signature: `gradient(cost, method, **options)(params, batch[, key])`."""
+
+from gdjax.gradients import autodiff  # noqa: F401  (registers "reverse", "forward")
+from gdjax.gradients.registry import Estimator, Method, available_methods, gradient, method_info, n_params
+
+__all__ = ["Estimator", "Method", "available_methods", "gradient", "method_info", "n_params"]
