@@ -1,0 +1,233 @@
+"""Results files: JSON (meta + config + rows) with a CSV beside it, JSON-lines for resumable sweeps.
+
+Every write is atomic (a temporary file in the same directory, flushed and fsync'ed, then `os.replace`), so an
+interrupted run never leaves a half-written results file. Rows are flat dicts, one per measurement, so
+`pandas.DataFrame(load_results(path)["rows"])` is the table.
+
+    >>> save_results("out/fd_vs_grad.json", rows, meta=environment(), config={"batch_size": 1000})
+    >>> load_results("out/fd_vs_grad.json")["rows"][0]["median_s"]
+    >>> append_jsonl("out/sweep.jsonl", row)          # one finished point per line
+    >>> done = read_jsonl("out/sweep.jsonl")          # resume: the points already measured
+
+This module and `gdjax.data` are the only library modules that touch files.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["environment", "write_json", "save_results", "load_results", "append_jsonl", "read_jsonl",
+           "csv_path", "to_jsonable"]
+
+
+def to_jsonable(obj):
+    """Convert numpy/JAX scalars and arrays, tuples, Paths and non-finite floats to plain JSON values.
+
+    NaN and +-inf become None (JSON has no NaN), so the files stay valid JSON for any reader.
+    """
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, bool | str) or obj is None:
+        return obj
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "__array__"):
+        arr = np.asarray(obj)
+        return to_jsonable(arr.item() if arr.ndim == 0 else arr.tolist())
+    raise TypeError(f"cannot write {type(obj).__name__} to a results file; convert it to a number or string")
+
+
+def _atomic_write_text(path, text: str) -> Path:
+    """Write `text` to `path` atomically: temp file in the same directory, fsync, os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def write_json(path, obj) -> Path:
+    """Write `obj` as indented JSON to `path` atomically (parents created); returns the path."""
+    text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n"
+    return _atomic_write_text(path, text)
+
+
+def csv_path(path) -> Path:
+    """The CSV written beside a results JSON: `x/name.json` -> `x/name.csv`."""
+    return Path(path).with_suffix(".csv")
+
+
+def _rows_csv(rows: list[dict]) -> str:
+    columns: list[str] = []
+    for row in rows:
+        for k in row:
+            if k not in columns:
+                columns.append(k)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else (json.dumps(v) if isinstance(v, list | dict) else v))
+                         for k, v in to_jsonable(row).items()})
+    return buf.getvalue()
+
+
+def save_results(path, rows, meta=None, config=None) -> Path:
+    """Write `{"meta", "config", "rows"}` to `path` (JSON) and the rows to a CSV beside it, both atomically.
+
+    Args:
+      path: the JSON path (`.json`); the CSV goes to `csv_path(path)`.
+      rows: a list of flat dicts (one per measurement); every value a number, string, bool or None.
+      meta: environment and run metadata, by default `environment()`.
+      config: the run's options.
+    Returns:
+      the JSON path.
+    """
+    path = Path(path)
+    if path.suffix != ".json":
+        raise ValueError(f"path must end in .json (the CSV is written beside it), got {str(path)!r}")
+    rows = list(rows)
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise TypeError(f"rows[{i}] must be a dict (one measurement), got {type(row).__name__}")
+    meta = environment() if meta is None else dict(meta)
+    write_json(path, {"meta": meta, "config": dict(config or {}), "rows": rows})
+    _atomic_write_text(csv_path(path), _rows_csv(rows))
+    return path
+
+
+def load_results(path) -> dict:
+    """Read a results JSON written by `save_results`: a dict with "meta", "config" and "rows"."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON ({err}); was it written by gdjax.results?") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+        raise ValueError(f"{path} is not a gdjax results file: expected a JSON object with a 'rows' list")
+    data.setdefault("meta", {})
+    data.setdefault("config", {})
+    return data
+
+
+def append_jsonl(path, row: dict) -> Path:
+    """Append one row as a JSON line to `path` (created with parents), flushed and fsync'ed.
+
+    If the file ends with a truncated line (an interrupted earlier write), a newline is added first so the
+    new row starts on its own line; `read_jsonl` skips the broken one.
+    """
+    if not isinstance(row, dict):
+        raise TypeError(f"row must be a dict, got {type(row).__name__}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(to_jsonable(row), allow_nan=False)
+    with open(path, "a+b") as f:
+        f.seek(0, os.SEEK_END)
+        prefix = b""
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                prefix = b"\n"
+        f.write(prefix + line.encode("utf-8") + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
+def read_jsonl(path) -> list[dict]:
+    """Rows of a JSON-lines file; [] if it does not exist. Unparseable lines (a truncated write) are skipped
+    with a warning, so an interrupted sweep resumes from every point that did finish."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows, bad = [], 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+            else:
+                bad += 1
+    if bad:
+        warnings.warn(f"{path}: skipped {bad} unreadable line(s) (an interrupted write?)", stacklevel=2)
+    return rows
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and commit else None
+
+
+def environment() -> dict:
+    """Where and how a result was produced: device, software versions, git commit, date, command line.
+
+    Returns a flat dict: device_kind, device_name, platform, device_count, jax, jaxlib, python, numpy,
+    cpu_count, machine, os, git_commit (None outside a git checkout), date (UTC ISO 8601), command.
+    """
+    import jax
+    import jaxlib
+
+    dev = jax.devices()[0]
+    return {
+        "device_kind": str(dev.device_kind),
+        "device_name": str(dev),
+        "platform": str(dev.platform),
+        "device_count": jax.device_count(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "os": platform.platform(),
+        "git_commit": _git_commit(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(sys.argv) if sys.argv else None,
+    }
