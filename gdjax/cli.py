@@ -34,6 +34,48 @@ def _csv_ints(text: str) -> tuple[int, ...]:
 COMMANDS: dict = {}  # name -> (add_parser(subparsers), run(args) -> int)
 
 
+def _add_launch(sub):
+    p = sub.add_parser(
+        "launch", help="run a gdjax command as N local processes on JAX's distributed runtime",
+        description="Start N processes on loopback (127.0.0.1, a free port) running CMD; each joins JAX's "
+                    "distributed runtime first (GDJAX_COORDINATOR/NUM_PROCESSES/PROCESS_ID). Output lines are "
+                    "prefixed with [process id]; the first failure stops the others and sets the exit status.",
+        epilog="example: gdjax launch -n 2 -- bench --quick   (on a cluster, see README section 'distributed')")
+    p.add_argument("-n", "--processes", type=int, required=True, help="number of processes (>= 1)")
+    p.add_argument("--timeout", type=float, default=600.0, help="stop everything after this many seconds")
+    p.add_argument("--port", type=int, default=None, help="coordinator port (default: a free one)")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the gdjax command, e.g. -- bench --quick")
+
+
+def _cmd_launch(args) -> int:
+    from gdjax import distributed
+
+    cmd = list(args.cmd)
+    if cmd[:1] == ["--"]:
+        cmd = cmd[1:]
+    if not cmd:
+        raise ValueError("no command given: put the gdjax command after --, e.g. gdjax launch -n 2 -- bench --quick")
+    result = distributed.launch(cmd, args.processes, timeout_s=args.timeout, port=args.port)
+    if result.returncode:
+        print(f"gdjax launch: error: {result.message}", file=sys.stderr)
+    return result.returncode
+
+
+def _init_distributed(command: str) -> None:
+    """Join JAX's distributed runtime when a launcher (or a cluster script) set GDJAX_COORDINATOR."""
+    if command != "launch":
+        from gdjax import distributed
+
+        options = distributed.options_from_env()
+        if options is not None:
+            print(f"gdjax: process {options['process_id']} of {options['num_processes']} joining JAX's distributed "
+                  f"runtime at {options['coordinator_address']}", file=sys.stderr, flush=True)
+            distributed.initialize(**options)
+
+
+COMMANDS["launch"] = (_add_launch, _cmd_launch)
+
+
 # --- end of commands ---------------------------------------------------------------------------------------
 
 
@@ -45,6 +87,7 @@ def main(argv=None) -> int:
         add(sub)
     args = parser.parse_args(argv)
     try:
+        _init_distributed(args.command)
         return int(COMMANDS[args.command][1](args) or 0)
     except (ValueError, TypeError, OSError) as err:
         print(f"gdjax {args.command}: error: {err}", file=sys.stderr)
