@@ -45,7 +45,7 @@ __all__ = [
     "ENV_COORDINATOR", "ENV_NUM_PROCESSES", "ENV_PROCESS_ID", "ENV_TIMEOUT",
     "ProcessInfo", "LaunchResult",
     "initialize", "initialize_from_env", "options_from_env", "is_initialized", "shutdown", "process_info",
-    "data_mesh", "shard_batch", "replicate", "gather",
+    "data_mesh", "shard_batch", "replicate", "gather", "check_all_reduce",
     "launch", "free_port",
 ]
 
@@ -274,6 +274,9 @@ def _global_array(value, sharding: NamedSharding) -> jax.Array:
     """A global jax.Array of `value` (the same host value on every process) laid out by `sharding`."""
     if isinstance(value, jax.Array) and not value.is_fully_addressable:
         return jax.device_put(value, sharding)  # already global: let XLA move it
+    if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+        data = _global_array(jax.random.key_data(value), sharding)  # typed PRNG keys travel as their raw data
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(value))
     host = np.asarray(value)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
@@ -339,6 +342,19 @@ def gather(tree):
         return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
 
     return jax.tree_util.tree_map(one, tree)
+
+
+def check_all_reduce(mesh: Mesh | None = None) -> int:
+    """Sum a 1 held by each device of `mesh` (default: `data_mesh()`) with one jitted reduction; returns the
+    sum, the device count, on every process, or raises ValueError when the collectives disagree."""
+    import jax.numpy as jnp
+
+    mesh = data_mesh() if mesh is None else mesh
+    ones = shard_batch(np.ones((mesh.size,), np.int32), mesh)
+    total = int(gather(jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, PartitionSpec()))(ones)))
+    if total != mesh.size:
+        raise ValueError(f"an all-reduce over {mesh.size} devices returned {total}: the collectives are broken")
+    return total
 
 
 # --- the local launcher ------------------------------------------------------------------------------------
