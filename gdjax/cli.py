@@ -66,14 +66,30 @@ def _init_distributed(command: str) -> None:
     if command != "launch":
         from gdjax import distributed
 
-        options = distributed.options_from_env()
-        if options is not None:
-            print(f"gdjax: process {options['process_id']} of {options['num_processes']} joining JAX's distributed "
-                  f"runtime at {options['coordinator_address']}", file=sys.stderr, flush=True)
-            distributed.initialize(**options)
+        distributed.initialize_from_env()
+
+
+def _add_devices(sub):
+    sub.add_parser(
+        "devices", help="print this process's view of the devices and check a cross-device all-reduce",
+        description="One line per process: process id and count, local and global devices, and the result of "
+                    "a sum over every device of every process (a check that the collectives work). "
+                    "Try: gdjax launch -n 2 -- devices")
+
+
+def _cmd_devices(args) -> int:
+    from gdjax import distributed
+
+    info = distributed.process_info()
+    total = distributed.check_all_reduce()
+    print(f"process {info.process_id} of {info.num_processes}: {info.local_device_count} local / "
+          f"{info.global_device_count} global {info.platform} device(s); all-reduce over them: {total} "
+          f"(expected {info.global_device_count}) ok")
+    return 0
 
 
 COMMANDS["launch"] = (_add_launch, _cmd_launch)
+COMMANDS["devices"] = (_add_devices, _cmd_devices)
 
 
 # --- end of commands ---------------------------------------------------------------------------------------
