@@ -10,7 +10,10 @@ The public API, in one place:
 """
 
 from gdjax.costs import LOSSES, Cost, accuracy, make_cost
-from gdjax.data import Batch, one_hot
+from gdjax.data import (
+    DATASETS, Batch, Dataset, iterate_batches, load_dataset, one_hot, read_idx, shuffled_batches, synthetic,
+    train_test_split,
+)
 from gdjax.gradients import Estimator, available_methods, gradient, method_info, n_params
 from gdjax.nn import ACTIVATIONS, INIT_SCHEMES, MLP, OUTPUT_ACTIVATIONS, Layer, forward_flops, init_mlp
 
@@ -21,4 +24,6 @@ __all__ = [
     "Batch", "Cost", "Estimator", "Layer",
     "accuracy", "available_methods", "forward_flops", "gradient", "init_mlp", "make_cost", "method_info",
     "n_params", "one_hot",
+    "DATASETS", "Dataset", "iterate_batches", "load_dataset", "read_idx", "shuffled_batches", "synthetic",
+    "train_test_split",
 ]
