@@ -24,7 +24,8 @@ import gdjax
 from gdjax import cli, distributed
 
 HERE = os.path.abspath(__file__)
-FD_METHODS = ("fd-forward", "fd-central", "fd-complex", "fd-layerwise", "fd-layerwise-central")
+# One method per sharded code path: the FD kernel (all its schemes share `map_directions`) and layer-wise FD.
+FD_METHODS = ("fd-central", "fd-layerwise")
 CHUNK = 4  # directions per vmapped chunk: 39 parameters -> chunks padded over 1, 2 and 4 devices
 # Each direction's perturbed cost is the same arithmetic whichever device evaluates it, but XLA may compile a
 # differently shaped shard (and the data-parallel all-reduce sums partial means) in another order: agreement
@@ -46,13 +47,12 @@ def _worker() -> None:
     jax.config.update("jax_enable_x64", True)
     distributed.initialize_from_env()  # a no-op outside `gdjax launch` (GDJAX_COORDINATOR unset)
 
-    net = gdjax.MLP((5, 4, 3))  # 39 parameters, sigmoid units: analytic, so fd-complex applies
+    net = gdjax.MLP((5, 4, 3))  # 39 parameters
     cost = gdjax.make_cost(net, "quadratic")
-    k_params, k_x, k_y = jax.random.split(jax.random.key(7), 3)
-    params = net.init(k_params, dtype="float64")
-    x = jax.random.uniform(k_x, (8, 5), dtype="float64")
-    y = gdjax.one_hot(np.asarray(jax.random.randint(k_y, (8,), 0, 3)), 3, dtype="float64")
-    batch = gdjax.Batch(x, y)
+    rng = np.random.default_rng(7)  # numpy, not eager jax ops: each of those would compile (seconds in all)
+    params = tuple(gdjax.Layer(rng.normal(size=(m, n)), rng.normal(size=n)) for m, n in ((5, 4), (4, 3)))
+    batch = gdjax.Batch(rng.uniform(size=(8, 5)), np.eye(3)[rng.integers(0, 3, size=8)])
+    x, y = batch
 
     def flat(tree):
         return ravel_pytree(distributed.gather(tree))[0].tolist()
@@ -62,7 +62,7 @@ def _worker() -> None:
     for method in FD_METHODS:
         if method not in missing:
             grads[method] = flat(gdjax.gradient(cost, method, chunk_size=CHUNK)(params, batch))
-    grads["reverse"] = flat(jax.grad(cost)(params, batch))
+    grads["reverse"] = flat(jax.jit(jax.grad(cost))(params, batch))
 
     mesh = distributed.data_mesh()
     opt = optax.sgd(0.5)
@@ -160,6 +160,14 @@ def test_two_processes_on_loopback_match_one_process():
     ref = _one_device()
     _assert_same(rows[0], ref, "2 processes")
     assert time.monotonic() - start < 140
+
+
+def test_gdjax_launch_devices_runs_the_cli_in_two_processes():
+    proc = subprocess.run([sys.executable, "-m", "gdjax.cli", "launch", "-n", "2", "--timeout", "60", "--",
+                           "devices"], env=_env(1), text=True, capture_output=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    for i in range(2):  # each gdjax process joined the runtime from the launcher's environment
+        assert f"[{i}] process {i} of 2: 1 local / 2 global cpu device(s); all-reduce over them: 2" in proc.stdout
 
 
 def test_unreachable_coordinator_fails_fast_with_one_line():
