@@ -1,0 +1,312 @@
+"""Training: the step is exact gradient descent, epochs scan shuffled batches, divergence stops, runs resume,
+and the `gdjax train` command validates its options. Tiny networks, float64 unless stated."""
+
+import functools
+import json
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gdjax
+from gdjax import cli, train
+from gdjax.data import Batch, synthetic
+from gdjax.gradients.registry import Estimator
+
+NET = gdjax.MLP((5, 4, 3))
+COST = gdjax.make_cost(NET, "quadratic")
+
+
+@functools.lru_cache
+def _pool(dtype):
+    b = synthetic(jax.random.key(1), 100, n_in=5, n_classes=3, hidden=(6,), dtype=dtype)
+    return Batch(np.asarray(b.x), np.asarray(b.y))
+
+
+def _data(n=24, seed=1, dtype="float64"):
+    """n examples of one cached teacher-student pool (seed 1: the first n, seed 2: the last n)."""
+    b = _pool(dtype)
+    sl = slice(0, n) if seed == 1 else slice(100 - n, 100)
+    return Batch(jnp.asarray(b.x[sl]), jnp.asarray(b.y[sl]))
+
+
+@functools.lru_cache
+def _params(seed=0, dtype="float64"):
+    return NET.init(jax.random.key(seed), dtype=dtype)
+
+
+# --- the step ---------------------------------------------------------------------------------------------
+
+
+def test_sgd_step_is_exactly_v_minus_eta_grad():
+    eta, params, batch = 0.7, _params(), _data()
+    state = train.init(params, optax.sgd(eta), jax.random.key(3))
+    step = jax.jit(train.make_step(COST, optax.sgd(eta)))
+    new, metrics = step(state, batch)
+    g = jax.jit(jax.grad(COST))(params, batch)
+    # bit for bit the update v - eta * grad C, compiled by the same compiler
+    expected = jax.jit(lambda p, g: jax.tree_util.tree_map(lambda a, b: a - eta * b, p, g))(params, g)
+    chex.assert_trees_all_equal(new.params, expected)
+    assert int(new.step) == 1
+    # and against NumPy's two roundings: XLA may fuse the multiply-add (one rounding), so allow 2 ulp of the terms
+    for p_new, p_old, gi in zip(*(jax.tree_util.tree_leaves(t) for t in (new.params, params, g))):
+        p_old, gi = np.asarray(p_old), np.asarray(gi)
+        bound = 2 * np.finfo(np.float64).eps * (np.abs(p_old) + np.abs(eta * gi))
+        assert np.all(np.abs(np.asarray(p_new) - (p_old - eta * gi)) <= bound)
+    np.testing.assert_allclose(metrics["cost"], COST(params, batch), rtol=1e-14)
+    np.testing.assert_allclose(metrics["grad_norm"], np.sqrt(sum(np.sum(np.asarray(x) ** 2) for x in
+                                                                 jax.tree_util.tree_leaves(g))), rtol=1e-14)
+
+
+def test_step_with_another_method_and_optimizer():
+    params, batch = _params(), _data()
+    opt = optax.adam(1e-2)
+    s_rev, m_rev = jax.jit(train.make_step(COST, opt, "reverse"))(train.init(params, opt, jax.random.key(0)), batch)
+    s_fd, m_fd = jax.jit(train.make_step(COST, opt, "fd-central"))(train.init(params, opt, jax.random.key(0)), batch)
+    # central FD in float64 at the default eps: gradient error ~1e-9 relative; adam normalises it -> updates agree
+    chex.assert_trees_all_close(s_fd.params, s_rev.params, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(m_fd["cost"], m_rev["cost"], rtol=1e-14)
+
+
+def _fake_estimator(stochastic=False, jittable=True):
+    def fn(params, batch, key):  # a "gradient" that is the key's random draw: shows which key was used
+        if key is None:
+            return jax.tree_util.tree_map(jnp.zeros_like, params)
+        leaves, tree = jax.tree_util.tree_flatten(params)
+        ks = jax.random.split(key, len(leaves))
+        return tree.unflatten([jax.random.normal(k, p.shape, p.dtype) for k, p in zip(ks, leaves)])
+
+    return Estimator("fake", fn, lambda n: 1.0, stochastic=stochastic, jittable=jittable)
+
+
+def test_stochastic_method_gets_fold_in_key_per_step(monkeypatch):
+    monkeypatch.setattr(train, "gradient", lambda cost, method, **o: _fake_estimator(stochastic=True))
+    params, batch, key = _params(), _data(), jax.random.key(5)
+    step = jax.jit(train.make_step(COST, optax.sgd(1.0), "fake"))
+    state = train.init(params, optax.sgd(1.0), key)
+    s1, _ = step(state, batch)
+    s2, _ = step(s1, batch)
+    grad_key = jax.random.split(key)[1]
+    fake = jax.jit(_fake_estimator(True).fn)
+    for t, (before, after) in enumerate([(state, s1), (s1, s2)]):
+        g = fake(params, batch, jax.random.fold_in(grad_key, t))
+        chex.assert_trees_all_close(jax.tree_util.tree_map(lambda a, b: a - b, before.params, after.params), g,
+                                    rtol=1e-12, atol=1e-12)
+    assert not np.allclose(s1.params[0].w - state.params[0].w, s2.params[0].w - s1.params[0].w)
+
+
+def test_non_jittable_method_is_refused(monkeypatch):
+    monkeypatch.setattr(train, "gradient", lambda cost, method, **o: _fake_estimator(jittable=False))
+    with pytest.raises(ValueError, match="cannot run inside the jitted training step"):
+        train.make_step(COST, optax.sgd(1.0), "fd-loop")
+
+
+def test_optimizer_must_be_an_optax_transformation():
+    with pytest.raises(TypeError, match="optax.GradientTransformation"):
+        train.init(_params(), lambda g: g, jax.random.key(0))
+
+
+# --- epochs -----------------------------------------------------------------------------------------------
+
+
+def test_full_batch_epoch_is_one_gd_step():
+    eta, params, batch = 0.5, _params(), _data()
+    step = train.make_step(COST, optax.sgd(eta))
+    epoch = jax.jit(train.make_epoch(step, 24, 24))
+    state = train.init(params, optax.sgd(eta), jax.random.key(0))
+    s_epoch, m = epoch(state, batch, jax.random.key(9))
+    s_step, _ = jax.jit(step)(state, batch)
+    assert m["cost"].shape == (1,)
+    chex.assert_trees_all_equal(s_epoch.params, s_step.params)
+
+
+def test_epoch_is_a_scan_over_the_shuffled_minibatches():
+    eta, params, batch = 0.5, _params(), _data(n=26)  # 26 = 6 batches of 4, 2 examples dropped
+    step = train.make_step(COST, optax.sgd(eta))
+    epoch = jax.jit(train.make_epoch(step, 26, 4))
+    state = train.init(params, optax.sgd(eta), jax.random.key(0))
+    k = train.epoch_key(state.key, 3)
+    s_scan, m = epoch(state, batch, k)
+    assert m["cost"].shape == (6,) and int(s_scan.step) == 6
+    perm = np.asarray(jax.random.permutation(k, 26))
+    s, jstep = state, jax.jit(step)
+    for i in range(6):
+        idx = perm[4 * i: 4 * (i + 1)]
+        s, mi = jstep(s, Batch(batch.x[idx], batch.y[idx]))
+        np.testing.assert_allclose(m["cost"][i], mi["cost"], rtol=1e-13)
+    # the same steps in the same order; inside the scan XLA may fuse differently: a few ulp
+    chex.assert_trees_all_close(s_scan.params, s.params, rtol=1e-13, atol=1e-15)
+    # another epoch key: another order -> other params
+    s_other, _ = epoch(state, batch, train.epoch_key(state.key, 4))
+    assert not np.allclose(s_other.params[0].w, s_scan.params[0].w)
+
+
+def test_make_epoch_bad_batch_size():
+    step = train.make_step(COST, optax.sgd(1.0))
+    with pytest.raises(ValueError, match="batch_size must be <= the number of training examples"):
+        train.make_epoch(step, 10, 11)
+    with pytest.raises(ValueError, match="batch_size"):
+        train.make_epoch(step, 10, 0)
+
+
+# --- fit: history, logging, divergence, checkpoints --------------------------------------------------------
+
+
+def test_fit_learns_and_logs(tmp_path):
+    data, test = _data(n=60), _data(n=30, seed=2)
+    log = tmp_path / "m.jsonl"
+    res = train.fit(COST, optax.sgd(3.0), _params(), data, test, epochs=4, batch_size=6, key=jax.random.key(1),
+                    learning_rate=3.0, log_path=log, progress=False)
+    h = res.history
+    assert [r["epoch"] for r in h] == [0, 1, 2, 3, 4]
+    assert h[-1]["train_cost"] < 0.8 * h[0]["train_cost"]
+    assert h[-1]["step"] == 4 * 10
+    for r in h[1:]:
+        assert r["epoch_s"] > 0 and r["grad_norm"] > 0 and 0 <= r["test_accuracy"] <= 1 and r["status"] == "ok"
+    np.testing.assert_allclose(h[-1]["train_cost"], COST(res.params, data), rtol=1e-12)
+    lines = [json.loads(s) for s in log.read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose([r["train_cost"] for r in lines], [r["train_cost"] for r in h])
+    # the caller's params were copied, not donated to the jitted epoch: still alive and unchanged
+    np.testing.assert_array_equal(_params()[0].w, NET.init(jax.random.key(0), dtype="float64")[0].w)
+
+
+LINEAR = gdjax.MLP((5, 3), activation="identity", output="identity")
+
+
+def test_divergence_to_inf_stops_with_epoch_step_and_eta(tmp_path):
+    cost = gdjax.make_cost(LINEAR, "quadratic")
+    data = _data(n=40, dtype="float32")
+    data = Batch(data.x * 50, data.y)
+    log = tmp_path / "m.jsonl"
+    with pytest.raises(train.Diverged) as info:
+        train.fit(cost, optax.sgd(1e3), LINEAR.init(jax.random.key(0), dtype="float32"), data, epochs=50,
+                  batch_size=4, key=jax.random.key(0), learning_rate=1e3, log_path=log, progress=False)
+    err = info.value
+    assert err.learning_rate == 1e3 and err.epoch == 1 and 0 <= err.step < 10
+    assert "epoch 1" in str(err) and "learning rate 1000" in str(err)
+    assert "mini-batch" in err.reason and ("inf" in err.reason or "nan" in err.reason), err.reason
+    assert [r["epoch"] for r in err.history] == [0]  # nothing after the start is recorded as valid
+    last = json.loads(log.read_text().splitlines()[-1])
+    assert last["status"] == "diverged" and last["step"] == err.step
+
+
+def test_divergence_by_growth_factor():
+    # full-batch GD on a linear least-squares cost with eta a little above 2/lambda_max: the cost grows
+    # geometrically but stays finite; it is stopped once it exceeds 10x its start
+    cost = gdjax.make_cost(LINEAR, "quadratic")
+    data = _data(n=40)
+    x = np.concatenate([np.asarray(data.x), np.ones((40, 1))], 1)
+    lam_max = np.linalg.eigvalsh(x.T @ x / 40).max()
+    eta = 2.2 / lam_max
+    with pytest.raises(train.Diverged, match="exceeds 10 x its start") as info:
+        train.fit(cost, optax.sgd(eta), LINEAR.init(jax.random.key(0), dtype="float64"), data, epochs=500,
+                  batch_size=40, key=jax.random.key(0), learning_rate=eta, progress=False)
+    h = info.value.history
+    assert all(r["train_cost"] <= 10 * h[0]["train_cost"] for r in h)
+    assert info.value.epoch == len(h)  # stopped in the first epoch that crossed the line
+
+
+def test_save_and_load_params(tmp_path):
+    p = _params()
+    train.save_params(tmp_path / "p.npz", p)
+    chex.assert_trees_all_equal(train.load_params(tmp_path / "p.npz"), p)
+    chex.assert_trees_all_equal(train.load_params(tmp_path / "p.npz", like=p), p)
+    with np.load(tmp_path / "p.npz", allow_pickle=False) as f:
+        assert sorted(f.files) == ["0/b", "0/w", "1/b", "1/w"]
+    with pytest.raises(ValueError, match="shape"):
+        train.load_params(tmp_path / "p.npz", like=gdjax.MLP((5, 2, 3)).init(jax.random.key(0), dtype="float64"))
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    kw = dict(batch_size=6, key=jax.random.key(4), progress=False)
+    data, opt = _data(n=36), optax.adam(0.05)
+    full = train.fit(COST, opt, _params(), data, epochs=4, **kw)
+    ck, log = tmp_path / "ck.npz", tmp_path / "m.jsonl"
+    train.fit(COST, opt, _params(), data, epochs=2, checkpoint_path=ck, log_path=log, **kw)
+    resumed = train.fit(COST, opt, _params(), data, epochs=4, checkpoint_path=ck, log_path=log, resume=True, **kw)
+    chex.assert_trees_all_equal(resumed.state, full.state)
+    assert [r["train_cost"] for r in resumed.history] == [r["train_cost"] for r in full.history]
+    assert [json.loads(s)["epoch"] for s in log.read_text().splitlines()] == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="batch_size"):
+        train.fit(COST, opt, _params(), data, epochs=5, checkpoint_path=ck, resume=True,
+                  **{**kw, "batch_size": 4})
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 25}, "batch_size must be <= the number of training examples"),
+        ({"divergence_factor": 0.5}, "divergence_factor"),
+        ({"learning_rate": float("nan")}, "learning_rate"),
+        ({"method": "magic"}, "valid: reverse"),
+    ],
+)
+def test_fit_bad_input(kwargs, match):
+    kw = dict(epochs=1, batch_size=4, key=jax.random.key(0), progress=False)
+    kw.update(kwargs)
+    with pytest.raises((ValueError, TypeError), match=match):
+        train.fit(COST, optax.sgd(1.0), _params(), _data(), **kw)
+
+
+def test_make_optimizer():
+    assert isinstance(train.make_optimizer("adam", 1e-3), optax.GradientTransformation)
+    with pytest.raises(ValueError, match="valid: sgd"):
+        train.make_optimizer("lbfgs-ish", 1.0)
+    with pytest.raises(ValueError, match="finite and > 0"):
+        train.make_optimizer("sgd", 0.0)
+
+
+# --- the command --------------------------------------------------------------------------------------------
+
+BASE = ["train", "--dataset", "digits", "--sizes", "64,8,10", "--epochs", "2", "--batch-size", "50",
+        "--n-train", "200", "--n-test", "100", "--no-progress"]
+
+
+def test_cli_train_runs(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(BASE + ["--out", str(out)]) == 0
+    assert "epoch 2:" in capsys.readouterr().out
+    recs = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in recs] == [0, 1, 2] and recs[-1]["train_cost"] < recs[0]["train_cost"]
+    p = train.load_params(out / "params.npz")
+    assert [layer.w.shape for layer in p] == [(64, 8), (8, 10)]
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["sizes"] == [64, 8, 10] and config["eta"] == 3.0
+    _, epoch, _, _ = train.load_state(out / "checkpoint.npz", train.init(p, optax.sgd(1.0), jax.random.key(0)))
+    assert epoch == 2
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (["--eta", "0"], "--eta must be finite and > 0"),
+        (["--eta", "-1"], "--eta must be finite and > 0"),
+        (["--eta", "nan"], "--eta must be finite and > 0"),
+        (["--eta", "inf"], "--eta must be finite and > 0"),
+        (["--batch-size", "0"], "--batch-size must be an integer >= 1"),
+        (["--batch-size", "201"], "--batch-size 201 is larger than the 200 training examples"),
+        (["--epochs", "0"], "--epochs must be an integer >= 1"),
+        (["--optimizer", "lbfgs"], "unknown --optimizer 'lbfgs'; valid: sgd, momentum"),
+        (["--method", "magic"], "unknown --method 'magic'; valid: reverse"),
+        (["--dataset", "cifar"], "unknown --dataset 'cifar'; valid: digits, fashion-mnist, mnist"),
+        (["--sizes", "784,30,10"], "--sizes 784,30,10 does not fit digits"),
+        (["--sizes", "64,30,7"], "the last its 10 classes"),
+        (["--sizes", "64,x"], "expected comma-separated integers"),
+        (["--loss", "hinge"], "unknown --loss"),
+    ],
+)
+def test_cli_train_bad_input_one_line_nonzero(tmp_path, capsys, change, match):
+    try:
+        code = cli.main(BASE + ["--out", str(tmp_path / "o")] + change)
+    except SystemExit as e:  # argparse's own errors (a malformed --sizes) exit through _Parser.error
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o" / "metrics.jsonl").exists()
