@@ -1,16 +1,89 @@
-"""Reverse mode: `jax.grad` of the cost, the baseline every other estimator is measured against."""
+"""Automatic differentiation: "reverse" (`jax.grad`, the baseline) and "forward" (jvp over basis directions).
+
+    >>> g = gradient(cost, "reverse")(params, batch)                 # jax.grad(cost)(params, batch)
+    >>> g = gradient(cost, "forward", chunk_size=64)(params, batch)  # same values, P tangent passes
+
+Costs in forward-pass equivalents F (one cost evaluation over the batch), for a dense network whose time goes
+into its matmuls:
+  reverse: 3 F. The forward pass (1 F) plus the backward pass, which per layer does two matmuls of the
+           forward's size (delta @ W^T to propagate the error, a^T @ delta for the weight gradient): 2 F.
+           Griewank's bound for reverse mode is at most 5 F; 2-3 F is what dense networks cost.
+  forward: 1.5 P + 1 F. One primal pass, then per basis direction e_i a tangent pass, which costs between
+           1 F (the first layer: the input carries no tangent, so only x @ dW) and 2 F (deeper layers:
+           da @ W + a @ dW); 1.5 is the middle of that range. The primal is recomputed once per chunk of
+           directions (vmap over tangents only keeps it unbatched): P / chunk_size more, neglected.
+"""
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 
+from gdjax import _checks
+from gdjax.gradients import _directions
 from gdjax.gradients.registry import Estimator, register
 
 
 @register("reverse", kind="exact", summary="jax.grad (reverse-mode autodiff, backpropagation by XLA)")
 def reverse(cost, **options) -> Estimator:
-    """`jax.grad(cost)`; costs about 2-3 forward passes whatever the parameter count."""
+    """`jax.grad(cost)`; about 3 forward-pass equivalents whatever the parameter count (module docstring)."""
     if options:
         raise TypeError(f"method 'reverse' takes no options, got {sorted(options)}")
     grad = jax.grad(cost)
-    return Estimator("reverse", lambda params, batch, key: grad(params, batch), lambda n: 3.0)
+
+    def fn(params, batch, key):
+        _directions.check_params(params, "reverse")
+        _directions.check_scalar_cost(cost, params, batch, "reverse")
+        return grad(params, batch)
+
+    return Estimator("reverse", fn, lambda n: 3.0)
+
+
+def forward_gradient_exact(cost, params, batch, *, chunk_size: int | None = None, mesh=None):
+    """The gradient by forward mode, un-jitted: `jax.jvp` along every basis vector e_i, in chunks.
+
+    Args:
+      cost: `cost(params, batch) -> scalar`.
+      params: pytree of real floating arrays, P scalars.
+      chunk_size: basis directions per vmapped chunk (per device); None for the FD kernel's memory-budget
+        default (a tangent chunk needs about what a chunk of perturbed costs needs).
+      mesh: a Mesh to split the directions over (`_directions.resolve_mesh`), or None.
+    Returns:
+      pytree like `params`.
+    """
+    _directions.check_params(params, "forward")
+    _directions.check_scalar_cost(cost, params, batch, "forward")
+    v, unravel = ravel_pytree(params)
+    P = v.shape[0]
+    n_dev = 1 if mesh is None else mesh.size
+    if chunk_size is None:
+        act = _directions.intermediate_bytes(cost, params, batch)
+        chunk_size = _directions.default_chunk_size(P, v.dtype.itemsize, 2 * act, P, n_dev)  # primal + tangent activations
+    chunk_size = min(chunk_size, -(-P // n_dev))
+
+    def directional(operands, i):
+        v, batch = operands
+        tangent = (jnp.arange(P) == i).astype(v.dtype)  # e_i
+        return jax.jvp(lambda u: cost(unravel(u), batch), (v,), (tangent,))[1]
+
+    g = _directions.map_directions(directional, (v, batch), jnp.arange(P, dtype=jnp.int32), chunk_size, mesh)
+    return unravel(g.astype(v.dtype))
+
+
+@register("forward", kind="exact", summary="forward-mode autodiff: jvp along each basis vector, chunked vmap")
+def forward(cost, chunk_size=None, devices=None, mesh=None) -> Estimator:
+    """Forward mode over the P basis directions (options chunk_size, devices, mesh as for the FD kernel).
+
+    Like `jax.jacfwd`, but chunked: jacfwd pushes all P tangents at once and needs P copies of the activations.
+    """
+    if chunk_size is not None:
+        chunk_size = _checks.positive_int(chunk_size, "chunk_size")
+    mesh = _directions.resolve_mesh(devices, mesh)
+
+    def kernel(params, batch):
+        return forward_gradient_exact(cost, params, batch, chunk_size=chunk_size, mesh=mesh)
+
+    jitted = jax.jit(kernel) if mesh is None else jax.jit(kernel, out_shardings=_directions.replicated(mesh))
+    return Estimator("forward", lambda params, batch, key: jitted(params, batch), lambda n: 1.5 * n + 1,
+                     options={"chunk_size": chunk_size, "n_devices": 1 if mesh is None else mesh.size})

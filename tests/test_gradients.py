@@ -1,0 +1,301 @@
+"""gdjax.gradients: every deterministic method against jax.grad ("reverse") on random MLPs in float64, with
+tolerances derived from each scheme's error terms; hand-written backprop to 1e-12; pytree structure and
+dtypes; evaluation counts; bad input."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import gdjax
+from gdjax.data import Batch, one_hot
+from gdjax.gradients import available_methods, finite_diff, gradient, method_info, n_params
+from gdjax.gradients.backprop import backprop
+from gdjax.nn import MLP, Layer
+
+EPS64 = float(jnp.finfo(jnp.float64).eps)
+DETERMINISTIC = ("forward", "backprop", "fd-forward", "fd-central", "fd-complex", "fd-loop")
+# (sizes, hidden activation, output activation, loss, l2): several sizes and depths, every hidden activation,
+# both losses, every output activation, with and without weight decay.
+CONFIGS = [
+    ((3, 4, 2), "sigmoid", "sigmoid", "quadratic", 0.0),
+    ((4, 5, 3), "tanh", "softmax", "cross-entropy", 0.1),
+    ((3, 5, 4, 3), "relu", "identity", "quadratic", 0.0),
+    ((3, 5, 4, 3), "sigmoid", "sigmoid", "cross-entropy", 0.05),
+]
+N = 8
+
+
+def make_case(sizes, act, out, loss, l2, dtype="float64", seed=0, n=N):
+    net = MLP(sizes, act, out)
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    params = net.init(k1, dtype=dtype)
+    x = jax.random.uniform(k2, (n, sizes[0]), jnp.dtype(dtype))
+    y = one_hot(np.arange(n) % sizes[-1], sizes[-1], dtype)
+    return gdjax.make_cost(net, loss, l2), params, Batch(x, y)
+
+
+def diagonal_derivatives(f, v):
+    """(C_ii, C_iii): 2nd and 3rd derivatives of f along every basis vector e_i at v (nested jvp), (P,) each."""
+
+    def along(i):
+        e = (jnp.arange(v.size) == i).astype(v.dtype)
+        d1 = lambda u: jax.jvp(f, (u,), (e,))[1]  # noqa: E731
+        d2 = lambda u: jax.jvp(d1, (u,), (e,))[1]  # noqa: E731
+        return jax.jvp(d2, (v,), (e,))
+
+    return jax.jit(jax.vmap(along))(jnp.arange(v.size))
+
+
+@functools.lru_cache(maxsize=None)
+def reference(config):
+    """(cost, params, batch, flat jax.grad, |C|) for a config, computed once per worker."""
+    cost, params, batch = make_case(*config)
+    g = ravel_pytree(jax.jit(jax.grad(cost))(params, batch))[0]
+    return cost, params, batch, g, abs(float(jax.jit(cost)(params, batch)))
+
+
+@functools.lru_cache(maxsize=None)
+def curvature(config):
+    """(C_ii, C_iii) of a config's cost along the basis vectors."""
+    cost, params, batch = reference(config)[:3]
+    v, unravel = ravel_pytree(params)
+    return diagonal_derivatives(lambda u: cost(unravel(u), batch), v)
+
+
+def fd_tolerance(scheme, v, g, c_abs, d2, d3):
+    """Per-component bound on |FD - exact| in float64, twice each term of the scheme's error expansion.
+
+    The cost is evaluated with a rounding error delta that we take as 4 ulps of max(1, |C|) (a sum of a few
+    dozen float64 terms: measured errors are about one ulp). With the default steps h_i (finite_diff docstring):
+      forward:  |err_i| <= h_i/2 |C_ii| + 2 delta / h_i           (truncation O(h) + rounding)
+      central:  |err_i| <= h_i^2/6 |C_iii| + delta / h_i          (truncation O(h^2) + rounding)
+      complex:  no subtraction, so only rounding of Im C: a few ulps of the largest quantity involved,
+                max(|C|, |g|_inf); we allow 16 ulps.
+    """
+    delta = 4 * EPS64 * max(1.0, c_abs)
+    if scheme == "complex":
+        return jnp.full_like(g, 16 * EPS64 * max(c_abs, float(jnp.max(jnp.abs(g)))))
+    h = finite_diff.default_eps(scheme, jnp.float64) * jnp.maximum(1, jnp.abs(v))
+    if scheme == "forward":
+        return 2 * (h / 2 * jnp.abs(d2) + 2 * delta / h)
+    return 2 * (h**2 / 6 * jnp.abs(d3) + delta / h)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}-{c[3]}")
+@pytest.mark.parametrize("method", DETERMINISTIC)
+def test_matches_reverse(method, config):
+    cost, params, batch, g, c_abs = reference(config)
+    if method == "fd-complex" and config[1] == "relu":
+        with pytest.raises(ValueError, match="analytic"):
+            gradient(cost, method)
+        return
+    est = gradient(cost, method)
+    tree = est(params, batch)
+    chex.assert_trees_all_equal_shapes_and_dtypes(tree, params)  # the pytree jax.grad returns
+    got = ravel_pytree(tree)[0]
+    err = jnp.abs(got - g)
+    if method in ("forward", "backprop"):
+        # exact methods: the same arithmetic as jax.grad in another order; 1e-12 relative to the largest entry
+        assert float(jnp.max(err)) <= 1e-12 * float(jnp.max(jnp.abs(g))), (method, float(jnp.max(err)))
+        return
+    scheme = "forward" if method == "fd-loop" else method.removeprefix("fd-")
+    d2, d3 = curvature(config) if scheme != "complex" else (None, None)
+    tol = fd_tolerance(scheme, ravel_pytree(params)[0], g, c_abs, d2, d3)
+    worst = float(jnp.max(err / tol))
+    assert worst <= 1.0, f"{method}: error reaches {worst:.3g} of its bound"
+    # and the bound is not vacuous: a gradient off by 1% of its scale would fail it
+    assert float(jnp.max(tol)) < 0.01 * float(jnp.max(jnp.abs(g)))
+
+
+@pytest.mark.parametrize("scheme, eps", [("forward", 1e-4), ("central", 1e-3)])
+def test_error_order(scheme, eps):
+    """With a step large enough that truncation dominates rounding, the error IS the leading Taylor term:
+    forward  FD - g_i = h_i/2 C_ii + O(h^2)     (first order)
+    central  FD - g_i = h_i^2/6 C_iii + O(h^4)  (second order)
+    We require the leading term to predict the error to 1% of its largest value (the next term is a factor
+    ~h smaller, the rounding delta/h ~ 1e-12 here)."""
+    config = CONFIGS[3]
+    cost, params, batch, g, _ = reference(config)
+    d2, d3 = curvature(config)
+    v = ravel_pytree(params)[0]
+    h = eps * jnp.maximum(1, jnp.abs(v))
+    h = (v + h) - v  # the step actually taken
+    err = ravel_pytree(gradient(cost, f"fd-{scheme}", eps=eps)(params, batch))[0] - g
+    predicted = h / 2 * d2 if scheme == "forward" else h**2 / 6 * d3
+    assert float(jnp.max(jnp.abs(predicted))) > 1e-3 * eps ** (1 if scheme == "forward" else 2)  # not vacuous
+    assert float(jnp.max(jnp.abs(err - predicted))) <= 0.01 * float(jnp.max(jnp.abs(predicted)))
+
+
+@pytest.mark.parametrize("config", CONFIGS[1:2] + CONFIGS[3:4], ids=lambda c: f"{c[1]}-{c[3]}")
+def test_check_grads_on_cost(config):
+    """JAX's own numerical check of the cost's derivatives (forward and reverse, second order)."""
+    cost, params, batch = make_case(*config)
+    jax.test_util.check_grads(jax.jit(lambda p: cost(p, batch)), (params,), order=1, modes=("fwd", "rev"))
+
+
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu", "identity"])
+@pytest.mark.parametrize("out", ["sigmoid", "identity", "softmax"])
+@pytest.mark.parametrize("loss", ["quadratic", "cross-entropy"])
+def test_backprop_equals_jax_grad(act, out, loss):
+    """The four equations for every activation x output x loss, with weight decay: 1e-12 relative."""
+    cost, params, batch = make_case((4, 5, 4, 3), act, out, loss, 0.03, seed=1)
+    ref = jax.grad(cost)(params, batch)  # eager: tiny net, cheaper than compiling
+    got = backprop(cost, params, batch)
+    chex.assert_trees_all_equal_shapes_and_dtypes(got, ref)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(ref)):
+        assert float(jnp.max(jnp.abs(a - b))) <= 1e-12 * float(jnp.max(jnp.abs(b))), (act, out, loss)
+
+
+def test_backprop_relu_tie_matches_jax():
+    """At z = 0 exactly jax.grad of max(z, 0) gives 1/2; backprop uses the same convention."""
+    cost, params, batch = make_case((3, 4, 2), "relu", "sigmoid", "quadratic", 0.0)
+    params = (Layer(jnp.zeros_like(params[0].w), jnp.zeros_like(params[0].b)), params[1])  # every z_1 = 0
+    ref = jax.grad(cost)(params, batch)
+    got = backprop(cost, params, batch)
+    assert float(jnp.max(jnp.abs(ref[0].b))) > 0  # the tie carries gradient: the test is not vacuous
+    chex.assert_trees_all_close(got, ref, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("method", ["forward", "backprop", "fd-central", "fd-complex"])
+def test_same_structure_and_dtypes_as_jax_grad_float32(method):
+    cost, params, batch = make_case((3, 4, 2), "tanh", "sigmoid", "quadratic", 0.0, dtype="float32")
+    ref = jax.grad(cost)(params, batch)
+    got = gradient(cost, method)(params, batch)
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(ref)
+    chex.assert_trees_all_equal_shapes_and_dtypes(got, ref)
+    # float32 FD is coarse (error ~ sqrt(eps32) ~ 3e-4 for forward): a sanity check only, not accuracy
+    chex.assert_trees_all_close(got, ref, atol=3e-2)
+
+
+def test_mixed_dtype_params_keep_their_dtypes():
+    cost, params, batch = make_case((3, 4, 2), "sigmoid", "sigmoid", "quadratic", 0.0)
+    params = (Layer(params[0].w.astype(jnp.float32), params[0].b), params[1])
+    ref = jax.grad(cost)(params, batch)
+    for method in ("fd-central", "fd-complex", "forward"):
+        chex.assert_trees_all_equal_shapes_and_dtypes(gradient(cost, method)(params, batch), ref)
+
+
+def test_evaluation_counts():
+    cost, params, batch = make_case((3, 4, 2), "sigmoid", "sigmoid", "quadratic", 0.0)
+    P = n_params(params)
+    assert P == MLP((3, 4, 2)).n_params() == 26
+    expected = {"fd-forward": P + 1, "fd-central": 2 * P, "fd-complex": P, "reverse": 3.0, "backprop": 3.0,
+                "forward": 1.5 * P + 1}
+    for method, count in expected.items():
+        assert gradient(cost, method).evaluations(P) == count, method
+    for scheme, count in [("forward", P + 1), ("central", 2 * P), ("complex", P)]:
+        assert gradient(cost, "fd-loop", scheme=scheme).evaluations(P) == count
+        # the count is the number of directions the kernel actually evaluates
+        v = ravel_pytree(params)[0]
+        assert finite_diff.plan(v, scheme, 1e-3).idx.shape == (count,)
+
+
+def test_registry_lists_methods_with_kinds():
+    names = available_methods()
+    for m in ("reverse", "forward", "backprop", "fd-forward", "fd-central", "fd-complex", "fd-loop"):
+        assert m in names
+    assert method_info("backprop").structured and not method_info("fd-central").structured
+    assert method_info("fd-loop").kind == "fd" and method_info("forward").kind == "exact"
+    assert not gradient(make_case(*CONFIGS[0])[0], "fd-loop").jittable
+
+
+def test_generic_cost_for_black_box_methods():
+    """Black-box methods take any cost(params, batch) -> scalar, params any pytree (a dict here)."""
+    params = {"a": jnp.array([0.3, -1.2]), "b": jnp.array(0.7)}
+    batch = jnp.array([1.0, 2.0, 3.0])
+    cost = lambda p, x: jnp.mean(jnp.sin(p["a"][0] * x) + p["a"][1] ** 2 * x + jnp.exp(p["b"] * x))  # noqa: E731
+    ref = jax.grad(cost)(params, batch)
+    for method in ("forward", "fd-complex", "fd-forward", "fd-loop"):
+        got = gradient(cost, method)(params, batch)
+        chex.assert_trees_all_close(got, ref, rtol=2e-6 if method in ("fd-forward", "fd-loop") else 1e-9)
+
+
+# --- bad input ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny():
+    return make_case((3, 4, 2), "sigmoid", "sigmoid", "quadratic", 0.0)
+
+
+def test_unknown_method_lists_valid(tiny):
+    with pytest.raises(ValueError, match="fd-central") as e:
+        gradient(tiny[0], "fd-centre")
+    assert "backprop" in str(e.value) and "fd-loop" in str(e.value)
+
+
+@pytest.mark.parametrize("method", ["fd-forward", "fd-central", "fd-complex", "fd-loop"])
+@pytest.mark.parametrize("eps", [0.0, -1e-3, float("nan"), float("inf")])
+def test_bad_eps_value(tiny, method, eps):
+    with pytest.raises(ValueError, match="eps"):
+        gradient(tiny[0], method, eps=eps)
+
+
+@pytest.mark.parametrize("eps", ["1e-3", True, [1e-3]])
+def test_bad_eps_type(tiny, eps):
+    with pytest.raises(TypeError, match="eps"):
+        gradient(tiny[0], "fd-central", eps=eps)
+
+
+def test_eps_below_machine_epsilon(tiny):
+    cost, params, batch = tiny
+    with pytest.raises(ValueError, match="machine epsilon"):
+        gradient(cost, "fd-forward", eps=1e-17)(params, batch)
+
+
+@pytest.mark.parametrize("method", ["fd-forward", "fd-central", "fd-complex", "forward"])
+@pytest.mark.parametrize("chunk, exc", [(0, ValueError), (-3, ValueError), (2.5, TypeError), (True, TypeError),
+                                        ("8", TypeError)])
+def test_bad_chunk_size(tiny, method, chunk, exc):
+    with pytest.raises(exc, match="chunk_size"):
+        gradient(tiny[0], method, chunk_size=chunk)
+
+
+@pytest.mark.parametrize("method", ["reverse"] + list(DETERMINISTIC))
+def test_integer_params_refused(tiny, method):
+    cost, params, batch = tiny
+    iparams = jax.tree_util.tree_map(lambda a: jnp.round(a).astype(jnp.int32), params)
+    with pytest.raises(TypeError, match="floating"):
+        gradient(cost, method)(iparams, batch)
+
+
+def test_backprop_needs_gdjax_cost(tiny):
+    cost, params, batch = tiny
+    with pytest.raises(TypeError, match="make_cost"):
+        gradient(lambda p, b: cost(p, b), "backprop")
+
+
+@pytest.mark.parametrize("method, opts", [("fd-complex", {}), ("fd-loop", {"scheme": "complex"})])
+def test_complex_step_refuses_relu(method, opts):
+    cost = gdjax.make_cost(MLP((3, 4, 2), "relu"), "quadratic")
+    with pytest.raises(ValueError, match="relu"):
+        gradient(cost, method, **opts)
+
+
+def test_complex_step_refuses_cost_dropping_imaginary_part(tiny):
+    cost, params, batch = tiny
+    with pytest.raises(ValueError, match="imaginary"):
+        gradient(lambda p, b: jnp.real(cost(p, b)), "fd-complex")(params, batch)
+
+
+@pytest.mark.parametrize("method", [m for m in ("reverse",) + DETERMINISTIC if m != "backprop"])
+def test_non_scalar_cost_refused(tiny, method):
+    """(backprop only takes gdjax costs, which are scalar: see test_backprop_needs_gdjax_cost.)"""
+    cost, params, batch = tiny
+    per_example = lambda p, b: cost.per_example_batch(p, b)  # noqa: E731  (N,) instead of a scalar
+    with pytest.raises(ValueError, match="scalar"):
+        gradient(per_example, method)(params, batch)
+
+
+def test_bad_scheme_and_unknown_option(tiny):
+    with pytest.raises(ValueError, match="scheme"):
+        gradient(tiny[0], "fd-loop", scheme="backward")
+    with pytest.raises(TypeError):
+        gradient(tiny[0], "fd-central", epsilon=1e-3)
+    with pytest.raises(TypeError, match="no options"):
+        gradient(tiny[0], "backprop", eps=1e-3)
