@@ -92,6 +92,161 @@ COMMANDS["launch"] = (_add_launch, _cmd_launch)
 COMMANDS["devices"] = (_add_devices, _cmd_devices)
 
 
+def _add_bench(sub):
+    p = sub.add_parser(
+        "bench", help="finite differences vs jax.grad: time per gradient over network sizes (make bench)",
+        description="Time one gradient per network size and method (forward pass alone, reverse, forward, "
+                    "backprop, the FD kernel, fd-loop, and every other registered estimator), with XLA FLOPs, "
+                    "memory, error against float64 jax.grad and the same run's matmul rate. Points whose full "
+                    "gradient would exceed --time-budget are timed on a subset and extrapolated (flagged). "
+                    "Writes <out>/fd_vs_grad.json (+ .csv, .jsonl) and the figures; see benchmarks/README.md.",
+        epilog="examples: gdjax bench --quick | gdjax bench --sizes '784,30,10;784,100,10' --methods "
+               "reverse,fd-forward | gdjax bench --sizes P=1e2:1e6:7 --time-budget 3 --resume")
+    p.add_argument("--sizes", default=None,
+                   help="networks: layer lists '784,30,10;784,100,10', or a P range 'P=1e2:1e6[:n]' of square "
+                        "nets [h,h,10] (default: 6 nets from P=162 to 1.06e6 including [784,30,10])")
+    p.add_argument("--batch-size", type=int, default=None, help="examples N in the cost (default 1000; --quick 64)")
+    p.add_argument("--dtype", default="float32", help="float32 (default) or float64")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated gradient methods (default: every registered one); the forward pass "
+                        "alone is always measured")
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per point after warm-up (default 5)")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds of timed calls per point; beyond it a subset is timed and extrapolated "
+                        "(default 0.5; --quick 0.1)")
+    p.add_argument("--out", default=None, help="output directory (default benchmarks/results/<platform>/)")
+    p.add_argument("--device", default=None, help="cpu or gpu (default: JAX's default backend)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the points already in <out>/fd_vs_grad.jsonl and measure only the rest")
+    p.add_argument("--quick", action="store_true", help="tiny sizes and budgets (tests, CI; seconds)")
+    p.add_argument("--million", action=argparse.BooleanOptionalAction, default=None,
+                   help="measure the 'million weights' table (default: on, off with --quick)")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed of params and data (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-plots", action="store_true", help="write the results only, no figures")
+
+
+def _writable_dir(path):
+    """Create `path` if needed and check a file can be written there; OSError (one line) otherwise."""
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise OSError(f"output directory {str(path)!r} is not writable ({err.strerror or err}); "
+                      f"choose another with --out") from None
+    return path
+
+
+def _cmd_bench(args) -> int:
+    from pathlib import Path
+
+    import jax
+
+    from gdjax import benchmark, results
+
+    quick = args.quick
+    sizes = benchmark.parse_sizes(args.sizes) if args.sizes is not None else (
+        benchmark.QUICK_SIZES if quick else benchmark.DEFAULT_SIZES)
+    if args.methods is None or args.methods.strip() == "all":
+        methods = benchmark.default_methods()
+    else:
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip() and m.strip() != benchmark.FORWARD_PASS)
+    if args.device is not None:
+        if args.device not in ("cpu", "gpu"):
+            raise ValueError(f"--device must be cpu or gpu, got {args.device!r}")
+        try:
+            device = jax.devices(args.device)[0]
+        except RuntimeError:
+            raise ValueError(f"--device {args.device}: JAX finds no {args.device} device here "
+                             f"(for a GPU install jax with CUDA: pip install -e '.[cuda]')") from None
+    else:
+        device = jax.devices()[0]
+    config = benchmark.BenchConfig(
+        sizes=sizes,
+        batch_size=args.batch_size if args.batch_size is not None else (64 if quick else benchmark.DEFAULT_BATCH),
+        dtype=args.dtype, methods=methods,
+        repeats=args.repeats if args.repeats is not None else (2 if quick else benchmark.DEFAULT_REPEATS),
+        time_budget=args.time_budget if args.time_budget is not None else (
+            0.1 if quick else benchmark.DEFAULT_TIME_BUDGET),
+        seed=args.seed, million=(not quick) if args.million is None else args.million)
+    out = _writable_dir(args.out if args.out is not None else Path("benchmarks", "results", device.platform))
+    json_path, jsonl_path = out / f"{benchmark.BENCH_NAME}.json", out / f"{benchmark.BENCH_NAME}.jsonl"
+    writer = jax.process_index() == 0  # under `gdjax launch`, one process writes
+    done = results.read_jsonl(jsonl_path) if args.resume else []
+    if writer and not args.resume and jsonl_path.exists():
+        jsonl_path.unlink()  # a fresh sweep
+    if config.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    mm_n = 256 if quick else 1024
+    with jax.default_device(device):
+        peaks = benchmark.measure_peaks(n=mm_n, repeats=3 if quick else 5)
+        rows = benchmark.run_sweep(config, peaks, done=done, progress=not args.no_progress,
+                                   on_row=(lambda r: results.append_jsonl(jsonl_path, r)) if writer else None)
+        peaks_end = benchmark.measure_peaks(n=mm_n, repeats=3 if quick else 5)
+    # the ceiling: the larger of the start and end measurements (other load on the machine only lowers them)
+    ceiling = {k: max(peaks[k], peaks_end[k]) for k in peaks}
+    rows = benchmark.apply_peaks(rows, ceiling)
+    meta = {**results.environment(), "benchmark": benchmark.BENCH_NAME, "dtype": config.dtype,
+            "device_kind": device.device_kind, "device_name": str(device), "platform": device.platform,
+            "matmul_gflops": {k: v / 1e9 for k, v in ceiling.items()}, "matmul_n": mm_n,
+            "matmul_gflops_start": {k: v / 1e9 for k, v in peaks.items()},
+            "matmul_gflops_end": {k: v / 1e9 for k, v in peaks_end.items()},
+            "resumed_points": sum(1 for r in done if r.get("id") in {x["id"] for x in rows})}
+    tg = benchmark.targets(rows, config.batch_size, config.dtype)
+    written = []
+    if writer:
+        results.save_results(json_path, rows, meta=meta, config={**config.as_dict(), "targets": tg})
+        written = [json_path, results.csv_path(json_path), jsonl_path]
+        if not args.no_plots:
+            from gdjax import plotting
+
+            written += plotting.plot_results(json_path)
+    print(f"matmul rate (same run, n={mm_n}, best of start/end): "
+          + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in ceiling.items()) + f"; device {device.device_kind}")
+    print(benchmark.format_table(rows))
+    print()
+    print(benchmark.format_targets(tg))
+    table = benchmark.million_table(rows)
+    if table:
+        print()
+        print(benchmark.format_million(table))
+    for p in written:
+        print(f"wrote {p}")
+    failed = [r for r in rows if r.get("status") == "error"]
+    if failed:
+        print(f"gdjax bench: error: {len(failed)} point(s) failed, recorded with status 'error' "
+              f"(first: {failed[0]['id']}: {failed[0].get('note', '')})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_plot(sub):
+    p = sub.add_parser("plot", help="redraw the figures of a results file (no rerun)",
+                       description="Draw the figures of a gdjax results JSON (e.g. benchmarks/results/cpu/"
+                                   "fd_vs_grad.json) as PNG and SVG, beside it or in --out.")
+    p.add_argument("results", help="a results JSON written by a gdjax benchmark")
+    p.add_argument("--out", default=None, help="directory for the figures (default: beside the results)")
+
+
+def _cmd_plot(args) -> int:
+    from gdjax import plotting
+
+    if args.out is not None:
+        _writable_dir(args.out)
+    for p in plotting.plot_results(args.results, args.out):
+        print(f"wrote {p}")
+    return 0
+
+
+COMMANDS["bench"] = (_add_bench, _cmd_bench)
+COMMANDS["plot"] = (_add_plot, _cmd_plot)
+
+
 def _add_train(sub):
     p = sub.add_parser(
         "train", help="train an MLP by gradient descent with any gradient method",

@@ -31,14 +31,15 @@ class Timing(NamedTuple):
 
     Attributes:
       median_s, min_s, max_s: statistics of `times`.
-      compile_s: seconds of the first warm-up call (tracing + compilation + one run), timed separately.
+      compile_s: seconds of the first warm-up call (tracing + compilation + one run), timed separately;
+        None when `warmup=0`.
       times: the per-call seconds of every timed repeat.
     """
 
     median_s: float
     min_s: float
     max_s: float
-    compile_s: float
+    compile_s: float | None
     times: tuple[float, ...]
 
 
@@ -51,7 +52,8 @@ def time_fn(fn: Callable, *args, repeats: int = 5, warmup: int = 1, number: int 
       fn: any callable returning JAX arrays (or a pytree of them); typically a `jax.jit`-ed function.
       *args: its arguments.
       repeats: timed repetitions (>= 1).
-      warmup: warm-up calls before timing (>= 1, so compilation never counts as run time).
+      warmup: warm-up calls before timing (>= 1, so compilation never counts as run time; 0 only when the
+        caller has already made the first call itself, e.g. of an ahead-of-time compiled executable).
       number: calls per timed repetition (>= 1); each entry of `times` is the mean over them (for tiny
         functions where one call is near the timer's resolution).
       max_time: optional budget in seconds for the timed repeats: stop early once exceeded (at least one
@@ -64,7 +66,7 @@ def time_fn(fn: Callable, *args, repeats: int = 5, warmup: int = 1, number: int 
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     repeats = _checks.positive_int(repeats, "repeats")
-    warmup = _checks.positive_int(warmup, "warmup")
+    warmup = _checks.positive_int(warmup, "warmup", minimum=0)
     number = _checks.positive_int(number, "number")
     if max_time is not None:
         max_time = _checks.positive_float(max_time, "max_time")

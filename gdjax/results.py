@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["environment", "write_json", "save_results", "load_results", "append_jsonl", "read_jsonl",
+__all__ = ["environment", "write_json", "write_bytes", "save_results", "load_results", "append_jsonl", "read_jsonl",
            "csv_path", "to_jsonable"]
 
 
@@ -61,13 +61,19 @@ def to_jsonable(obj):
 
 
 def _atomic_write_text(path, text: str) -> Path:
-    """Write `text` to `path` atomically: temp file in the same directory, fsync, os.replace."""
+    """Write `text` (UTF-8) to `path` atomically; see `write_bytes`."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path, data: bytes) -> Path:
+    """Write `data` to `path` atomically (parents created): a temporary file in the same directory, flushed
+    and fsync'ed, then `os.replace`d over `path`, so readers see the old file or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -34,7 +34,8 @@ def test_time_fn_validates():
     with pytest.raises(ValueError, match="repeats"):
         profiling.time_fn(jnp.sin, 1.0, repeats=0)
     with pytest.raises(ValueError, match="warmup"):
-        profiling.time_fn(jnp.sin, 1.0, warmup=0)
+        profiling.time_fn(jnp.sin, 1.0, warmup=-1)
+    assert profiling.time_fn(jnp.sin, 1.0, warmup=0, repeats=1).compile_s is None  # caller warmed up itself
     with pytest.raises(TypeError, match="fn must be callable"):
         profiling.time_fn(3)
 
