@@ -18,7 +18,7 @@ several threads. So on a 2-core machine the speed-up cannot exceed about 2, what
 ideal efficiency there is 0.5. `--single-thread` pins each device to one thread, which shows the splitting of
 directions at work up to the core count. Processes add the cost of the gloo collectives over TCP.
 
-Writes `benchmarks/results/<device-kind>/scaling_devices.json` (+ .csv, and a .jsonl of finished points: a rerun
+Writes `benchmarks/results/<platform>/scaling_devices.json` (+ .csv, and a .jsonl of finished points: a rerun
 with `--resume` skips them) and `scaling_devices.png` drawn from the JSON (`--plot-only` redraws it).
 """
 
@@ -49,29 +49,42 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error (exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+QUICK = {"sizes": (8, 8, 4), "batch": 32, "chunk_size": 8, "repeats": 3, "devices": (1, 2), "processes": (1, 2)}
+DEFAULTS = {"sizes": (64, 64, 10), "batch": 256, "chunk_size": 64, "repeats": 5, "devices": (1, 2, 4),
+            "processes": (1, 2)}
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny network, 1-2 devices and processes, 3 repeats")
-    p.add_argument("--sizes", type=_ints, default=(64, 64, 10), help="layer widths (default 64,64,10: P = 4810)")
-    p.add_argument("--batch", type=int, default=256, help="examples in the batch")
+    p = _Parser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny network, 1-2 devices and processes, 3 repeats "
+                                                            "(options given explicitly still win)")
+    p.add_argument("--sizes", type=_ints, default=None, help="layer widths (default 64,64,10: P = 4810)")
+    p.add_argument("--batch", type=int, default=None, help="examples in the batch (default 256)")
     p.add_argument("--method", default="fd-forward", help="an FD method with a devices option (fd-forward, ...)")
-    p.add_argument("--chunk-size", type=int, default=64, help="directions per vmapped chunk per device")
+    p.add_argument("--chunk-size", type=int, default=None, help="directions per vmapped chunk per device (64)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    p.add_argument("--devices", type=_ints, default=(1, 2, 4), help="device counts to time")
-    p.add_argument("--processes", type=_ints, default=(1, 2), help="process counts to time (one device each)")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--devices", type=_ints, default=None, help="device counts to time (default 1,2,4)")
+    p.add_argument("--processes", type=_ints, default=None, help="process counts to time, one device each (1,2)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repetitions per point (default 5)")
     p.add_argument("--single-thread", action="store_true", help="one XLA CPU thread per device")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per measured point")
-    p.add_argument("--out", type=Path, default=None, help="results folder (default results/<device-kind>/)")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default results/<platform>/)")
     p.add_argument("--resume", action="store_true", help="keep the finished points of the .jsonl")
     p.add_argument("--plot-only", action="store_true", help="redraw the figure from the JSON and stop")
     # internal: one measurement in this process
     p.add_argument("--worker", choices=("devices", "processes", "probe"), help=argparse.SUPPRESS)
     p.add_argument("--k", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.quick:
-        args.sizes, args.batch, args.chunk_size, args.repeats = (8, 8, 4), 32, 8, 3
-        args.devices, args.processes = (1, 2), (1, 2)
+    for name, value in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     for name in ("batch", "chunk_size", "repeats"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -89,6 +102,7 @@ def worker(args) -> dict | None:
 
     distributed.initialize_from_env()  # set by the launcher in "processes" mode; a no-op otherwise
     import jax
+    import numpy as np
 
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
@@ -104,9 +118,11 @@ def worker(args) -> dict | None:
         raise ValueError(f"asked for {args.k} devices, this process sees {len(jax.devices())}")
     net = gdjax.MLP(tuple(args.sizes))
     cost = gdjax.make_cost(net, "quadratic")
-    k_params, k_data = jax.random.split(jax.random.key(0))
-    params = net.init(k_params, scheme="lecun", dtype=args.dtype)
-    batch = gdjax.data.synthetic(k_data, args.batch, net.n_in, net.n_out, dtype=args.dtype)
+    rng = np.random.default_rng(0)  # numpy: the same problem in every process, and no eager ops to compile
+    params = tuple(gdjax.Layer((rng.normal(size=(m, n)) / np.sqrt(m)).astype(args.dtype), np.zeros(n, args.dtype))
+                   for m, n in zip(args.sizes[:-1], args.sizes[1:]))  # LeCun-normal weights, zero biases
+    batch = gdjax.Batch(rng.uniform(size=(args.batch, net.n_in)).astype(args.dtype),
+                        np.eye(net.n_out, dtype=args.dtype)[rng.integers(0, net.n_out, size=args.batch)])
     est = gdjax.gradient(cost, args.method, chunk_size=args.chunk_size, devices=devices)
     timing = profiling.time_fn(est, params, batch, repeats=args.repeats, warmup=2)
     if info.process_id != 0:
@@ -236,7 +252,7 @@ def main(argv=None) -> int:
     from gdjax import results
 
     dev = probe(args)
-    folder = args.out or RESULTS / re.sub(r"[^A-Za-z0-9._-]+", "-", dev["device_kind"]).strip("-").lower()
+    folder = args.out or RESULTS / dev["platform"]  # cpu, gpu: as every benchmark here; meta names the device
     path = folder / f"{NAME}.json"
     if args.plot_only:
         print(plot(path))
@@ -278,9 +294,10 @@ def main(argv=None) -> int:
                     "is bounded by the core count, not by k") if dev["platform"] == "cpu" else ""
     results.save_results(path, rows, meta=meta, config=config)
     png = plot(path)
-    print(f"{'mode':>9} {'k':>3} {'median ms':>10} {'speed-up':>9} {'efficiency':>10}")
+    print(f"{'mode':>9} {'k':>3} {'median ms':>10} {'speed-up':>10} {'efficiency':>10}")
     for r in rows:
-        print(f"{r['mode']:>9} {r['k']:>3} {r['median_s'] * 1e3:10.2f} {r['speedup']:9.2f} {r['efficiency']:10.2f}")
+        ratios = "".join(f"{r[name]:10.2f}" if r[name] is not None else f"{'-':>10}" for name in ("speedup", "efficiency"))
+        print(f"{r['mode']:>9} {r['k']:>3} {r['median_s'] * 1e3:10.2f}{ratios}")
     print(f"wrote {path} and {png}")
     return 0
 
