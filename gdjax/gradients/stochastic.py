@@ -1,0 +1,96 @@
+"""Stochastic gradient estimators: SPSA and the forward gradient, unbiased estimates from random directions.
+
+Both are black-box (any `cost(params, batch) -> scalar` with real float params) and need an explicit PRNG key;
+averaging `num_directions = k` independent directions divides the variance by k.
+
+"spsa" (simultaneous perturbation, Spall 1992): a Rademacher direction `v` (entries +-1 with equal probability),
+    g = (C(p + eps v) - C(p - eps v)) / (2 eps) * v,
+    E[g] = grad C + O(eps^2),   Var[g_i] = (|grad C|^2 - (dC/dp_i)^2) / k.
+    Evaluations per gradient: 2k cost evaluations.
+"forward-gradient" (Baydin et al. 2022, "Gradients without backpropagation"): a Gaussian direction v ~ N(0, I),
+    g = (grad C . v) v, the directional derivative by one `jax.jvp` (exact, no step),
+    E[g] = grad C exactly,   Var[g_i] = (|grad C|^2 + (dC/dp_i)^2) / k.
+    Evaluations per gradient: counted as 1 + k: the primal evaluation is shared by the k directions (vmap
+    keeps it unbatched) and each jvp tangent pass is counted as one forward pass. That is exact for the first
+    layer (its tangent is one matmul, x @ dW) and an underestimate for deeper layers (a @ dW + da @ W: two
+    matmuls); benchmarks/estimators.py reports the FLOPs XLA counts beside it.
+
+    >>> est = gradient(cost, "spsa", num_directions=8)
+    >>> g = est(params, batch, jax.random.key(0))   # a pytree like params; a fresh key for every step
+    >>> est.evaluations(n_params(params))           # 16.0
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from gdjax import _checks
+from gdjax.gradients.registry import Estimator, register
+
+
+def _num_directions(k) -> int:
+    return _checks.positive_int(k, "num_directions (random directions averaged per gradient)")
+
+
+def _flat_real(params, method: str):
+    flat, unravel = ravel_pytree(params)
+    if flat.size == 0 or not jnp.issubdtype(flat.dtype, jnp.floating):
+        raise TypeError(
+            f"method {method!r} needs real float32/float64 params (a non-empty pytree), got dtype {flat.dtype}"
+        )
+    return flat, unravel
+
+
+def spsa_eps(dtype) -> float:
+    """The default SPSA step for `dtype`: eps_mach**(1/3) (central differences), 4.9e-3 f32, 6.1e-6 f64."""
+    return float(jnp.finfo(dtype).eps) ** (1.0 / 3.0)
+
+
+@register("spsa", kind="stochastic",
+          summary="simultaneous perturbation: Rademacher direction, 2 cost evaluations, unbiased to O(eps^2)")
+def spsa(cost, *, eps=None, num_directions=1) -> Estimator:
+    """SPSA: `mean_k (C(p + eps v_k) - C(p - eps v_k)) / (2 eps) * v_k` with Rademacher `v_k`.
+
+    Options: eps (> 0; None: eps_mach**(1/3) of the params' dtype), num_directions k >= 1.
+    Evaluations: 2k.
+    """
+    k = _num_directions(num_directions)
+    eps = None if eps is None else _checks.positive_float(eps, "eps")
+
+    @jax.jit
+    def fn(params, batch, key):
+        flat, unravel = _flat_real(params, "spsa")
+        h = eps if eps is not None else spsa_eps(flat.dtype)
+        v = jax.random.rademacher(key, (k, flat.size), dtype=jnp.int8).astype(flat.dtype)
+
+        def slope(vi):  # the central difference along vi
+            return (cost(unravel(flat + h * vi), batch) - cost(unravel(flat - h * vi), batch)) / (2 * h)
+
+        return unravel(jax.vmap(slope)(v) @ v / k)
+
+    return Estimator("spsa", fn, lambda p: 2.0 * k, stochastic=True, options={"eps": eps, "num_directions": k})
+
+
+@register("forward-gradient", kind="stochastic",
+          summary="random-direction jvp (grad . v) v with v ~ N(0, I): unbiased, no step size")
+def forward_gradient(cost, *, num_directions=1) -> Estimator:
+    """Forward gradient: `mean_k (grad C . v_k) v_k`, `v_k ~ N(0, I)`, each directional derivative by `jax.jvp`.
+
+    Options: num_directions k >= 1. Evaluations: 1 + k (one primal, k tangent passes; see the module docstring).
+    """
+    k = _num_directions(num_directions)
+
+    @jax.jit
+    def fn(params, batch, key):
+        flat, unravel = _flat_real(params, "forward-gradient")
+        v = jax.random.normal(key, (k, flat.size), flat.dtype)
+
+        def f(q):
+            return cost(unravel(q), batch)
+
+        slopes = jax.vmap(lambda vi: jax.jvp(f, (flat,), (vi,))[1])(v)  # (k,) directional derivatives
+        return unravel(slopes @ v / k)
+
+    return Estimator("forward-gradient", fn, lambda p: 1.0 + k, stochastic=True, options={"num_directions": k})
