@@ -14,7 +14,7 @@ from gdjax.data import (
     DATASETS, Batch, Dataset, iterate_batches, load_dataset, one_hot, read_idx, shuffled_batches, synthetic,
     train_test_split,
 )
-from gdjax.gradients import Estimator, available_methods, gradient, method_info, n_params
+from gdjax.gradients import Estimator, available_methods, direction_mesh, gradient, method_info, n_params
 from gdjax.nn import ACTIVATIONS, INIT_SCHEMES, MLP, OUTPUT_ACTIVATIONS, Layer, forward_flops, init_mlp
 
 __version__ = "0.1.0"
@@ -26,4 +26,5 @@ __all__ = [
     "n_params", "one_hot",
     "DATASETS", "Dataset", "iterate_batches", "load_dataset", "read_idx", "shuffled_batches", "synthetic",
     "train_test_split",
+    "direction_mesh",
 ]

@@ -1,0 +1,200 @@
+"""The FD kernel: equals the naive loop to rounding, any chunk size, sharded over 4 (host) devices equal to one,
+no retracing, memory that grows with the chunk and not with P^2, the defaults, the direction map."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import gdjax
+from gdjax.data import Batch, one_hot
+from gdjax.gradients import _directions, finite_diff, gradient
+from gdjax.nn import MLP
+
+EPS64 = float(jnp.finfo(jnp.float64).eps)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def case(sizes=(3, 5, 4, 3), act="tanh", out="sigmoid", loss="cross-entropy", dtype="float64", n=6, seed=0):
+    net = MLP(sizes, act, out)
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    params = net.init(k1, dtype=dtype)
+    x = jax.random.uniform(k2, (n, sizes[0]), jnp.dtype(dtype))
+    return gdjax.make_cost(net, loss, 0.01), params, Batch(x, one_hot(np.arange(n) % sizes[-1], sizes[-1], dtype))
+
+
+def flat(tree):
+    return ravel_pytree(tree)[0]
+
+
+def rounding_bound(scheme, cost, params, batch, g):
+    """How far two FD gradients may differ when the same costs are evaluated by different programs (batched
+    vs one at a time: XLA may sum in another order). Each cost value may move by a few ulps of |C|; that
+    becomes (2 values) * 4 ulps / h_i for forward/central, and a few ulps of the largest of |C|, |g| for the
+    complex step (no division by a small difference)."""
+    v = flat(params)
+    c = max(1.0, abs(float(jax.jit(cost)(params, batch))))
+    if scheme == "complex":
+        return 16 * EPS64 * max(c, float(jnp.max(jnp.abs(g))))
+    h = finite_diff.default_eps(scheme, jnp.float64) * jnp.maximum(1, jnp.abs(v))
+    return 2 * 4 * EPS64 * c / h
+
+
+@pytest.mark.parametrize("scheme", finite_diff.SCHEMES)
+def test_kernel_equals_loop(scheme):
+    cost, params, batch = case()
+    kernel = flat(gradient(cost, f"fd-{scheme}")(params, batch))
+    loop = flat(gradient(cost, "fd-loop", scheme=scheme)(params, batch))
+    assert np.all(np.abs(np.asarray(kernel - loop)) <= np.asarray(rounding_bound(scheme, cost, params, batch, loop)))
+
+
+@pytest.mark.parametrize("scheme", ["forward", "complex"])
+def test_any_chunk_size_gives_the_same_gradient(scheme):
+    """4 and 7 (dividing none of P = 59, P + 1 = 60: padded), P, P + 1, more than the directions, default."""
+    cost, params, batch = case()
+    P = gdjax.n_params(params)
+    assert P == 59
+    ref = flat(gradient(cost, f"fd-{scheme}", chunk_size=1)(params, batch))
+    bound = rounding_bound(scheme, cost, params, batch, ref)
+    for chunk in (4, 7, P, P + 1, 1000, None):
+        got = flat(gradient(cost, f"fd-{scheme}", chunk_size=chunk)(params, batch))
+        assert np.all(np.abs(np.asarray(got - ref)) <= np.asarray(bound)), chunk
+
+
+def test_no_retrace_on_second_call():
+    cost, params, batch = case()
+    traces = []
+
+    def counted(p, b):
+        traces.append(1)
+        return cost(p, b)
+
+    for method in ("fd-central", "forward"):
+        traces.clear()
+        est = gradient(counted, method, chunk_size=8)
+        first = est(params, batch)
+        n_first = len(traces)
+        assert n_first > 0
+        second = est(jax.tree_util.tree_map(lambda a: a + 0.5, params), batch)  # new values, same shapes
+        assert len(traces) == n_first, f"{method} retraced"
+        assert not np.allclose(flat(first), flat(second))
+        est(params, Batch(batch.x[:3], batch.y[:3]))  # a new batch shape must retrace: the counter works
+        assert len(traces) > n_first
+
+
+def test_memory_grows_with_chunk_not_p_squared():
+    """XLA's own memory analysis of the compiled kernel for P = 7510 (P^2 floats would be 225 MB)."""
+    net = MLP((64, 100, 10))
+    params = net.init(jax.random.key(0), dtype="float32")
+    batch = Batch(jnp.zeros((32, 64), jnp.float32), jnp.zeros((32, 10), jnp.float32))
+    cost = gdjax.make_cost(net)
+    P = net.n_params()
+
+    def temp_bytes(chunk):
+        fn = jax.jit(lambda p, b: finite_diff.fd_gradient(cost, p, b, scheme="forward", chunk_size=chunk))
+        return fn.lower(params, batch).compile().memory_analysis().temp_size_in_bytes
+
+    small, large = temp_bytes(16), temp_bytes(128)
+    assert large > 2 * small  # grows with the chunk ...
+    assert large < 16 * 128 * P * 4  # ... by O(chunk * P) bytes (a few copies of the chunk's params) ...
+    assert large < 0.1 * P * P * 4  # ... far from a P x P matrix
+
+
+def test_defaults():
+    for dt in (jnp.float32, jnp.float64):
+        e = float(jnp.finfo(dt).eps)
+        assert finite_diff.default_eps("forward", dt) == pytest.approx(e**0.5)
+        assert finite_diff.default_eps("central", dt) == pytest.approx(e ** (1 / 3))
+        assert finite_diff.default_eps("complex", dt) == pytest.approx(e**2)
+    assert finite_diff.default_eps("forward", jnp.float32) == pytest.approx(3.45e-4, rel=1e-2)
+    # chunk from the budget: per direction 3 P itemsize + activations
+    P, act = 10_000, 50_000
+    c = _directions.default_chunk_size(P, 4, act, 10**6, budget=2**26)
+    assert c == 2**26 // (3 * P * 4 + act) and c * (3 * P * 4 + act) <= 2**26
+    assert _directions.default_chunk_size(P, 4, act, 10, n_devices=4) == 3  # never more than per device
+    assert _directions.default_chunk_size(10**9, 8, 0, 10) == 1  # huge P: one direction at a time
+    assert _directions.default_chunk_size(1, 4, 0, 10**9) == _directions.MAX_CHUNK
+
+
+def test_lecture_net_default_chunk_fits_budget():
+    net = MLP((784, 30, 10))
+    params = net.init(jax.random.key(0))
+    batch = Batch(jnp.zeros((1000, 784), jnp.float32), jnp.zeros((1000, 10), jnp.float32))
+    cost = gdjax.make_cost(net)
+    c = finite_diff.fd_chunk_size(cost, params, batch, "forward")
+    per_direction = 3 * net.n_params() * 4 + _directions.intermediate_bytes(cost, params, batch)
+    assert 1 < c <= _directions.MAX_CHUNK and c * per_direction <= finite_diff.DEFAULT_MEMORY_BUDGET
+
+
+def test_map_directions_matches_vmap_with_padding():
+    ops = (jnp.arange(3.0), 2.0)
+    xs = (jnp.arange(11), jnp.linspace(0, 1, 11))
+    fn = lambda o, x: {"a": o[0] * x[0] + o[1], "b": jnp.stack([x[1], -x[1]])}  # noqa: E731
+    ref = jax.vmap(fn, in_axes=(None, 0))(ops, xs)
+    for chunk in (1, 4, 11, 20):
+        got = jax.jit(lambda o, x, c=chunk: _directions.map_directions(fn, o, x, c))(ops, xs)
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(a, b), got, ref)
+
+
+def test_mesh_arguments():
+    mesh = _directions.direction_mesh()
+    assert mesh.axis_names == (_directions.AXIS,) and mesh.size == len(jax.devices())
+    assert _directions.resolve_mesh(jax.devices()[:1]) is None  # one device: no sharding at all
+    with pytest.raises(ValueError, match="devices"):
+        _directions.direction_mesh([])
+    with pytest.raises(TypeError, match="devices"):
+        gradient(case()[0], "fd-central", devices="cpu")
+    with pytest.raises(TypeError, match="mesh"):
+        gradient(case()[0], "fd-central", mesh="data")
+    with pytest.raises(ValueError, match="either devices or mesh"):
+        gradient(case()[0], "fd-central", devices=jax.devices(), mesh=mesh)
+
+
+SHARDED_SCRIPT = textwrap.dedent("""
+    import json, jax, jax.numpy as jnp, numpy as np
+    jax.config.update("jax_enable_x64", True)
+    import gdjax
+    from gdjax.gradients import gradient
+    from jax.flatten_util import ravel_pytree
+    assert len(jax.devices()) == 4, jax.devices()
+    net = gdjax.MLP((3, 5, 4, 3), "tanh", "sigmoid")
+    params = net.init(jax.random.key(0), dtype="float64")          # P = 59: not a multiple of 4 * chunk
+    x = jax.random.uniform(jax.random.key(1), (6, 3), jnp.float64)
+    batch = gdjax.Batch(x, gdjax.one_hot(np.arange(6) % 3, 3, "float64"))
+    cost = gdjax.make_cost(net, "cross-entropy", 0.01)
+    out = {}
+    for method, chunk in [("fd-forward", None), ("fd-central", 3), ("fd-complex", 3), ("forward", 3)]:
+        if True:
+            one = gradient(cost, method, chunk_size=chunk, devices=jax.devices()[:1])(params, batch)
+            est = gradient(cost, method, chunk_size=chunk)              # default: every device
+            four = est(params, batch)
+            leaf = jax.tree_util.tree_leaves(four)[0]
+            d = np.abs(np.asarray(ravel_pytree(four)[0] - ravel_pytree(one)[0]))
+            out[f"{method}/{chunk}"] = {"max_diff": float(d.max()), "n_devices": est.options["n_devices"],
+                                         "replicated_on": len(leaf.sharding.device_set),
+                                         "fully_replicated": bool(leaf.sharding.is_fully_replicated)}
+    print(json.dumps(out))
+""")
+
+
+def test_sharded_equals_single_device():
+    """4 host devices (XLA_FLAGS) in a subprocess: the direction axis split 4 ways, padded, same gradient."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(out) == 4
+    for key, r in out.items():
+        assert r["n_devices"] == 4 and r["replicated_on"] == 4 and r["fully_replicated"], (key, r)
+        if key.endswith("/3"):  # same chunk size: every chunk holds the same directions, same program
+            assert r["max_diff"] == 0.0, (key, r)
+        else:  # default chunk differs per device count (capped at directions per device): rounding only
+            assert r["max_diff"] <= 1.2e-7, (key, r)  # 2 values x 4 ulps of C (~1) / h (1.5e-8, fd-forward)
