@@ -86,7 +86,7 @@ def figure_time_vs_p(data: dict):
     matmul-peak limit of the FD kernel: (P + 1) x forward FLOPs / the same run's matmul rate."""
     rows = _sweep_rows(data)
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(11, 5.5))
     for m in methods:
         rs = [r for r in rows if r["method"] == m]
         measured = [r for r in rs if not r.get("extrapolated")]
@@ -111,7 +111,7 @@ def figure_time_vs_p(data: dict):
     ax.set_title(f"Cost of one gradient vs network size ({_title_suffix(data)})")
     ax.grid(True, which="both", alpha=0.25)
     ax.plot([], [], "o", mfc="white", mec="gray", label="hollow / dashed: extrapolated")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return fig
 
 
@@ -121,7 +121,7 @@ def figure_ratio(data: dict, baseline: str = "reverse"):
     base = {(r["sizes"], r["batch_size"]): r for r in rows if r["method"] == baseline}
     fd_methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m.startswith("fd-")]
     all_methods = list(dict.fromkeys(r["method"] for r in rows))
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(10.5, 5))
     ps_all = []
     for m in fd_methods:
         pts = []
@@ -147,7 +147,7 @@ def figure_ratio(data: dict, baseline: str = "reverse"):
     ax.set_title(f"How much slower than jax.grad? ({_title_suffix(data)})")
     ax.grid(True, which="both", alpha=0.25)
     ax.plot([], [], "o", mfc="white", mec="gray", label="hollow / dashed: extrapolated")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return fig
 
 
