@@ -937,3 +937,42 @@ def format_million(table: Sequence[dict]) -> str:
         e = ("~" if t["epoch_extrapolated"] else "") + human_time(t["epoch_s"])
         lines.append(f"  {t['sizes']:<14}{t['P']:>10,}  {t['method']:<12}{g:>20}{e:>22}")
     return "\n".join(lines)
+
+
+def markdown_summary(data: dict) -> str:
+    """The headline tables of a results dict (`gdjax.results.load_results`) as Markdown, for the README:
+    every method at [784, 30, 10], the targets, and the million-weights table. `~` marks extrapolated times."""
+    rows = data["rows"]
+    cfg, meta = data.get("config", {}), data.get("meta", {})
+    lect = "-".join(map(str, LECTURE_NET))
+    at = [r for r in ok_rows(rows) if r["sizes"] == lect]
+    rev = _find(at, lect, "reverse")
+    mm = meta.get("matmul_gflops", {})
+    lines = [f"[784, 30, 10], N = {cfg.get('batch_size')}, {cfg.get('dtype')}, {meta.get('device_kind')} "
+             f"({meta.get('cpu_count')} CPUs; matmul {mm.get(cfg.get('dtype'), float('nan')):.0f} GFLOP/s), "
+             f"{meta.get('date', '')[:10]}, commit {str(meta.get('git_commit'))[:8]}:", "",
+             "| method | evaluations | time per gradient | / reverse | % of matmul rate | rel. error vs f64 grad |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in sorted(at, key=lambda r: r["median_s"]):
+        mark = "~" if r.get("extrapolated") else ""
+        ratio = f"{r['median_s'] / rev['median_s']:.3g}" if rev else "-"
+        lines.append(f"| {r['method']} | {r['evaluations']:.6g} | {mark}{human_time(r['median_s'])} | {mark}{ratio} | "
+                     f"{_fmt(r.get('peak_fraction'), '.0%')} | {_fmt(r.get('rel_error'), '.1e')} |")
+    tg = cfg.get("targets") or targets(rows, cfg.get("batch_size", 1000), cfg.get("dtype", "float32"))
+    lines += ["", "| target | measured | required | |", "| --- | ---: | ---: | --- |"]
+    for t in tg:
+        pct = "matmul" in t["target"]
+        val = "-" if t["value"] is None else (f"{t['value']:.0%}" if pct else f"{t['value']:.3g}")
+        thr = f"{t['threshold']:.0%}" if pct else f"{t['threshold']:g}"
+        lines.append(f"| {t['target']} | {val} | {t['comparison']} {thr} | {t['status']} |")
+    table = million_table(rows)
+    if table:
+        lines += ["", f"One gradient on {MILLION_EXAMPLES:,} examples, and one epoch = {EPOCH_STEPS} steps of "
+                      f"mini-batch {EPOCH_BATCH} (6000 x one mini-batch gradient):", "",
+                  "| network | P | method | one gradient (N = 60,000) | one epoch (6000 x N = 10) |",
+                  "| --- | ---: | --- | ---: | ---: |"]
+        for t in table:
+            g = ("~" if t["gradient_extrapolated"] else "") + human_time(t["gradient_s"])
+            e = ("~" if t["epoch_extrapolated"] else "") + human_time(t["epoch_s"])
+            lines.append(f"| [{t['sizes'].replace('-', ', ')}] | {t['P']:,} | {t['method']} | {g} | {e} |")
+    return "\n".join(lines)

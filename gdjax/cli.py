@@ -231,15 +231,21 @@ def _add_plot(sub):
                                    "fd_vs_grad.json) as PNG and SVG, beside it or in --out.")
     p.add_argument("results", help="a results JSON written by a gdjax benchmark")
     p.add_argument("--out", default=None, help="directory for the figures (default: beside the results)")
+    p.add_argument("--markdown", action="store_true",
+                   help="also print the headline tables as Markdown (fd_vs_grad results), for the README")
 
 
 def _cmd_plot(args) -> int:
-    from gdjax import plotting
+    from gdjax import plotting, results
 
     if args.out is not None:
         _writable_dir(args.out)
     for p in plotting.plot_results(args.results, args.out):
         print(f"wrote {p}")
+    if args.markdown:
+        from gdjax import benchmark
+
+        print(benchmark.markdown_summary(results.load_results(args.results)))
     return 0
 
 

@@ -80,15 +80,18 @@ def test_errors_against_float64_grad(sweep):
             assert 0 < r["rel_error"] < 0.5
 
 
-def test_plots_written(sweep):
+def test_plots_written(sweep, capsys):
     _, out = sweep
     for stem in ("fd_vs_grad_time", "fd_vs_grad_ratio", "fd_vs_grad_bars"):
         for ext in ("png", "svg"):
             assert (out / f"{stem}.{ext}").stat().st_size > 1000
     # redrawing from the JSON alone works (gdjax plot)
     figs = out / "redrawn"
-    assert cli.main(["plot", str(out / "fd_vs_grad.json"), "--out", str(figs)]) == 0
+    capsys.readouterr()
+    assert cli.main(["plot", str(out / "fd_vs_grad.json"), "--out", str(figs), "--markdown"]) == 0
     assert (figs / "fd_vs_grad_ratio.png").exists()
+    text = capsys.readouterr().out
+    assert "| target | measured |" in text  # the headline tables for the README (no [784,30,10] rows here)
 
 
 def test_resume_skips_finished_points(sweep, tmp_path, monkeypatch):
