@@ -2,7 +2,6 @@
 
     python benchmarks/scaling_devices.py            # devices 1, 2, 4 and processes 1, 2 on this machine
     python benchmarks/scaling_devices.py --quick    # a tiny network, seconds (the test runs this)
-    python benchmarks/scaling_devices.py --single-thread   # one XLA thread per CPU device (see below)
 
 What is compared: the same FD gradient (`--method`, default the kernel's "fd-forward") with the direction axis
 split over k devices -- forced host devices on CPU (`XLA_FLAGS=--xla_force_host_platform_device_count=k`, one
@@ -15,8 +14,9 @@ speed-up t1 / tk and efficiency t1 / (k tk), where t1 is the same mode's one-dev
 Read the CPU numbers with the machine in mind: forced host devices are threads of ONE process sharing the
 machine's cores (`cpu_count` in the JSON), and XLA's CPU backend already spreads one device's matmuls over
 several threads. So on a 2-core machine the speed-up cannot exceed about 2, whatever k; with 4 devices the
-ideal efficiency there is 0.5. `--single-thread` pins each device to one thread, which shows the splitting of
-directions at work up to the core count. Processes add the cost of the gloo collectives over TCP.
+ideal efficiency there is 0.5, and anything else running on the machine shows up directly in the times.
+Processes add the cost of the gloo collectives over TCP. Real speed-ups need real devices: several GPUs
+(`--devices 1,2,4,8` on a multi-GPU host) or hosts.
 
 Writes `benchmarks/results/<platform>/scaling_devices.json` (+ .csv, and a .jsonl of finished points: a rerun
 with `--resume` skips them) and `scaling_devices.png` drawn from the JSON (`--plot-only` redraws it).
@@ -36,7 +36,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve()
 RESULTS = HERE.parent / "results"
 NAME = "scaling_devices"
-SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -73,7 +72,6 @@ def parse_args(argv=None):
     p.add_argument("--devices", type=_ints, default=None, help="device counts to time (default 1,2,4)")
     p.add_argument("--processes", type=_ints, default=None, help="process counts to time, one device each (1,2)")
     p.add_argument("--repeats", type=int, default=None, help="timed repetitions per point (default 5)")
-    p.add_argument("--single-thread", action="store_true", help="one XLA CPU thread per device")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per measured point")
     p.add_argument("--out", type=Path, default=None, help="results folder (default results/<platform>/)")
     p.add_argument("--resume", action="store_true", help="keep the finished points of the .jsonl")
@@ -136,7 +134,7 @@ def worker(args) -> dict | None:
         "processes": info.num_processes, "median_s": timing.median_s, "min_s": timing.min_s,
         "max_s": timing.max_s, "compile_s": timing.compile_s, "times": list(timing.times),
         "platform": info.platform, "device_kind": env["device_kind"], "cpu_count": env["cpu_count"],
-        "single_thread": bool(args.single_thread), "env": env,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""), "env": env,
     }
 
 
@@ -147,15 +145,13 @@ def _worker_argv(args, mode: str, k: int) -> list[str]:
     argv = [sys.executable, str(HERE), "--worker", mode, "--k", str(k), "--sizes", ",".join(map(str, args.sizes)),
             "--batch", str(args.batch), "--method", args.method, "--chunk-size", str(args.chunk_size),
             "--dtype", args.dtype, "--repeats", str(args.repeats)]
-    return argv + (["--single-thread"] if args.single_thread else [])
+    return argv
 
 
 def _env(args, host_devices: int) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GDJAX_")}
     flags = re.sub(r"--xla_force_host_platform_device_count=\S+", "", env.get("XLA_FLAGS", ""))
     flags += f" --xla_force_host_platform_device_count={host_devices}"
-    if args.single_thread:
-        flags += " " + SINGLE_THREAD_FLAGS
     env["XLA_FLAGS"] = flags.strip()
     return env
 
@@ -209,6 +205,7 @@ def plot(path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from gdjax import results
 
@@ -228,9 +225,15 @@ def plot(path: Path) -> Path:
              title=f"{cfg['method']}, sizes {cfg['sizes']}, batch {cfg['batch']} (dotted: ideal t1/k)")
     ax_e.axhline(1.0, color="gray", ls=":")
     cores = data["meta"].get("cpu_count")
+    ks = sorted({r["k"] for r in rows})
+    if data["meta"].get("platform") == "cpu" and cores:  # k devices on `cores` cores: efficiency <= cores / k
+        ax_e.plot(ks, [min(1.0, cores / k) for k in ks], "--", color="gray", label=f"bound min(1, {cores}/k)")
+
     ax_e.set(xscale="log", ylim=(0, 1.1), xlabel="k", ylabel="efficiency t1 / (k tk)",
              title=f"strong scaling on {data['meta'].get('device_kind')} ({cores} cores)")
     for ax in (ax_t, ax_e):
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xticks(ks, [str(k) for k in ks])
         ax.legend()
     fig.tight_layout()
     png = Path(path).with_suffix(".png")
@@ -267,7 +270,7 @@ def main(argv=None) -> int:
         print(f"note: process scaling runs on CPU only here ({dev['platform']}: see README 'distributed')")
         points = [(m, k) for m, k in points if k <= dev["device_count"]]
     jsonl = folder / f"{NAME}.jsonl"
-    same = {k: config[k] for k in ("sizes", "batch", "method", "chunk_size", "dtype", "repeats", "single_thread")}
+    same = {k: config[k] for k in ("sizes", "batch", "method", "chunk_size", "dtype", "repeats")}
     done = {}
     if args.resume and jsonl.exists():
         for r in results.read_jsonl(jsonl):

@@ -57,11 +57,13 @@ def _worker() -> None:
     def flat(tree):
         return ravel_pytree(distributed.gather(tree))[0].tolist()
 
-    grads = {}
+    grads, sharded_over = {}, {}
     missing = [m for m in FD_METHODS if m not in gdjax.available_methods()]
     for method in FD_METHODS:
         if method not in missing:
-            grads[method] = flat(gdjax.gradient(cost, method, chunk_size=CHUNK)(params, batch))
+            est = gdjax.gradient(cost, method, chunk_size=CHUNK)  # default: every device of every process
+            grads[method] = flat(est(params, batch))
+            sharded_over[method] = est.options.get("n_devices")
     grads["reverse"] = flat(jax.jit(jax.grad(cost))(params, batch))
 
     mesh = distributed.data_mesh()
@@ -83,7 +85,7 @@ def _worker() -> None:
     print("RESULT " + json.dumps({
         "process_id": info.process_id, "num_processes": info.num_processes,
         "global_devices": info.global_device_count, "batch_shards": len(sharded.x.sharding.device_set),
-        "missing": missing, "grads": grads, "trained": flat(state.params), "costs": costs,
+        "missing": missing, "grads": grads, "sharded_over": sharded_over, "trained": flat(state.params), "costs": costs,
         "indivisible": indivisible,
     }), flush=True)
 
@@ -142,6 +144,7 @@ def test_fd_and_training_identical_on_1_2_4_forced_host_devices():
         row = _finish(proc)
         assert row["global_devices"] == k and row["num_processes"] == 1
         assert row["batch_shards"] == k  # the training batch really is split across the k devices
+        assert row["sharded_over"] == {m: k for m in FD_METHODS}  # and so are the FD directions
         assert "multiple of the" in row["indivisible"]  # 7 examples do not split over 2 or 4 devices
         _assert_same(row, ref, f"{k} devices")
 
@@ -155,6 +158,7 @@ def test_two_processes_on_loopback_match_one_process():
     assert [r["process_id"] for r in rows] == [0, 1], proc.stdout[-3000:]
     for row in rows:
         assert row["num_processes"] == 2 and row["global_devices"] == 2 and row["batch_shards"] == 2
+        assert row["sharded_over"] == {m: 2 for m in FD_METHODS}
     # replicated output: every process holds the very same gradient, bit for bit
     assert rows[0]["grads"] == rows[1]["grads"] and rows[0]["trained"] == rows[1]["trained"]
     ref = _one_device()
