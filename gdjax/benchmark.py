@@ -140,7 +140,6 @@ class BenchConfig:
       time_budget: seconds of timed calls per point; beyond it, time a subset and extrapolate.
       seed: PRNG seed of params and data.
       million: also measure the "million weights" table.
-      loss: the cost ("quadratic", as in the lecture).
     """
 
     sizes: tuple = DEFAULT_SIZES
@@ -151,7 +150,6 @@ class BenchConfig:
     time_budget: float = DEFAULT_TIME_BUDGET
     seed: int = 0
     million: bool = True
-    loss: str = "quadratic"
 
     def __post_init__(self):
         sizes = tuple(tuple(s) for s in self.sizes)
@@ -175,7 +173,7 @@ class BenchConfig:
     def as_dict(self) -> dict:
         return {"sizes": [list(s) for s in self.sizes], "batch_size": self.batch_size, "dtype": self.dtype,
                 "methods": list(self.methods), "repeats": self.repeats, "time_budget": self.time_budget,
-                "seed": self.seed, "million": self.million, "loss": self.loss,
+                "seed": self.seed, "million": self.million, "loss": "quadratic",
                 "net": "sigmoid hidden and output units", "data": "x ~ U[0, 1], one-hot random labels"}
 
 
@@ -430,8 +428,9 @@ def measure_method(point: Point, cost, params, batch, *, dtype: str, peak: float
         evaluations x t_forward, to choose between a full and an extrapolated measurement).
       reference: `reference(n) -> float64 flat gradient` on the first n examples.
       history: (P, N, seconds per gradient) of this method at earlier points of the run; for a structured
-        method, whose evaluation count says little about its time, the largest one predicts this point's
-        time as t x (P / P')^2 x (n / N') (an upper bound: no estimator here grows faster than FD's P^2).
+        method, whose evaluation count says little about its time, the largest one also predicts this point's
+        time, as t x (P / P')^2 x (n / N') (an upper bound: no estimator here grows faster than FD's P^2);
+        the smaller of the two predictions is used.
     """
     info = method_info(point.method)
     est = gradient(cost, point.method)
@@ -448,9 +447,9 @@ def measure_method(point: Point, cost, params, batch, *, dtype: str, peak: float
     # a direction subset is only meaningful when the cost grows with the number of directions
     directional = not info.structured and float(est.evaluations(2 * p)) > 1.5 * evals
     evaluations = est.evaluations  # evaluations(q) x t_forward: the predicted seconds at nb examples
-    if info.structured and history:
+    if info.structured and history:  # both predictions are upper bounds: take the smaller
         p0, n0, t0 = max(history)
-        factor = t0 * (p / p0) ** 2 * nb / n0 / (max(evals, 1.0) * t_forward)
+        factor = min(1.0, t0 * (p / p0) ** 2 * nb / n0 / (max(evals, 1.0) * t_forward))
 
         def evaluations(q):
             return factor * float(est.evaluations(q))
@@ -919,8 +918,8 @@ def format_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def format_targets(tg: Sequence[dict]) -> str:
-    lines = ["targets ([784,30,10], N=1000, f32):"]
+def format_targets(tg: Sequence[dict], batch_size: int = DEFAULT_BATCH, dtype: str = "float32") -> str:
+    lines = [f"targets ([784,30,10], N={batch_size}, {dtype}; the issue states them for N=1000, float32):"]
     for t in tg:
         val = "-" if t["value"] is None else (f"{t['value']:.0%}" if "matmul" in t["target"] else f"{t['value']:.3g}")
         thr = f"{t['threshold']:.0%}" if "matmul" in t["target"] else f"{t['threshold']:g}"

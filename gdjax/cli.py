@@ -210,7 +210,7 @@ def _cmd_bench(args) -> int:
           + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in ceiling.items()) + f"; device {device.device_kind}")
     print(benchmark.format_table(rows))
     print()
-    print(benchmark.format_targets(tg))
+    print(benchmark.format_targets(tg, config.batch_size, config.dtype))
     table = benchmark.million_table(rows)
     if table:
         print()
