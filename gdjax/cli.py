@@ -40,11 +40,12 @@ def _add_launch(sub):
         description="Start N processes on loopback (127.0.0.1, a free port) running CMD; each joins JAX's "
                     "distributed runtime first (GDJAX_COORDINATOR/NUM_PROCESSES/PROCESS_ID). Output lines are "
                     "prefixed with [process id]; the first failure stops the others and sets the exit status.",
-        epilog="example: gdjax launch -n 2 -- bench --quick   (on a cluster, see README section 'distributed')")
+        epilog="examples: gdjax launch -n 2 -- devices | gdjax launch -n 2 -- train --method fd-central --out runs/x "
+               "(on a cluster, see README section 'distributed')")
     p.add_argument("-n", "--processes", type=int, required=True, help="number of processes (>= 1)")
     p.add_argument("--timeout", type=float, default=600.0, help="stop everything after this many seconds")
     p.add_argument("--port", type=int, default=None, help="coordinator port (default: a free one)")
-    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the gdjax command, e.g. -- bench --quick")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the gdjax command, e.g. -- devices")
 
 
 def _cmd_launch(args) -> int:
@@ -54,7 +55,7 @@ def _cmd_launch(args) -> int:
     if cmd[:1] == ["--"]:
         cmd = cmd[1:]
     if not cmd:
-        raise ValueError("no command given: put the gdjax command after --, e.g. gdjax launch -n 2 -- bench --quick")
+        raise ValueError("no command given: put the gdjax command after --, e.g. gdjax launch -n 2 -- devices")
     result = distributed.launch(cmd, args.processes, timeout_s=args.timeout, port=args.port)
     if result.returncode:
         print(f"gdjax launch: error: {result.message}", file=sys.stderr)

@@ -13,7 +13,7 @@ every process the same result:
     >>> grads = jax.jit(jax.grad(cost))(params, batch)   # XLA all-reduces the per-device partial sums
     >>> local = gather(grads)                            # numpy arrays, identical on every process
 
-On one machine, `launch(["gdjax", "bench", ...], processes=2)` (the `gdjax launch -n 2 -- bench ...` command)
+On one machine, `launch(["gdjax", "train", ...], processes=2)` (the `gdjax launch -n 2 -- train ...` command)
 starts the processes on loopback; each reads its coordinator address, process count and id from the
 environment (`GDJAX_COORDINATOR`, `GDJAX_NUM_PROCESSES`, `GDJAX_PROCESS_ID`), which only `options_from_env`
 reads. On a cluster, run the same command once per host with those three variables set (the coordinator is
@@ -391,10 +391,10 @@ class LaunchResult:
 def _resolve_command(command: Sequence[str]) -> list[str]:
     """'gdjax ...' -> this interpreter's `-m gdjax.cli ...`; 'python ...' -> this interpreter; else as is."""
     if isinstance(command, str) or not isinstance(command, Sequence) or not all(isinstance(c, str) for c in command):
-        raise TypeError(f"command must be a list of strings such as ['gdjax', 'bench', '--quick'], got {command!r}")
+        raise TypeError(f"command must be a list of strings such as ['gdjax', 'devices'], got {command!r}")
     command = list(command)
     if not command:
-        raise ValueError("command is empty: give the gdjax command to run, e.g. gdjax launch -n 2 -- bench --quick")
+        raise ValueError("command is empty: give the gdjax command to run, e.g. gdjax launch -n 2 -- devices")
     head = os.path.basename(command[0])
     if head == "gdjax":
         return [sys.executable, "-m", "gdjax.cli", *command[1:]]
@@ -403,8 +403,8 @@ def _resolve_command(command: Sequence[str]) -> list[str]:
     if head.endswith(".py"):
         return [sys.executable, *command]
     if command[0].startswith("-"):
-        raise ValueError(f"command starts with an option {command[0]!r}: give a gdjax command such as 'bench ...'")
-    return [sys.executable, "-m", "gdjax.cli", *command]  # a bare subcommand: 'bench ...'
+        raise ValueError(f"command starts with an option {command[0]!r}: give a gdjax command such as 'devices' or 'train ...'")
+    return [sys.executable, "-m", "gdjax.cli", *command]  # a bare subcommand: 'train ...'
 
 
 def _pump(proc: subprocess.Popen, prefix: str, out, lock: threading.Lock) -> None:
@@ -455,7 +455,7 @@ def launch(command: Sequence[str], processes: int, *, timeout_s: float = 600.0, 
     others are stopped and its status is returned; after `timeout_s` all are stopped (status 124).
 
     Args:
-      command: `['gdjax', 'bench', ...]`, `['bench', ...]` (a gdjax subcommand) or `['python', 'script.py', ...]`
+      command: `['gdjax', 'train', ...]`, `['train', ...]` (a gdjax subcommand) or `['python', 'script.py', ...]`
         (scripts call `gdjax.distributed.initialize_from_env()` themselves).
       processes: how many processes, >= 1.
       timeout_s: wall-clock bound for the whole run.
@@ -464,7 +464,7 @@ def launch(command: Sequence[str], processes: int, *, timeout_s: float = 600.0, 
     Returns:
       a `LaunchResult`.
     Example:
-      >>> launch(["gdjax", "bench", "--quick"], processes=2).returncode
+      >>> launch(["gdjax", "devices"], processes=2).returncode
       0
     """
     processes = _checks.positive_int(processes, "processes")
