@@ -1,0 +1,172 @@
+"""What every experiment script shares: key=value config overrides, the output paths, the figure helpers.
+
+Each experiment is `experiments/<name>.py` with a module-level `@dataclass Config`, a `QUICK` dict of overrides
+for the smoke tests (`--quick`), `run(cfg) -> rows`, `plot(data) -> Figure` (from the results file only) and
+`main(argv)`. A run writes `results/<name>.json` (+ `.csv`, via `gdjax.results.save_results`: meta = environment,
+config, rows) and `figures/<name>.png` + `.svg` (via `gdjax.plotting.save_figure`). The figure helpers for the
+experiments live here (not in `gdjax/plotting.py`, which draws the benchmark figures).
+
+    python experiments/taylor.py                      # default config
+    python experiments/taylor.py n_directions=3 h_min=1e-10
+    python experiments/taylor.py --quick results_dir=/tmp/r figures_dir=/tmp/f
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+import types
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "results"
+FIGURES_DIR = ROOT / "figures"
+
+
+@dataclasses.dataclass
+class BaseConfig:
+    """Fields every experiment has: where to write (empty: the repository's results/ and figures/)."""
+
+    results_dir: str = ""
+    figures_dir: str = ""
+
+
+class ConfigError(ValueError):
+    """A bad key=value override (unknown key, unparsable value)."""
+
+
+def _convert(text: str, typ, key: str):
+    origin = typing.get_origin(typ)
+    if typ is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key}={text!r}: expected true or false")
+    if typ is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{key}={text!r}: expected an integer") from None
+    if typ is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{key}={text!r}: expected a number") from None
+    if typ is str:
+        return text
+    if origin is tuple:
+        (inner, *rest) = typing.get_args(typ)
+        parts = [t for t in text.split(",") if t.strip()]
+        return tuple(_convert(t.strip(), inner, key) for t in parts)
+    if origin is typing.Union or origin is types.UnionType:
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if text.lower() in ("none", "null", ""):
+            return None
+        return _convert(text, args[0], key)
+    raise ConfigError(f"{key}: cannot set a field of type {typ} from the command line")
+
+
+def parse_overrides(config, argv: Sequence[str]):
+    """Apply `key=value` overrides to a dataclass instance; unknown keys or bad values raise ConfigError.
+
+    Values are converted by the field's annotation: int, float, str, bool (true/false), tuples (comma-separated:
+    `etas=0.1,1,10`), optional fields (`none`).
+    """
+    hints = typing.get_type_hints(type(config))
+    fields = {f.name for f in dataclasses.fields(config)}
+    changes = {}
+    for arg in argv:
+        if "=" not in arg:
+            raise ConfigError(f"expected key=value, got {arg!r} (valid keys: {', '.join(sorted(fields))})")
+        key, value = arg.split("=", 1)
+        if key not in fields:
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(fields))}")
+        changes[key] = _convert(value, hints[key], key)
+    return dataclasses.replace(config, **changes)
+
+
+def config_from_argv(config_cls, argv: Sequence[str], quick: dict | None = None):
+    """`--quick` applies the script's QUICK overrides first; then key=value pairs (see parse_overrides)."""
+    argv = list(argv)
+    cfg = config_cls()
+    if "--quick" in argv:
+        argv.remove("--quick")
+        cfg = dataclasses.replace(cfg, **(quick or {}))
+    for a in argv:
+        if a.startswith("-"):
+            raise ConfigError(f"unknown option {a!r}; use --quick and key=value overrides")
+    return parse_overrides(cfg, argv)
+
+
+def main_wrapper(name: str, config_cls, quick: dict, run: Callable, plot: Callable, argv=None) -> int:
+    """Parse argv, run, save results and figure, print where they went; errors: one line on stderr, exit 2."""
+    from gdjax import plotting, results
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        cfg = config_from_argv(config_cls, argv, quick)
+        t0 = time.perf_counter()
+        rows, summary = run(cfg)
+        wall = time.perf_counter() - t0
+        res_dir = Path(cfg.results_dir) if cfg.results_dir else RESULTS_DIR
+        fig_dir = Path(cfg.figures_dir) if cfg.figures_dir else FIGURES_DIR
+        meta = results.environment()
+        meta["wall_s"] = wall
+        meta["summary"] = summary
+        path = results.save_results(res_dir / f"{name}.json", rows, meta=meta, config=dataclasses.asdict(cfg))
+        fig = plot(results.load_results(path))
+        figs = plotting.save_figure(fig, fig_dir / name)
+    except (ValueError, TypeError, OSError) as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        return 2
+    for k, v in summary.items():
+        print(f"{name}: {k} = {_fmt(v)}")
+    print(f"{name}: {wall:.1f} s; wrote {path} and {', '.join(str(f) for f in figs)}")
+    return 0
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+# --- small numerical helpers ------------------------------------------------------------------------------
+
+
+def loglog_slope(x, y) -> float:
+    """Least-squares slope of log|y| against log x over the points where both are finite and positive."""
+    x, y = np.asarray(x, float), np.abs(np.asarray(y, float))
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    if ok.sum() < 2:
+        return math.nan
+    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
+
+
+def rows_where(rows, **eq) -> list[dict]:
+    """The rows whose fields equal the given values."""
+    return [r for r in rows if all(r.get(k) == v for k, v in eq.items())]
+
+
+def figure(n_panels: int, width: float = 5.0, height: float = 3.8):
+    """A figure with `n_panels` side by side; returns (fig, axes list)."""
+    fig, axes = plt.subplots(1, n_panels, figsize=(width * n_panels, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def footer(fig, data: dict) -> None:
+    """A small line at the bottom: device, jax version, date, wall time of the run."""
+    m = data.get("meta", {})
+    fig.text(0.01, -0.02, f"{m.get('device_kind', '?')} | jax {m.get('jax', '?')} | {m.get('date', '?')} | "
+             f"run {m.get('wall_s', float('nan')):.1f} s", fontsize=7, color="0.4", ha="left", va="top")
