@@ -33,7 +33,7 @@ def test_taylor(tmp_path):
 
 
 def test_fd_step(tmp_path):
-    data = _run("fd_step", tmp_path, "dtypes=float64")
+    data = _run("fd_step", tmp_path)
     s = data["meta"]["summary"]
     assert 0.8 < s["slope_forward_float64"] < 1.2 and 1.7 < s["slope_central_float64"] < 2.3
     assert s["best_err_central_float64"] < s["best_err_forward_float64"]

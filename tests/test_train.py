@@ -310,3 +310,19 @@ def test_cli_train_bad_input_one_line_nonzero(tmp_path, capsys, change, match):
     err = capsys.readouterr().err
     assert match in err and err.count("\n") == 1, err
     assert not (tmp_path / "o" / "metrics.jsonl").exists()
+
+
+def test_training_throughput_benchmark_runs_tiny(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "training_throughput.py"
+    spec = importlib.util.spec_from_file_location("training_throughput", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "tt.json"
+    assert mod.main(["--n", "40", "--repeats", "1", "--numpy-repeats", "1", "--no-torch", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["impl"] for r in rows] == ["gdjax", "numpy"] and rows[0]["ratio_vs_gdjax"] == 1.0
+    assert rows[1]["median_s"] > 0 and "PyTorch comparison skipped" in capsys.readouterr().out
+    assert mod.main(["--batch-size", "0", "--no-torch"]) == 2
