@@ -37,6 +37,8 @@ forward scheme (its forward difference), `l2 w` for the central one and for node
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -200,7 +202,7 @@ def _states(cost: Cost, params, x):
     a = x
     for k, layer in enumerate(params):
         inputs.append(a)
-        z = a @ layer.w + layer.b
+        z = a @ layer.w + layer.b[None, :]
         zs.append(z)
         if k < len(params) - 1:
             a = act(z)
@@ -258,20 +260,21 @@ def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mes
             i, jb = ij
             c = lax.dynamic_slice_in_dim(cols, jb * block, block)  # (block, N)
             hb = lax.dynamic_slice_in_dim(hs[:, i], jb * block, block, axis=1)  # (S, block)
-            res = []
-            for h in hb:
+
+            def one_step_set(h):  # h: (block,) steps of one set (+ or -)
                 dz = h[:, None] * c  # change of z_i, per direction and example
                 if k == n_layers - 1:
-                    dzo = dz[:, None, :] * (jnp.arange(n_out) == i).astype(dtype)[:, None]
+                    dzo = dz[:, None, :] * (jnp.arange(n_out) == i).astype(dtype)[None, :, None]
                 else:
                     prep_i = tuple(p[i][None, :] for p in hprep[k])
                     da = _act_diff(act, prep_i, dz, _act_transform(act, dz))
-                    dzo = da[:, None, :] * params[k + 1].w[i][:, None]  # rank-1 update of the next layer
+                    dzo = da[:, None, :] * params[k + 1].w[i][None, :, None]  # rank-1 update of the next layer
                     for m in range(k + 1, n_layers - 1):
                         da = _act_diff(act, tuple(p[None] for p in hprep[m]), dzo, _act_transform(act, dzo))
                         dzo = jnp.einsum("mo,bmn->bon", params[m + 1].w, da)
-                res.append(jnp.mean(_loss_diff(cost, lprep, dzo, y_t[None], axis=-2), axis=-1))
-            return jnp.stack(res)  # (S, block)
+                return jnp.mean(_loss_diff(cost, lprep, dzo, y_t[None], axis=-2), axis=-1)
+
+            return jax.vmap(one_step_set)(hb)  # (S, block)
 
         n_blocks = (n_cols + n_pad) // block
         units, jblocks = jnp.meshgrid(jnp.arange(n_out), jnp.arange(n_blocks), indexing="ij")
@@ -283,16 +286,11 @@ def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mes
     return out
 
 
-def _layerwise(cost, scheme: str, eps, chunk_size, method: str, devices=None, mesh=None) -> Estimator:
-    cost = _require_cost(cost, method)
-    eps = _eps_option(eps)
-    chunk_size = _chunk_option(chunk_size)
-    mesh = _directions.resolve_mesh(devices, mesh)
+@functools.lru_cache(maxsize=32)
+def _layerwise_kernel(cost: Cost, scheme: str, chunk_size, mesh):
+    """The jitted program `(params, batch, eps) -> grads`; eps is traced, so a new eps reuses the compilation."""
 
-    def fn(params, batch):
-        dtype = _check_params(cost, params)
-        _check_batch(cost.net, batch)
-        h = _resolve_eps(eps, dtype, scheme)
+    def fn(params, batch, h):
         # the kernel's steps, per layer for [w; b] stacked as (n_in + 1, n_out)
         per_layer = [fd_steps(jnp.concatenate([layer.w, layer.b[None]]), h, scheme) for layer in params]
         steps = [[st[0][s] for st in per_layer] for s in range(1 if scheme == "forward" else 2)]
@@ -306,11 +304,24 @@ def _layerwise(cost, scheme: str, eps, chunk_size, method: str, devices=None, me
             grads.append(Layer(gw, gb))
         return tuple(grads)
 
-    fn = jax.jit(fn) if mesh is None else jax.jit(fn, out_shardings=_directions.replicated(mesh))
+    return jax.jit(fn) if mesh is None else jax.jit(fn, out_shardings=_directions.replicated(mesh))
+
+
+def _layerwise(cost, scheme: str, eps, chunk_size, method: str, devices=None, mesh=None) -> Estimator:
+    cost = _require_cost(cost, method)
+    eps = _eps_option(eps)
+    chunk_size = _chunk_option(chunk_size)
+    mesh = _directions.resolve_mesh(devices, mesh)
+    kernel = _layerwise_kernel(cost, scheme, chunk_size, mesh)
+
+    def fn(params, batch, key=None):
+        dtype = _check_params(cost, params)
+        _check_batch(cost.net, batch)
+        return kernel(params, batch, jnp.asarray(_resolve_eps(eps, dtype, scheme), dtype))
+
     evals = (lambda p: p + 1.0) if scheme == "forward" else (lambda p: 2.0 * p)
-    return Estimator(method, lambda params, batch, key: fn(params, batch), evals,
-                     options={"eps": eps, "chunk_size": chunk_size, "scheme": scheme,
-                              "n_devices": 1 if mesh is None else mesh.size})
+    return Estimator(method, fn, evals, options={"eps": eps, "chunk_size": chunk_size, "scheme": scheme,
+                                                 "n_devices": 1 if mesh is None else mesh.size})
 
 
 @register("fd-layerwise", kind="fd", structured=True,
@@ -375,6 +386,26 @@ def node_deltas(cost: Cost, params, batch, eps: float, scheme: str = "forward", 
     return out
 
 
+@functools.lru_cache(maxsize=32)
+def _node_kernel(cost: Cost, scheme: str, chunk_size):
+    """The jitted program `(params, batch, eps) -> grads` of node perturbation (eps traced)."""
+
+    @jax.jit
+    def fn(params, batch, h):
+        inputs, _ = _states(cost, params, batch.x)
+        deltas = node_deltas(cost, params, batch, h, scheme, chunk_size)
+        n = batch.x.shape[0]
+        grads = []
+        for layer, a, delta in zip(params, inputs, deltas):
+            gw = a.T @ delta / n
+            if cost.l2:
+                gw = gw + cost.l2 * layer.w
+            grads.append(Layer(gw, jnp.mean(delta, axis=0)))
+        return tuple(grads)
+
+    return fn
+
+
 @register("node-perturbation", kind="fd", structured=True,
           summary="perturb each unit's pre-activation, read every per-example cost change; weights by averaging")
 def node_perturbation(cost, *, eps=None, scheme="forward", chunk_size=None) -> Estimator:
@@ -391,23 +422,14 @@ def node_perturbation(cost, *, eps=None, scheme="forward", chunk_size=None) -> E
     scheme = _checks.choice(scheme, SCHEMES, "scheme")
     chunk_size = _chunk_option(chunk_size)
 
-    @jax.jit
-    def fn(params, batch):
+    kernel = _node_kernel(cost, scheme, chunk_size)
+
+    def fn(params, batch, key=None):
         dtype = _check_params(cost, params)
         _check_batch(cost.net, batch)
-        h = _resolve_eps(eps, dtype, scheme)
-        inputs, _ = _states(cost, params, batch.x)
-        deltas = node_deltas(cost, params, batch, h, scheme, chunk_size)
-        n = batch.x.shape[0]
-        grads = []
-        for layer, a, delta in zip(params, inputs, deltas):
-            gw = a.T @ delta / n
-            if cost.l2:
-                gw = gw + cost.l2 * layer.w
-            grads.append(Layer(gw, jnp.mean(delta, axis=0)))
-        return tuple(grads)
+        return kernel(params, batch, jnp.asarray(_resolve_eps(eps, dtype, scheme), dtype))
 
     units = sum(cost.net.sizes[1:])
     evals = (lambda p: units + 1.0) if scheme == "forward" else (lambda p: 2.0 * units)
-    return Estimator("node-perturbation", lambda params, batch, key: fn(params, batch), evals,
+    return Estimator("node-perturbation", fn, evals,
                      options={"eps": eps, "scheme": scheme, "chunk_size": chunk_size, "units": units})
