@@ -213,7 +213,7 @@ def _default_chunk(n_examples: int, width: int, n_cols: int) -> int:
     return max(1, min(n_cols, _CHUNK_ELEMENTS // max(1, n_examples * width)))
 
 
-def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mesh=None):
+def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mesh=None, loop: bool = True):
     """Cost changes `C(p + h e_d) - C(p)` for every parameter direction d and step h, by suffix recomputation.
 
     One step of the loop handles one unit i of one layer and a block of `chunk_size` of its inputs j (the bias
@@ -229,6 +229,8 @@ def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mes
         `(n_in + 1, n_out)`: rows 0..n_in-1 for `w[j, i]`, row n_in for `b[i]` (see `fd_steps`).
       chunk_size: directions per loop step, at most n_in + 1 (None: about 2**21 elements of work per step).
       mesh: a Mesh over which to split the loop steps (`_directions.resolve_mesh`), or None for one device.
+      loop: False runs every step under one vmap instead of `lax.map`: the same numbers, memory growing with P;
+        only for counting FLOPs (XLA's cost analysis counts a loop body once).
     Returns:
       per layer an array `(len(steps), n_in + 1, n_out)` of the changes of the mean cost (L2 term excluded).
     Example:
@@ -279,7 +281,12 @@ def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mes
         n_blocks = (n_cols + n_pad) // block
         units, jblocks = jnp.meshgrid(jnp.arange(n_out), jnp.arange(n_blocks), indexing="ij")
         ij = (units.ravel(), jblocks.ravel())
-        d = lax.map(step, ij) if mesh is None else _directions.map_directions(lambda _, x: step(x), None, ij, 1, mesh)
+        if not loop:
+            d = jax.vmap(step)(ij)
+        elif mesh is None:
+            d = lax.map(step, ij)
+        else:
+            d = _directions.map_directions(lambda _, x: step(x), None, ij, 1, mesh)
         # d: (n_out * n_blocks, S, block)
         d = d.reshape(n_out, n_blocks, len(steps), block).transpose(2, 1, 3, 0).reshape(len(steps), -1, n_out)
         out.append(d[:, :n_cols])
