@@ -162,6 +162,7 @@ def numpy_epoch_fn(x, y, params_np, eta, batch_size):
                 bs[k] -= (eta / len(idx)) * sum_b[k]
         return 0.0
 
+    run_epoch.params = lambda: [(w.T.copy(), b[:, 0].copy()) for w, b in zip(ws, bs)]  # (n_in, n_out) layout
     return run_epoch
 
 

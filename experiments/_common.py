@@ -39,6 +39,7 @@ class BaseConfig:
 
     results_dir: str = ""
     figures_dir: str = ""
+    figure_formats: tuple[str, ...] = ("png", "svg")
 
 
 class ConfigError(ValueError):
@@ -96,13 +97,16 @@ def parse_overrides(config, argv: Sequence[str]):
     return dataclasses.replace(config, **changes)
 
 
+QUICK_COMMON = {"figure_formats": ("png",)}  # smoke tests: the PNG only (the SVG doubles the drawing time)
+
+
 def config_from_argv(config_cls, argv: Sequence[str], quick: dict | None = None):
     """`--quick` applies the script's QUICK overrides first; then key=value pairs (see parse_overrides)."""
     argv = list(argv)
     cfg = config_cls()
     if "--quick" in argv:
         argv.remove("--quick")
-        cfg = dataclasses.replace(cfg, **(quick or {}))
+        cfg = dataclasses.replace(cfg, **{**QUICK_COMMON, **(quick or {})})
     for a in argv:
         if a.startswith("-"):
             raise ConfigError(f"unknown option {a!r}; use --quick and key=value overrides")
@@ -126,7 +130,10 @@ def main_wrapper(name: str, config_cls, quick: dict, run: Callable, plot: Callab
         meta["summary"] = summary
         path = results.save_results(res_dir / f"{name}.json", rows, meta=meta, config=dataclasses.asdict(cfg))
         fig = plot(results.load_results(path))
-        figs = plotting.save_figure(fig, fig_dir / name)
+        bad = [f for f in cfg.figure_formats if f not in ("png", "svg", "pdf")]
+        if bad or not cfg.figure_formats:
+            raise ConfigError(f"figure_formats must be png, svg and/or pdf, got {cfg.figure_formats}")
+        figs = plotting.save_figure(fig, fig_dir / name, formats=tuple(cfg.figure_formats))
     except (ValueError, TypeError, OSError) as err:
         print(f"{name}: error: {err}", file=sys.stderr)
         return 2

@@ -46,7 +46,7 @@ class Config(C.BaseConfig):
     seed: int = 0
 
 
-QUICK = {"sizes": (64, 4, 10), "n_examples": 20, "eps_max": 1e-1, "eps_min": 1e-4, "eps_per_decade": 1,
+QUICK = {"sizes": (64, 4, 10), "n_examples": 20, "eps_max": 1e-1, "eps_min": 1e-3, "eps_per_decade": 1,
          "dtypes": ("float64",)}
 
 

@@ -8,7 +8,7 @@ the order below; the script prints each one's wall time and exits non-zero (one 
     python experiments/run_all.py --only taylor,fd_step results_dir=/tmp/r figures_dir=/tmp/f
 
 Extra key=value arguments are passed to every experiment (only keys every experiment has: results_dir,
-figures_dir).
+figures_dir, figure_formats).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 EXPERIMENTS = ("taylor", "fd_step", "learning_rate", "landscape", "batch_average", "fd_training", "nielsen_mnist")
-SHARED_KEYS = ("results_dir", "figures_dir")
+SHARED_KEYS = ("results_dir", "figures_dir", "figure_formats")
 
 
 def main(argv=None) -> int:
