@@ -169,12 +169,13 @@ def run(cfg: Config):
 
 
 def plot(data: dict):
+    import matplotlib.pyplot as plt
+
     rows = data["rows"]
-    fig, axes = C.figure(3, width=4.6)
-    ax_path, ax_curve, ax_net = axes
+    fig, ((ax_path, ax_curve), (ax_ncurves, ax_net)) = plt.subplots(2, 2, figsize=(11, 8.5))
     bowl = C.rows_where(rows, part="bowl")
     lam = bowl[0]["lambda_max"]
-    # trajectories on the bowl's contours
+    # (a) trajectories on the bowl's contours
     xs, ys, zs = landscapes.grid(landscapes.bowl, ((-2, 2), (-2, 2)), 120)
     ax_path.contour(xs, ys, zs, levels=12, colors="0.8", linewidths=0.6)
     for r in bowl:
@@ -184,37 +185,45 @@ def plot(data: dict):
     ax_path.set_xlim(-2, 2)
     ax_path.set_ylim(-2, 2)
     ax_path.set_aspect("equal")
-    ax_path.legend(fontsize=6, loc="lower right")
-    ax_path.set_title("(a) bowl, λ = 1, 10: first 30 steps", fontsize=9)
-    # final cost vs eta, bowl and network
+    ax_path.legend(fontsize=7, loc="lower right")
+    ax_path.set_title("(a) bowl, Hessian eigenvalues 1 and 10: first 30 steps", fontsize=9)
+    # final cost vs eta, bowl (log) and network (linear: the cost is bounded)
     for ax, part in ((ax_curve, "bowl"), (ax_net, "network")):
         rs = C.rows_where(rows, part=part)
-        for r in rs:
-            ax.loglog([r["eta"]], [max(r["final_cost"], 1e-30)], "o", ms=7, color=CLASS_COLORS[r["class"]])
-        ax.loglog([r["eta"] for r in rs], [max(r["final_cost"], 1e-30) for r in rs], "-", color="0.6", lw=0.8,
-                  zorder=0)
+        finals = [max(r["final_cost"], 1e-30) for r in rs]
+        for r, f in zip(rs, finals):
+            ax.plot([r["eta"]], [f], "o", ms=7, color=CLASS_COLORS[r["class"]])
+        ax.plot([r["eta"] for r in rs], finals, "-", color="0.6", lw=0.8, zorder=0)
+        ax.set_xscale("log")
+        if part == "bowl":
+            ax.set_yscale("log")
         lam_p = rs[0]["lambda_max"]
         for k, ls in ((1, ":"), (2, "--")):
-            ax.axvline(k / lam_p, color="k", ls=ls, lw=1, label=f"η = {k}/λ_max" + (" (at init)" if part == "network" else ""))
+            ax.axvline(k / lam_p, color="k", ls=ls, lw=1,
+                       label=f"η = {k}/λ_max" + (" (Hessian at init)" if part == "network" else ""))
         ax.axhline(rs[0]["initial_cost"], color="0.5", lw=0.8, ls="-.", label="initial cost")
         for c in CLASSES:
             ax.plot([], [], "o", color=CLASS_COLORS[c], label=c)
         ax.set_xlabel("learning rate η")
         ax.set_ylabel("final cost")
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=7)
         ax.grid(True, alpha=0.3)
-    n_bowl = len(bowl[0]["costs"]) - 1
-    ax_curve.set_title(f"(a) bowl: cost after {n_bowl} steps (λ_max = {lam:g})", fontsize=9)
+    ax_curve.set_title(f"(a) bowl: cost after {len(bowl[0]['costs']) - 1} steps (λ_max = {lam:g})", fontsize=9)
     net = C.rows_where(rows, part="network")
     n_net = len(net[0]["costs"]) - 1
     ax_net.set_title(f"(b) digits network, full-batch GD: cost after {n_net} steps", fontsize=9)
-    # inset: the network's cost curves
-    ins = ax_net.inset_axes([0.08, 0.08, 0.4, 0.35])
+    # (b) the network's cost curves
     for r in net:
-        ins.semilogy(r["costs"], color=CLASS_COLORS[r["class"]], lw=0.8)
-    ins.set_xlabel("step", fontsize=6)
-    ins.tick_params(labelsize=5)
+        ax_ncurves.plot(r["costs"], color=CLASS_COLORS[r["class"]], lw=1)
+        ax_ncurves.annotate(f"η={r['eta']:g}", (n_net, r["costs"][-1]), fontsize=6, color=CLASS_COLORS[r["class"]],
+                            xytext=(2, 0), textcoords="offset points", va="center")
+    ax_ncurves.set_xlabel("step")
+    ax_ncurves.set_ylabel("train cost")
+    ax_ncurves.set_xlim(0, n_net * 1.12)
+    ax_ncurves.grid(True, alpha=0.3)
+    ax_ncurves.set_title("(b) digits network: cost curves, coloured by class", fontsize=9)
     fig.suptitle("Learning rate: slow / converged / oscillating / diverged (classified from the runs)", fontsize=10)
+    fig.tight_layout()
     C.footer(fig, data)
     return fig
 
