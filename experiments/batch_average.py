@@ -45,7 +45,7 @@ class Config(C.BaseConfig):
     seed: int = 0
 
 
-QUICK = {"sizes": (64, 8, 10), "n_train": 200, "batch_sizes": (1, 4, 10, 16), "n_draws": 20, "train_epochs": 1}
+QUICK = {"sizes": (64, 8, 10), "n_train": 200, "batch_sizes": (1, 4, 10, 16), "n_draws": 20, "train_epochs": 0}
 
 
 def run(cfg: Config):
@@ -60,12 +60,15 @@ def run(cfg: Config):
     cost = gdjax.make_cost(net, "quadratic")
     k_init, k_train, k_draw = jax.random.split(jax.random.key(cfg.seed), 3)
     p0 = net.init(k_init)
-    p1 = train.fit(cost, optax.sgd(3.0), p0, ds.train, epochs=cfg.train_epochs, batch_size=10, key=k_train,
-                   progress=False).params
+    points = [("init", p0)]
+    if cfg.train_epochs > 0:  # 0: the initial point only
+        p1 = train.fit(cost, optax.sgd(3.0), p0, ds.train, epochs=cfg.train_epochs, batch_size=10, key=k_train,
+                       progress=False).params
+        points.append((f"after {cfg.train_epochs} epochs", p1))
     per_example = jax.jit(jax.vmap(lambda p, x, y: jax.flatten_util.ravel_pytree(
         jax.grad(cost.per_example)(p, x, y))[0], (None, 0, 0)))
     rows, summary = [], {}
-    for label, params in (("init", p0), (f"after {cfg.train_epochs} epochs", p1)):
+    for label, params in points:
         gs = np.asarray(per_example(params, ds.train.x, ds.train.y), np.float64)  # (N, P)
         g = gs.mean(0)
         full = np.asarray(jax.flatten_util.ravel_pytree(jax.grad(cost)(params, ds.train))[0], np.float64)

@@ -43,11 +43,12 @@ class Config(C.BaseConfig):
     eps_min: float = 1e-14
     eps_per_decade: int = 1
     dtypes: tuple[str, ...] = ("float32", "float64")
+    schemes: tuple[str, ...] = SCHEMES
     seed: int = 0
 
 
 QUICK = {"sizes": (64, 4, 10), "n_examples": 20, "eps_max": 1e-1, "eps_min": 1e-3, "eps_per_decade": 1,
-         "dtypes": ("float64",)}
+         "dtypes": ("float64",), "schemes": ("forward", "central")}
 
 
 def _rel_err(g, ref) -> float:
@@ -75,6 +76,9 @@ def run(cfg: Config):
     for d in cfg.dtypes:
         if d not in ("float32", "float64"):
             raise ValueError(f"dtypes must be float32 and/or float64, got {d!r}")
+    for sc in cfg.schemes:
+        if sc not in SCHEMES:
+            raise ValueError(f"schemes must be among {', '.join(SCHEMES)}, got {sc!r}")
     cost = gdjax.make_cost(net, "quadratic")
     params64 = net.init(jax.random.key(cfg.seed), dtype="float64")
     batch64 = gdjax.Batch(ds.train.x.astype("float64"), ds.train.y.astype("float64"))
@@ -85,7 +89,7 @@ def run(cfg: Config):
     for dtype in cfg.dtypes:
         params = jax.tree_util.tree_map(lambda a: a.astype(dtype), params64)
         batch = gdjax.Batch(batch64.x.astype(dtype), batch64.y.astype(dtype))
-        for scheme in SCHEMES:
+        for scheme in cfg.schemes:
             method = f"fd-{scheme}"
             errs = []
             for eps in epss:

@@ -55,10 +55,11 @@ class Config(C.BaseConfig):
     net_etas: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
     net_steps: int = 300
     n_train: int = 1500
+    power_iters: int = 100  # power iteration for lambda_max of the network's Hessian at init
     seed: int = 0
 
 
-QUICK = {"bowl_steps": 100, "net_sizes": (64, 8, 10), "net_etas": (0.1, 3.0, 1000.0), "net_steps": 20,
+QUICK = {"power_iters": 10, "bowl_steps": 100, "net_sizes": (64, 8, 10), "net_etas": (0.1, 3.0, 1000.0), "net_steps": 20,
          "n_train": 100}
 
 
@@ -153,7 +154,7 @@ def run(cfg: Config):
     curves, growth = jax.jit(jax.vmap(curve))(jnp.asarray(cfg.net_etas, jnp.float32))
     curves, growth = np.asarray(curves, float), np.asarray(growth, float)
     flat, unravel = jax.flatten_util.ravel_pytree(params)
-    lam_net = _lambda_max(lambda v: cost(unravel(v), data), flat)
+    lam_net = _lambda_max(lambda v: cost(unravel(v), data), flat, cfg.power_iters)
     finals = curves[:, -1]
     ok = np.isfinite(finals) & (finals < curves[:, 0])
     best = float(finals[ok].min()) if ok.any() else float("nan")

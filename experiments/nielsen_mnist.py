@@ -48,7 +48,7 @@ class Config(C.BaseConfig):
     seed: int = 0
 
 
-QUICK = {"dataset": "digits", "epochs": 2, "strong_epochs": 1, "n_train": 300, "n_test": 100, "hidden": 8,
+QUICK = {"dataset": "digits", "epochs": 1, "strong_epochs": 1, "n_train": 300, "n_test": 100, "hidden": 8,
          "strong_hidden": (16,), "strong_batch_size": 32}
 
 
