@@ -250,7 +250,8 @@ def main(argv=None) -> int:
     meta.update({"dtype": "float32", "load_avg_1min_start": load0, "load_avg_1min_end": load1})
     config = {"n": args.n, "sizes": list(sizes), "batch_size": args.batch_size, "eta": args.eta,
               "repeats": args.repeats, "numpy_repeats": args.numpy_repeats, "targets": TARGETS}
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / meta["platform"] / "training_throughput.json"
+    out = Path(args.out) if args.out else (
+        ROOT / "benchmarks" / "results" / meta["platform"] / "training_throughput.json")
     results.save_results(out, rows, meta=meta, config=config)
 
     print(f"one epoch: {args.n} examples, {args.sizes}, mini-batch {args.batch_size}, eta {args.eta}, float32 "

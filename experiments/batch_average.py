@@ -10,7 +10,8 @@ per-image gradient once (`vmap` of `jax.grad` of `cost.per_example`) and, for m 
 At two points: the initial parameters and after `train_epochs` epochs of mini-batch SGD (eta 3, batch 10), where
 the full gradient is small and single images disagree more. Expected (default config): one image's gradient has
 cosine ~0.6 with the full gradient at init and ~0.3 after 3 epochs; m = 10 (the lecture's mini-batch) ~0.93 and
-~0.67, m = 100 ~0.99 and ~0.96; the variance follows the 1/m line (fitted slope ~ -1.0 for m <= N/10). For SGD: a mini-batch step is a noisy but unbiased step; the noise shrinks
+~0.67, m = 100 ~0.99 and ~0.96; the variance follows the 1/m line (fitted slope ~ -1.0 for m <= N/10).
+For SGD: a mini-batch step is a noisy but unbiased step; the noise shrinks
 like 1/sqrt(m) while the cost of the step grows like m, so small batches and many steps win per unit of work.
 
     python experiments/batch_average.py        # ~15 s

@@ -64,7 +64,8 @@ def run(cfg: Config):
                 end = p[-1]
                 finite = np.all(np.isfinite(p), axis=1)
                 box = np.asarray(s.box)
-                inside = finite & np.all((p >= box[:, 0] - 10 * np.ptp(box, 1)) & (p <= box[:, 1] + 10 * np.ptp(box, 1)), 1)
+                margin = 10 * np.ptp(box, 1)  # "diverged": left the box by more than 10 box widths
+                inside = finite & np.all((p >= box[:, 0] - margin) & (p <= box[:, 1] + margin), 1)
                 k = s.nearest_minimum(end) if finite.all() else -1
                 status = f"minimum {k}" if k >= 0 else ("diverged" if not inside.all() else "not converged")
                 if k >= 0:

@@ -19,8 +19,8 @@ Runs are classified automatically (`classify`):
   converged    (bowl) final cost <= 1e-6 x the start; (network) final cost <= 2 x the best final cost of the sweep;
   slow         none of the above: still going down.
 Expected (default config): bowl: slow for eta lambda_max <= 0.6, converged at 1.0 - 1.7, oscillating at 1.95,
-diverged at 2.05 and 2.3. Network: slow for eta <= 0.3, converged at 1 - 3 (best eta 3, the lecture's), oscillating at 10, diverged
-(saturated at cost 0.5) from 30 up.
+diverged at 2.05 and 2.3. Network: slow for eta <= 0.3, converged at 1 - 3 (best eta 3, the lecture's),
+oscillating at 10, diverged (saturated at cost 0.5) from 30 up.
 
     python experiments/learning_rate.py            # ~20 s
     python experiments/learning_rate.py net_steps=1000 "net_etas=0.1,1,10,100"
@@ -59,7 +59,8 @@ class Config(C.BaseConfig):
     seed: int = 0
 
 
-QUICK = {"power_iters": 10, "bowl_steps": 100, "net_sizes": (64, 8, 10), "net_etas": (0.1, 3.0, 1000.0), "net_steps": 20,
+QUICK = {"power_iters": 10, "bowl_steps": 100, "net_sizes": (64, 8, 10), "net_etas": (0.1, 3.0, 1000.0),
+         "net_steps": 20,
          "n_train": 100}
 
 

@@ -326,7 +326,8 @@ def load_params(path, like=None):
     n = len(arrays) // 2
     names = {f"{i}/{p}" for i in range(n) for p in "wb"}
     if set(arrays) != names:
-        raise ValueError(f"{path}: not an MLP params file (expected arrays 0/w, 0/b, ...); pass like= for other pytrees")
+        raise ValueError(
+            f"{path}: not an MLP params file (expected arrays 0/w, 0/b, ...); pass like= for other pytrees")
     return tuple(Layer(jnp.asarray(arrays[f"{i}/w"]), jnp.asarray(arrays[f"{i}/b"])) for i in range(n))
 
 
@@ -505,8 +506,8 @@ def fit(
             bad = ~(np.isfinite(per_step["cost"]) & np.isfinite(per_step["grad_norm"]))
             if bad.any():
                 i = int(np.argmax(bad))
-                what = "cost" if not np.isfinite(per_step["cost"][i]) else "gradient norm"
-                diverge(ep + 1, first_step + i, f"mini-batch {what} became {per_step['cost'][i] if what == 'cost' else per_step['grad_norm'][i]}")
+                what = "cost" if not np.isfinite(per_step["cost"][i]) else "grad_norm"
+                diverge(ep + 1, first_step + i, f"mini-batch {what.replace('_', ' ')} became {per_step[what][i]}")
             wall = history[-1]["wall_s"] + epoch_s
             rec = record(ep + 1, state, {"batch_cost": float(np.mean(per_step["cost"])),
                                          "grad_norm": float(np.mean(per_step["grad_norm"])),
