@@ -141,10 +141,12 @@ def test_node_perturbation_matches_reverse(config, chunk):
 
 
 def test_equal_to_fd_kernel():
-    """fd-layerwise(-central) equal the FD kernel to 1e-9 relative (blocks of 3 and 4 inputs, with padding); node perturbation's bias gradient is the kernel's (the same perturbation), to rounding."""
+    """fd-layerwise(-central) equal the FD kernel to 1e-9 relative (blocks of 3 and 4 inputs, with padding);
+    node perturbation's bias gradient is the kernel's (the same perturbation), to rounding."""
     cost, params, batch, _, _ = reference(CONFIGS[2])  # 3 hidden layers, L2 term
     # (the chunk sizes of test_layerwise_matches_reverse: eps is traced, so the compiled programs are shared)
-    for scheme, mine, eps, chunk in [("forward", "fd-layerwise", 1e-5, 3), ("central", "fd-layerwise-central", 1e-4, 4)]:
+    cases = [("forward", "fd-layerwise", 1e-5, 3), ("central", "fd-layerwise-central", 1e-4, 4)]
+    for scheme, mine, eps, chunk in cases:
         kernel = gradient(cost, f"fd-{scheme}", eps=eps)(params, batch)
         a = flat(gradient(cost, mine, eps=eps, chunk_size=chunk)(params, batch))
         assert float(jnp.linalg.norm(a - flat(kernel)) / jnp.linalg.norm(flat(kernel))) < 1e-9, mine

@@ -4,17 +4,19 @@ Both need a cost built by `gdjax.make_cost` (they read `cost.net`, `cost.loss`, 
 raises TypeError. Params are real (float32/float64) MLP params, a tuple of `Layer(w, b)`.
 
 "fd-layerwise" / "fd-layerwise-central" give the numbers of the FD kernel ("fd-forward" / "fd-central", same
-eps): one perturbation per parameter, `(C(p + eps e) - C(p)) / eps` or `(C(p + eps e) - C(p - eps e)) / 2 eps`.
-But a perturbation of `w[j, i]` in layer l only moves unit i's pre-activation, `z_i -> z_i + eps * a_j` over
-the batch (a bias `b_i` moves it by eps), so from the unperturbed activations (computed once) only the network
-after that unit is recomputed: the next layer as a rank-1 update of its pre-activation,
-`dz_{l+1} = (sigma(z_i + eps a_j) - sigma(z_i)) * W_{l+1}[i, :]`, then the remaining layers. The directions
-are `vmap`-ed in chunks (`lax.map(..., batch_size=chunk_size)`) inside one jitted program.
+eps, same steps h = eps * max(1, |v|) taken as representable): one perturbation per parameter,
+`(C(v + h e) - C(v)) / h` or `(C(v + h e) - C(v - h e)) / 2h`. But a perturbation of `w[j, i]` in layer l only
+moves unit i's pre-activation, `z_i -> z_i + h * a_j` over the batch (a bias `b_i` moves it by h), so from the
+unperturbed activations (computed once) only the network after that unit is recomputed: the next layer as a
+rank-1 update of its pre-activation, `dz_{l+1} = (sigma(z_i + h a_j) - sigma(z_i)) * W_{l+1}[i, :]`, then the
+remaining layers. One step of a `lax.map` handles one unit and a block of its inputs as a dense
+`(block, n_next, N)` program (examples on the minor axis), all inside one jitted program per
+(cost, scheme, chunk_size); eps is a traced argument, so another eps reuses the compilation.
 
 Precision: the change is carried in *difference form* all the way, never as the difference of two large
 numbers. Each layer turns the change of its pre-activation into the change of its activation with an exact
 identity (sigmoid: `s(z+d) - s(z) = s(z) s(-z) expm1(d) / (1 + s(z) expm1(d))`; tanh:
-`tanh(d) (1 - tanh(z)^2) / (1 + tanh(z) tanh(d))`), and the per-example loss change comes from the change of the
+`tanh(d) (1 - tanh(z)^2) / (1 + tanh(z) tanh(d))`; relu: `max(d, -z)` for z >= 0, `max(z + d, 0)` else), and the per-example loss change comes from the change of the
 logits (binary cross-entropy: `softplus(z+d) - softplus(z) = log1p(s(z) expm1(d))`; categorical:
 `logsumexp(z+d) - logsumexp(z) = log1p(sum_k softmax(z)_k expm1(d_k))`). The per-example changes are then
 averaged. So `C' - C` keeps its relative precision in float32, where the FD kernel's `C(p + eps e) - C(p)`
@@ -31,8 +33,9 @@ and the weight gradient follows as the batch average `dC/dw[j, i] = mean_x a_j(x
     >>> g = gradient(cost, "fd-layerwise")(params, batch)            # == gradient(cost, "fd-forward")
     >>> g = gradient(cost, "node-perturbation", scheme="central")(params, batch)
 
-The L2 term of the cost (`l2/2 ||w||^2`, known in closed form) is added exactly: `l2 (w + eps/2)` for the
-forward scheme (its forward difference), `l2 w` for the central one and for node perturbation.
+The L2 term of the cost (`l2/2 ||w||^2`, known in closed form) is added exactly: its difference quotient
+`l2 (w + (h+ + h-)/2)` for the layer-aware FD (`l2 (w + h/2)` forward, ~`l2 w` central), `l2 w` for node
+perturbation.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from gdjax.costs import Cost, _check_batch
 from gdjax.gradients import _directions
 from gdjax.gradients.finite_diff import default_eps
 from gdjax.gradients.registry import Estimator, register
-from gdjax.nn import ACTIVATIONS, Layer, softmax
+from gdjax.nn import ACTIVATIONS, Layer
 
 SCHEMES = ("forward", "central")
 # Elements (chunk * N * widest layer after the perturbed one) one chunk of directions may hold.
