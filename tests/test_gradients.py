@@ -190,9 +190,10 @@ def test_evaluation_counts():
         assert gradient(cost, method).evaluations(P) == count, method
     for scheme, count in [("forward", P + 1), ("central", 2 * P), ("complex", P)]:
         assert gradient(cost, "fd-loop", scheme=scheme).evaluations(P) == count
-        # the count is the number of directions the kernel actually evaluates
-        v = ravel_pytree(params)[0]
-        assert finite_diff.plan(v, scheme, 1e-3).idx.shape == (count,)
+        # the count is the number of directions the kernel actually evaluates (leaf by leaf, base on the first)
+        plans = [finite_diff.leaf_plan(leaf, scheme, 1e-3, with_base=scheme == "forward" and k == 0)
+                 for k, leaf in enumerate(jax.tree_util.tree_leaves(params))]
+        assert sum(pl.idx.shape[0] for pl in plans) == count
 
 
 def test_registry_lists_methods_with_kinds():

@@ -11,14 +11,14 @@ into its matmuls:
   forward: 1.5 P + 1 F. One primal pass, then per basis direction e_i a tangent pass, which costs between
            1 F (the first layer: the input carries no tangent, so only x @ dW) and 2 F (deeper layers:
            da @ W + a @ dW); 1.5 is the middle of that range. The primal is recomputed once per chunk of
-           directions (vmap over tangents only keeps it unbatched): P / chunk_size more, neglected.
+           directions (vmap over tangents only keeps it unbatched): P / chunk_size more, neglected. (Taken
+           leaf by leaf, the layers before the perturbed leaf carry no tangent, so deep leaves cost less.)
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 
 from gdjax import _checks
 from gdjax.gradients import _directions
@@ -43,32 +43,42 @@ def reverse(cost, **options) -> Estimator:
 def forward_gradient_exact(cost, params, batch, *, chunk_size: int | None = None, mesh=None):
     """The gradient by forward mode, un-jitted: `jax.jvp` along every basis vector e_i, in chunks.
 
+    Leaf by leaf, like the FD kernel: the tangents of a chunk are one-hot copies of one leaf
+    (`_directions.stack_leaf` on zeros), pushed through `jax.jvp` of the cost as a function of that leaf alone
+    under vmap, so the other leaves carry no tangent and the primal is computed once per chunk.
+
     Args:
       cost: `cost(params, batch) -> scalar`.
       params: pytree of real floating arrays, P scalars.
-      chunk_size: basis directions per vmapped chunk (per device); None for the FD kernel's memory-budget
-        default (a tangent chunk needs about what a chunk of perturbed costs needs).
+      chunk_size: basis directions per chunk (per device); None for the FD kernel's memory-budget default
+        with the activations counted twice (primal and tangent).
       mesh: a Mesh to split the directions over (`_directions.resolve_mesh`), or None.
     Returns:
       pytree like `params`.
     """
     _directions.check_params(params, "forward")
     _directions.check_scalar_cost(cost, params, batch, "forward")
-    v, unravel = ravel_pytree(params)
-    P = v.shape[0]
+    leaves, treedef = jax.tree_util.tree_flatten(params)
     n_dev = 1 if mesh is None else mesh.size
     if chunk_size is None:
-        act = _directions.intermediate_bytes(cost, params, batch)
-        chunk_size = _directions.default_chunk_size(P, v.dtype.itemsize, 2 * act, P, n_dev)  # primal + tangent activations
-    chunk_size = min(chunk_size, -(-P // n_dev))
+        act = 2 * _directions.intermediate_bytes(cost, params, batch)
+        budget = _directions.memory_budget(None if mesh is None else mesh.devices.flat[0].platform)
+    grads = []
+    for k, leaf in enumerate(leaves):
+        axis = _directions.leaf_axis(leaf.ndim)
+        chunk = chunk_size or _directions.default_chunk_size(leaf.size, leaf.dtype.itemsize, act, leaf.size, n_dev,
+                                                             budget)
+        chunk = min(chunk, leaf.size)  # as in the FD kernel
 
-    def directional(operands, i):
-        v, batch = operands
-        tangent = (jnp.arange(P) == i).astype(v.dtype)  # e_i
-        return jax.jvp(lambda u: cost(unravel(u), batch), (v,), (tangent,))[1]
+        def chunk_fn(operands, idx, k=k, axis=axis):
+            lv, b = operands
+            tangents = _directions.stack_leaf(jnp.zeros_like(lv[k]), idx, jnp.ones(idx.shape, lv[k].dtype), axis)
+            f = lambda leaf: cost(_directions.replace_leaf(lv, treedef, k, leaf), b)  # noqa: E731
+            return jax.vmap(lambda t: jax.jvp(f, (lv[k],), (t,))[1], in_axes=axis)(tangents)
 
-    g = _directions.map_directions(directional, (v, batch), jnp.arange(P, dtype=jnp.int32), chunk_size, mesh)
-    return unravel(g.astype(v.dtype))
+        g = _directions.map_directions(chunk_fn, (leaves, batch), jnp.arange(leaf.size, dtype=jnp.int32), chunk, mesh)
+        grads.append(g.reshape(leaf.shape).astype(leaf.dtype))
+    return jax.tree_util.tree_unflatten(treedef, grads)
 
 
 @register("forward", kind="exact", summary="forward-mode autodiff: jvp along each basis vector, chunked vmap")

@@ -57,7 +57,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from gdjax import _checks
 from gdjax.costs import Cost
@@ -85,128 +84,154 @@ def n_directions(scheme: str, n_params: int) -> int:
     return {"forward": n_params + 1, "central": 2 * n_params, "complex": n_params}[scheme]
 
 
-class Plan(NamedTuple):
-    """The directions of a scheme: direction j sets `v[idx[j]] = t[j]`; `den` is the step in the denominator.
+class LeafPlan(NamedTuple):
+    """The perturbed points of one leaf: direction j sets `leaf.ravel()[idx[j]] = t[j]`.
 
-    v: (P,) the flat params (complex for the complex step); idx: (n,) int32; t: (n,) new values; den: (P,).
-    n = P + 1 (forward: direction 0 is the base point), 2P (central), P (complex).
+    idx: (n,) int32, -1 for the base point (forward scheme, first leaf only); t: (n,) new values, complex for the
+    complex step; den: (leaf.size,) the step in each derivative's denominator. n = size + 1 (forward, first
+    leaf), size (forward, other leaves), 2 size (central: +h then -h), size (complex).
     """
 
-    v: jax.Array
     idx: jax.Array
     t: jax.Array
     den: jax.Array
 
 
-def plan(v: jax.Array, scheme: str, eps: float) -> Plan:
-    """The perturbed points of `scheme` around the flat params `v: (P,)` with step factor `eps`."""
-    P = v.shape[0]
-    arange = jnp.arange(P, dtype=jnp.int32)
-    if scheme == "complex":  # Im C(v + i h e_i) / h; v itself is real, the perturbed vectors complex
-        vc = v.astype(jnp.result_type(v.dtype, jnp.complex64))
-        return Plan(vc, arange, jax.lax.complex(v, jnp.full_like(v, eps)), jnp.full_like(v, eps))
-    h = eps * jnp.maximum(1, jnp.abs(v))
-    tp = v + h
+def leaf_plan(leaf: jax.Array, scheme: str, eps: float, with_base: bool = False) -> LeafPlan:
+    """The points of `scheme` around one leaf with step factor `eps` (module docstring)."""
+    x = jnp.ravel(leaf)
+    ar = jnp.arange(x.shape[0], dtype=jnp.int32)
+    if scheme == "complex":  # Im C(v + i h e_i) / h
+        h = jnp.full_like(x, eps)
+        return LeafPlan(ar, jax.lax.complex(x, h), h)
+    h = eps * jnp.maximum(1, jnp.abs(x))
+    tp = x + h
     if scheme == "forward":
-        # direction 0 leaves v unchanged (sets v[0] = v[0]): the base cost C(v), evaluated by the same
-        # batched program as the perturbed ones, so that both share the same rounding behaviour
-        return Plan(v, jnp.concatenate([jnp.zeros((1,), jnp.int32), arange]), jnp.concatenate([v[:1], tp]),
-                    tp - v)  # tp - v: the exactly representable step actually taken
-    tm = v - h
-    return Plan(v, jnp.concatenate([arange, arange]), jnp.concatenate([tp, tm]), tp - tm)
+        den = tp - x  # the exactly representable step actually taken
+        if with_base:  # C(v) itself, evaluated by the same batched program as the perturbed costs
+            return LeafPlan(jnp.concatenate([jnp.full((1,), -1, jnp.int32), ar]), jnp.concatenate([x[:1], tp]), den)
+        return LeafPlan(ar, tp, den)
+    tm = x - h
+    return LeafPlan(jnp.concatenate([ar, ar]), jnp.concatenate([tp, tm]), tp - tm)
 
 
-def combine(scheme: str, den: jax.Array, values: jax.Array, dtype) -> jax.Array:
-    """Flat gradient `(P,)` of `dtype` from the costs `values` at the points of `plan`."""
-    P = den.shape[0]
+def leaf_combine(scheme: str, den: jax.Array, values: jax.Array, base) -> jax.Array:
+    """Flat derivatives `(size,)` of one leaf from the costs at its points (without the base; `base` = C(v))."""
     if scheme == "complex":
-        g = jnp.imag(values) / den.astype(jnp.imag(values).dtype)
-    elif scheme == "forward":
-        g = (values[1:] - values[0]) / den.astype(values.dtype)
-    else:
-        g = (values[:P] - values[P:]) / den.astype(values.dtype)
-    return g.astype(dtype)
+        im = jnp.imag(values)
+        return im / den.astype(im.dtype)
+    if scheme == "forward":
+        return (values - base) / den.astype(values.dtype)
+    n = den.shape[0]
+    return (values[:n] - values[n:]) / den.astype(values.dtype)
 
 
-def _ravel(params, scheme: str):
-    """Flat params and the unravel function for the perturbed vectors (complex leaves for the complex step)."""
-    if scheme == "complex":
-        cparams = jax.tree_util.tree_map(lambda a: a.astype(jnp.result_type(a.dtype, jnp.complex64)), params)
-        return ravel_pytree(cparams)[1]
-    return ravel_pytree(params)[1]
+def _leaf_eps(scheme: str, eps: float | None, dtype, method: str) -> float:
+    """The step factor for a leaf of `dtype`: `eps`, or the dtype's default; refuses a step below rounding."""
+    if eps is None:
+        return default_eps(scheme, dtype)
+    eps_m = float(jnp.finfo(dtype).eps)
+    if scheme != "complex" and eps <= eps_m:
+        raise ValueError(
+            f"eps={eps:g} is not above the machine epsilon of {jnp.dtype(dtype).name} ({eps_m:.3g}) "
+            f"(method {method!r}): v + eps*max(1,|v|) would round back to v; use eps >= "
+            f"{default_eps(scheme, dtype):.3g} (the default) or similar"
+        )
+    return eps
 
 
-def _prepare(cost, params, batch, scheme: str, eps: float | None, method: str):
-    """Checks shared by the kernel and the loop; returns (v, unravel, perturbed unravel, step factor)."""
+def _complexify(params):
+    return jax.tree_util.tree_map(lambda a: a.astype(jnp.result_type(a.dtype, jnp.complex64)), params)
+
+
+def _prepare(cost, params, batch, scheme: str, method: str):
+    """Checks shared by the kernel and the loop; returns (leaves, treedef)."""
     _directions.check_params(params, method)
     _directions.check_scalar_cost(cost, params, batch, method)
-    v, unravel = ravel_pytree(params)
-    eps_m = float(jnp.finfo(v.dtype).eps)
-    if eps is None:
-        eps = default_eps(scheme, v.dtype)
-    elif scheme != "complex" and eps <= eps_m:
-        raise ValueError(
-            f"eps={eps:g} is not above the machine epsilon of {v.dtype.name} ({eps_m:.3g}): v + eps*max(1,|v|) "
-            f"would round back to v; use eps >= {default_eps(scheme, v.dtype):.3g} (the default) or similar"
-        )
-    unravel_t = _ravel(params, scheme)
     if scheme == "complex":
-        out = jax.eval_shape(cost, unravel_t(v.astype(jnp.result_type(v.dtype, jnp.complex64))), batch)
+        out = jax.eval_shape(cost, _complexify(params), batch)
         if not jnp.issubdtype(out.dtype, jnp.complexfloating):
             raise ValueError(
                 f"method {method!r}: the cost returned {out.dtype} for complex parameters, so its imaginary part "
                 f"(the complex-step derivative) is lost; the cost must be analytic and complex-safe "
                 f"(gdjax.make_cost costs are), or use 'fd-central'"
             )
-    return v, unravel, unravel_t, eps
+    return jax.tree_util.tree_flatten(params)
 
 
-def _perturbed_cost(cost, unravel_t):
-    """`f((v, batch), (i, t)) = cost(unravel(v with v[i] = t), batch)`: one direction's cost."""
+def _leaf_values(cost, leaves, treedef, batch, k: int, pl: LeafPlan, chunk_size: int, mesh):
+    """The costs at every point of leaf k's plan, chunk by chunk; only leaf k is batched."""
+    axis = _directions.leaf_axis(leaves[k].ndim)
 
-    def f(operands, direction):
-        v, batch = operands
-        i, t = direction
-        return cost(unravel_t(v.at[i].set(t)), batch)
+    def chunk_fn(operands, xs):
+        lv, b = operands
+        idx, t = xs
+        stack = _directions.stack_leaf(lv[k], idx, t, axis)
+        return jax.vmap(lambda leaf: cost(_directions.replace_leaf(lv, treedef, k, leaf), b), in_axes=axis)(stack)
 
-    return f
+    return _directions.map_directions(chunk_fn, (leaves, batch), (pl.idx, pl.t), chunk_size, mesh)
+
+
+def leaf_chunk_sizes(cost, params, batch, scheme: str = "central", n_devices: int = 1,
+                     platform: str | None = None) -> list[int]:
+    """The default chunk size of every leaf's directions (the memory budget over one direction's bytes)."""
+    leaves = jax.tree_util.tree_leaves(params)
+    factor = 2 if scheme == "complex" else 1
+    act = _directions.intermediate_bytes(cost, params, batch) * factor
+    budget = _directions.memory_budget(platform)
+    return [
+        _directions.default_chunk_size(leaf.size, jnp.dtype(leaf.dtype).itemsize * factor, act,
+                                       n_directions(scheme, leaf.size) - (scheme == "forward" and k > 0),
+                                       n_devices, budget)
+        for k, leaf in enumerate(leaves)
+    ]
 
 
 def fd_chunk_size(cost, params, batch, scheme: str = "central", n_devices: int = 1) -> int:
-    """The default chunk size the FD kernel would use for these arguments (for benchmarks to report)."""
-    v, _ = ravel_pytree(params)
-    return default_chunk_size(
-        v.size, v.dtype.itemsize * (2 if scheme == "complex" else 1),
-        _directions.intermediate_bytes(cost, params, batch) * (2 if scheme == "complex" else 1),
-        n_directions(scheme, v.size), n_devices,
-    )
+    """The default chunk size of the largest leaf (the one that dominates the kernel), for benchmarks to report."""
+    leaves = jax.tree_util.tree_leaves(params)
+    sizes = leaf_chunk_sizes(cost, params, batch, scheme, n_devices)
+    return sizes[max(range(len(leaves)), key=lambda k: leaves[k].size)]
 
 
 def fd_gradient(cost, params, batch, *, scheme: str = "central", eps: float | None = None,
                 chunk_size: int | None = None, mesh=None, method: str | None = None):
     """The FD kernel, un-jitted: a pytree like `params`, the finite-difference gradient of `cost`.
 
+    The directions are taken leaf by leaf (`_directions.stack_leaf`): for leaf k, `chunk_size` perturbed
+    copies of that leaf at a time go through the cost under vmap while the other leaves stay unbatched.
+    The forward scheme's base cost C(v) is the first direction of the first leaf.
+
     Args:
       cost: `cost(params, batch) -> scalar`, any JAX-traceable function (complex-safe for scheme "complex").
       params: pytree of real floating arrays, P scalars in all.
       batch: anything `cost` takes; shared by every direction.
       scheme: "forward", "central" or "complex".
-      eps: step factor (see the module docstring), None for the default of the dtype.
-      chunk_size: directions per vmapped chunk (per device), None for the memory-budget default.
+      eps: step factor (see the module docstring), None for the default of each leaf's dtype.
+      chunk_size: directions per chunk (per device), None for the memory-budget default of each leaf.
       mesh: a Mesh over which to split the directions (`_directions.resolve_mesh`), or None.
     Returns:
       pytree like `params` (same structure and dtypes).
     """
     method = method or f"fd-{scheme}"
-    v, unravel, unravel_t, eps = _prepare(cost, params, batch, scheme, eps, method)
-    pl = plan(v, scheme, eps)
+    leaves, treedef = _prepare(cost, params, batch, scheme, method)
     n_dev = 1 if mesh is None else mesh.size
     if chunk_size is None:
-        chunk_size = fd_chunk_size(cost, params, batch, scheme, n_dev)
-    chunk_size = min(chunk_size, -(-pl.idx.shape[0] // n_dev))  # no chunk larger than the directions
-    values = _directions.map_directions(_perturbed_cost(cost, unravel_t), (pl.v, batch), (pl.idx, pl.t), chunk_size,
-                                        mesh)
-    return unravel(combine(scheme, pl.den, values, v.dtype))
+        platform = None if mesh is None else mesh.devices.flat[0].platform
+        chunks = leaf_chunk_sizes(cost, params, batch, scheme, n_dev, platform)
+    else:
+        chunks = [chunk_size] * len(leaves)
+    base, grads = None, []
+    for k, leaf in enumerate(leaves):
+        pl = leaf_plan(leaf, scheme, _leaf_eps(scheme, eps, leaf.dtype, method), with_base=scheme == "forward" and k == 0)
+        # no chunk larger than the directions (not per device: a given chunk_size keeps the chunks, and the
+        # result, identical on any number of devices; the default is already per device)
+        chunk = min(chunks[k], pl.idx.shape[0])
+        values = _leaf_values(cost, leaves, treedef, batch, k, pl, chunk, mesh)
+        if scheme == "forward" and k == 0:
+            base, values = values[0], values[1:]
+        grads.append(leaf_combine(scheme, pl.den, values, base).reshape(leaf.shape).astype(leaf.dtype))
+    return jax.tree_util.tree_unflatten(treedef, grads)
 
 
 def _check_options(scheme, eps, chunk_size, method):
@@ -270,26 +295,49 @@ def fd_loop(cost, scheme: str = "forward", eps: float | None = None) -> Estimato
     _check_analytic(cost, scheme, method)
     compiled = {}
 
+    def one_direction(treedef, k):
+        """Jitted `(leaves, batch, idx, t, j) -> cost at point j of leaf k's plan`: one leaf copied, one entry set."""
+
+        def f(leaves, batch, idx, t, j):
+            leaf = leaves[k]
+            flat = jnp.ravel(leaf).astype(jnp.result_type(leaf.dtype, t.dtype))
+            i = jnp.maximum(idx[j], 0)
+            new = jnp.where(idx[j] >= 0, t[j], flat[i])  # idx -1: the base point, unchanged
+            return cost(_directions.replace_leaf(leaves, treedef, k, flat.at[i].set(new).reshape(leaf.shape)), batch)
+
+        return jax.jit(f)
+
     def programs(params, batch):
-        """Jitted (plan, one direction, combine) for this parameter structure, built once and reused."""
+        """Jitted (plans, one step per leaf, combine) for this parameter structure, built once and reused."""
         leaves, treedef = jax.tree_util.tree_flatten(params)
         sig = (treedef, tuple((leaf.shape, jnp.result_type(leaf)) for leaf in leaves))
         if sig not in compiled:
-            v, unravel, unravel_t, step_eps = _prepare(cost, params, batch, scheme, eps, method)  # checks, once
-            f = _perturbed_cost(cost, unravel_t)
-            plan_fn = jax.jit(lambda params: plan(ravel_pytree(params)[0], scheme, step_eps))
-            step = jax.jit(lambda v, idx, t, batch, j: f((v, batch), (idx[j], t[j])))
-            finish = jax.jit(lambda den, values: unravel(combine(scheme, den, values, v.dtype)))
-            compiled[sig] = (plan_fn, step, finish)
+            _prepare(cost, params, batch, scheme, method)  # the checks, once per parameter structure
+            epss = [_leaf_eps(scheme, eps, leaf.dtype, method) for leaf in leaves]
+            plans = jax.jit(lambda leaves: [leaf_plan(leaf, scheme, e, with_base=scheme == "forward" and k == 0)
+                                            for k, (leaf, e) in enumerate(zip(leaves, epss))])
+            steps = [one_direction(treedef, k) for k in range(len(leaves))]
+
+            def finish(plans, values):
+                base, grads = None, []
+                for k, (leaf, pl, val) in enumerate(zip(leaves, plans, values)):
+                    if scheme == "forward" and k == 0:
+                        base, val = val[0], val[1:]
+                    grads.append(leaf_combine(scheme, pl.den, val, base).reshape(leaf.shape).astype(leaf.dtype))
+                return jax.tree_util.tree_unflatten(treedef, grads)
+
+            compiled[sig] = (plans, steps, jax.jit(finish))
         return compiled[sig]
 
     def fn(params, batch, key):
         _directions.check_params(params, method)
-        _directions.check_scalar_cost(cost, params, batch, method)
-        plan_fn, step, finish = programs(params, batch)
-        pl = plan_fn(params)
-        values = [step(pl.v, pl.idx, pl.t, batch, j) for j in range(pl.idx.shape[0])]
-        return finish(pl.den, jnp.asarray(np.asarray(jax.device_get(values))))
+        plans_fn, steps, finish = programs(params, batch)
+        leaves = jax.tree_util.tree_leaves(params)
+        plans = plans_fn(leaves)
+        values = [[step(leaves, batch, pl.idx, pl.t, j) for j in range(pl.idx.shape[0])]
+                  for step, pl in zip(steps, plans)]
+        values = [jnp.asarray(np.asarray(jax.device_get(v))) for v in values]
+        return finish(plans, values)
 
     return Estimator(method, fn, functools.partial(n_directions, scheme), jittable=False,
                      options={"scheme": scheme, "eps": eps})
