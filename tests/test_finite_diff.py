@@ -230,3 +230,19 @@ def test_sharded_equals_single_device():
         else:
             bound = 16 * EPS64 * max(c, r["max_grad"])
         assert r["max_diff"] <= bound, (method, r, bound)
+
+
+@pytest.mark.parametrize("scheme", finite_diff.SCHEMES)
+def test_components_subset_matches_full_kernel(scheme):
+    """fd_components (for timing a subset of directions) runs the kernel's programs on some directions only."""
+    cost, params, batch = case()
+    full = flat(gradient(cost, f"fd-{scheme}")(params, batch))
+    comp = np.array([37, 0, 16, 20, 5])  # unsorted, across leaves, first leaf included and not
+    got = finite_diff.fd_components(cost, params, batch, comp, scheme=scheme)
+    assert got.shape == (5,)
+    bound = np.broadcast_to(np.asarray(rounding_bound(scheme, cost, params, batch, full)), full.shape)
+    assert np.all(np.abs(np.asarray(got - full[comp])) <= bound[comp])
+    with pytest.raises(ValueError, match="distinct"):
+        finite_diff.fd_components(cost, params, batch, np.array([1, 1]), scheme=scheme)
+    with pytest.raises(ValueError, match="flat indices"):
+        finite_diff.fd_components(cost, params, batch, np.array([38]), scheme=scheme)

@@ -7,12 +7,14 @@ The lecture's gradient: perturb each of the P parameters in turn and re-evaluate
     complex:  dC/dv_i ~ Im C(v + i h e_i) / h                         P evaluations,     error O(h^2), no
               subtractive cancellation, so h can be tiny and the result is exact to rounding (analytic costs only)
 
-The FD kernel flattens the params (`ravel_pytree`) and evaluates all the perturbed costs in ONE jitted program:
-`chunk_size` directions at a time under `vmap`, the chunks in sequence under `lax.map`, the chunks split over
-the devices of a mesh when there are several (see `gdjax.gradients._directions`). It never builds a P x P
-matrix: a chunk holds `chunk_size` perturbed parameter vectors. The batch is shared by every direction
-(vmap in_axes None), so XLA turns the first layer of all the perturbed networks into one matmul
-`(N, n_in) @ (n_in, chunk_size * n_hidden)`, which is where the time goes.
+The FD kernel evaluates all the perturbed costs in ONE jitted program, leaf by leaf of the params pytree:
+for leaf k, `chunk_size` perturbed copies of that leaf at a time under `vmap` (the other leaves unbatched, so
+what depends only on them is computed once per chunk), the chunks in sequence under `lax.map`, the chunks
+split over the devices of a mesh when there are several (see `gdjax.gradients._directions`). It never builds a
+P x P matrix: a chunk holds `chunk_size` copies of one leaf. The batch is shared by every direction (vmap
+in_axes None), so XLA turns the first layer of all the perturbed networks into one matmul
+`(N, n_in) @ (n_in, chunk_size * n_hidden)`, which is where the time goes. The cost is a black box: only its
+parameter pytree is used, never the network's structure (that is "fd-layerwise", gdjax.gradients.structured).
 
     >>> est = gradient(cost, "fd-central", chunk_size=128)     # or eps=..., devices=..., mesh=...
     >>> g = est(params, batch)                                  # same pytree as jax.grad(cost)(params, batch)
@@ -36,17 +38,20 @@ near v_i would vanish) and absolute near zero. The step actually taken is h_i = 
 exactly representable, so the denominator is the true distance between the two evaluation points.
 An explicit `eps` replaces the factor in front of max(1, |v_i|) (forward, central) or h (complex).
 
-Default chunk size: a memory budget of `DEFAULT_MEMORY_BUDGET` (256 MiB) divided by the bytes one direction
-needs: 3 copies of the parameter vector (the perturbed vector, its unravelled layers, a relayout for the
-matmul) plus every intermediate array of one cost evaluation (from the cost's jaxpr, an upper bound: XLA
-fuses most elementwise ones away). Capped at the number of directions per device and at `MAX_CHUNK`. Memory
-then grows with chunk_size * (P + activations), never with P^2. For the lecture's [784, 30, 10] net at
-N = 1000 in float32 this gives a chunk of about 45 directions.
+Default chunk size, per leaf: a memory budget (`_directions.memory_budget`: 16 MiB on CPU, about half a
+last-level cache, so that a chunk's copies and activations are read back from cache; 256 MiB on accelerators,
+whose fast memory wants wide chunks) divided by the bytes one direction needs: 3 copies of the leaf (the
+perturbed copy, a relayout, slack) plus every intermediate array of one cost evaluation (from the cost's jaxpr,
+an upper bound: XLA fuses most elementwise ones away); at most `MAX_CHUNK`, evened out so that padding wastes
+less than one direction per chunk. Memory then grows with chunk_size * (leaf + activations), never with P^2.
+For the lecture's [784, 30, 10] net in float32 on CPU this gives chunks of 19 (N = 1000) and 58 (N = 10) for the
+784 x 30 weights.
 
 Sharding: with several devices (`devices=None` means every device of the global `jax.devices()`), the
 padded direction axis is split across a 1-D mesh (`direction_mesh`) with `jax.shard_map`; each device maps
-over its own chunks and the gradient comes back replicated. Each chunk holds the same directions as on one
-device, so the result is identical.
+over its own chunks and the gradient comes back replicated. With the same chunk_size each chunk holds the same
+directions as on one device, so the result is the same, up to an ulp of a cost value where XLA compiles a chunk
+inside or outside a loop differently (usually bitwise).
 """
 
 from __future__ import annotations
@@ -97,10 +102,16 @@ class LeafPlan(NamedTuple):
     den: jax.Array
 
 
-def leaf_plan(leaf: jax.Array, scheme: str, eps: float, with_base: bool = False) -> LeafPlan:
-    """The points of `scheme` around one leaf with step factor `eps` (module docstring)."""
+def leaf_plan(leaf: jax.Array, scheme: str, eps: float, with_base: bool = False, select=None) -> LeafPlan:
+    """The points of `scheme` around one leaf with step factor `eps` (module docstring).
+
+    `select`: optional static array of flat indices into the leaf: the points of those entries only.
+    """
     x = jnp.ravel(leaf)
     ar = jnp.arange(x.shape[0], dtype=jnp.int32)
+    if select is not None:
+        ar = jnp.asarray(np.asarray(select, np.int32))
+        x_all, x = x, x[ar]
     if scheme == "complex":  # Im C(v + i h e_i) / h
         h = jnp.full_like(x, eps)
         return LeafPlan(ar, jax.lax.complex(x, h), h)
@@ -109,7 +120,8 @@ def leaf_plan(leaf: jax.Array, scheme: str, eps: float, with_base: bool = False)
     if scheme == "forward":
         den = tp - x  # the exactly representable step actually taken
         if with_base:  # C(v) itself, evaluated by the same batched program as the perturbed costs
-            return LeafPlan(jnp.concatenate([jnp.full((1,), -1, jnp.int32), ar]), jnp.concatenate([x[:1], tp]), den)
+            x0 = (x_all if select is not None else x)[:1]
+            return LeafPlan(jnp.concatenate([jnp.full((1,), -1, jnp.int32), ar]), jnp.concatenate([x0, tp]), den)
         return LeafPlan(ar, tp, den)
     tm = x - h
     return LeafPlan(jnp.concatenate([ar, ar]), jnp.concatenate([tp, tm]), tp - tm)
@@ -194,6 +206,31 @@ def fd_chunk_size(cost, params, batch, scheme: str = "central", n_devices: int =
     return sizes[max(range(len(leaves)), key=lambda k: leaves[k].size)]
 
 
+def _kernel(cost, params, batch, scheme, eps, chunk_size, mesh, method, selects=None):
+    """Per-leaf derivatives `[(size_k,) or (len(selects[k]),)]` and the leaves; see `fd_gradient`."""
+    leaves, treedef = _prepare(cost, params, batch, scheme, method)
+    n_dev = 1 if mesh is None else mesh.size
+    if chunk_size is None:
+        platform = None if mesh is None else mesh.devices.flat[0].platform
+        chunks = leaf_chunk_sizes(cost, params, batch, scheme, n_dev, platform)
+    else:
+        chunks = [chunk_size] * len(leaves)
+    selects = selects or [None] * len(leaves)
+    wanted = [k for k in range(len(leaves)) if selects[k] is None or len(selects[k])]
+    base, derivs = None, [None] * len(leaves)
+    for k in wanted:
+        leaf, first = leaves[k], scheme == "forward" and k == wanted[0]
+        pl = leaf_plan(leaf, scheme, _leaf_eps(scheme, eps, leaf.dtype, method), with_base=first, select=selects[k])
+        # no chunk larger than the directions (not per device: a given chunk_size keeps the chunks, and the
+        # result, identical on any number of devices; the default is already per device)
+        chunk = min(chunks[k], pl.idx.shape[0])
+        values = _leaf_values(cost, leaves, treedef, batch, k, pl, chunk, mesh)
+        if first:
+            base, values = values[0], values[1:]
+        derivs[k] = leaf_combine(scheme, pl.den, values, base).astype(leaf.dtype)
+    return derivs, leaves, treedef
+
+
 def fd_gradient(cost, params, batch, *, scheme: str = "central", eps: float | None = None,
                 chunk_size: int | None = None, mesh=None, method: str | None = None):
     """The FD kernel, un-jitted: a pytree like `params`, the finite-difference gradient of `cost`.
@@ -213,25 +250,38 @@ def fd_gradient(cost, params, batch, *, scheme: str = "central", eps: float | No
     Returns:
       pytree like `params` (same structure and dtypes).
     """
-    method = method or f"fd-{scheme}"
-    leaves, treedef = _prepare(cost, params, batch, scheme, method)
-    n_dev = 1 if mesh is None else mesh.size
-    if chunk_size is None:
-        platform = None if mesh is None else mesh.devices.flat[0].platform
-        chunks = leaf_chunk_sizes(cost, params, batch, scheme, n_dev, platform)
-    else:
-        chunks = [chunk_size] * len(leaves)
-    base, grads = None, []
-    for k, leaf in enumerate(leaves):
-        pl = leaf_plan(leaf, scheme, _leaf_eps(scheme, eps, leaf.dtype, method), with_base=scheme == "forward" and k == 0)
-        # no chunk larger than the directions (not per device: a given chunk_size keeps the chunks, and the
-        # result, identical on any number of devices; the default is already per device)
-        chunk = min(chunks[k], pl.idx.shape[0])
-        values = _leaf_values(cost, leaves, treedef, batch, k, pl, chunk, mesh)
-        if scheme == "forward" and k == 0:
-            base, values = values[0], values[1:]
-        grads.append(leaf_combine(scheme, pl.den, values, base).reshape(leaf.shape).astype(leaf.dtype))
-    return jax.tree_util.tree_unflatten(treedef, grads)
+    derivs, leaves, treedef = _kernel(cost, params, batch, scheme, eps, chunk_size, mesh, method or f"fd-{scheme}")
+    return jax.tree_util.tree_unflatten(treedef, [d.reshape(leaf.shape) for d, leaf in zip(derivs, leaves)])
+
+
+def fd_components(cost, params, batch, components, *, scheme: str = "central", eps: float | None = None,
+                  chunk_size: int | None = None, mesh=None):
+    """Some components of the FD gradient, by the kernel's own programs: for timing a subset of directions.
+
+    Evaluates only the directions of the flat indices `components` (ravel_pytree order: leaf after leaf), each
+    leaf's in chunks of the size the full kernel uses for that leaf (capped at the number chosen there), plus the
+    base point for the forward scheme. The values equal the full kernel's components up to the rounding of a
+    cost value (another chunk composition can change a cost by an ulp).
+
+    Args:
+      components: static 1-D integer array of distinct flat indices in [0, P).
+      (others as `fd_gradient`)
+    Returns:
+      (K,) derivatives in the order of `components`, dtype of the common parameter dtype.
+    """
+    comp = np.asarray(components)
+    if comp.ndim != 1 or not np.issubdtype(comp.dtype, np.integer) or comp.size == 0:
+        raise TypeError(f"components must be a non-empty 1-D integer array of flat indices, got {components!r}")
+    sizes = [leaf.size for leaf in jax.tree_util.tree_leaves(params)]
+    offsets = np.cumsum([0] + sizes)
+    if comp.min() < 0 or comp.max() >= offsets[-1] or np.unique(comp).size != comp.size:
+        raise ValueError(f"components must be distinct flat indices in [0, {offsets[-1]}), got {comp}")
+    leaf_of = np.searchsorted(offsets, comp, side="right") - 1
+    selects = [np.sort(comp[leaf_of == k]) - offsets[k] for k in range(len(sizes))]
+    derivs, leaves, _ = _kernel(cost, params, batch, scheme, eps, chunk_size, mesh, f"fd-{scheme}", selects)
+    got = jnp.concatenate([derivs[k] for k in range(len(sizes)) if len(selects[k])])
+    order = np.concatenate([offsets[k] + selects[k] for k in range(len(sizes)) if len(selects[k])])
+    return got[np.searchsorted(order, comp)]
 
 
 def _check_options(scheme, eps, chunk_size, method):
@@ -283,9 +333,10 @@ register("fd-complex", kind="fd",
 def fd_loop(cost, scheme: str = "forward", eps: float | None = None) -> Estimator:
     """The naive FD baseline: the kernel's directions and arithmetic, one jitted call per direction.
 
-    The per-direction function `(v, idx, t, batch, j) -> cost(unravel(v with v[idx[j]] = t[j]), batch)` is
-    jitted once per parameter structure and reused; the Python loop only dispatches it P (+1) times with an
-    integer j, so nothing is slowed on purpose. Not jittable (it is driven from Python).
+    For each leaf k, the per-direction function `(leaves, batch, idx, t, j) -> cost(params with
+    leaf_k.ravel()[idx[j]] = t[j], batch)` (one leaf copied, one entry set) is jitted once per parameter structure
+    and reused; the Python loop only dispatches it P (+1) times with an integer j, so nothing is slowed on
+    purpose (the checks also run once per structure). Not jittable (it is driven from Python).
 
     Args:
       scheme: "forward" (default, the lecture's), "central" or "complex"; eps as for the kernel.
