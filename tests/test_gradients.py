@@ -22,7 +22,6 @@ DETERMINISTIC = ("forward", "backprop", "fd-forward", "fd-central", "fd-complex"
 # (sizes, hidden activation, output activation, loss, l2): several sizes and depths, every hidden activation,
 # both losses, every output activation, with and without weight decay.
 CONFIGS = [
-    ((3, 4, 2), "sigmoid", "sigmoid", "quadratic", 0.0),
     ((4, 5, 3), "tanh", "softmax", "cross-entropy", 0.1),
     ((3, 5, 4, 3), "relu", "identity", "quadratic", 0.0),
     ((3, 5, 4, 3), "sigmoid", "sigmoid", "cross-entropy", 0.05),
@@ -119,7 +118,7 @@ def test_error_order(scheme, eps):
     central  FD - g_i = h_i^2/6 C_iii + O(h^4)  (second order)
     We require the leading term to predict the error to 1% of its largest value (the next term is a factor
     ~h smaller, the rounding delta/h ~ 1e-12 here)."""
-    config = CONFIGS[3]
+    config = CONFIGS[2]
     cost, params, batch, g, _ = reference(config)
     d2, d3 = curvature(config)
     v = ravel_pytree(params)[0]
@@ -131,7 +130,7 @@ def test_error_order(scheme, eps):
     assert float(jnp.max(jnp.abs(err - predicted))) <= 0.01 * float(jnp.max(jnp.abs(predicted)))
 
 
-@pytest.mark.parametrize("config", CONFIGS[1:2] + CONFIGS[3:4], ids=lambda c: f"{c[1]}-{c[3]}")
+@pytest.mark.parametrize("config", CONFIGS[0:1] + CONFIGS[2:3], ids=lambda c: f"{c[1]}-{c[3]}")
 def test_check_grads_on_cost(config):
     """JAX's own numerical check of the cost's derivatives (forward and reverse, second order)."""
     cost, params, batch = make_case(*config)
@@ -191,8 +190,8 @@ def test_evaluation_counts():
     for scheme, count in [("forward", P + 1), ("central", 2 * P), ("complex", P)]:
         assert gradient(cost, "fd-loop", scheme=scheme).evaluations(P) == count
         # the count is the number of directions the kernel actually evaluates (leaf by leaf, base on the first)
-        plans = [finite_diff.leaf_plan(leaf, scheme, 1e-3, with_base=scheme == "forward" and k == 0)
-                 for k, leaf in enumerate(jax.tree_util.tree_leaves(params))]
+        plans = [jax.eval_shape(lambda a, k=k: finite_diff.leaf_plan(a, scheme, 1e-3, scheme == "forward" and k == 0),
+                                leaf) for k, leaf in enumerate(jax.tree_util.tree_leaves(params))]
         assert sum(pl.idx.shape[0] for pl in plans) == count
 
 

@@ -31,13 +31,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from gdjax import _checks
 
 AXIS = "directions"
-# bytes of perturbed parameters and activations one chunk may hold. On a CPU the chunk's copies and activations
-# should stay in the last-level cache (tens of MiB) for the next op to read them back from there: measured on a
-# 2-core EPYC (32 MiB L3), a 128 MiB working set streams at 2-3 GB/s against 15-35 GB/s for 4-16 MiB, and the
-# memory-bound N = 10 kernel ran about 1.5x faster at chunk 16 than at chunk 900. Accelerators have fast
-# memory and want wide chunks to fill their cores, so they get a larger budget.
-MEMORY_BUDGET = {"cpu": 16 * 2**20}
-DEFAULT_MEMORY_BUDGET = 256 * 2**20  # any other platform (gpu, tpu)
+# Bytes of perturbed parameters and activations one chunk may hold (any platform): a bound on memory.
+DEFAULT_MEMORY_BUDGET = 256 * 2**20
+# On a CPU, also bytes of one chunk's stack of perturbed copies: it should stay in the L2 cache (about 0.5-2 MiB
+# per core) between being written and being read by the matmul, which is what small batches are bound by.
+# Measured on the 2-core EPYC of this project (1 MiB L2 per core, [784, 30, 10], N = 10, float32): chunk 4 of the
+# 94 KB weight copies ran in 0.33 s, chunks 8-58 in 0.41-0.55 s; at N = 1000 chunks 4, 19 and 64 were within noise.
+# Accelerators have fast memory and want wide chunks to fill their cores: no such limit there.
+CACHE_BUDGET = {"cpu": 512 * 2**10}
 MAX_CHUNK = 1024
 
 
@@ -186,24 +187,35 @@ def replace_leaf(leaves: list, treedef, k: int, new) -> object:
 
 
 def memory_budget(platform: str | None = None) -> int:
-    """Bytes one chunk may hold on `platform` (default: JAX's default backend); see MEMORY_BUDGET."""
-    return MEMORY_BUDGET.get(platform or jax.default_backend(), DEFAULT_MEMORY_BUDGET)
+    """Bytes of copies and activations one chunk may hold (DEFAULT_MEMORY_BUDGET, any platform)."""
+    return DEFAULT_MEMORY_BUDGET
+
+
+def cache_budget(platform: str | None = None) -> int | None:
+    """Bytes one chunk's stack of perturbed copies may take on `platform` (default: JAX's default backend),
+    None for no limit; see CACHE_BUDGET."""
+    return CACHE_BUDGET.get(platform or jax.default_backend())
 
 
 def default_chunk_size(n_params: int, itemsize: int, activation_bytes: int, n_directions: int,
-                       n_devices: int = 1, budget: int | None = None) -> int:
-    """Directions per chunk so that one chunk's perturbed params and activations fit in `budget` bytes.
+                       n_devices: int = 1, budget: int | None = None, cache: int | None | str = "auto") -> int:
+    """Directions per chunk: the chunk fits the memory budget, and on a CPU its copies fit the cache budget.
 
-    `n_params` is the size of what one direction copies (the perturbed leaf), `budget` defaults to
-    `memory_budget()`. per-direction bytes = 3 * n_params * itemsize + activation_bytes (the copy, its
-    relayout, slack; the activations, see `intermediate_bytes`); the largest chunk is budget // that,
-    clipped to [1, MAX_CHUNK]. The directions are then split into the fewest chunks of at most that size (a
-    multiple of n_devices of them) and the chunk size evened out over them, so that padding wastes less than
-    one direction per chunk (P + 1 = 23861 directions at a largest chunk of 314 give 76 chunks of 314).
+    `n_params` is the size of what one direction copies (the perturbed leaf). The largest chunk is the smallest of
+      budget // (3 * n_params * itemsize + activation_bytes)   (the copy, a relayout, slack; the activations,
+                                                               see `intermediate_bytes`; budget default 256 MiB)
+      cache // (n_params * itemsize)                           (cache default `cache_budget()`: 512 KiB on CPU)
+      MAX_CHUNK,
+    and at least 1. The directions are then split into the fewest chunks of at most that size (a multiple of
+    n_devices of them) and the chunk size evened out over them, so that padding wastes less than one direction
+    per chunk (23861 directions at a largest chunk of 314 give 76 chunks of 314).
     """
     budget = memory_budget() if budget is None else budget
-    per_direction = 3 * n_params * itemsize + activation_bytes
-    largest = int(max(1, min(budget // max(per_direction, 1), MAX_CHUNK)))
+    cache = cache_budget() if cache == "auto" else cache
+    largest = budget // max(3 * n_params * itemsize + activation_bytes, 1)
+    if cache is not None:
+        largest = min(largest, cache // max(n_params * itemsize, 1))
+    largest = int(max(1, min(largest, MAX_CHUNK)))
     n_chunks = -(-n_directions // largest)
     n_chunks = -(-n_chunks // n_devices) * n_devices
     return int(max(1, -(-n_directions // n_chunks)))

@@ -62,12 +62,13 @@ def forward_gradient_exact(cost, params, batch, *, chunk_size: int | None = None
     n_dev = 1 if mesh is None else mesh.size
     if chunk_size is None:
         act = 2 * _directions.intermediate_bytes(cost, params, batch)
-        budget = _directions.memory_budget(None if mesh is None else mesh.devices.flat[0].platform)
+        platform = None if mesh is None else mesh.devices.flat[0].platform
+        budget, cache = _directions.memory_budget(platform), _directions.cache_budget(platform)
     grads = []
     for k, leaf in enumerate(leaves):
         axis = _directions.leaf_axis(leaf.ndim)
         chunk = chunk_size or _directions.default_chunk_size(leaf.size, leaf.dtype.itemsize, act, leaf.size, n_dev,
-                                                             budget)
+                                                             budget, cache)
         chunk = min(chunk, leaf.size)  # as in the FD kernel
 
         def chunk_fn(operands, idx, k=k, axis=axis):

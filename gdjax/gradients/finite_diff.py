@@ -38,14 +38,15 @@ near v_i would vanish) and absolute near zero. The step actually taken is h_i = 
 exactly representable, so the denominator is the true distance between the two evaluation points.
 An explicit `eps` replaces the factor in front of max(1, |v_i|) (forward, central) or h (complex).
 
-Default chunk size, per leaf: a memory budget (`_directions.memory_budget`: 16 MiB on CPU, about half a
-last-level cache, so that a chunk's copies and activations are read back from cache; 256 MiB on accelerators,
-whose fast memory wants wide chunks) divided by the bytes one direction needs: 3 copies of the leaf (the
-perturbed copy, a relayout, slack) plus every intermediate array of one cost evaluation (from the cost's jaxpr,
-an upper bound: XLA fuses most elementwise ones away); at most `MAX_CHUNK`, evened out so that padding wastes
-less than one direction per chunk. Memory then grows with chunk_size * (leaf + activations), never with P^2.
-For the lecture's [784, 30, 10] net in float32 on CPU this gives chunks of 19 (N = 1000) and 58 (N = 10) for the
-784 x 30 weights.
+Default chunk size, per leaf (`_directions.default_chunk_size`): the largest chunk such that
+  * its memory fits a budget of 256 MiB: per direction, 3 copies of the leaf (the perturbed copy, a relayout,
+    slack) plus every intermediate array of one cost evaluation (from the cost's jaxpr, an upper bound: XLA fuses
+    most elementwise ones away), so memory grows with chunk_size * (leaf + activations), never with P^2;
+  * on a CPU, its stack of perturbed copies fits 512 KiB, half an L2 cache, so that the matmul reads it back
+    from cache (small batches are bound by exactly that; measured: see `_directions.CACHE_BUDGET`);
+  * at most `MAX_CHUNK`; then evened out so that padding wastes less than one direction per chunk.
+For the lecture's [784, 30, 10] net in float32 on CPU this gives chunks of 5 for the 784 x 30 weights (any N)
+and, on a GPU, 314 (N = 1000) or 905 (N = 10).
 
 Sharding: with several devices (`devices=None` means every device of the global `jax.devices()`), the
 padded direction axis is split across a 1-D mesh (`direction_mesh`) with `jax.shard_map`; each device maps
@@ -190,11 +191,11 @@ def leaf_chunk_sizes(cost, params, batch, scheme: str = "central", n_devices: in
     leaves = jax.tree_util.tree_leaves(params)
     factor = 2 if scheme == "complex" else 1
     act = _directions.intermediate_bytes(cost, params, batch) * factor
-    budget = _directions.memory_budget(platform)
+    budget, cache = _directions.memory_budget(platform), _directions.cache_budget(platform)
     return [
         _directions.default_chunk_size(leaf.size, jnp.dtype(leaf.dtype).itemsize * factor, act,
                                        n_directions(scheme, leaf.size) - (scheme == "forward" and k > 0),
-                                       n_devices, budget)
+                                       n_devices, budget, cache)
         for k, leaf in enumerate(leaves)
     ]
 
