@@ -23,13 +23,13 @@ def test_quick_run_writes_rows_and_figures(tmp_path):
     out = tmp_path / "estimators.json"
     mod = load_script()
     rc = mod.main(["--quick", "--sizes", "6,5,3", "--batch", "16", "--keys", "3", "--out", str(out),
-                   "--methods", "fd-forward,fd-layerwise,node-perturbation,spsa-k1,reverse",
-                   "--train-methods", "reverse,spsa-k1", "--n-train", "20", "--time-budget", "1e-9"])
+                   "--methods", "fd-forward,fd-layerwise,spsa-k1,reverse",
+                   "--train-methods", "reverse", "--n-train", "20", "--time-budget", "1e-9"])
     assert rc == 0
     data = json.loads(out.read_text())
     assert data["meta"]["platform"] and data["meta"]["jax"]
     ladder = {r["label"]: r for r in data["rows"] if r["group"] == "ladder"}
-    assert set(ladder) == {"fd-forward", "fd-layerwise", "node-perturbation", "spsa-k1", "reverse"}
+    assert set(ladder) == {"fd-forward", "fd-layerwise", "spsa-k1", "reverse"}
     assert all(r["status"] == "ok" for r in ladder.values()), [r.get("note") for r in ladder.values()]
     p = ladder["reverse"]["P"]
     assert p == 6 * 5 + 5 + 5 * 3 + 3
@@ -45,14 +45,11 @@ def test_quick_run_writes_rows_and_figures(tmp_path):
         assert r["median_s"] > 0 and r["fp_equivalents"] > 0
         assert r["over_reverse"] == pytest.approx(r["median_s"] / ladder["reverse"]["median_s"])
     training = [r for r in data["rows"] if r["group"] == "training"]
-    assert {r["label"] for r in training} == {"reverse", "spsa-k1"}
+    assert {r["label"] for r in training} == {"reverse"}
     assert {r["epoch"] for r in training} == {0, 1}
     for stem in ("estimators_ladder", "estimators_training"):
         assert (tmp_path / f"{stem}.png").stat().st_size > 0 and (tmp_path / f"{stem}.svg").exists()
-    assert (tmp_path / "estimators.csv").exists()
-    # figures are redrawn from the file alone
-    (tmp_path / "estimators_ladder.png").unlink()
-    assert mod.main(["--replot", str(out)]) == 0 and (tmp_path / "estimators_ladder.png").exists()
+    assert (tmp_path / "estimators.csv").exists()  # (the figures above were drawn from the JSON: plot_all(out))
 
 
 @pytest.mark.parametrize("args,message", [
