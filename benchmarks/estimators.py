@@ -2,8 +2,8 @@
 """The estimator ladder: what one gradient costs between finite differences and backprop, and how well it trains.
 
     python benchmarks/estimators.py            # [784,30,10] and [784,128,64,10], N = 1000, f32, + training
-                                               # on digits: ~10 min on a 2-core CPU (`make bench-estimators`)
-    python benchmarks/estimators.py --quick    # tiny nets and 1 epoch: seconds (the smoke test)
+                                               # on digits: 15-30 min on a busy 2-core CPU (`make bench-estimators`)
+    python benchmarks/estimators.py --quick    # a tiny net, 1 epoch: about a minute, mostly compilation
     python benchmarks/estimators.py --replot benchmarks/results/cpu/estimators.json   # figures only
 
 Part 1, the ladder (`group: "ladder"` rows): for each network (sigmoid hidden and output units, quadratic cost,
@@ -127,7 +127,7 @@ def parse_args(argv):
     ap.add_argument("--train-methods", default=None, help=f"rungs trained (default {','.join(TRAINING)})")
     ap.add_argument("--lr", type=float, default=3.0, help="SGD learning rate for training (default 3)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quick", action="store_true", help="tiny nets, one repeat, one epoch: seconds")
+    ap.add_argument("--quick", action="store_true", help="a tiny net, one repeat, one epoch: about a minute (mostly compilation)")
     ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<platform>/estimators.json)")
     ap.add_argument("--replot", default=None, metavar="JSON", help="only redraw the figures from a results file")
     args = ap.parse_args(argv)
