@@ -483,117 +483,44 @@ def measure_method(point: Point, cost, params, batch, *, dtype: str, peak: float
                 second["note"] = second.get("note", "") + f" (after a first try on {n} examples)"
                 return second
         return first
-    scheme = _fd_scheme(point.method) or (est.options.get("scheme") if point.method == "fd-loop" else None)
-    if scheme is not None and _fd_internals() is not None:
+    scheme = _fd_scheme(point.method)  # fd-loop: its own estimator on a restricted cost (_measure_directions)
+    if scheme is not None:
         return _measure_fd_subset(row, cost, point.method, scheme, params, b, k, repeats, time_budget, reference,
                                   point.batch_size / n, t_forward * n / nb)
     return _measure_directions(row, cost, point.method, params, b, k, repeats, time_budget, reference, key,
                                evals, point.batch_size / n)
 
 
-def _fd_internals():
-    """gdjax.gradients.finite_diff's kernel pieces (plan, per-direction cost, combine, chunked map), or None if
-    they changed shape (then the generic restricted-cost subset is used instead)."""
-    try:
-        from gdjax.gradients import _directions, finite_diff
-
-        parts = {"plan": finite_diff.plan, "combine": finite_diff.combine, "default_eps": finite_diff.default_eps,
-                 "perturbed_cost": finite_diff._perturbed_cost, "n_directions": finite_diff.n_directions,
-                 "chunk_size": finite_diff.fd_chunk_size, "map_directions": _directions.map_directions,
-                 "padded_length": _directions.padded_length}
-    except (ImportError, AttributeError):
-        return None
-    return parts
-
-
-def _complex_unravel(params, scheme):
-    """Unravel for the perturbed vectors: complex leaves for the complex step."""
-    if scheme == "complex":
-        params = jax.tree_util.tree_map(lambda a: a.astype(jnp.result_type(a.dtype, jnp.complex64)), params)
-    return unraveler(params)
-
-
-def _fd_subset_positions(scheme: str, p: int, n_dirs: int) -> tuple[np.ndarray, np.ndarray]:
-    """Which of the scheme's directions to evaluate for about `n_dirs` of them, and the gradient components
-    they give: forward -> the base point and k perturbed ones; central -> +h and -h of k parameters;
-    complex -> k parameters. Returns (positions into the kernel's direction list, component indices)."""
-    if scheme == "forward":
-        comp = _spread_indices(p, max(1, n_dirs - 1))
-        return np.concatenate([[0], comp + 1]), comp
-    if scheme == "central":
-        comp = _spread_indices(p, max(1, n_dirs // 2))
-        return np.concatenate([comp, comp + p]), comp
-    comp = _spread_indices(p, max(1, n_dirs))
-    return comp, comp
-
-
 def _measure_fd_subset(row, cost, method, scheme, params, batch, k, repeats, time_budget, reference, batch_scale,
                        t_eval):
-    """Time the FD kernel (or fd-loop) itself on a subset of its directions and scale to all of them.
+    """Time the FD kernel itself on a subset of its directions and scale to all of them.
 
-    The kernel: `finite_diff`'s own plan, perturbed cost and chunked map over the chosen directions, in whole
-    chunks of the chunk size the full kernel uses (so the per-direction program is the full kernel's); scaled
-    by the kernel's padded direction count over the directions timed. fd-loop: its per-direction jitted call,
-    dispatched from Python for the chosen directions; scaled by the direction count.
+    Runs `finite_diff.fd_components`, the kernel's own per-leaf programs restricted to k spread components, with
+    at least one whole chunk of the size the full kernel uses (a narrower vmap runs at another rate) unless one
+    chunk is far over the time budget; scaled by the kernel's direction count over the directions timed.
     """
-    fd = _fd_internals()
-    p, n = row["P"], int(batch.x.shape[0])
-    n_all = fd["n_directions"](scheme, p)
-    loop = method == "fd-loop"
-    chunk = full_chunk = 1 if loop else fd["chunk_size"](cost, params, batch, scheme)
-    k_dirs = {"forward": k + 1, "central": 2 * k, "complex": k}[scheme]
-    small_chunk = False
-    if not loop:  # whole chunks of the full kernel's size, at least one (a narrower vmap runs at another rate)
-        if chunk * t_eval <= 10 * time_budget:
-            k_dirs = max(1, k_dirs // chunk) * chunk
-        else:
-            small_chunk, chunk = True, min(chunk, k_dirs)
-    pos, comp = _fd_subset_positions(scheme, p, k_dirs)
-    pos_j, comp_j = jnp.asarray(pos), jnp.asarray(comp)
-    timed_dirs = int(pos.size)
-    dtype = jnp.result_type(params[0].w)
-    eps = fd["default_eps"](scheme, dtype)
-    per_direction = fd["perturbed_cost"](cost, _complex_unravel(params, scheme))
+    from gdjax.gradients import finite_diff
 
-    def plan_subset(prm):
-        pl = fd["plan"](jnp.concatenate([jnp.ravel(a) for a in jax.tree_util.tree_leaves(prm)]), scheme, eps)
-        return pl.v, pl.idx[pos_j], pl.t[pos_j], pl.den[comp_j]
-
-    def finish(den, values):  # the kernel's combine, on the subset's components
-        return fd["combine"](scheme, den, values, dtype)
-
-    if loop:  # the loop's body (fd_loop in finite_diff.py): jitted plan, one jitted call per direction, combine
-        scale = n_all / timed_dirs * batch_scale
-        plan_j = jax.jit(plan_subset)
-        step = jax.jit(lambda v, idx, t, b, j: per_direction((v, b), (idx[j], t[j])))
-        finish_j = jax.jit(finish)
-
-        def fn(prm, b):
-            v, idx, t, den = plan_j(prm)
-            values = [step(v, idx, t, b, j) for j in range(timed_dirs)]
-            return finish_j(den, jnp.asarray(np.asarray(jax.device_get(values))))
-
-        compile_s = None
-        _no_stats(row)
-    else:
-        scale = fd["padded_length"](n_all, full_chunk) / timed_dirs * batch_scale
-
-        def kernel(prm, b):
-            v, idx, t, den = plan_subset(prm)
-            return finish(den, fd["map_directions"](per_direction, (v, b), (idx, t), chunk, None))
-
-        exe, compile_s = _aot(kernel, params, batch)
-        _stats(exe, row, scale)
-        fn = exe
-    timing, out, first = _timed(fn, (params, batch), repeats, time_budget)
-    compile_s = first if compile_s is None else compile_s
-    row["rel_error"] = relative_error(out, reference(n)[comp])
+    p = row["P"]
+    n_all = finite_diff.n_directions(scheme, p)
+    per_comp = 2 if scheme == "central" else 1  # directions per component
+    full_chunk = finite_diff.fd_chunk_size(cost, params, batch, scheme)
+    small_chunk = full_chunk * t_eval > 10 * time_budget
+    n_comp = min(p, k if small_chunk else max(k, -(-full_chunk // per_comp)))
+    comp = _spread_indices(p, n_comp)
+    timed_dirs = finite_diff.n_directions(scheme, int(comp.size))
+    scale = n_all / timed_dirs * batch_scale
+    exe, compile_s = _aot(lambda prm, b: finite_diff.fd_components(cost, prm, b, comp, scheme=scheme),
+                          params, batch)
+    _stats(exe, row, scale)
+    timing, out, _ = _timed(exe, (params, batch), repeats, time_budget)
+    n = int(batch.x.shape[0])
+    row["rel_error"] = relative_error(np.asarray(out), reference(n)[comp])
     row["error_on"] = f"{comp.size} of {p} components" + ("" if n == row["batch_size"] else f", {n} examples")
     row["measured_directions"] = timed_dirs
     row["measured_batch"] = n
-    parts = [f"{timed_dirs} of {n_all} directions (" + ("the loop's own per-direction call" if loop else
-             f"the kernel's own program, chunk {chunk}"
-             + (", narrower than the full kernel's: one full chunk is over the budget" if small_chunk else "")) + ")"]
+    parts = [f"{timed_dirs} of {n_all} directions (the kernel's own programs, full chunk {full_chunk}"
+             + (", fewer directions than one full chunk: it is over the budget" if small_chunk else "") + ")"]
     if n < row["batch_size"]:
         parts.append(f"{n} of {row['batch_size']} examples")
     row["note"] = "timed on " + " and ".join(parts) + f", scaled by {scale:.4g}"

@@ -289,7 +289,7 @@ def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mes
         elif mesh is None:
             d = lax.map(step, ij)
         else:
-            d = _directions.map_directions(lambda _, x: step(x), None, ij, 1, mesh)
+            d = _directions.map_directions(lambda _, chunk: jax.vmap(step)(chunk), None, ij, 1, mesh)
         # d: (n_out * n_blocks, S, block)
         d = d.reshape(n_out, n_blocks, len(steps), block).transpose(2, 1, 3, 0).reshape(len(steps), -1, n_out)
         out.append(d[:, :n_cols])
