@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import gdjax  # noqa: E402
-from gdjax import results, train  # noqa: E402
+from gdjax import profiling, results, train  # noqa: E402
 
 TARGETS = {"torch": 8.0, "numpy": 20.0}
 
@@ -166,15 +166,10 @@ def numpy_epoch_fn(x, y, params_np, eta, batch_size):
     return run_epoch
 
 
-def time_epochs(run_epoch, repeats: int, warmup: int = 1):
-    for _ in range(warmup):
-        run_epoch()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run_epoch()
-        ts.append(time.perf_counter() - t0)
-    return ts
+def time_epochs(run_epoch, repeats: int, warmup: int = 1) -> list[float]:
+    """Seconds of each of `repeats` epochs after `warmup` untimed ones (gdjax.profiling.time_fn's loop; it
+    waits on JAX results and passes the NumPy / PyTorch loops' plain return values through)."""
+    return list(profiling.time_fn(run_epoch, repeats=repeats, warmup=warmup).times)
 
 
 def main(argv=None) -> int:
