@@ -33,12 +33,14 @@ from gdjax import _checks
 AXIS = "directions"
 # Bytes of perturbed parameters and activations one chunk may hold (any platform): a bound on memory.
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
-# On a CPU, also bytes of one chunk's stack of perturbed copies: it should stay in the L2 cache (about 0.5-2 MiB
-# per core) between being written and being read by the matmul, which is what small batches are bound by.
-# Measured on the 2-core EPYC of this project (1 MiB L2 per core, [784, 30, 10], N = 10, float32): chunk 4 of the
-# 94 KB weight copies ran in 0.33 s, chunks 8-58 in 0.41-0.55 s; at N = 1000 chunks 4, 19 and 64 were within noise.
+# On a CPU, also bytes of one chunk's stack of perturbed copies. Too narrow a chunk makes the batched first-layer
+# matmul narrow (slow per FLOP); too wide a one writes its copies and activations out of the caches. Measured on
+# the 2-core EPYC of this project (1 MiB L2 per core, 32 MiB L3; [784, 30, 10], fd-forward, float32, chunks of the
+# 94 KB weight copies, medians of 3-7 runs): N = 10: chunk 5 0.36 s, 16 0.20 s, 24 0.22 s, 32 0.24 s, 48 0.23 s;
+# N = 100: 1.99 / 1.41 / 1.35 / 1.40 / 1.37 s; N = 1000: 11.2 / 10.0 / 9.9 / 10.6 / 9.9 s. 2 MiB gives chunk 22,
+# in the flat part of all three (the old 512 KiB gave chunk 5: 1.1-1.8x slower).
 # Accelerators have fast memory and want wide chunks to fill their cores: no such limit there.
-CACHE_BUDGET = {"cpu": 512 * 2**10}
+CACHE_BUDGET = {"cpu": 2 * 2**20}
 MAX_CHUNK = 1024
 
 
@@ -204,7 +206,7 @@ def default_chunk_size(n_params: int, itemsize: int, activation_bytes: int, n_di
     `n_params` is the size of what one direction copies (the perturbed leaf). The largest chunk is the smallest of
       budget // (3 * n_params * itemsize + activation_bytes)   (the copy, a relayout, slack; the activations,
                                                                see `intermediate_bytes`; budget default 256 MiB)
-      cache // (n_params * itemsize)                           (cache default `cache_budget()`: 512 KiB on CPU)
+      cache // (n_params * itemsize)                           (cache default `cache_budget()`: 2 MiB on CPU)
       MAX_CHUNK,
     and at least 1. The directions are then split into the fewest chunks of at most that size (a multiple of
     n_devices of them) and the chunk size evened out over them, so that padding wastes less than one direction
