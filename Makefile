@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test bench bench-estimators reproduce lint clean
+.PHONY: help venv test bench bench-fd-kernel bench-estimators reproduce lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -26,6 +26,9 @@ test: $(STAMP)  ## run the test suite (CPU, a few minutes)
 
 bench: $(STAMP)  ## the main job: finite differences vs jax.grad on the default device
 	$(BIN)/python benchmarks/fd_vs_grad.py $(BENCH_ARGS)
+
+bench-fd-kernel: $(STAMP)  ## the FD kernel vs its ceiling (a big matmul) and fd-loop, whole gradients, N = 10 and 1000
+	$(BIN)/python benchmarks/fd_kernel.py --chunks 5,64
 
 bench-estimators: $(STAMP)  ## the estimator ladder (layer-aware FD, node perturbation, SPSA, ...)
 	$(BIN)/python benchmarks/estimators.py
