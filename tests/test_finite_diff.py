@@ -168,6 +168,38 @@ def test_stack_leaf_copies_with_one_entry_set(shape):
         np.testing.assert_array_equal(np.take(np.asarray(stack), j, axis=axis).ravel(), want)
 
 
+@pytest.mark.parametrize("shape", [(), (5,), (4, 3), (2, 3, 4)])
+def test_perturb_stack_edits_the_buffer_into_each_chunks_copies(shape):
+    """A chain of chunks through one buffer (restore the last chunk's entries, set this one's) gives, at every
+    chunk, exactly the fresh copies of `stack_leaf`, including base points (-1) and repeated indices."""
+    leaf = jnp.arange(float(np.prod(shape))).reshape(shape) * 0.25 - 1.0
+    axis = _directions.leaf_axis(leaf.ndim)
+    n = leaf.size
+    chunks = [[0, n - 1, -1], [n - 1, -1, 0], [-1, -1, -1], [n // 2, 0, n - 1]]
+    step = jax.jit(lambda st, i, v: _directions.perturb_stack(leaf, st, i, v, axis))
+    state = _directions.leaf_stack(leaf, 3, axis)
+    for j, idx in enumerate(chunks):
+        idx = jnp.array(idx, jnp.int32)
+        vals = 100.0 + j * 3 + jnp.arange(3.0)
+        state = step(state, idx, vals)
+        np.testing.assert_array_equal(state.stack, _directions.stack_leaf(leaf, idx, vals, axis))
+
+
+def test_map_directions_carries_a_state_from_chunk_to_chunk():
+    """With `init`, chunks run in order under lax.scan with the state carried: a running count of directions seen
+    (per device, so here on one device); padding directions are computed and dropped."""
+    xs = jnp.arange(10.0)
+
+    def chunk_fn(ops, state, x):
+        return state + x.shape[0], x * ops + state
+
+    for chunk in (1, 3, 10):
+        got = jax.jit(lambda x, c=chunk: _directions.map_directions(
+            chunk_fn, 2.0, x, c, init=lambda ops: jnp.zeros((), jnp.float32)))(xs)
+        seen_before = (np.arange(10) // chunk) * chunk  # directions in the earlier chunks
+        np.testing.assert_array_equal(got, 2.0 * np.arange(10) + seen_before)
+
+
 def test_mesh_arguments():
     mesh = _directions.direction_mesh()
     assert mesh.axis_names == (_directions.AXIS,) and mesh.size == len(jax.devices())

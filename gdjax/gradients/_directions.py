@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,13 +35,14 @@ AXIS = "directions"
 # Bytes of perturbed parameters and activations one chunk may hold (any platform): a bound on memory.
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 # On a CPU, also bytes of one chunk's stack of perturbed copies. Too narrow a chunk makes the batched first-layer
-# matmul narrow (slow per FLOP); too wide a one writes its copies and activations out of the caches. Measured on
-# the 2-core EPYC of this project (1 MiB L2 per core, 32 MiB L3; [784, 30, 10], fd-forward, float32, chunks of the
-# 94 KB weight copies, medians of 3-7 runs): N = 10: chunk 5 0.36 s, 16 0.20 s, 24 0.22 s, 32 0.24 s, 48 0.23 s;
-# N = 100: 1.99 / 1.41 / 1.35 / 1.40 / 1.37 s; N = 1000: 11.2 / 10.0 / 9.9 / 10.6 / 9.9 s. 2 MiB gives chunk 22,
-# in the flat part of all three (the old 512 KiB gave chunk 5: 1.1-1.8x slower).
+# matmul narrow (slow per FLOP) and pays the loop's fixed cost per chunk more often; too wide a one moves its
+# copies and activations out of the caches. Measured on the 2-core EPYC of this project (1 MiB L2 per core, 32 MiB
+# L3; [784, 30, 10], fd-forward, float32, chunks of the 94 KB weight copies, medians of 5-9 interleaved runs, the
+# copies kept in a buffer edited in place, `perturb_stack`): N = 10: chunk 22 0.20 s, 32 0.18 s, 48 0.18 s,
+# 64 0.18 s, 96 0.20 s; N = 100: chunk 22 1.29 s, 48 1.23 s, 64 1.27 s, 96 1.14 s; at N = 1000 chunks 22 to 64
+# were within noise (9.6-11.3 s). 4 MiB gives chunk 44, in the flat part of all three.
 # Accelerators have fast memory and want wide chunks to fill their cores: no such limit there.
-CACHE_BUDGET = {"cpu": 2 * 2**20}
+CACHE_BUDGET = {"cpu": 4 * 2**20}
 MAX_CHUNK = 1024
 
 
@@ -102,7 +104,8 @@ def vmapped(fn: Callable) -> Callable:
     return jax.vmap(fn, in_axes=(None, 0))
 
 
-def map_directions(chunk_fn: Callable, operands, xs, chunk_size: int, mesh: Mesh | None = None):
+def map_directions(chunk_fn: Callable, operands, xs, chunk_size: int, mesh: Mesh | None = None,
+                   init: Callable | None = None):
     """`ys[i]` for every direction `xs[i]`: `chunk_fn` on `chunk_size` directions at a time, chunks under lax.map.
 
     `operands` are shared by every direction (replicated across devices): the parameters and the batch, so
@@ -118,6 +121,9 @@ def map_directions(chunk_fn: Callable, operands, xs, chunk_size: int, mesh: Mesh
       xs: pytree of arrays with a common leading axis of length n >= 1 (the directions).
       chunk_size: directions per chunk (per device), >= 1.
       mesh: a Mesh to split the chunks over (see `resolve_mesh`), or None.
+      init: optional `init(operands) -> state`: then the chunks run under `lax.scan` with a state carried from
+        chunk to chunk (one per device), and `chunk_fn(operands, state, xs_chunk) -> (state, ys_chunk)`. XLA
+        updates the carried state in place, so a state can be a buffer that every chunk edits (`leaf_stack`).
     Returns:
       pytree like `chunk_fn`'s output with a leading axis n.
     """
@@ -134,10 +140,14 @@ def map_directions(chunk_fn: Callable, operands, xs, chunk_size: int, mesh: Mesh
 
     def local(ops, xs_local):
         m = jax.tree_util.tree_leaves(xs_local)[0].shape[0]
+        state = None if init is None else _varying(init(ops), mesh)
         if m == chunk_size:  # one chunk: no loop
-            return chunk_fn(ops, xs_local)
+            return chunk_fn(ops, xs_local) if init is None else chunk_fn(ops, state, xs_local)[1]
         chunks = jax.tree_util.tree_map(lambda a: a.reshape(m // chunk_size, chunk_size, *a.shape[1:]), xs_local)
-        ys = jax.lax.map(lambda c: chunk_fn(ops, c), chunks)
+        if init is None:
+            ys = jax.lax.map(lambda c: chunk_fn(ops, c), chunks)
+        else:
+            ys = jax.lax.scan(lambda st, c: chunk_fn(ops, st, c), state, chunks)[1]
         return jax.tree_util.tree_map(lambda y: y.reshape(m, *y.shape[2:]), ys)
 
     xs = jax.tree_util.tree_map(pad, xs)
@@ -147,6 +157,17 @@ def map_directions(chunk_fn: Callable, operands, xs, chunk_size: int, mesh: Mesh
         spec = PartitionSpec(tuple(mesh.axis_names))
         ys = jax.shard_map(local, mesh=mesh, in_specs=(PartitionSpec(), spec), out_specs=spec)(operands, xs)
     return jax.tree_util.tree_map(lambda y: y[:n], ys)
+
+
+def _varying(state, mesh: Mesh | None):
+    """Inside `shard_map`, mark a state built from replicated operands as varying over the mesh (each device
+    carries its own), as `lax.scan` requires of a carry that meets per-device directions."""
+    if mesh is None:
+        return state
+    axes = tuple(mesh.axis_names)
+    if hasattr(jax.lax, "pcast"):  # jax >= 0.8
+        return jax.tree_util.tree_map(lambda a: jax.lax.pcast(a, axes, to="varying"), state)
+    return jax.tree_util.tree_map(lambda a: jax.lax.pvary(a, axes), state)
 
 
 def leaf_axis(ndim: int) -> int:
@@ -181,6 +202,56 @@ def stack_leaf(leaf: jax.Array, idx: jax.Array, values: jax.Array, axis: int) ->
     return stack.at[coords].set(new, indices_are_sorted=False, unique_indices=True)
 
 
+class LeafStack(NamedTuple):
+    """A buffer of c copies of a leaf stacked on `axis` (`leaf_stack`), and the flat indices `prev: (c,)` that the
+    last chunk changed (copy j at prev[j]); carried from chunk to chunk by `map_directions(init=...)`."""
+
+    stack: jax.Array
+    prev: jax.Array
+
+
+def _stack_coords(leaf_shape, size: int, idx: jax.Array, axis: int) -> tuple:
+    """Scatter coordinates into a stack: copy j (on `axis`), entry `idx[j]` of the leaf (-1 read as 0)."""
+    coords = list(jnp.unravel_index(jnp.clip(idx, 0, size - 1), leaf_shape)) if len(leaf_shape) else []
+    coords.insert(axis, jnp.arange(idx.shape[0]))
+    return tuple(coords)
+
+
+def leaf_stack(leaf: jax.Array, c: int, axis: int, dtype=None) -> LeafStack:
+    """The initial state of `perturb_stack`: c unmodified copies of `leaf` (shape S, c inserted at `axis`)."""
+    dtype = jnp.result_type(leaf.dtype, dtype) if dtype is not None else leaf.dtype
+    shape = list(leaf.shape)
+    shape.insert(axis, c)
+    stack = jnp.broadcast_to(jnp.expand_dims(leaf.astype(dtype), axis), shape)
+    return LeafStack(stack, jnp.zeros((c,), jnp.int32))
+
+
+def perturb_stack(leaf: jax.Array, state: LeafStack, idx: jax.Array, values: jax.Array, axis: int) -> LeafStack:
+    """The copies of the next chunk, made from the last chunk's by editing 2c entries, never by copying the leaf.
+
+    Restores the entries the last chunk set (`state.prev`) to the leaf's values, then sets copy j's entry
+    `leaf.ravel()[idx[j]] = values[j]` (an index < 0 leaves its copy unchanged: the forward scheme's base point).
+    Equal to `stack_leaf(leaf, idx, values, axis)`; as the state of a `lax.scan` the buffer is updated in place,
+    so a chunk costs 2c scattered entries instead of writing c copies of the leaf (for the lecture net's 94 KB
+    weight copies at N = 10, that write was most of the time).
+
+    Args:
+      leaf: array of shape S, the unperturbed values.
+      state: the `LeafStack` of the last chunk (or `leaf_stack(leaf, c, axis, dtype)`).
+      idx: (c,) int32 flat indices into the leaf; values: (c,) new values (cast to the stack's dtype).
+    Returns:
+      the new `LeafStack`; its `stack` has shape S with c inserted at `axis`.
+    """
+    flat = jnp.ravel(leaf).astype(state.stack.dtype)
+    size = flat.shape[0]
+    restored = state.stack.at[_stack_coords(leaf.shape, size, state.prev, axis)].set(
+        flat[jnp.clip(state.prev, 0, size - 1)], indices_are_sorted=False, unique_indices=True)
+    new = jnp.where(idx >= 0, values.astype(flat.dtype), flat[jnp.clip(idx, 0, size - 1)])
+    stack = restored.at[_stack_coords(leaf.shape, size, idx, axis)].set(new, indices_are_sorted=False,
+                                                                       unique_indices=True)
+    return LeafStack(stack, idx.astype(jnp.int32))
+
+
 def replace_leaf(leaves: list, treedef, k: int, new) -> object:
     """The pytree `treedef` with leaves `leaves`, leaf k replaced by `new`."""
     leaves = list(leaves)
@@ -206,7 +277,7 @@ def default_chunk_size(n_params: int, itemsize: int, activation_bytes: int, n_di
     `n_params` is the size of what one direction copies (the perturbed leaf). The largest chunk is the smallest of
       budget // (3 * n_params * itemsize + activation_bytes)   (the copy, a relayout, slack; the activations,
                                                                see `intermediate_bytes`; budget default 256 MiB)
-      cache // (n_params * itemsize)                           (cache default `cache_budget()`: 2 MiB on CPU)
+      cache // (n_params * itemsize)                           (cache default `cache_budget()`: 4 MiB on CPU)
       MAX_CHUNK,
     and at least 1. The directions are then split into the fewest chunks of at most that size (a multiple of
     n_devices of them) and the chunk size evened out over them, so that padding wastes less than one direction

@@ -13,7 +13,10 @@ what depends only on them is computed once per chunk), the chunks in sequence un
 split over the devices of a mesh when there are several (see `gdjax.gradients._directions`). It never builds a
 P x P matrix: a chunk holds `chunk_size` copies of one leaf. The batch is shared by every direction (vmap
 in_axes None), so XLA turns the first layer of all the perturbed networks into one matmul
-`(N, n_in) @ (n_in, chunk_size * n_hidden)`, which is where the time goes. The cost is a black box: only its
+`(N, n_in) @ (n_in, chunk_size * n_hidden)`, which is where the time goes. The chunk's copies live in one buffer
+carried from chunk to chunk (`_directions.perturb_stack`): each chunk restores the entries the previous one set
+and sets its own, 2 x chunk_size scattered entries, instead of writing chunk_size fresh copies of the leaf
+(1.3-1.5x faster at N = 10 on a 2-core CPU, the same at N = 1000). The cost is a black box: only its
 parameter pytree is used, never the network's structure (that is "fd-layerwise", gdjax.gradients.structured).
 
     >>> est = gradient(cost, "fd-central", chunk_size=128)     # or eps=..., devices=..., mesh=...
@@ -42,10 +45,10 @@ Default chunk size, per leaf (`_directions.default_chunk_size`): the largest chu
   * its memory fits a budget of 256 MiB: per direction, 3 copies of the leaf (the perturbed copy, a relayout,
     slack) plus every intermediate array of one cost evaluation (from the cost's jaxpr, an upper bound: XLA fuses
     most elementwise ones away), so memory grows with chunk_size * (leaf + activations), never with P^2;
-  * on a CPU, its stack of perturbed copies fits 2 MiB: wide enough for an efficient batched matmul, narrow
+  * on a CPU, its stack of perturbed copies fits 4 MiB: wide enough for an efficient batched matmul, narrow
     enough for the copies and activations to stay in cache (measured: see `_directions.CACHE_BUDGET`);
   * at most `MAX_CHUNK`; then evened out so that padding wastes less than one direction per chunk.
-For the lecture's [784, 30, 10] net in float32 on CPU this gives chunks of 22 for the 784 x 30 weights (any N)
+For the lecture's [784, 30, 10] net in float32 on CPU this gives chunks of 44 for the 784 x 30 weights (any N)
 and, on a GPU, 314 (N = 1000) or 905 (N = 10).
 
 Sharding: with several devices (`devices=None` means every device of the global `jax.devices()`), the
@@ -176,13 +179,19 @@ def _leaf_values(cost, leaves, treedef, batch, k: int, pl: LeafPlan, chunk_size:
     """The costs at every point of leaf k's plan, chunk by chunk; only leaf k is batched."""
     axis = _directions.leaf_axis(leaves[k].ndim)
 
-    def chunk_fn(operands, xs):
-        lv, b = operands
-        idx, t = xs
-        stack = _directions.stack_leaf(lv[k], idx, t, axis)
-        return jax.vmap(lambda leaf: cost(_directions.replace_leaf(lv, treedef, k, leaf), b), in_axes=axis)(stack)
+    dtype = jnp.result_type(leaves[k].dtype, pl.t.dtype)
 
-    return _directions.map_directions(chunk_fn, (leaves, batch), (pl.idx, pl.t), chunk_size, mesh)
+    def chunk_fn(operands, state, xs):
+        lv, b = operands
+        state = _directions.perturb_stack(lv[k], state, *xs, axis)
+        values = jax.vmap(lambda leaf: cost(_directions.replace_leaf(lv, treedef, k, leaf), b), in_axes=axis)(
+            state.stack)
+        return state, values
+
+    def init(operands):
+        return _directions.leaf_stack(operands[0][k], chunk_size, axis, dtype)
+
+    return _directions.map_directions(chunk_fn, (leaves, batch), (pl.idx, pl.t), chunk_size, mesh, init=init)
 
 
 def leaf_chunk_sizes(cost, params, batch, scheme: str = "central", n_devices: int = 1,
@@ -236,7 +245,7 @@ def fd_gradient(cost, params, batch, *, scheme: str = "central", eps: float | No
                 chunk_size: int | None = None, mesh=None, method: str | None = None):
     """The FD kernel, un-jitted: a pytree like `params`, the finite-difference gradient of `cost`.
 
-    The directions are taken leaf by leaf (`_directions.stack_leaf`): for leaf k, `chunk_size` perturbed
+    The directions are taken leaf by leaf (`_directions.perturb_stack`): for leaf k, `chunk_size` perturbed
     copies of that leaf at a time go through the cost under vmap while the other leaves stay unbatched.
     The forward scheme's base cost C(v) is the first direction of the first leaf.
 
