@@ -1,6 +1,8 @@
 """Shared fixtures. Tests run on the CPU in float64 unless a test asks for float32 explicitly."""
 
+import importlib.util
 import os
+from pathlib import Path
 
 import jax
 import pytest
@@ -9,6 +11,16 @@ jax.config.update("jax_enable_x64", True)  # gradient tests compare in float64 (
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(relpath: str):
+    """Import a script of the repository (e.g. "benchmarks/fd_kernel.py") as a module, to call its functions."""
+    path = ROOT / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def skip_or_fail(reason: str):

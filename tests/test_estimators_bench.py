@@ -1,11 +1,11 @@
 """Smoke test of benchmarks/estimators.py on a tiny net: rows, ratios, flags, figures; bad options."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import conftest
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -13,10 +13,7 @@ SCRIPT = ROOT / "benchmarks" / "estimators.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("bench_estimators", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return conftest.load_script("benchmarks/estimators.py")
 
 
 def test_quick_run_writes_rows_and_figures(tmp_path):

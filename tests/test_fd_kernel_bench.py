@@ -1,26 +1,17 @@
 """Smoke test of benchmarks/fd_kernel.py on a tiny net: rows, ratios against the same round, targets, figure."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "fd_kernel.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("bench_fd_kernel", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+SCRIPT = "benchmarks/fd_kernel.py"
 
 
 def test_quick_run_writes_rows_ratios_and_figure(tmp_path):
     out = tmp_path / "fd_kernel.json"
-    mod = load_script()
+    mod = load_script(SCRIPT)
     assert mod.main(["--quick", "--batches", "10", "--chunks", "3", "--rounds", "2", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["meta"]["platform"] and data["meta"]["jax"]
@@ -55,6 +46,6 @@ def test_quick_run_writes_rows_ratios_and_figure(tmp_path):
     (["--bogus"], "unrecognized arguments"),
 ])
 def test_bad_options_one_line_on_stderr(args, message, capsys):
-    assert load_script().main(args) == 2
+    assert load_script(SCRIPT).main(args) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and err.startswith("fd_kernel: error:")
