@@ -43,8 +43,8 @@ def reverse(cost, **options) -> Estimator:
 def forward_gradient_exact(cost, params, batch, *, chunk_size: int | None = None, mesh=None):
     """The gradient by forward mode, un-jitted: `jax.jvp` along every basis vector e_i, in chunks.
 
-    Leaf by leaf, like the FD kernel: the tangents of a chunk are one-hot copies of one leaf
-    (`_directions.stack_leaf` on zeros), pushed through `jax.jvp` of the cost as a function of that leaf alone
+    Leaf by leaf, like the FD kernel: the tangents of a chunk are one-hot copies of one leaf (a buffer of zeros
+    edited in place from chunk to chunk, `_directions.perturb_stack`), pushed through `jax.jvp` of the cost as a function of that leaf alone
     under vmap, so the other leaves carry no tangent and the primal is computed once per chunk.
 
     Args:
@@ -71,13 +71,17 @@ def forward_gradient_exact(cost, params, batch, *, chunk_size: int | None = None
                                                              budget, cache)
         chunk = min(chunk, leaf.size)  # as in the FD kernel
 
-        def chunk_fn(operands, idx, k=k, axis=axis):
+        def chunk_fn(operands, state, idx, k=k, axis=axis):
             lv, b = operands
-            tangents = _directions.stack_leaf(jnp.zeros_like(lv[k]), idx, jnp.ones(idx.shape, lv[k].dtype), axis)
+            state = _directions.perturb_stack(jnp.zeros_like(lv[k]), state, idx, jnp.ones(idx.shape, lv[k].dtype), axis)
             f = lambda leaf: cost(_directions.replace_leaf(lv, treedef, k, leaf), b)  # noqa: E731
-            return jax.vmap(lambda t: jax.jvp(f, (lv[k],), (t,))[1], in_axes=axis)(tangents)
+            return state, jax.vmap(lambda t: jax.jvp(f, (lv[k],), (t,))[1], in_axes=axis)(state.stack)
 
-        g = _directions.map_directions(chunk_fn, (leaves, batch), jnp.arange(leaf.size, dtype=jnp.int32), chunk, mesh)
+        def init(operands, k=k, axis=axis, chunk=chunk):
+            return _directions.leaf_stack(jnp.zeros_like(operands[0][k]), chunk, axis)
+
+        g = _directions.map_directions(chunk_fn, (leaves, batch), jnp.arange(leaf.size, dtype=jnp.int32), chunk, mesh,
+                                       init=init)
         grads.append(g.reshape(leaf.shape).astype(leaf.dtype))
     return jax.tree_util.tree_unflatten(treedef, grads)
 
