@@ -4,8 +4,9 @@ The FD kernel and forward mode both evaluate one scalar per direction (a perturb
 vector) for P directions. Doing all P at once (`vmap`) needs P copies of the parameters and activations;
 a Python loop pays one dispatch per direction. `map_directions` sits in between: a chunk of `chunk_size`
 directions at a time as one batched program (so that, for an MLP, the first layer of all the perturbed
-networks becomes ONE matmul `(N, n_in) @ (n_in, chunk * n_hidden)`), the chunks in sequence under `lax.map`,
-and, given a mesh of several devices, the chunks split across the devices with `jax.shard_map`.
+networks becomes ONE matmul `(N, n_in) @ (n_in, chunk * n_hidden)`), the chunks in sequence under `lax.map`
+(or `lax.scan` with a carried state), and, given a mesh of several devices, the chunks split across the devices
+with `jax.shard_map`.
 
 Directions are taken one pytree leaf at a time (`stack_leaf`): a chunk batches copies of ONE leaf only, so
 the other leaves stay unbatched and XLA computes what depends only on them once per chunk, and a chunk costs
@@ -106,7 +107,7 @@ def vmapped(fn: Callable) -> Callable:
 
 def map_directions(chunk_fn: Callable, operands, xs, chunk_size: int, mesh: Mesh | None = None,
                    init: Callable | None = None):
-    """`ys[i]` for every direction `xs[i]`: `chunk_fn` on `chunk_size` directions at a time, chunks under lax.map.
+    """`ys[i]` for every direction `xs[i]`: `chunk_fn` on `chunk_size` directions at a time, chunks in sequence.
 
     `operands` are shared by every direction (replicated across devices): the parameters and the batch, so
     that XLA batches the directions into the weights and keeps the data unbatched. The direction axis is padded

@@ -9,7 +9,7 @@ The lecture's gradient: perturb each of the P parameters in turn and re-evaluate
 
 The FD kernel evaluates all the perturbed costs in ONE jitted program, leaf by leaf of the params pytree:
 for leaf k, `chunk_size` perturbed copies of that leaf at a time under `vmap` (the other leaves unbatched, so
-what depends only on them is computed once per chunk), the chunks in sequence under `lax.map`, the chunks
+what depends only on them is computed once per chunk), the chunks in sequence under `lax.scan`, the chunks
 split over the devices of a mesh when there are several (see `gdjax.gradients._directions`). It never builds a
 P x P matrix: a chunk holds `chunk_size` copies of one leaf. The batch is shared by every direction (vmap
 in_axes None), so XLA turns the first layer of all the perturbed networks into one matmul
