@@ -8,7 +8,7 @@ networks becomes ONE matmul `(N, n_in) @ (n_in, chunk * n_hidden)`), the chunks 
 (or `lax.scan` with a carried state), and, given a mesh of several devices, the chunks split across the devices
 with `jax.shard_map`.
 
-Directions are taken one pytree leaf at a time (`stack_leaf`): a chunk batches copies of ONE leaf only, so
+Directions are taken one pytree leaf at a time (`perturb_stack`): a chunk batches copies of ONE leaf only, so
 the other leaves stay unbatched and XLA computes what depends only on them once per chunk, and a chunk costs
 copies of a leaf, not of the whole parameter vector. The copies are stacked on the axis before the leaf's
 last one (`leaf_axis`): for a weight `(n_in, n_out)` the chunk is `(n_in, chunk, n_out)`, which is already the
@@ -176,33 +176,6 @@ def leaf_axis(ndim: int) -> int:
     return max(ndim - 1, 0)
 
 
-def stack_leaf(leaf: jax.Array, idx: jax.Array, values: jax.Array, axis: int) -> jax.Array:
-    """`len(idx)` copies of `leaf` stacked on `axis`; copy j has `leaf.ravel()[idx[j]] = values[j]`.
-
-    An index < 0 leaves its copy unchanged (the forward scheme's base point). The copies are a broadcast
-    (kept as its own fast, parallel XLA op by an optimization barrier; fused into the scatter it ran ~1.5x
-    slower on CPU) into which the chunk's entries are scattered in place.
-
-    Args:
-      leaf: array of shape S.
-      idx: (c,) int32 flat indices into the leaf.
-      values: (c,) new values (cast to the result dtype: that of `leaf` and `values` together).
-      axis: stacking axis in [0, len(S)].
-    Returns:
-      array of shape S with c inserted at `axis`.
-    """
-    c = idx.shape[0]
-    dtype = jnp.result_type(leaf.dtype, values.dtype)
-    shape = list(leaf.shape)
-    shape.insert(axis, c)
-    stack = jax.lax.optimization_barrier(jnp.broadcast_to(jnp.expand_dims(leaf.astype(dtype), axis), shape))
-    coords = list(jnp.unravel_index(jnp.clip(idx, 0, leaf.size - 1), leaf.shape)) if leaf.ndim else []
-    coords.insert(axis, jnp.arange(c))
-    coords = tuple(coords)
-    new = jnp.where(idx >= 0, values.astype(dtype), stack[coords])
-    return stack.at[coords].set(new, indices_are_sorted=False, unique_indices=True)
-
-
 class LeafStack(NamedTuple):
     """A buffer of c copies of a leaf stacked on `axis` (`leaf_stack`), and the flat indices `prev: (c,)` that the
     last chunk changed (copy j at prev[j]); carried from chunk to chunk by `map_directions(init=...)`."""
@@ -232,7 +205,7 @@ def perturb_stack(leaf: jax.Array, state: LeafStack, idx: jax.Array, values: jax
 
     Restores the entries the last chunk set (`state.prev`) to the leaf's values, then sets copy j's entry
     `leaf.ravel()[idx[j]] = values[j]` (an index < 0 leaves its copy unchanged: the forward scheme's base point).
-    Equal to `stack_leaf(leaf, idx, values, axis)`; as the state of a `lax.scan` the buffer is updated in place,
+    The copies are what a fresh stack would hold; as the state of a `lax.scan` the buffer is updated in place,
     so a chunk costs 2c scattered entries instead of writing c copies of the leaf (for the lecture net's 94 KB
     weight copies at N = 10, that write was most of the time).
 
