@@ -101,12 +101,6 @@ def parse_args(argv):
     return args
 
 
-def _seconds(fn, *args) -> float:
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    return time.perf_counter() - t0
-
-
 def _flat(tree) -> np.ndarray:
     return np.concatenate([np.ravel(np.asarray(a, np.float64)) for a in jax.tree_util.tree_leaves(tree)])
 
@@ -133,7 +127,7 @@ def measure_batch(sizes, n: int, chunks: list[int], rounds: int, matmul_n: int, 
     for r in range(rounds):
         mm.append(profiling.matmul_rate(matmul_n, "float32"))
         for key, est in methods.items():
-            times[key].append(_seconds(est, params, batch))
+            times[key].append(profiling.time_fn(est, params, batch, repeats=1, warmup=0).median_s)
         log(f"N={n}: round {r + 1}/{rounds}: matmul {mm[-1] / 1e9:.0f} GFLOP/s, "
             + ", ".join(f"{k[0]}{'' if k[1] is None else f'@{k[1]}'} {times[k][-1]:.3f} s" for k in methods))
     mm, loop_t = np.array(mm), np.array(times[("fd-loop", None)])

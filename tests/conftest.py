@@ -5,7 +5,12 @@ import os
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
+
+import gdjax
+from gdjax.data import Batch, one_hot
+from gdjax.nn import MLP
 
 jax.config.update("jax_enable_x64", True)  # gradient tests compare in float64 (dtype is explicit elsewhere)
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -21,6 +26,16 @@ def load_script(relpath: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def make_case(sizes, act, out, loss, l2, dtype="float64", seed=0, n=8):
+    """A random MLP problem for gradient tests: (cost, params, batch) with n examples x ~ U[0, 1], cyclic labels."""
+    net = MLP(sizes, act, out)
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    params = net.init(k1, dtype=dtype)
+    x = jax.random.uniform(k2, (n, sizes[0]), jax.numpy.dtype(dtype))
+    y = one_hot(np.arange(n) % sizes[-1], sizes[-1], dtype)
+    return gdjax.make_cost(net, loss, l2), params, Batch(x, y)
 
 
 def skip_or_fail(reason: str):

@@ -18,6 +18,7 @@ import time
 from functools import lru_cache
 
 import numpy as np
+import conftest
 import pytest
 
 import gdjax
@@ -313,12 +314,7 @@ BENCH = os.path.join(os.path.dirname(HERE), os.pardir, "benchmarks", "scaling_de
 
 
 def _bench_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("scaling_devices", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return conftest.load_script("benchmarks/scaling_devices.py")
 
 
 def test_scaling_benchmark_ratios():

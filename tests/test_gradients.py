@@ -7,12 +7,11 @@ import functools
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
+import conftest
 import pytest
 from jax.flatten_util import ravel_pytree
 
 import gdjax
-from gdjax.data import Batch, one_hot
 from gdjax.gradients import available_methods, finite_diff, gradient, method_info, n_params
 from gdjax.gradients.backprop import backprop
 from gdjax.nn import MLP, Layer
@@ -29,13 +28,7 @@ CONFIGS = [
 N = 8
 
 
-def make_case(sizes, act, out, loss, l2, dtype="float64", seed=0, n=N):
-    net = MLP(sizes, act, out)
-    k1, k2 = jax.random.split(jax.random.key(seed))
-    params = net.init(k1, dtype=dtype)
-    x = jax.random.uniform(k2, (n, sizes[0]), jnp.dtype(dtype))
-    y = one_hot(np.arange(n) % sizes[-1], sizes[-1], dtype)
-    return gdjax.make_cost(net, loss, l2), params, Batch(x, y)
+make_case = functools.partial(conftest.make_case, n=N)
 
 
 def diagonal_derivatives(f, v):

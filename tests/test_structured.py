@@ -22,6 +22,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import conftest
 import pytest
 from jax.flatten_util import ravel_pytree
 
@@ -43,13 +44,7 @@ CONFIGS = [
 IDS = ["-".join(map(str, c[0])) + f"-{c[1]}-{c[2]}-{c[3]}" for c in CONFIGS]
 
 
-def make_case(sizes, act, out, loss, l2, dtype="float64", seed=0, n=N):
-    net = MLP(sizes, act, out)
-    k1, k2 = jax.random.split(jax.random.key(seed))
-    params = net.init(k1, dtype=dtype)
-    x = jax.random.uniform(k2, (n, sizes[0]), jnp.dtype(dtype))
-    y = one_hot(np.arange(n) % sizes[-1], sizes[-1], dtype)
-    return gdjax.make_cost(net, loss, l2), params, Batch(x, y)
+make_case = functools.partial(conftest.make_case, n=N)
 
 
 @functools.lru_cache(maxsize=None)

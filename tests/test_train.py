@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import conftest
 import pytest
 
 import gdjax
@@ -313,14 +314,7 @@ def test_cli_train_bad_input_one_line_nonzero(tmp_path, capsys, change, match):
 
 
 def _throughput_module():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "training_throughput.py"
-    spec = importlib.util.spec_from_file_location("training_throughput", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return conftest.load_script("benchmarks/training_throughput.py")
 
 
 def test_throughput_numpy_baseline_is_the_same_sgd_step():
