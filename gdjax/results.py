@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["environment", "write_json", "write_bytes", "save_results", "load_results", "append_jsonl", "read_jsonl",
+__all__ = ["environment", "output_dir", "write_json", "write_bytes", "save_results", "load_results", "append_jsonl", "read_jsonl",
            "csv_path", "to_jsonable"]
 
 
@@ -211,11 +211,41 @@ def _git_commit() -> str | None:
     return commit if out.returncode == 0 and commit else None
 
 
+def _git_dirty() -> bool | None:
+    """True when the checkout has uncommitted changes to tracked files (untracked files are ignored)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                             text=True, timeout=10, cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
+RUNS_DIR = "runs"  # git-ignored: where a user's runs go unless an explicit output is given
+
+
+def output_dir(command: str, out=None, *, root=None) -> Path:
+    """Where a script writes: `out` when given (the committed reference is written only when asked),
+    else a fresh git-ignored `runs/<command>-<UTC date-time>/` under `root` (default: the current directory).
+
+    Args:
+      command: a short name of the job, e.g. "bench" or "gradcheck".
+      out: an explicit output folder (str or Path) or None.
+    Returns:
+      the folder (not created; writers create parents atomically).
+    """
+    if out is not None:
+        return Path(out)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path(root or ".") / RUNS_DIR / f"{command}-{stamp}"
+
+
 def environment() -> dict:
     """Where and how a result was produced: device, software versions, git commit, date, command line.
 
     Returns a flat dict: device_kind, device_name, platform, device_count, jax, jaxlib, python, numpy,
-    cpu_count, machine, os, git_commit (None outside a git checkout), date (UTC ISO 8601), command.
+    cpu_count, machine, os, git_commit (None outside a git checkout), git_dirty (True when tracked files had
+    uncommitted changes: such results are not reference results), date (UTC ISO 8601), command.
     """
     import jax
     import jaxlib
@@ -234,6 +264,7 @@ def environment() -> dict:
         "machine": platform.machine(),
         "os": platform.platform(),
         "git_commit": _git_commit(),
+        "git_dirty": _git_dirty(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(sys.argv) if sys.argv else None,
     }
