@@ -204,64 +204,8 @@ def plan(config: BenchConfig) -> list[Point]:
 # --- problem set-up -------------------------------------------------------------------------------------------
 
 
-def make_problem(sizes, batch_size: int, dtype: str, seed: int = 0):
-    """The benchmark's cost, params and batch for one network: sigmoid MLP, quadratic cost, weights and biases
-    ~ N(0, 1) (the lecture's initialisation), x ~ U[0, 1], one-hot random labels.
-
-    Drawn with numpy (no XLA compilation per shape, which would dominate a sweep of many sizes). The same
-    (sizes, seed) always gives the same params; the first n examples of a batch of N are the batch of n.
-    Returns (cost, params, batch) with params a tuple of Layer of `dtype` and batch a `Batch` of numpy arrays
-    (`sub_batch` puts the examples used on the device).
-    """
-    net = MLP(tuple(sizes))
-    cost = make_cost(net, "quadratic")
-    rng = np.random.default_rng([seed, param_count(sizes)])
-    params = tuple(
-        Layer(jnp.asarray(rng.standard_normal((n_in, n_out)).astype(dtype)),
-              jnp.asarray(rng.standard_normal(n_out).astype(dtype)))
-        for n_in, n_out in zip(net.sizes[:-1], net.sizes[1:]))
-    x = rng.random((batch_size, net.n_in), dtype=np.float32).astype(dtype)
-    y = np.eye(net.n_out, dtype=dtype)[rng.integers(0, net.n_out, batch_size)]
-    return cost, params, Batch(x, y)
-
-
-def sub_batch(batch: Batch, n: int) -> Batch:
-    """The first n examples, as device arrays."""
-    return Batch(jnp.asarray(batch.x[:n]), jnp.asarray(batch.y[:n]))
-
-
-def flat_numpy(tree) -> np.ndarray:
-    """Every leaf of a pytree, flattened and concatenated in `ravel_pytree` order, as one numpy vector."""
-    return np.concatenate([np.ravel(np.asarray(leaf)) for leaf in jax.tree_util.tree_leaves(tree)])
-
-
-def unraveler(params) -> Callable[[jax.Array], object]:
-    """`unravel(flat) -> pytree like params` (inverse of `flat_numpy`), traced inside jit; flat's dtype kept."""
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    shapes = [np.shape(leaf) for leaf in leaves]
-    offsets = np.cumsum([0] + [int(np.prod(sh)) for sh in shapes])
-
-    def unravel(flat):
-        parts = [flat[offsets[i]:offsets[i + 1]].reshape(sh) for i, sh in enumerate(shapes)]
-        return jax.tree_util.tree_unflatten(treedef, parts)
-
-    return unravel
-
-
-def reference_gradient(cost, params, batch) -> np.ndarray:
-    """float64 `jax.grad(cost)` as a flat numpy vector (x64 switched on locally when it is off)."""
-    with profiling._x64_if(True):
-        p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a, np.float64)), params)
-        b64 = Batch(jnp.asarray(np.asarray(batch.x, np.float64)), jnp.asarray(np.asarray(batch.y, np.float64)))
-        return flat_numpy(jax.jit(jax.grad(cost))(p64, b64)).astype(np.float64)
-
-
-def relative_error(estimate, reference: np.ndarray) -> float:
-    """||estimate - reference|| / ||reference|| in float64 (real part of complex estimates)."""
-    est = np.real(np.asarray(estimate)).astype(np.float64).ravel()
-    ref = np.asarray(reference, np.float64).ravel()
-    denom = np.linalg.norm(ref)
-    return float(np.linalg.norm(est - ref) / denom) if denom > 0 else float(np.linalg.norm(est - ref))
+from gdjax.bench.problem import (  # noqa: E402  (moved; re-exported for old callers)
+    flat_numpy, make_problem, reference_gradient, relative_error, restrict_cost, spread_indices, sub_batch)
 
 
 def apply_peaks(rows: Sequence[dict], peaks: dict) -> list[dict]:
@@ -286,9 +230,7 @@ def measure_peaks(dtypes: Iterable[str] = ("float32", "float64"), n: int = 1024,
 # --- measuring one point --------------------------------------------------------------------------------------
 
 
-def _spread_indices(p: int, k: int) -> np.ndarray:
-    """k distinct indices spread evenly over range(p) (every layer gets some)."""
-    return np.unique(np.linspace(0, p - 1, k).round().astype(np.int64))
+_spread_indices = spread_indices
 
 
 def _key_for(seed: int, point: Point) -> jax.Array:
@@ -551,18 +493,6 @@ def _measure_all(row, est, params, batch, repeats, time_budget, reference, key, 
     return _finish_row(row, timing, batch_scale, compile_s)
 
 
-def _restriction(params, idx):
-    """`restrict(flat, theta) -> params` with flat[idx] = theta, the other parameters held at flat. Complex
-    theta (the complex step) gives complex params."""
-    unravel = unraveler(params)
-
-    def restrict(flat, theta):
-        dt = jnp.result_type(flat.dtype, theta.dtype)
-        return unravel(flat.astype(dt).at[idx].set(theta))
-
-    return restrict
-
-
 def _fd_scheme(method: str) -> str | None:
     return {"fd-forward": "forward", "fd-central": "central", "fd-complex": "complex"}.get(method)
 
@@ -582,25 +512,16 @@ def _measure_directions(row, cost, method, params, batch, k, repeats, time_budge
                         batch_scale):
     """Time `method`'s own estimator on the cost restricted to k spread parameters; scale to P (and N)."""
     n = int(batch.x.shape[0])
-    flat_np = flat_numpy(params)
-    idx = _spread_indices(flat_np.size, k)
+    idx = _spread_indices(row["P"], k)
     k = int(idx.size)
-    idx_j = jnp.asarray(idx)
-    flat0, theta0 = jnp.asarray(flat_np), jnp.asarray(flat_np[idx])
-    restrict = _restriction(params, idx_j)
+    sub_cost, theta0 = restrict_cost(cost, params, idx)
     options = _subset_options(method, cost, params, batch)
-    est_k = gradient(lambda th, b: cost(restrict(flat0, th), b), method, **options)
+    est_k = gradient(sub_cost, method, **options)
     scale = evals_p / float(est_k.evaluations(k)) * batch_scale
     if est_k.jittable:
-        def restricted(theta, flat, b, kk):  # flat is an argument, not a multi-MB constant in the program
-            inner = gradient(lambda th, bb: cost(restrict(flat, th), bb), method, **options)
-            return inner(theta, b, kk)
-
-        exe, compile_s = _aot(restricted, theta0, flat0, batch, key)
+        exe, compile_s = _aot(lambda th, b, kk: est_k(th, b, kk), theta0, batch, key)
         _stats(exe, row, scale)
-
-        def fn(theta, b, kk):
-            return exe(theta, flat0, b, kk)
+        fn = exe
     else:
         fn, compile_s = (lambda th, b, kk: est_k(th, b, kk)), None
         _no_stats(row)
