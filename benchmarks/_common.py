@@ -1,0 +1,273 @@
+"""What every benchmark script shares, in one place: the problem, the float64 reference gradient, the
+restriction of a cost to k parameters, the error, one argument parser, where results go, human-readable times,
+interleaved-round timing and the targets.
+
+    import _common as common                       # from a script in benchmarks/ (its folder is on sys.path)
+    cost, params, batch = common.problem((784, 30, 10), 1000)          # the lecture's problem, on the device
+    ref = common.reference_gradient(cost, params, batch)               # float64 jax.grad, flat numpy (P,)
+    rel, cos = common.errors(common.flat_numpy(g), ref)
+
+    ap = common.Parser("my_bench", __doc__, out_name="my_bench.json")   # --out FOLDER or FILE.json, --seed, --quick
+    args = ap.parse(argv, defaults={...}, quick={...})                  # every option checked before any work
+    sys.exit(common.run_main("my_bench", parse_args, run, argv))       # errors: one line on stderr, exit 2 / 1
+
+The problem itself (network, data, reference, restriction, error) lives in `gdjax.bench.problem` and is
+re-exported here, so `gdjax bench` and the scripts measure the same thing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from gdjax import profiling, results  # noqa: E402
+from gdjax.bench.problem import (  # noqa: E402,F401  (re-exported: the one problem every benchmark uses)
+    flat_numpy, make_problem, reference_gradient, relative_error, restrict_cost, spread_indices, sub_batch)
+from gdjax.benchmark import TARGETS as _BENCH_TARGETS  # noqa: E402
+from gdjax.benchmark import fit_slope, human_time  # noqa: E402,F401  (re-exported)
+
+# --- targets (issue 12 item 5; issue 3's training throughput): every script reads them from here -----------------
+
+TARGETS = {
+    "of_matmul_n1000": _BENCH_TARGETS["fd_peak_fraction"],  # FD kernel rate / same-round matmul rate, N = 1000
+    "loop_over_kernel_n1000": _BENCH_TARGETS["fd_vs_loop"],  # fd-loop time / FD kernel time, N = 1000
+    "loop_over_kernel_n10": 20.0,  # fd-loop time / FD kernel time, N = 10
+    "throughput_torch": 8.0,  # PyTorch eager epoch time / gdjax epoch time
+    "throughput_numpy": 20.0,  # NumPy per-example epoch time / gdjax epoch time
+}
+
+
+def target_status(value: float | None, threshold: float, comparison: str = ">=") -> str:
+    """"PASS" / "SHORT" for a measured value against its threshold, "n/a" when it was not measured (None)."""
+    if comparison not in (">=", "<="):
+        raise ValueError(f"comparison must be '>=' or '<=', got {comparison!r}")
+    if value is None:
+        return "n/a"
+    return "PASS" if (value >= threshold if comparison == ">=" else value <= threshold) else "SHORT"
+
+
+# --- the problem, on the device ---------------------------------------------------------------------------------
+
+def problem(sizes: Sequence[int], n: int, dtype: str = "float32", seed: int = 0):
+    """The lecture's problem for one network with its n examples on the device: (cost, params, batch).
+
+    `make_problem` + `sub_batch`: sigmoid MLP, quadratic cost, weights and biases ~ N(0, 1), x ~ U[0, 1]^n_in,
+    one-hot random labels; params a tuple of Layer(w (n_in, n_out), b (n_out,)) of `dtype`, batch a
+    Batch(x (n, n_in), y (n, n_out)).
+    """
+    cost, params, batch = make_problem(tuple(sizes), n, dtype, seed)
+    return cost, params, sub_batch(batch, n)
+
+
+def errors(estimate, reference: np.ndarray) -> tuple[float, float]:
+    """(relative error ||g - ref|| / ||ref||, cosine(g, ref)) of a flat estimate (P,) against a flat reference."""
+    est = np.real(np.asarray(estimate)).astype(np.float64).ravel()
+    ref = np.asarray(reference, np.float64).ravel()
+    cos = float(est @ ref / (np.linalg.norm(est) * np.linalg.norm(ref) + 1e-300))
+    return relative_error(est, ref), cos
+
+
+# --- options ----------------------------------------------------------------------------------------------------
+
+class UsageError(ValueError):
+    """A bad command-line option: `run_main` prints it as one line on stderr and exits with status 2."""
+
+
+def int_list(text: str, what: str, minimum: int = 1) -> list[int]:
+    """'10,1000' -> [10, 1000]; UsageError naming `what` (e.g. "--batches") on anything else or values < minimum."""
+    try:
+        values = [int(s) for s in str(text).split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"{what}: {text!r} is not a comma-separated list of integers such as 10,1000") from None
+    if any(v < minimum for v in values):
+        raise UsageError(f"{what}: every value must be >= {minimum}, got {text!r}")
+    return values
+
+
+def sizes_list(text: str, what: str = "--sizes", min_layers: int = 2, one: bool = False) -> list[tuple[int, ...]]:
+    """'784,30,10;784,128,64,10' -> [(784, 30, 10), (784, 128, 64, 10)]; with `one`, exactly one network."""
+    nets = []
+    for part in str(text).split(";"):
+        if not part.strip():
+            continue
+        sizes = tuple(int_list(part, what))
+        if len(sizes) < min_layers:
+            raise UsageError(f"{what}: {part!r} needs at least {min_layers} positive widths (input, ..., output), "
+                             f"e.g. 784,30,10")
+        nets.append(sizes)
+    if not nets:
+        raise UsageError(f"{what}: name at least one network, e.g. 784,30,10")
+    if one and len(nets) != 1:
+        raise UsageError(f"{what}: give one network (e.g. 784,30,10), got {len(nets)}")
+    return nets
+
+
+def require(args, minimum: float, *names: str, strict: bool = False) -> None:
+    """UsageError unless every option `names` (attribute names) is >= minimum (> minimum with `strict`)."""
+    for name in names:
+        value = getattr(args, name)
+        ok = value is not None and np.isfinite(value) and (value > minimum if strict else value >= minimum)
+        if not ok:
+            raise UsageError(f"--{name.replace('_', '-')} must be {'>' if strict else '>='} {minimum:g}, got {value}")
+
+
+def output_path(command: str, out, name: str) -> Path:
+    """Where a script writes its results JSON.
+
+    `out` None: `gdjax.results.output_dir(command)` under the repository (git-ignored runs/<command>-<date>/),
+    so a user's run never overwrites the committed reference; `out` ending in .json: that file; any other
+    `out`: a folder, the JSON `name` inside it. UsageError when `out` is an existing file that is not a .json
+    or lies under one (found before any work is done).
+    """
+    if out is not None and str(out).endswith(".json"):
+        path = Path(out)
+    else:
+        path = results.output_dir(command, out, root=ROOT) / name
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            if parent != path and not parent.is_dir():
+                raise UsageError(f"--out: {parent} is a file, not a folder; give a folder or a .json path")
+            if parent == path and parent.is_dir():
+                raise UsageError(f"--out: {path} is a folder; give a folder or a path ending in .json")
+            break
+    return path
+
+
+class Parser(argparse.ArgumentParser):
+    """The argument parser of every benchmark script: `--out` (folder or .json), `--seed`, `--quick`; a usage
+    error raises UsageError (one line) instead of argparse's usage block and exit.
+
+    Args:
+      command: the script's short name ("fd_kernel"): the prefix of error lines and of the default run folder.
+      doc: the script's docstring (its first line is the description).
+      out_name: the JSON file name inside an output folder.
+      quick: help text of --quick, or None for a script without it.
+    """
+
+    def __init__(self, command: str, doc: str, out_name: str, quick: str | None = None):
+        super().__init__(prog=command, description=(doc or command).strip().splitlines()[0])
+        self.command, self.out_name = command, out_name
+        self.add_argument("--out", default=None, metavar="FOLDER|FILE.json",
+                          help=f"results folder (or JSON path); default runs/{command}-<date>/ (git-ignored). "
+                               f"Give benchmarks/results/<platform>/ to write the committed reference")
+        self.add_argument("--seed", type=int, default=0, help="problem seed (default 0)")
+        if quick is not None:
+            self.add_argument("--quick", action="store_true", help=quick)
+
+    def error(self, message):
+        raise UsageError(message)
+
+    def parse(self, argv, defaults: Mapping | None = None, quick: Mapping | None = None) -> argparse.Namespace:
+        """Parse `argv`; options left at None take `quick[name]` under --quick else `defaults[name]`; sets
+        `args.path`, the results JSON (`output_path`)."""
+        args = self.parse_args(argv)
+        chosen = quick if getattr(args, "quick", False) and quick is not None else (defaults or {})
+        for name, value in chosen.items():
+            if getattr(args, name, None) is None:
+                setattr(args, name, value)
+        args.path = output_path(self.command, args.out, self.out_name)
+        return args
+
+
+def run_main(command: str, parse: Callable, run: Callable, argv=None) -> int:
+    """`parse(argv) -> args`, then `run(args) -> int | None`: a script's main. A UsageError (or a bad option
+    found by `parse`) prints `<command>: error: ...` as one line on stderr and returns 2; any other error
+    during the run returns 1 with one line (GDJAX_TRACEBACK=1 re-raises it, for debugging)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = parse(argv)
+    except (UsageError, ValueError, TypeError) as err:
+        print(f"{command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    try:
+        return int(run(args) or 0)
+    except UsageError as err:
+        print(f"{command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - one line on stderr, not a traceback
+        if os.environ.get("GDJAX_TRACEBACK"):
+            raise
+        print(f"{command}: error: {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+# --- the record ---------------------------------------------------------------------------------------------------
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none): other work on the machine shows up in times."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def meta(load_start: float | None = None, **extra) -> dict:
+    """`gdjax.results.environment()` (device, versions, git commit and git_dirty, date, command) with the load
+    average at the start (given) and now, and `extra`."""
+    env = results.environment()
+    env.update({"load_avg_1min_start": load_start, "load_avg_1min_end": load_average(), **extra})
+    return env
+
+
+# --- timing -------------------------------------------------------------------------------------------------------
+
+def interleaved_rounds(timed: Mapping, rounds: int, measured: Mapping | None = None,
+                       log: Callable[[str], None] | None = None) -> dict:
+    """Run every call once per round, in order, for `rounds` rounds, so that all of them see the same machine
+    state within a round and their ratios can be taken round by round (`round_ratio`). Nothing here warms up:
+    compile (call once) first.
+
+    Args:
+      timed: {key: zero-argument callable}: each call's seconds are recorded (waited for with
+        `gdjax.profiling.time_fn`, so asynchronous dispatch is not mistaken for speed).
+      rounds: >= 1.
+      measured: {key: zero-argument callable -> float}: run first in each round, the returned value recorded
+        (e.g. `lambda: profiling.matmul_rate(2048)`, the same round's ceiling).
+      log: optional progress printer, one line per round.
+    Returns:
+      {key: [value of round 0, round 1, ...]} for the keys of `measured` and of `timed`.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    measured = dict(measured or {})
+    values = {key: [] for key in [*measured, *timed]}
+    for r in range(rounds):
+        for key, call in measured.items():
+            values[key].append(float(call()))
+        for key, call in timed.items():
+            values[key].append(profiling.time_fn(call, repeats=1, warmup=0).median_s)
+        if log is not None:
+            log(f"round {r + 1}/{rounds}: " + ", ".join(
+                f"{k} {human_time(values[k][-1])}" for k in timed))
+    return values
+
+
+def round_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> dict:
+    """Median and spread of the within-round ratios numerator[i] / denominator[i]: {"median", "min", "max"}.
+
+    Ratios are taken inside each round first (both sides saw the same machine), then summarised; the ratio of
+    medians would mix rounds.
+    """
+    a, b = np.asarray(numerator, np.float64), np.asarray(denominator, np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"need two equally long non-empty lists of per-round values, got {a.shape} and {b.shape}")
+    r = a / b
+    return {"median": float(np.median(r)), "min": float(r.min()), "max": float(r.max())}
+
+
+def time_stats(times: Sequence[float]) -> dict:
+    """{"median_s", "min_s", "max_s", "times_s"} of per-call seconds."""
+    ts = np.asarray(times, np.float64)
+    return {"median_s": float(np.median(ts)), "min_s": float(ts.min()), "max_s": float(ts.max()),
+            "times_s": ts.tolist()}
