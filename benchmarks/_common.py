@@ -249,8 +249,12 @@ def interleaved_rounds(timed: Mapping, rounds: int, measured: Mapping | None = N
             values[key].append(profiling.time_fn(call, repeats=1, warmup=0).median_s)
         if log is not None:
             log(f"round {r + 1}/{rounds}: " + ", ".join(
-                f"{k} {human_time(values[k][-1])}" for k in timed))
+                f"{_key_text(k)} {human_time(values[k][-1])}" for k in timed))
     return values
+
+
+def _key_text(key) -> str:
+    return " ".join(str(k) for k in key if k is not None) if isinstance(key, tuple) else str(key)
 
 
 def round_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> dict:
