@@ -1,0 +1,190 @@
+"""Tables of the benchmark results under `benchmarks/results/cpu/`: one small renderer per table.
+
+Each renderer reads only its file's `rows`, `config` and `meta`; `~` marks a time extrapolated from a subset.
+"""
+
+from __future__ import annotations
+
+from gdjax.report._core import (fmt_e, fmt_g, fmt_int, fmt_pct, fmt_s, fmt_x, median_spread, one, renderer, select, source,
+                                table, target_note)
+
+CPU = "benchmarks/results/cpu"
+LECTURE = "784-30-10"
+
+source("fd_vs_grad", f"{CPU}/fd_vs_grad.json", ["benchmarks/fd_vs_grad.py"], "bench")
+source("fd_kernel", f"{CPU}/fd_kernel.json", ["benchmarks/fd_kernel.py"], "bench-fd-kernel")
+source("estimators", f"{CPU}/estimators.json", ["benchmarks/estimators.py"], "bench-estimators")
+source("training_throughput", f"{CPU}/training_throughput.json", ["benchmarks/training_throughput.py"],
+       "bench-throughput")
+source("scaling_devices", f"{CPU}/scaling_devices.json", ["benchmarks/scaling_devices.py"], "scaling-devices")
+
+# The theory beside the measurement: cost per gradient and error order of each method (not measured numbers).
+THEORY = {
+    "forward-pass": ("1 F", "-"),
+    "reverse": ("about 2-3 F (`jax.grad`)", "exact to rounding"),
+    "backprop": ("about 2-3 F (the four equations)", "exact to rounding"),
+    "forward": ("P tangent passes (chunked `jvp`)", "exact to rounding"),
+    "fd-forward": ("P + 1", "O(h), h ~ sqrt(eps_m)"),
+    "fd-central": ("2P", "O(h^2), h ~ eps_m^(1/3)"),
+    "fd-complex": ("P (complex arithmetic)", "O(h^2), h = eps_m^2: exact to rounding"),
+    "fd-loop": ("P + 1, one jitted call each", "as fd-forward"),
+    "fd-layerwise": ("P + 1 suffix evaluations", "O(h), no cancellation"),
+    "fd-layerwise-central": ("2P suffix evaluations", "O(h^2), no cancellation"),
+    "node-perturbation": ("units + 1", "O(h)"),
+    "spsa": ("2 per direction", "stochastic: relative error ~ sqrt(P / k)"),
+    "forward-gradient": ("1 + k (one `jvp` per direction)", "stochastic: relative error ~ sqrt(P / k)"),
+}
+LABELS = {"forward-pass": "forward pass alone", "reverse": "`reverse` (`jax.grad`)", "backprop": "`backprop`",
+          "fd-forward": "`fd-forward` (FD kernel)", "fd-loop": "`fd-loop` (naive)", "forward": "`forward` (forward mode)"}
+
+
+def _label(method: str) -> str:
+    return LABELS.get(method, f"`{method}`")
+
+
+def _time(row) -> str:
+    return ("~" if row["extrapolated"] else "") + fmt_s(row["median_s"])
+
+
+def _lecture_rows(data):
+    rows = select(data["rows"], group="sweep", sizes=LECTURE)
+    if not rows:
+        one(data["rows"], group="sweep", sizes=LECTURE)  # raises MissingRow naming the selection
+    return sorted(rows, key=lambda r: r["median_s"])
+
+
+@renderer("fd_vs_grad.headline", "fd_vs_grad")
+def fd_vs_grad_headline(data) -> str:
+    """[784, 30, 10]: time per gradient, / reverse, % of the matmul rate, relative error, per method."""
+    rows = _lecture_rows(data)
+    rev = one(rows, method="reverse")["median_s"]
+    r0 = rows[0]
+    head = (f"[784, 30, 10], P = {r0['P']:,}, N = {r0['batch_size']}, {r0['dtype']}, on {data['meta']['device_kind']}"
+            f" (`~`: timed on a subset of directions and scaled, `extrapolated` in the JSON):\n\n")
+    body = [[_label(r["method"]), fmt_int(r["evaluations"]), _time(r), ("~" if r["extrapolated"] else "")
+             + fmt_g(r["median_s"] / rev), fmt_pct(r["peak_fraction"]), fmt_e(r["rel_error"])] for r in rows]
+    return head + table(["method", "cost evaluations", "time per gradient", "/ reverse", "% of matmul rate",
+                         "rel. error vs f64 grad"], body)
+
+
+@renderer("fd_vs_grad.methods", "fd_vs_grad")
+def fd_vs_grad_methods(data) -> str:
+    """The methods: theoretical cost and error order beside the measured error at [784, 30, 10]."""
+    rows = [r for r in _lecture_rows(data) if r["method"] != "forward-pass"]
+    r0 = rows[0]
+    body = [[f"`{r['method']}`", *THEORY.get(r["method"], ("-", "-")), fmt_e(r["rel_error"])]
+            for r in sorted(rows, key=lambda r: list(THEORY).index(r["method"]) if r["method"] in THEORY else 99)]
+    return table(["method", "cost per gradient (F = one forward pass)", "error, in theory",
+                  f"measured rel. error ({r0['dtype']}, [784, 30, 10], N = {r0['batch_size']})"], body,
+                 ["l", "l", "l", "r"])
+
+
+@renderer("fd_vs_grad.targets", "fd_vs_grad")
+def fd_vs_grad_targets(data) -> str:
+    """The benchmark's targets, each met or short as the committed run measured it."""
+    body = [[t["target"], fmt_g(t["value"]), target_note(t["value"], t["threshold"], t["comparison"]), t["how"]]
+            for t in data["config"]["targets"]]
+    return table(["target", "measured", "status", "how"], body, ["l", "r", "l", "l"])
+
+
+@renderer("fd_vs_grad.million", "fd_vs_grad")
+def fd_vs_grad_million(data) -> str:
+    """The million weights: one gradient over N examples, forward pass, reverse and the FD kernel."""
+    rows = select(data["rows"], group="million")
+    keys = list(dict.fromkeys((r["sizes"], r["batch_size"]) for r in rows))
+    body = []
+    for sizes, n in keys:
+        at = select(rows, sizes=sizes, batch_size=n)
+        fd, rev = one(at, method="fd-forward"), one(at, method="reverse")
+        body.append([f"[{sizes.replace('-', ', ')}]", f"{fd['P']:,}", f"{n:,}", _time(one(at, method="forward-pass")),
+                     _time(rev), _time(fd), ("~" if fd["extrapolated"] or rev["extrapolated"] else "")
+                     + fmt_x(fd["median_s"] / rev["median_s"])])
+    return table(["network", "P", "N", "forward pass", "`reverse`", "`fd-forward`", "FD / reverse"], body)
+
+
+def _round_ratios(loop_row, row) -> list[float]:
+    """Per-round fd-loop / kernel time (same round index), for the median and spread."""
+    return [a / b for a, b in zip(loop_row["times_s"], row["times_s"])]
+
+
+@renderer("fd_kernel.table", "fd_kernel")
+def fd_kernel_table(data) -> str:
+    """Whole FD-kernel gradients against fd-loop and the same round's matmul: median (min-max) over rounds."""
+    rows = data["rows"]
+    body = []
+    for r in rows:
+        loop = one(rows, batch_size=r["batch_size"], method="fd-loop")
+        chunk = "-" if r["chunk_size"] is None else f"{r['chunk_size']}" + (" (default)" if r["default_chunk"] else "")
+        pct = f"{fmt_pct(r['of_matmul'])} ({fmt_pct(r['of_matmul_min'])}-{fmt_pct(r['of_matmul_max'])})"
+        speed = "1" if r is loop else median_spread(_round_ratios(loop, r))
+        body.append([r["batch_size"], f"`{r['method']}`", chunk, median_spread(r["times_s"]), pct, speed,
+                     "" if r is loop else fmt_g(r["bound_loop_over_kernel"])])
+    cfg = data["config"]
+    head = (f"{cfg['rounds']} interleaved rounds, [{', '.join(map(str, cfg['sizes']))}], {cfg['dtype']}; "
+            f"median (min-max) over the rounds; the speed-up is taken within each round:\n\n")
+    return head + table(["N", "method", "chunk", "seconds per gradient", "% of matmul", "x faster than fd-loop",
+                         "bound"], body, ["r", "l", "r", "r", "r", "r", "r"])
+
+
+@renderer("fd_kernel.targets", "fd_kernel")
+def fd_kernel_targets(data) -> str:
+    """The FD kernel's targets: median over rounds, met or short, with the bound of a kernel at 100% of matmul."""
+    body = [[f"`{t['target']}`", fmt_g(t["value"]), target_note(t["value"], t["threshold"], ">="),
+             fmt_g(t["bound"])] for t in data["config"]["target_results"]]
+    return table(["target", "measured (median over rounds)", "status", "bound"], body, ["l", "r", "l", "r"])
+
+
+@renderer("estimators.ladder", "estimators")
+def estimators_ladder(data) -> str:
+    """The ladder per network: seconds per gradient, speed-up over the FD kernel, error (+- spread over keys)."""
+    body = []
+    for r in select(data["rows"], group="ladder"):
+        err = fmt_e(r["rel_error"]) if r.get("rel_error_std") is None else (
+            f"{fmt_g(r['rel_error'], 2)} +- {fmt_g(r['rel_error_std'], 2)} ({r['keys']} keys)")
+        body.append([f"[{r['sizes'].replace('-', ', ')}]", f"`{r['label']}`", f"{r['P']:,}" if "P" in r else "-",
+                     _time(r), fmt_x(r["speedup_vs_fd"]), err, fmt_g(r["cosine"], 3), fmt_g(r["fp_equivalents"])])
+    return table(["network", "rung", "P", "s / gradient", "vs `fd-forward`", "rel. error", "cosine",
+                  "forward-pass equivalents (XLA FLOPs)"], body, ["l", "l", "r", "r", "r", "r", "r", "r"])
+
+
+@renderer("estimators.training", "estimators")
+def estimators_training(data) -> str:
+    """Training the digits net with each rung: the last epoch's train cost, test accuracy and wall time."""
+    rows = [r for r in data["rows"] if r.get("group") == "training"]
+    body = []
+    for label in dict.fromkeys(r["label"] for r in rows):
+        last = max(select(rows, label=label), key=lambda r: r["epoch"])
+        body.append([f"`{label}`", last["epoch"], fmt_g(last["train_cost"]), fmt_g(last["test_accuracy"]),
+                     fmt_s(last["wall_s"])])
+    r0 = rows[0]
+    head = (f"[{r0['sizes'].replace('-', ', ')}] on digits, SGD eta {r0['lr']:g}, mini-batch "
+            f"{r0['batch_size']}, the same learning rate for every rung:\n\n")
+    return head + table(["rung", "epochs", "train cost", "test accuracy", "training time"], body)
+
+
+@renderer("training_throughput.table", "training_throughput")
+def training_throughput_table(data) -> str:
+    """One epoch of the lecture's training: gdjax against PyTorch eager and a NumPy loop, with the targets."""
+    body = []
+    for r in data["rows"]:
+        target = "" if r.get("target_ratio") is None else target_note(r["ratio_vs_gdjax"], r["target_ratio"], ">=")
+        name = r["impl"] + (f" {r['version']}, {r['threads']} thread(s)" if r.get("threads") else "")
+        body.append([name, median_spread(r["times_s"], fmt_s), fmt_g(r["examples_per_s"]),
+                     fmt_x(r["ratio_vs_gdjax"]), target])
+    cfg = data["config"]
+    head = (f"One epoch of {cfg['n']:,} examples, [{', '.join(map(str, cfg['sizes']))}], mini-batch "
+            f"{cfg['batch_size']}, eta {cfg['eta']:g}, all in the same run; median (min-max) over repeats:\n\n")
+    return head + table(["implementation", "seconds per epoch", "examples / s", "x slower than gdjax", "target"],
+                        body, ["l", "r", "r", "r", "l"])
+
+
+@renderer("scaling_devices.table", "scaling_devices")
+def scaling_devices_table(data) -> str:
+    """Strong scaling of one FD gradient over k devices / processes: time, speed-up t1/tk, efficiency."""
+    body = [[r["mode"], r["k"], median_spread(r["times"], fmt_s) if r.get("times") else fmt_s(r["median_s"]),
+             fmt_x(r["speedup"]), fmt_pct(r["efficiency"])] for r in data["rows"]]
+    r0 = data["rows"][0]
+    head = (f"`{r0['method']}` at [{r0['sizes'].replace(',', ', ')}], N = {r0['batch']}, {r0['dtype']}, on "
+            f"{r0['cpu_count']} CPU cores; median (min-max) over repeats:\n\n")
+    return head + table(["split over", "k", "seconds per gradient", "speed-up", "efficiency"], body)
+
