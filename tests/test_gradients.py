@@ -173,11 +173,13 @@ def test_mixed_dtype_params_keep_their_dtypes():
 
 
 def test_evaluation_counts():
+    """FD counts are the directions the kernel evaluates (a wrong plan length would fail); autodiff and backprop
+    make no cost evaluations and say so with None (a guessed constant such as 3.0 would fail)."""
     cost, params, batch = make_case((3, 4, 2), "sigmoid", "sigmoid", "quadratic", 0.0)
     P = n_params(params)
     assert P == MLP((3, 4, 2)).n_params() == 26
-    expected = {"fd-forward": P + 1, "fd-central": 2 * P, "fd-complex": P, "reverse": 3.0, "backprop": 3.0,
-                "forward": 1.5 * P + 1}
+    expected = {"fd-forward": P + 1, "fd-central": 2 * P, "fd-complex": P, "reverse": None, "backprop": None,
+                "forward": None}
     for method, count in expected.items():
         assert gradient(cost, method).evaluations(P) == count, method
     for scheme, count in [("forward", P + 1), ("central", 2 * P), ("complex", P)]:
@@ -188,13 +190,59 @@ def test_evaluation_counts():
         assert sum(pl.idx.shape[0] for pl in plans) == count
 
 
-def test_registry_lists_methods_with_kinds():
+def test_registry_lists_methods_with_capabilities():
+    """Capabilities come from the registry entry and reach the built estimator (a builder forgetting one, or
+    method_info disagreeing with the estimator, would fail)."""
     names = available_methods()
     for m in ("reverse", "forward", "backprop", "fd-forward", "fd-central", "fd-complex", "fd-loop"):
         assert m in names
     assert method_info("backprop").structured and not method_info("fd-central").structured
     assert method_info("fd-loop").kind == "fd" and method_info("forward").kind == "exact"
-    assert not gradient(make_case(*CONFIGS[0])[0], "fd-loop").jittable
+    cost = make_case(*CONFIGS[0])[0]
+    expected = {  # method: (exact, jittable, subset)
+        "reverse": (True, True, False), "backprop": (True, True, False), "forward": (True, True, True),
+        "fd-forward": (False, True, True), "fd-central": (False, True, True), "fd-complex": (False, True, True),
+        "fd-loop": (False, False, True),
+    }
+    for method, (exact, jittable, subset) in expected.items():
+        info, est = method_info(method), gradient(cost, method)
+        assert (info.exact, info.jittable, info.subset, info.stochastic) == (exact, jittable, subset, False), method
+        assert (est.exact, est.jittable, est.subset is not None, est.stochastic) == (exact, jittable, subset, False)
+        assert est.structured == info.structured
+
+
+@pytest.mark.parametrize("method", ["fd-forward", "fd-central", "forward", "fd-loop"])
+def test_subset_runs_the_methods_own_directions(method):
+    """`subset` evaluates the first directions of the whole program in whole chunks: its values are the
+    whole gradient's (a subset that perturbed other directions, or another step, would fail), covered counts
+    whole chunks (>= asked), total the padded directions of the whole program (an unpadded count would fail)."""
+    cost, params, batch = make_case((3, 4, 2), "sigmoid", "sigmoid", "quadratic", 0.0)
+    P = n_params(params)
+    opts = {} if method == "fd-loop" else {"chunk_size": 3}
+    est = gradient(cost, method, **opts)
+    sub = est.subset(params, batch, 5)
+    chunk = opts.get("chunk_size", 1)
+    assert sub.covered >= 5 and sub.covered % chunk == 0 and sub.jittable == (method != "fd-loop")
+    lengths = {"fd-forward": [13, 4, 8, 2], "fd-central": [24, 8, 16, 4], "forward": [12, 4, 8, 2],
+               "fd-loop": [13, 4, 8, 2]}[method]  # per leaf: (3, 4) w, (4,) b, (4, 2) w, (2,) b
+    # each leaf in chunks of min(chunk, its directions), padded to whole chunks
+    assert sub.total == sum(-(-n // min(chunk, n)) * min(chunk, n) for n in lengths)
+    values = jnp.asarray(sub.fn(params, batch))
+    assert values.shape == (min(sub.covered, lengths[0]),)
+    w0 = ravel_pytree(params)[0][:12]
+    g0 = ravel_pytree(jax.grad(cost)(params, batch))[0][:12]
+    if method == "forward":  # the jvps along the first basis vectors are the gradient's first entries
+        chex.assert_trees_all_close(values, g0[:values.shape[0]], rtol=1e-12)
+        return
+    c0 = cost(params, batch)
+    scheme = "central" if method == "fd-central" else "forward"
+    h = finite_diff.default_eps(scheme, jnp.float64) * jnp.maximum(1, jnp.abs(w0))
+    if scheme == "forward":  # the base point first, then C(v + h e_i)
+        assert float(values[0]) == pytest.approx(float(c0), rel=1e-14)
+        chex.assert_trees_all_close((values[1:] - c0) / h[:values.shape[0] - 1], g0[:values.shape[0] - 1],
+                                    atol=1e-6)
+    else:
+        chex.assert_trees_all_close(values - c0, h[:values.shape[0]] * g0[:values.shape[0]], atol=1e-8)
 
 
 def test_generic_cost_for_black_box_methods():
@@ -286,9 +334,24 @@ def test_non_scalar_cost_refused(tiny, method):
 
 
 def test_bad_scheme_and_unknown_option(tiny):
+    """An unknown option names the method and its valid options (not a builder's internal signature)."""
     with pytest.raises(ValueError, match="scheme"):
         gradient(tiny[0], "fd-loop", scheme="backward")
-    with pytest.raises(TypeError):
-        gradient(tiny[0], "fd-central", epsilon=1e-3)
-    with pytest.raises(TypeError, match="no options"):
+    with pytest.raises(TypeError, match=r"'fd-forward' got unknown option\(s\) epsilon; its options: eps, chunk_size"):
+        gradient(tiny[0], "fd-forward", epsilon=1e-3)
+    with pytest.raises(TypeError, match="'backprop' got unknown option.*its options: none"):
         gradient(tiny[0], "backprop", eps=1e-3)
+    with pytest.raises(TypeError, match="its options: scheme, eps"):
+        gradient(tiny[0], "fd-loop", chunk_size=4)
+
+
+def test_complex_step_refuses_cost_without_complex_parameters():
+    """A cost that cannot be traced with complex parameters (lax.conv of a real input) gets one clear
+    TypeError saying so and naming fd-central, not JAX's dtype error from inside the kernel."""
+    def conv_cost(w, x):
+        return jnp.sum(jax.lax.conv(x[None, None], w[None, None], (1, 1), "SAME") ** 2)
+
+    w, x = jnp.ones((3, 3)), jnp.ones((5, 5))
+    with pytest.raises(TypeError, match="complex step needs a cost that accepts complex parameters.*fd-central"):
+        gradient(conv_cost, "fd-complex")(w, x)
+    chex.assert_trees_all_close(gradient(conv_cost, "fd-central")(w, x), jax.grad(conv_cost)(w, x), rtol=1e-6)

@@ -94,10 +94,40 @@ def replicated(mesh: Mesh | None):
     return None if mesh is None else NamedSharding(mesh, PartitionSpec())
 
 
+def jit_replicated(fn: Callable, mesh: Mesh | None) -> Callable:
+    """`jax.jit(fn)`, its outputs replicated on every device of `mesh` (plain `jax.jit(fn)` without a mesh)."""
+    return jax.jit(fn) if mesh is None else jax.jit(fn, out_shardings=replicated(mesh))
+
+
 def padded_length(n: int, chunk_size: int, n_devices: int = 1) -> int:
     """`n` rounded up to a multiple of `chunk_size * n_devices` (directions are padded to whole chunks)."""
     step = chunk_size * n_devices
     return -(-n // step) * step
+
+
+def prefix(lengths: list[int], chunks: list[int], n: int, n_devices: int = 1) -> tuple[list[int], int, int]:
+    """How many directions of each leaf a program over its first `n` directions (leaf after leaf) evaluates.
+
+    Each leaf's directions are `lengths[k]`, run in chunks of `chunks[k]` (per device). A leaf's prefix is whole
+    chunks times the device count, and at least two chunks where the leaf has two, so that the chunks still
+    run under the whole program's loop (one chunk alone runs without a loop).
+    Returns:
+      (limits, covered, total): per-leaf counts (0: skipped; a leaf's full length when the prefix reaches its
+      end), covered = their padded sum (>= n), total = the padded directions of the whole program.
+    """
+    limits, covered, total = [], 0, 0
+    for length, chunk in zip(lengths, chunks):
+        whole = padded_length(length, chunk, n_devices)
+        total += whole
+        need = n - covered
+        if need <= 0:
+            limits.append(0)
+            continue
+        take = max(padded_length(need, chunk, n_devices), min(2 * chunk * n_devices, whole))
+        take = min(take, whole)
+        limits.append(min(take, length))
+        covered += take
+    return limits, covered, total
 
 
 def vmapped(fn: Callable) -> Callable:

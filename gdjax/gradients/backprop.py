@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from gdjax.costs import Cost, _check_batch
 from gdjax.gradients import _directions
-from gdjax.gradients.registry import Estimator, register
+from gdjax.gradients.registry import Estimator, no_count, register
 from gdjax.nn import ACTIVATIONS, OUTPUT_ACTIVATIONS, Layer, sigmoid, softmax
 
 
@@ -96,10 +96,8 @@ def backprop(cost: Cost, params, batch):
 
 @register("backprop", kind="exact", structured=True,
           summary="hand-written backpropagation (the four equations), vectorised over the batch")
-def backprop_method(cost, **options) -> Estimator:
+def backprop_method(cost) -> Estimator:
     """`backprop(cost, ...)` as an estimator; needs a cost from `gdjax.make_cost`. About 3 F, like reverse."""
-    if options:
-        raise TypeError(f"method 'backprop' takes no options, got {sorted(options)}")
     if not isinstance(cost, Cost):
         raise TypeError(
             f"method 'backprop' needs a cost built by gdjax.make_cost (it reads the network's layers, activation "
@@ -111,4 +109,4 @@ def backprop_method(cost, **options) -> Estimator:
         _directions.check_params(params, "backprop")
         return backprop(cost, params, batch)
 
-    return Estimator("backprop", fn, lambda n: 3.0)
+    return Estimator("backprop", fn, no_count)

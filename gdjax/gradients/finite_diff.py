@@ -70,7 +70,7 @@ import numpy as np
 from gdjax import _checks
 from gdjax.costs import Cost
 from gdjax.gradients import _directions
-from gdjax.gradients.registry import Estimator, register
+from gdjax.gradients.registry import Estimator, Subset, register
 
 SCHEMES = ("forward", "central", "complex")
 DEFAULT_MEMORY_BUDGET = _directions.DEFAULT_MEMORY_BUDGET
@@ -165,7 +165,14 @@ def _prepare(cost, params, batch, scheme: str, method: str):
     _directions.check_params(params, method)
     _directions.check_scalar_cost(cost, params, batch, method)
     if scheme == "complex":
-        out = jax.eval_shape(cost, _complexify(params), batch)
+        try:
+            out = jax.eval_shape(cost, _complexify(params), batch)
+        except (TypeError, ValueError):  # e.g. lax.conv of a real input with complex weights
+            raise TypeError(
+                f"method {method!r}: the complex step needs a cost that accepts complex parameters, but this cost "
+                f"fails when traced with complex parameters (it mixes them with real-only operations such as "
+                f"lax.conv of a real input); use 'fd-central' instead"
+            ) from None
         if not jnp.issubdtype(out.dtype, jnp.complexfloating):
             raise ValueError(
                 f"method {method!r}: the cost returned {out.dtype} for complex parameters, so its imaginary part "
@@ -216,15 +223,24 @@ def fd_chunk_size(cost, params, batch, scheme: str = "central", n_devices: int =
     return sizes[max(range(len(leaves)), key=lambda k: leaves[k].size)]
 
 
-def _kernel(cost, params, batch, scheme, eps, chunk_size, mesh, method, selects=None):
-    """Per-leaf derivatives `[(size_k,) or (len(selects[k]),)]` and the leaves; see `fd_gradient`."""
-    leaves, treedef = _prepare(cost, params, batch, scheme, method)
+def _leaf_chunks(cost, params, batch, scheme, chunk_size, mesh) -> list[int]:
+    """Directions per chunk of every leaf: `chunk_size`, or the budget default for the mesh's platform."""
+    leaves = jax.tree_util.tree_leaves(params)
+    if chunk_size is not None:
+        return [chunk_size] * len(leaves)
     n_dev = 1 if mesh is None else mesh.size
-    if chunk_size is None:
-        platform = None if mesh is None else mesh.devices.flat[0].platform
-        chunks = leaf_chunk_sizes(cost, params, batch, scheme, n_dev, platform)
-    else:
-        chunks = [chunk_size] * len(leaves)
+    platform = None if mesh is None else mesh.devices.flat[0].platform
+    return leaf_chunk_sizes(cost, params, batch, scheme, n_dev, platform)
+
+
+def _kernel(cost, params, batch, scheme, eps, chunk_size, mesh, method, selects=None, limits=None):
+    """Per-leaf derivatives `[(size_k,) or (len(selects[k]),)]` and the leaves; see `fd_gradient`.
+
+    `limits`: optional per-leaf number of directions to evaluate (a prefix of each leaf's plan, 0 to skip the
+    leaf); then the raw cost values of those directions are returned instead of derivatives (for `fd_subset`).
+    """
+    leaves, treedef = _prepare(cost, params, batch, scheme, method)
+    chunks = _leaf_chunks(cost, params, batch, scheme, chunk_size, mesh)
     selects = selects or [None] * len(leaves)
     wanted = [k for k in range(len(leaves)) if selects[k] is None or len(selects[k])]
     base, derivs = None, [None] * len(leaves)
@@ -234,11 +250,45 @@ def _kernel(cost, params, batch, scheme, eps, chunk_size, mesh, method, selects=
         # no chunk larger than the directions (not per device: a given chunk_size keeps the chunks, and the
         # result, identical on any number of devices; the default is already per device)
         chunk = min(chunks[k], pl.idx.shape[0])
+        if limits is not None:
+            if limits[k]:
+                derivs[k] = _leaf_values(cost, leaves, treedef, batch, k,
+                                        pl._replace(idx=pl.idx[:limits[k]], t=pl.t[:limits[k]]), chunk, mesh)
+            continue
         values = _leaf_values(cost, leaves, treedef, batch, k, pl, chunk, mesh)
         if first:
             base, values = values[0], values[1:]
         derivs[k] = leaf_combine(scheme, pl.den, values, base).astype(leaf.dtype)
     return derivs, leaves, treedef
+
+
+def _plan_lengths(scheme: str, params) -> list[int]:
+    """Directions of each leaf's plan: size (+1 on the first leaf, forward), 2 size (central)."""
+    sizes = [leaf.size for leaf in jax.tree_util.tree_leaves(params)]
+    return [n_directions(scheme, s) - (scheme == "forward" and k > 0) for k, s in enumerate(sizes)]
+
+
+def fd_subset(cost, params, batch, n: int, *, scheme: str = "central", eps: float | None = None,
+              chunk_size: int | None = None, mesh=None, method: str | None = None) -> Subset:
+    """The FD kernel's own program on its first `n` directions (leaf after leaf), for timing part of it.
+
+    Same chunk size, same carried buffer and `lax.scan` body as `fd_gradient`; each leaf's prefix is whole
+    chunks (at least two where the leaf has two, so that the loop is the whole kernel's loop).
+    Returns:
+      a `Subset`: `fn(params, batch)` returns the cost values of the covered directions.
+    """
+    n = _checks.positive_int(n, "n_directions")
+    method = method or f"fd-{scheme}"
+    chunks = [min(c, m) for c, m in zip(_leaf_chunks(cost, params, batch, scheme, chunk_size, mesh),
+                                        _plan_lengths(scheme, params))]
+    limits, covered, total = _directions.prefix(_plan_lengths(scheme, params), chunks, n,
+                                             1 if mesh is None else mesh.size)
+
+    def fn(params, batch):
+        values, _, _ = _kernel(cost, params, batch, scheme, eps, chunk_size, mesh, method, limits=limits)
+        return jnp.concatenate([jnp.ravel(v) for v in values if v is not None])
+
+    return Subset(fn, covered, total)
 
 
 def fd_gradient(cost, params, batch, *, scheme: str = "central", eps: float | None = None,
@@ -319,27 +369,32 @@ def _kernel_builder(scheme: str):
         eps, chunk_size = _check_options(scheme, eps, chunk_size, method)
         _check_analytic(cost, scheme, method)
         mesh = _directions.resolve_mesh(devices, mesh)
-        kernel = functools.partial(fd_gradient, cost, scheme=scheme, eps=eps, chunk_size=chunk_size, mesh=mesh,
-                                   method=method)
-        jitted = jax.jit(kernel) if mesh is None else jax.jit(kernel, out_shardings=_directions.replicated(mesh))
-        options = {"eps": eps, "chunk_size": chunk_size, "n_devices": 1 if mesh is None else mesh.size}
+        options = dict(scheme=scheme, eps=eps, chunk_size=chunk_size, mesh=mesh, method=method)
+        jitted = _directions.jit_replicated(functools.partial(fd_gradient, cost, **options), mesh)
+
+        def subset(params, batch, n_directions):
+            sub = fd_subset(cost, params, batch, n_directions, **options)
+            return sub._replace(fn=_directions.jit_replicated(sub.fn, mesh))
+
         return Estimator(method, lambda params, batch, key: jitted(params, batch),
-                         functools.partial(n_directions, scheme), options=options)
+                         functools.partial(n_directions, scheme), subset=subset,
+                         options={"eps": eps, "chunk_size": chunk_size, "n_devices": 1 if mesh is None else mesh.size})
 
     build.__doc__ = f"The FD kernel, {scheme} scheme; options eps, chunk_size, devices, mesh (module docstring)."
     return build
 
 
-register("fd-forward", kind="fd", summary="forward differences, chunked vmap over directions (P+1 costs, O(h))")(
+register("fd-forward", kind="fd", subset=True, summary="forward differences, chunked vmap over directions (P+1 costs, O(h))")(
     _kernel_builder("forward"))
-register("fd-central", kind="fd", summary="central differences, chunked vmap over directions (2P costs, O(h^2))")(
+register("fd-central", kind="fd", subset=True, summary="central differences, chunked vmap over directions (2P costs, O(h^2))")(
     _kernel_builder("central"))
-register("fd-complex", kind="fd",
+register("fd-complex", kind="fd", subset=True,
          summary="complex step Im C(v+ih e_i)/h, chunked vmap (P costs, exact to rounding; analytic costs only)")(
     _kernel_builder("complex"))
 
 
-@register("fd-loop", kind="fd", summary="naive baseline: one jitted cost call per direction from a Python loop")
+@register("fd-loop", kind="fd", jittable=False, subset=True,
+          summary="naive baseline: one jitted cost call per direction from a Python loop")
 def fd_loop(cost, scheme: str = "forward", eps: float | None = None) -> Estimator:
     """The naive FD baseline: the kernel's directions and arithmetic, one jitted call per direction.
 
@@ -390,15 +445,25 @@ def fd_loop(cost, scheme: str = "forward", eps: float | None = None) -> Estimato
             compiled[sig] = (plans, steps, jax.jit(finish))
         return compiled[sig]
 
-    def fn(params, batch, key):
+    def values(params, batch, limits=None):
+        """The cost at every point of every leaf's plan (the first limits[k] of leaf k), one call each."""
         _directions.check_params(params, method)
         plans_fn, steps, finish = programs(params, batch)
         leaves = jax.tree_util.tree_leaves(params)
         plans = plans_fn(leaves)
-        values = [[step(leaves, batch, pl.idx, pl.t, j) for j in range(pl.idx.shape[0])]
-                  for step, pl in zip(steps, plans)]
-        values = [jnp.asarray(np.asarray(jax.device_get(v))) for v in values]
-        return finish(plans, values)
+        limits = limits or [pl.idx.shape[0] for pl in plans]
+        vals = [[step(leaves, batch, pl.idx, pl.t, j) for j in range(m)] for step, pl, m in zip(steps, plans, limits)]
+        return plans, finish, vals
 
-    return Estimator(method, fn, functools.partial(n_directions, scheme), jittable=False,
+    def fn(params, batch, key):
+        plans, finish, vals = values(params, batch)
+        return finish(plans, [jnp.asarray(np.asarray(jax.device_get(v))) for v in vals])
+
+    def subset(params, batch, n_directions):
+        lengths = _plan_lengths(scheme, params)
+        limits, covered, total = _directions.prefix(lengths, [1] * len(lengths), n_directions)
+        return Subset(lambda params, batch: jnp.stack([v for vs in values(params, batch, limits)[2] for v in vs]),
+                      covered, total, jittable=False)
+
+    return Estimator(method, fn, functools.partial(n_directions, scheme), jittable=False, subset=subset,
                      options={"scheme": scheme, "eps": eps})

@@ -1,22 +1,51 @@
-"""The registry of gradient estimators: every method behind one signature.
+"""The registry of gradient estimators: every method behind one signature, with its capabilities.
 
     >>> grad_fn = gradient(cost, "fd-central", chunk_size=256)
     >>> g = grad_fn(params, batch)                # a pytree like params, as jax.grad(cost)(params, batch)
-    >>> grad_fn.evaluations(n_params(params))     # cost evaluations (forward-pass equivalents) per gradient
+    >>> grad_fn.evaluations(n_params(params))     # cost evaluations per gradient (None for autodiff / backprop)
     >>> gradient(cost, "spsa")(params, batch, key)  # stochastic methods take an explicit PRNG key
+    >>> method_info("fd-loop").jittable           # static capabilities, without building anything: False
 
-A method module registers a builder with `@register(name, ...)`. A builder takes `(cost, **options)` and
-returns an `Estimator`; it validates its options and raises ValueError/TypeError naming the bad one.
+A method module registers a builder with `@register(name, summary=..., kind=..., <capabilities>)`. A builder
+takes `(cost, **options)` and returns an `Estimator`; it validates its options and raises ValueError/TypeError
+naming the bad one. An option the builder does not take is refused by `gradient` with a TypeError listing the
+method's options. Callers decide what to do with a method from its capabilities, never from its name.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import jax
 
 from gdjax import _checks
+
+
+class Subset(NamedTuple):
+    """A method's own program restricted to its first directions: for timing a part and extrapolating.
+
+    Attributes:
+      fn: `fn(params, batch) -> array` running the method's program (same chunk size, same loop body, whole
+        chunks) over its first `covered` directions; block on the result to time it.
+      covered: directions `fn` evaluates (>= the number asked for, rounded up to whole chunks).
+      total: directions the whole gradient evaluates, padded as the whole program pads them.
+      jittable: False when `fn` is driven from Python (fd-loop): then do not wrap it in jax.jit.
+    The whole gradient takes about time(fn) * total / covered.
+    """
+
+    fn: Callable
+    covered: int
+    total: int
+    jittable: bool = True
+
+
+def no_count(n_params: int) -> None:
+    """`evaluations` of autodiff / backprop: their cost is not a number of cost evaluations (measure it)."""
+    return None
 
 
 @dataclass(frozen=True)
@@ -26,18 +55,27 @@ class Estimator:
     Attributes:
       method: the registry name.
       fn: `fn(params, batch, key) -> grads`; `key` is None for deterministic methods.
-      evaluations: `evaluations(n_params) -> float`, cost evaluations (or forward-pass equivalents) per gradient.
+      evaluations: `evaluations(n_params) -> float | None`, the cost evaluations one gradient makes where that
+        is a true count (FD: P + 1 / 2P / P; SPSA: 2k; node perturbation: units + 1); None for autodiff and
+        backprop, whose cost is measured (XLA FLOPs of the gradient program over those of the cost).
       stochastic: True when the estimate depends on a PRNG key (which is then required).
       jittable: False only for methods driven from Python (fd-loop); those cannot sit inside jax.jit.
+      structured: True when the method needs a cost from `gdjax.make_cost` (it reads the network).
+      exact: True for autodiff / backprop (no truncation error; equal to jax.grad to rounding).
+      subset: None, or `subset(params, batch, n_directions) -> Subset` (see `Subset`).
       options: the resolved options (eps, chunk_size, ...) for the record.
+    The capability fields are the registry entry's (`Method`); `gradient` fills them in from it.
     """
 
     method: str
     fn: Callable
-    evaluations: Callable[[int], float]
+    evaluations: Callable[[int], float | None]
     stochastic: bool = False
     jittable: bool = True
     options: dict = field(default_factory=dict, compare=False)
+    structured: bool = False
+    exact: bool = False
+    subset: Callable | None = field(default=None, compare=False)
 
     def __call__(self, params, batch, key=None):
         if self.stochastic:
@@ -50,27 +88,57 @@ class Estimator:
 
 @dataclass(frozen=True)
 class Method:
-    """A registry entry: how to build the estimator and what to say about it."""
+    """A registry entry: how to build the estimator, what to say about it, and its static capabilities.
+
+    Attributes:
+      name, builder, summary: the registry name, `builder(cost, **options) -> Estimator`, one line.
+      kind: "exact" (autodiff / backprop), "fd" (deterministic, truncation error), "stochastic".
+      structured: needs a cost built by `gdjax.make_cost` (reads the MLP structure).
+      stochastic: needs a PRNG key; exact: no truncation error; jittable: can sit inside jax.jit.
+      subset: its estimators have a `subset` (timeable on part of their directions).
+      options: the option names the builder takes.
+    """
 
     name: str
     builder: Callable[..., Estimator]
     summary: str
-    kind: str  # "exact" (autodiff / backprop), "fd" (deterministic, truncation error), "stochastic"
-    structured: bool  # needs a cost built by gdjax.make_cost (reads the MLP structure)
+    kind: str
+    structured: bool = False
+    stochastic: bool = False
+    exact: bool = False
+    jittable: bool = True
+    subset: bool = False
+    options: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, Method] = {}
 KINDS = ("exact", "fd", "stochastic")
+CAPABILITIES = ("stochastic", "jittable", "structured", "exact")
 
 
-def register(name: str, *, summary: str, kind: str, structured: bool = False):
-    """Decorator: register `builder(cost, **options) -> Estimator` under `name`."""
+def _option_names(builder: Callable) -> tuple[str, ...]:
+    params = list(inspect.signature(builder).parameters.values())[1:]  # after `cost`
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        raise TypeError(f"builder {builder.__name__} must name its options (no **kwargs): gradient() checks them")
+    return tuple(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def register(name: str, *, summary: str, kind: str, structured: bool = False, stochastic: bool | None = None,
+             exact: bool | None = None, jittable: bool = True, subset: bool = False):
+    """Decorator: register `builder(cost, **options) -> Estimator` under `name` with its capabilities.
+
+    `stochastic` and `exact` default to `kind == "stochastic"` and `kind == "exact"`; `subset=True` promises
+    that the built estimators carry a `subset` function.
+    """
     _checks.choice(kind, KINDS, "kind")
+    stochastic = kind == "stochastic" if stochastic is None else bool(stochastic)
+    exact = kind == "exact" if exact is None else bool(exact)
 
     def deco(builder):
         if name in _REGISTRY:
             raise ValueError(f"gradient method {name!r} is already registered")
-        _REGISTRY[name] = Method(name, builder, summary, kind, structured)
+        _REGISTRY[name] = Method(name, builder, summary, kind, bool(structured), stochastic, exact, bool(jittable),
+                                 bool(subset), _option_names(builder))
         return builder
 
     return deco
@@ -82,7 +150,7 @@ def available_methods() -> tuple[str, ...]:
 
 
 def method_info(method: str) -> Method:
-    """The registry entry of `method` (summary, kind, structured)."""
+    """The registry entry of `method`: summary, kind and capabilities (see `Method`)."""
     return _REGISTRY[_checks.choice(method, _REGISTRY, "gradient method")]
 
 
@@ -92,14 +160,35 @@ def gradient(cost: Callable, method: str = "reverse", **options) -> Estimator:
     Args:
       cost: the cost; structured methods need one from `gdjax.make_cost`.
       method: one of `available_methods()`.
-      **options: method options (eps, chunk_size, num_directions, ...), validated by the method.
+      **options: method options (eps, chunk_size, num_directions, ...), validated by the method; an option
+        the method does not take raises TypeError listing its options.
     Returns:
-      an `Estimator`, called as `est(params, batch[, key])`, returning a pytree like `params`.
+      an `Estimator`, called as `est(params, batch[, key])`, returning a pytree like `params`, carrying the
+      method's capabilities.
     """
     info = method_info(method)
     if not callable(cost):
         raise TypeError(f"cost must be a callable cost(params, batch) -> scalar, got {type(cost).__name__}")
-    return info.builder(cost, **options)
+    unknown = sorted(set(options) - set(info.options))
+    if unknown:
+        valid = ", ".join(info.options) if info.options else "none"
+        raise TypeError(f"method {method!r} got unknown option(s) {', '.join(unknown)}; its options: {valid}")
+    est = info.builder(cost, **options)
+    return _with_capabilities(est, info)
+
+
+def _with_capabilities(est: Estimator, info: Method) -> Estimator:
+    """The estimator with the registry entry's capabilities; a builder that contradicts them is a bug."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Estimator) if f.name in CAPABILITIES}
+    for cap in CAPABILITIES:
+        got = getattr(est, cap)
+        if got != defaults[cap] and got != getattr(info, cap):
+            raise RuntimeError(f"method {info.name!r}: its builder set {cap}={got}, its registry entry says "
+                               f"{getattr(info, cap)}")
+    if info.subset != (est.subset is not None):
+        raise RuntimeError(f"method {info.name!r}: registered subset={info.subset} but its builder "
+                           f"{'gave no' if est.subset is None else 'gave a'} subset function")
+    return dataclasses.replace(est, **{cap: getattr(info, cap) for cap in CAPABILITIES})
 
 
 def n_params(params) -> int:

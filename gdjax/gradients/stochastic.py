@@ -10,10 +10,9 @@ averaging `num_directions = k` independent directions divides the variance by k.
 "forward-gradient" (Baydin et al. 2022, "Gradients without backpropagation"): a Gaussian direction v ~ N(0, I),
     g = (grad C . v) v, the directional derivative by one `jax.jvp` (exact, no step),
     E[g] = grad C exactly,   Var[g_i] = (|grad C|^2 + (dC/dp_i)^2) / k.
-    Evaluations per gradient: counted as 1 + k: the primal evaluation is shared by the k directions (vmap
-    keeps it unbatched) and each jvp tangent pass is counted as one forward pass. That is exact for the first
-    layer (its tangent is one matmul, x @ dW) and an underestimate for deeper layers (a @ dW + da @ W: two
-    matmuls); benchmarks/estimators.py reports the FLOPs XLA counts beside it.
+    Evaluations per gradient: None (`evaluations` counts cost evaluations, and a jvp is not one: the primal is
+    shared by the k directions and each tangent pass costs between 1 and 2 forward passes); benchmarks measure
+    it as XLA's FLOPs of the gradient program over those of the cost.
 
     >>> est = gradient(cost, "spsa", num_directions=8)
     >>> g = est(params, batch, jax.random.key(0))   # a pytree like params; a fresh key for every step
@@ -27,7 +26,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from gdjax import _checks
-from gdjax.gradients.registry import Estimator, register
+from gdjax.gradients.registry import Estimator, no_count, register
 
 
 def _num_directions(k) -> int:
@@ -78,7 +77,7 @@ def spsa(cost, *, eps=None, num_directions=1) -> Estimator:
 def forward_gradient(cost, *, num_directions=1) -> Estimator:
     """Forward gradient: `mean_k (grad C . v_k) v_k`, `v_k ~ N(0, I)`, each directional derivative by `jax.jvp`.
 
-    Options: num_directions k >= 1. Evaluations: 1 + k (one primal, k tangent passes; see the module docstring).
+    Options: num_directions k >= 1. Evaluations: None (one primal and k tangent passes; module docstring).
     """
     k = _num_directions(num_directions)
 
@@ -93,4 +92,4 @@ def forward_gradient(cost, *, num_directions=1) -> Estimator:
         slopes = jax.vmap(lambda vi: jax.jvp(f, (flat,), (vi,))[1])(v)  # (k,) directional derivatives
         return unravel(slopes @ v / k)
 
-    return Estimator("forward-gradient", fn, lambda p: 1.0 + k, stochastic=True, options={"num_directions": k})
+    return Estimator("forward-gradient", fn, no_count, stochastic=True, options={"num_directions": k})
