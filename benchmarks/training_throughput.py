@@ -12,46 +12,73 @@ hidden and output units, quadratic cost, plain SGD eta = 3.0, mini-batch 10 (100
            equations, column vectors), then the averaged update. Our own code, below.
 All three are timed in the same run: warm-up epoch first (compiles / allocates), then `--repeats` epochs each,
 median and min/max reported; ratios = median(other) / median(gdjax). Targets: >= 8x PyTorch, >= 20x NumPy.
-Writes benchmarks/results/<platform>/training_throughput.json (+ .csv).
+The data and initial params are the lecture's problem of every benchmark (`benchmarks/_common.make_problem`),
+converted to NumPy for the PyTorch and NumPy loops. Writes runs/training_throughput-<date>/training_throughput.json
+(+ .csv, git-ignored) unless `--out FOLDER` (or `--out FILE.json`); the committed reference is
+`--out benchmarks/results/<platform>/`. Every option is checked before any work; errors: one line on stderr,
+exit status 2 (bad options) or 1.
 
     python benchmarks/training_throughput.py                 # ~1 min
     python benchmarks/training_throughput.py --repeats 3 --numpy-examples 2000   # quicker NumPy (scaled up)
+    python benchmarks/training_throughput.py --quick --no-torch                  # seconds (the smoke test)
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import _common as common  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
 
 import gdjax  # noqa: E402
 from gdjax import profiling, results, train  # noqa: E402
 
-TARGETS = {"torch": 8.0, "numpy": 20.0}
+NAME = "training_throughput"
+TARGETS = {"torch": common.TARGETS["throughput_torch"], "numpy": common.TARGETS["throughput_numpy"]}
+DEFAULTS = {"n": 10_000, "sizes": "784,30,10", "repeats": 7, "numpy_repeats": 3, "numpy_examples": 0}
+QUICK = {"n": 200, "sizes": "20,8,4", "repeats": 2, "numpy_repeats": 1, "numpy_examples": 50}
 
 
-def make_data(n: int, n_in: int, n_out: int, seed: int):
-    rng = np.random.default_rng(seed)
-    x = rng.random((n, n_in), dtype=np.float32)
-    y = np.eye(n_out, dtype=np.float32)[rng.integers(0, n_out, n)]
-    return x, y
+def parse_args(argv):
+    """The options, every one checked before any work (UsageError: one line, exit status 2)."""
+    ap = common.Parser(NAME, __doc__, f"{NAME}.json",
+                       quick="200 examples of a [20, 8, 4] net, 2 epochs: seconds (a smoke test)")
+    ap.add_argument("--n", type=int, default=None, help="examples per epoch (default 10000)")
+    ap.add_argument("--sizes", default=None, help="layer widths (default 784,30,10)")
+    ap.add_argument("--batch-size", type=int, default=10)
+    ap.add_argument("--eta", type=float, default=3.0)
+    ap.add_argument("--repeats", type=int, default=None, help="timed epochs per implementation (default 7)")
+    ap.add_argument("--numpy-repeats", type=int, default=None, help="timed NumPy epochs (default 3)")
+    ap.add_argument("--numpy-examples", type=int, default=None,
+                    help="time the NumPy loop on this many examples and scale to --n (0: all)")
+    ap.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    ap.add_argument("--no-torch", action="store_true")
+    args = ap.parse(argv, DEFAULTS, QUICK)
+    args.net = common.sizes_list(args.sizes, one=True)[0]
+    common.require(args, 1, "n", "batch_size", "repeats", "numpy_repeats")
+    common.require(args, 0, "numpy_examples", "torch_threads")
+    common.require(args, 0, "eta", strict=True)
+    if args.batch_size > args.n:
+        raise common.UsageError(f"--batch-size {args.batch_size} is larger than --n {args.n}")
+    if args.numpy_examples and not args.batch_size <= args.numpy_examples <= args.n:
+        raise common.UsageError(f"--numpy-examples must be 0 or lie in [--batch-size, --n] = "
+                                f"[{args.batch_size}, {args.n}], got {args.numpy_examples}")
+    return args
 
 
-def init_params(sizes, seed: int):
-    """Nielsen's init (N(0, 1) weights and biases) as NumPy float32 arrays, w: (n_in, n_out)."""
-    rng = np.random.default_rng(seed + 1)
-    return [(rng.standard_normal((a, b)).astype(np.float32), rng.standard_normal(b).astype(np.float32))
-            for a, b in zip(sizes[:-1], sizes[1:])]
+def numpy_problem(sizes, n: int, seed: int):
+    """The lecture's problem (`_common.make_problem`) as NumPy float32: x (n, n_in), y (n, n_out) and
+    params [(w (n_in, n_out), b (n_out,)), ...]; every implementation starts from these."""
+    _, params, batch = common.make_problem(tuple(sizes), n, "float32", seed)
+    return (np.asarray(batch.x), np.asarray(batch.y),
+            [(np.asarray(layer.w), np.asarray(layer.b)) for layer in params])
 
 
 # --- gdjax ---------------------------------------------------------------------------------------------------
@@ -172,99 +199,79 @@ def time_epochs(run_epoch, repeats: int, warmup: int = 1) -> list[float]:
     return list(profiling.time_fn(run_epoch, repeats=repeats, warmup=warmup).times)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=10_000, help="examples per epoch")
-    ap.add_argument("--sizes", default="784,30,10")
-    ap.add_argument("--batch-size", type=int, default=10)
-    ap.add_argument("--eta", type=float, default=3.0)
-    ap.add_argument("--repeats", type=int, default=7, help="timed epochs per implementation (gdjax, torch)")
-    ap.add_argument("--numpy-repeats", type=int, default=3)
-    ap.add_argument("--numpy-examples", type=int, default=0,
-                    help="time the NumPy loop on this many examples and scale to --n (0: all)")
-    ap.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
-    ap.add_argument("--no-torch", action="store_true")
-    ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<platform>/...)")
-    args = ap.parse_args(argv)
-    try:
-        sizes = tuple(int(s) for s in args.sizes.split(","))
-        for name in ("n", "batch_size", "repeats", "numpy_repeats"):
-            if getattr(args, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-        if args.batch_size > args.n:
-            raise ValueError(f"--batch-size {args.batch_size} is larger than --n {args.n}")
-        if not (np.isfinite(args.eta) and args.eta > 0):
-            raise ValueError(f"--eta must be finite and > 0, got {args.eta}")
-    except ValueError as err:
-        print(f"training_throughput: error: {err}", file=sys.stderr)
-        return 2
-    x, y = make_data(args.n, sizes[0], sizes[-1], 0)
-    params = init_params(sizes, 0)
-    rows = []
-    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-
-    run_epoch, compile_s = gdjax_epoch_fn(x, y, params, args.eta, args.batch_size)
-    ts = time_epochs(run_epoch, args.repeats)
-    rows.append(_row("gdjax", ts, args, compile_s=compile_s))
-
+def torch_rows(x, y, params, args) -> list[dict]:
+    """PyTorch at its default thread count and at 1 thread (tiny ops: threads can hurt); the faster is "torch",
+    the other "torch-slower-threads". [] with a message when torch is missing or --no-torch."""
     if args.no_torch:
-        print("training_throughput: PyTorch comparison skipped (--no-torch)")
-    else:
-        try:
-            import torch
-        except ImportError:
-            print("training_throughput: PyTorch not installed: comparison skipped "
-                  "(pip install torch==2.13.0, the CPU build, to include it)")
-        else:
-            # the strongest eager baseline: torch's default thread count and 1 thread (tiny ops: threads can hurt)
-            default_threads = torch.get_num_threads()
-            for threads in sorted({args.torch_threads or default_threads, 1}, reverse=True):
-                run_t, torch_version = torch_epoch_fn(x, y, params, args.eta, args.batch_size, threads)
-                rows.append(_row("torch", time_epochs(run_t, args.repeats), args, version=torch_version,
-                                 threads=threads))
-            torch.set_num_threads(default_threads)
-            t_rows = [r for r in rows if r["impl"] == "torch"]
-            best = min(t_rows, key=lambda r: r["median_s"])
-            for r in t_rows:
-                if r is not best:
-                    r["impl"] = "torch-slower-threads"
+        print(f"{NAME}: PyTorch comparison skipped (--no-torch)")
+        return []
+    try:
+        import torch
+    except ImportError:
+        print(f"{NAME}: PyTorch not installed: comparison skipped (pip install torch==2.13.0, the CPU build, "
+              "to include it)")
+        return []
+    default_threads = torch.get_num_threads()
+    rows = []
+    for threads in sorted({args.torch_threads or default_threads, 1}, reverse=True):
+        run_t, torch_version = torch_epoch_fn(x, y, params, args.eta, args.batch_size, threads)
+        rows.append(_row("torch", time_epochs(run_t, args.repeats), args.n, version=torch_version, threads=threads))
+    torch.set_num_threads(default_threads)
+    best = min(rows, key=lambda r: r["median_s"])
+    for r in rows:
+        if r is not best:
+            r["impl"] = "torch-slower-threads"
+    return rows
 
-    m = args.numpy_examples or args.n
-    xs, ys = x[:m], y[:m]
-    run_np = numpy_epoch_fn(xs, ys, params, args.eta, args.batch_size)
-    ts = [t * args.n / m for t in time_epochs(run_np, args.numpy_repeats)]
-    rows.append(_row("numpy", ts, args, measured_examples=m, scaled=m != args.n))
 
-    base = rows[0]["median_s"]
+def add_ratios(rows: list[dict]) -> list[dict]:
+    """ratio_vs_gdjax = median(impl) / median(gdjax), with each impl's target and whether it is met."""
+    base = next(r["median_s"] for r in rows if r["impl"] == "gdjax")
     for r in rows:
         r["ratio_vs_gdjax"] = r["median_s"] / base
         r["target_ratio"] = TARGETS.get(r["impl"])
-        r["meets_target"] = None if r["target_ratio"] is None else r["ratio_vs_gdjax"] >= r["target_ratio"]
-    load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    meta = results.environment()
-    meta.update({"dtype": "float32", "load_avg_1min_start": load0, "load_avg_1min_end": load1})
-    config = {"n": args.n, "sizes": list(sizes), "batch_size": args.batch_size, "eta": args.eta,
-              "repeats": args.repeats, "numpy_repeats": args.numpy_repeats, "targets": TARGETS}
-    out = Path(args.out) if args.out else (
-        ROOT / "benchmarks" / "results" / meta["platform"] / "training_throughput.json")
-    results.save_results(out, rows, meta=meta, config=config)
+        r["target_status"] = common.target_status(r["ratio_vs_gdjax"] if r["target_ratio"] else None,
+                                                  r["target_ratio"] or 0.0)
+    return rows
 
+
+def run(args) -> int:
+    """Time the three implementations, write the JSON (+ CSV), print the table."""
+    x, y, params = numpy_problem(args.net, args.n, args.seed)
+    load0 = common.load_average()
+    run_epoch, compile_s = gdjax_epoch_fn(x, y, params, args.eta, args.batch_size)
+    rows = [_row("gdjax", time_epochs(run_epoch, args.repeats), args.n, compile_s=compile_s)]
+    rows += torch_rows(x, y, params, args)
+    m = args.numpy_examples or args.n
+    run_np = numpy_epoch_fn(x[:m], y[:m], params, args.eta, args.batch_size)
+    ts = [t * args.n / m for t in time_epochs(run_np, args.numpy_repeats)]
+    rows.append(_row("numpy", ts, args.n, measured_examples=m, scaled=m != args.n))
+    add_ratios(rows)
+    meta = common.meta(load0, dtype="float32")
+    config = {"n": args.n, "sizes": list(args.net), "batch_size": args.batch_size, "eta": args.eta,
+              "repeats": args.repeats, "numpy_repeats": args.numpy_repeats, "seed": args.seed, "targets": TARGETS}
+    out = results.save_results(args.path, rows, meta=meta, config=config)
+    load = (f"load average {meta['load_avg_1min_start']:.1f} -> {meta['load_avg_1min_end']:.1f}"
+            if meta["load_avg_1min_start"] is not None else "load average unknown")
     print(f"one epoch: {args.n} examples, {args.sizes}, mini-batch {args.batch_size}, eta {args.eta}, float32 "
-          f"(load average {load0:.1f} -> {load1:.1f} on {os.cpu_count()} CPUs)")
-    print(f"{'impl':<8} {'median s':>10} {'min s':>9} {'max s':>9} {'x gdjax':>8}  target")
+          f"({load} on {meta['cpu_count']} CPUs)")
+    print(f"{'impl':<21} {'median':>10} {'min':>10} {'max':>10} {'x gdjax':>8}  target")
     for r in rows:
-        tgt = "" if r["target_ratio"] is None else (f">= {r['target_ratio']:g}x "
-                                                    f"{'PASS' if r['meets_target'] else 'SHORT'}")
-        note = " (scaled from %d examples)" % r["measured_examples"] if r.get("scaled") else ""
-        print(f"{r['impl']:<8} {r['median_s']:10.4f} {r['min_s']:9.4f} {r['max_s']:9.4f} "
-              f"{r['ratio_vs_gdjax']:8.1f}  {tgt}{note}")
-    print(f"gdjax compile (once): {rows[0]['compile_s']:.2f} s; wrote {out}")
+        tgt = "" if r["target_ratio"] is None else f">= {r['target_ratio']:g}x {r['target_status']}"
+        note = f" (scaled from {r['measured_examples']} examples)" if r.get("scaled") else ""
+        print(f"{r['impl']:<21} {common.human_time(r['median_s']):>10} {common.human_time(r['min_s']):>10} "
+              f"{common.human_time(r['max_s']):>10} {r['ratio_vs_gdjax']:8.1f}  {tgt}{note}")
+    print(f"gdjax compile (once): {common.human_time(rows[0]['compile_s'])}; wrote {out}")
     return 0
 
 
-def _row(impl, ts, args, **extra):
-    return {"impl": impl, "median_s": float(np.median(ts)), "min_s": float(np.min(ts)), "max_s": float(np.max(ts)),
-            "times_s": [float(t) for t in ts], "examples_per_s": args.n / float(np.median(ts)), **extra}
+def _row(impl, ts, n, **extra):
+    stats = common.time_stats(ts)
+    return {"impl": impl, **stats, "examples_per_s": n / stats["median_s"], **extra}
+
+
+def main(argv=None) -> int:
+    return common.run_main(NAME, parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -311,34 +311,3 @@ def test_cli_train_bad_input_one_line_nonzero(tmp_path, capsys, change, match):
     err = capsys.readouterr().err
     assert match in err and err.count("\n") == 1, err
     assert not (tmp_path / "o" / "metrics.jsonl").exists()
-
-
-def _throughput_module():
-    return conftest.load_script("benchmarks/training_throughput.py")
-
-
-def test_throughput_numpy_baseline_is_the_same_sgd_step():
-    # the NumPy per-example loop is a fair baseline only if it computes the same update as gdjax
-    mod = _throughput_module()
-    sizes, eta = (12, 5, 3), 3.0
-    x, y = mod.make_data(10, 12, 3, 0)
-    params = mod.init_params(sizes, 0)
-    run = mod.numpy_epoch_fn(x, y, params, eta, 10)  # one mini-batch of all 10 examples
-    run()
-    net = gdjax.MLP(sizes)
-    p0 = tuple(gdjax.Layer(jnp.asarray(w), jnp.asarray(b)) for w, b in params)
-    g = jax.grad(gdjax.make_cost(net, "quadratic"))(p0, Batch(jnp.asarray(x), jnp.asarray(y)))
-    for (w_np, b_np), layer, gl in zip(run.params(), p0, g):
-        # float32, sums in a different order: agreement to ~1e-6 of the parameters' scale
-        np.testing.assert_allclose(w_np, layer.w - eta * gl.w, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(b_np, layer.b - eta * gl.b, rtol=1e-5, atol=1e-5)
-
-
-def test_training_throughput_benchmark_runs_tiny(tmp_path, capsys):
-    mod = _throughput_module()
-    out = tmp_path / "tt.json"
-    assert mod.main(["--n", "40", "--repeats", "1", "--numpy-repeats", "1", "--no-torch", "--out", str(out)]) == 0
-    rows = json.loads(out.read_text())["rows"]
-    assert [r["impl"] for r in rows] == ["gdjax", "numpy"] and rows[0]["ratio_vs_gdjax"] == 1.0
-    assert rows[1]["median_s"] > 0 and "PyTorch comparison skipped" in capsys.readouterr().out
-    assert mod.main(["--batch-size", "0", "--no-torch"]) == 2
