@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from gdjax import _checks
-from gdjax.data import Batch
+from gdjax.data import Batch, check_batch
 from gdjax.nn import MLP, OUTPUT_ACTIVATIONS, Params
 
 LOSSES = ("quadratic", "cross-entropy")
@@ -89,7 +89,7 @@ class Cost:
 
     def per_example_batch(self, params: Params, batch: Batch) -> jax.Array:
         """Per-example losses of a batch, `(N,)`."""
-        _check_batch(self.net, batch)
+        check_batch(batch, net=self.net)
         return jax.vmap(self.per_example, (None, 0, 0))(params, batch.x, batch.y)
 
     def regulariser(self, params: Params) -> jax.Array:
@@ -118,21 +118,8 @@ def make_cost(net: MLP, loss: str = "quadratic", l2: float = 0.0) -> Cost:
     return Cost(net, loss, l2)
 
 
-def _check_batch(net: MLP, batch) -> None:
-    if not isinstance(batch, Batch):
-        raise TypeError(f"batch must be a gdjax.Batch(x, y), got {type(batch).__name__}")
-    x, y = batch
-    if x.ndim != 2 or x.shape[1] != net.n_in:
-        raise ValueError(f"batch.x must have shape (N, {net.n_in}) for this network, got {x.shape}")
-    if y.ndim != 2 or y.shape != (x.shape[0], net.n_out):
-        raise ValueError(
-            f"batch.y must have shape ({x.shape[0]}, {net.n_out}) (one-hot targets, see gdjax.data.one_hot), "
-            f"got {y.shape}"
-        )
-
-
 def accuracy(net: MLP, params: Params, batch: Batch) -> jax.Array:
     """Fraction of examples whose largest output matches the largest target entry; scalar in [0, 1]."""
-    _check_batch(net, batch)
+    check_batch(batch, net=net)
     out = jax.vmap(net.apply, (None, 0))(params, batch.x)
     return jnp.mean(jnp.argmax(jnp.real(out), -1) == jnp.argmax(batch.y, -1))

@@ -107,16 +107,32 @@ def _check_dtype(dtype) -> np.dtype:
     return dt
 
 
-def _check_batch(batch, name: str = "batch") -> int:
-    """Number of examples of a `Batch` whose x and y agree on the leading axis."""
+def check_batch(batch, name: str = "batch", *, net: MLP | None = None) -> int:
+    """The one check of a `Batch` argument (used by costs, training and the data helpers); returns N.
+
+    Args:
+      batch: should be a `Batch(x: (N, ...), y: (N, ...))` whose x and y share the leading (example) axis.
+      name: the argument's name in the error messages ("train", "test", ...).
+      net: when given, x must be `(N, net.n_in)` and y `(N, net.n_out)` (one-hot targets).
+    Raises:
+      TypeError when `batch` is not a `Batch`; ValueError naming the shapes expected and seen.
+    Example:
+      >>> check_batch(Batch(jnp.zeros((4, 5)), jnp.zeros((4, 3))), net=MLP((5, 3)))
+      4
+    """
     if not isinstance(batch, Batch):
         raise TypeError(f"{name} must be a gdjax.Batch(x, y), got {type(batch).__name__}")
     x, y = batch
-    if jnp.ndim(x) < 1 or jnp.ndim(y) < 1 or jnp.shape(x)[0] != jnp.shape(y)[0]:
-        raise ValueError(
-            f"{name}.x and {name}.y must share the leading (example) axis, got shapes {jnp.shape(x)} and {jnp.shape(y)}"
-        )
-    return int(jnp.shape(x)[0])
+    xs, ys = jnp.shape(x), jnp.shape(y)
+    if net is not None:
+        if len(xs) != 2 or xs[1] != net.n_in:
+            raise ValueError(f"{name}.x must have shape (N, {net.n_in}) for this network, got {xs}")
+        if ys != (xs[0], net.n_out):
+            raise ValueError(f"{name}.y must have shape ({xs[0]}, {net.n_out}) (one-hot targets, see "
+                             f"gdjax.data.one_hot), got {ys}")
+    elif len(xs) < 1 or len(ys) < 1 or xs[0] != ys[0]:
+        raise ValueError(f"{name}.x and {name}.y must share the leading (example) axis, got shapes {xs} and {ys}")
+    return int(xs[0])
 
 
 # --- IDX files -----------------------------------------------------------------------------------------------
@@ -397,7 +413,7 @@ def train_test_split(key: jax.Array, batch: Batch, n_test: int) -> tuple[Batch, 
       >>> train, test = train_test_split(jax.random.key(0), synthetic(jax.random.key(1), 100, 5, 2), 20)
     """
     key = _checks.prng_key(key)
-    n = _check_batch(batch)
+    n = check_batch(batch)
     n_test = _checks.positive_int(n_test, "n_test")
     if n_test >= n:
         raise ValueError(f"n_test={n_test} leaves no training examples out of {n}; pass n_test < {n}")
@@ -423,7 +439,7 @@ def shuffled_batches(key: jax.Array, batch: Batch, batch_size: int) -> Batch:
       >>> params, _ = jax.lax.scan(lambda p, b: (step(p, b), None), params, mb)
     """
     key = _checks.prng_key(key)
-    n = _check_batch(batch)
+    n = check_batch(batch)
     batch_size = _checks.positive_int(batch_size, "batch_size")
     if batch_size > n:
         raise ValueError(f"batch_size={batch_size} is larger than the {n} examples; pass batch_size <= {n}")

@@ -1,4 +1,4 @@
-"""Results files: JSON (meta + config + rows) with a CSV beside it, JSON-lines for resumable sweeps.
+"""Results files: JSON (meta + config + rows) with a CSV beside it, JSON-lines for resumable sweeps, .npz arrays.
 
 Every write is atomic (a temporary file in the same directory, flushed and fsync'ed, then `os.replace`), so an
 interrupted run never leaves a half-written results file. Rows are flat dicts, one per measurement, so
@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["environment", "output_dir", "write_json", "write_bytes", "save_results", "load_results", "append_jsonl", "read_jsonl",
-           "csv_path", "to_jsonable"]
+__all__ = ["environment", "output_dir", "write_json", "write_bytes", "save_results", "load_results", "append_jsonl",
+           "read_jsonl", "save_npz", "load_npz", "csv_path", "to_jsonable"]
 
 
 def to_jsonable(obj):
@@ -90,6 +90,24 @@ def write_json(path, obj) -> Path:
     """Write `obj` as indented JSON to `path` atomically (parents created); returns the path."""
     text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n"
     return _atomic_write_text(path, text)
+
+
+def save_npz(path, arrays: dict) -> Path:
+    """Write named NumPy arrays to an .npz file atomically (see `write_bytes`); no pickled objects.
+
+    Args:
+      path: the .npz path (parents created).
+      arrays: name -> array-like (numbers, strings); object arrays are refused.
+    """
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    return write_bytes(path, buf.getvalue())
+
+
+def load_npz(path) -> dict:
+    """Read an .npz written by `save_npz` into a dict name -> np.ndarray (never unpickles)."""
+    with np.load(Path(path), allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
 
 
 def csv_path(path) -> Path:

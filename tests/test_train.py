@@ -13,7 +13,7 @@ import conftest
 import pytest
 
 import gdjax
-from gdjax import cli, train
+from gdjax import cli, profiling, train
 from gdjax.data import Batch, synthetic
 from gdjax.gradients.registry import Estimator
 
@@ -62,14 +62,50 @@ def test_sgd_step_is_exactly_v_minus_eta_grad():
                                                                  jax.tree_util.tree_leaves(g))), rtol=1e-14)
 
 
-def test_step_with_another_method_and_optimizer():
-    params, batch = _params(), _data()
-    opt = optax.adam(1e-2)
-    s_rev, m_rev = jax.jit(train.make_step(COST, opt, "reverse"))(train.init(params, opt, jax.random.key(0)), batch)
-    s_fd, m_fd = jax.jit(train.make_step(COST, opt, "fd-central"))(train.init(params, opt, jax.random.key(0)), batch)
-    # central FD in float64 at the default eps: gradient error ~1e-9 relative; adam normalises it -> updates agree
-    chex.assert_trees_all_close(s_fd.params, s_rev.params, rtol=1e-6, atol=1e-8)
+def test_fd_step_has_the_magnitude_of_the_reverse_step():
+    """With SGD the update is -eta * g, so the FD step's size and direction are the gradient's, leaf by leaf.
+
+    Catches: an FD gradient off by a constant factor (central difference divided by eps instead of 2 eps: 2x
+    too large), leaves swapped or transposed when the flat FD vector is unflattened, the wrong eta applied, or
+    the estimator's options not reaching the step. A sign-only check (as after a normalising Adam step) misses
+    all of the first three. Tolerance: central FD in float64 at the default eps has a truncation + rounding error
+    ~1e-10 of the gradient; 1e-7 relative leaves a wide margin and is 7 orders below a factor-2 bug.
+    """
+    eta, params, batch = 0.7, _params(), _data()
+    opt = optax.sgd(eta)
+    state = train.init(params, opt, jax.random.key(0))
+    s_rev, m_rev = jax.jit(train.make_step(COST, opt, "reverse"))(state, batch)
+    s_fd, m_fd = jax.jit(train.make_step(COST, opt, "fd-central"))(state, batch)
+    delta = lambda s: jax.tree_util.tree_map(lambda a, b: a - b, s.params, params)  # noqa: E731
+    d_rev, d_fd = delta(s_rev), delta(s_fd)
+    g = jax.grad(COST)(params, batch)  # the independent expectation: -eta * grad
+    chex.assert_trees_all_close(d_rev, jax.tree_util.tree_map(lambda x: -eta * x, g), rtol=1e-12, atol=1e-15)
+    chex.assert_trees_all_close(d_fd, d_rev, rtol=1e-7, atol=1e-12)
+    assert float(optax.global_norm(d_fd)) > 1e-3  # a real step, not two zero updates agreeing
+    np.testing.assert_allclose(m_fd["grad_norm"], float(optax.global_norm(g)), rtol=1e-7)
     np.testing.assert_allclose(m_fd["cost"], m_rev["cost"], rtol=1e-14)
+
+
+def test_step_computes_the_cost_without_a_second_forward_pass():
+    """The step evaluates the cost beside the gradient (no method-name special case); under jit XLA must merge it
+    with reverse mode's own forward pass. Catches a step that pays one extra forward pass per update (the
+    compiled step would have the FLOPs of value_and_grad plus one cost evaluation, ~a third more)."""
+    params, batch, opt = _params(), _data(), optax.sgd(0.1)
+    state = train.init(params, opt, jax.random.key(0))
+    step = train.make_step(COST, opt, "reverse")
+
+    def reference(state, batch):  # the same update with the cost from jax.value_and_grad
+        c, g = jax.value_and_grad(COST)(state.params, batch)
+        updates, o = opt.update(g, state.opt_state, state.params)
+        return train.TrainState(optax.apply_updates(state.params, updates), o, state.step + 1, state.key), {
+            "cost": c, "grad_norm": optax.global_norm(g)}
+
+    flops_step = profiling.xla_flops(step, state, batch)
+    flops_ref = profiling.xla_flops(reference, state, batch)
+    flops_cost = profiling.xla_flops(COST, params, batch)
+    if flops_step is None or flops_ref is None:
+        conftest.skip_or_fail("XLA reports no FLOP counts on this backend")
+    assert flops_step <= flops_ref + 0.25 * flops_cost, (flops_step, flops_ref, flops_cost)
 
 
 def _fake_estimator(stochastic=False, jittable=True):

@@ -26,7 +26,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gdjax.costs import Cost, _check_batch
+from gdjax.costs import Cost
+from gdjax.data import check_batch
 from gdjax.gradients import _directions
 from gdjax.gradients.registry import Estimator, no_count, register
 from gdjax.nn import ACTIVATIONS, OUTPUT_ACTIVATIONS, Layer, sigmoid, softmax
@@ -70,7 +71,7 @@ def backprop(cost: Cost, params, batch):
     Returns:
       tuple of `Layer(dC/dw, dC/db)`, same shapes and dtypes as params (as `jax.grad(cost)(params, batch)`).
     """
-    _check_batch(cost.net, batch)
+    check_batch(batch, net=cost.net)
     x, y = batch
     n = x.shape[0]
     act = ACTIVATIONS[cost.net.activation]

@@ -47,7 +47,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from gdjax import _checks
-from gdjax.costs import Cost, _check_batch
+from gdjax.costs import Cost
+from gdjax.data import check_batch
 from gdjax.gradients import _directions
 from gdjax.gradients.finite_diff import default_eps
 from gdjax.gradients.registry import Estimator, register
@@ -326,7 +327,7 @@ def _layerwise(cost, scheme: str, eps, chunk_size, method: str, devices=None, me
 
     def fn(params, batch, key=None):
         dtype = _check_params(cost, params)
-        _check_batch(cost.net, batch)
+        check_batch(batch, net=cost.net)
         return kernel(params, batch, jnp.asarray(_resolve_eps(eps, dtype, scheme), dtype))
 
     evals = (lambda p: p + 1.0) if scheme == "forward" else (lambda p: 2.0 * p)
@@ -436,7 +437,7 @@ def node_perturbation(cost, *, eps=None, scheme="forward", chunk_size=None) -> E
 
     def fn(params, batch, key=None):
         dtype = _check_params(cost, params)
-        _check_batch(cost.net, batch)
+        check_batch(batch, net=cost.net)
         return kernel(params, batch, jnp.asarray(_resolve_eps(eps, dtype, scheme), dtype))
 
     units = sum(cost.net.sizes[1:])

@@ -1,0 +1,363 @@
+"""The training loop: epochs of `gdjax.train`'s jitted epoch, per-epoch records, divergence, checkpoints.
+
+    >>> result = fit(cost, optax.sgd(3.0), params, train, test, epochs=30, batch_size=10, key=jax.random.key(2))
+    >>> result.history[-1]["test_accuracy"], result.params
+    >>> fit(..., checkpoint_path="run/checkpoint.npz", log_path="run/metrics.jsonl", resume=True)  # continue
+
+Each epoch is one call of the compiled `make_epoch` program; after it the loop evaluates the train (and test)
+cost, writes one record (JSON-lines log, callback, progress bar) and a checkpoint. Checkpoints and saved params
+are .npz files written atomically through `gdjax.results` (never pickle); a checkpoint holds the whole
+`TrainState`, so a resumed run continues bit-for-bit.
+
+Divergence (`Diverged` is raised, nothing after it is recorded as valid):
+  * a mini-batch cost or gradient norm that is NaN or infinite, at the first such step;
+  * a train cost at the end of an epoch that is NaN/inf or larger than `divergence_factor` (default
+    `DIVERGENCE_FACTOR` = 10) times the train cost at the start of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gdjax import _checks, results
+from gdjax.costs import Cost
+from gdjax.data import Batch, check_batch
+from gdjax.nn import Layer
+from gdjax.train import TrainState, epoch_key, evaluate, init, make_epoch, make_step
+
+DIVERGENCE_FACTOR = 10.0
+
+
+class Diverged(RuntimeError):
+    """Training stopped because the cost blew up; `history` holds only the epochs completed before it.
+
+    Attributes:
+      epoch: the epoch (1-based) in which it happened.
+      step: the global step (0-based) of the first bad mini-batch, or the last step of the epoch when the
+        end-of-epoch train cost gave it away.
+      learning_rate: the learning rate passed to `fit` (None when not given).
+      reason: what was seen.
+      history: the valid per-epoch records before the divergence.
+    """
+
+    def __init__(self, epoch: int, step: int, learning_rate, reason: str, history: list):
+        self.epoch, self.step, self.learning_rate, self.reason = epoch, step, learning_rate, reason
+        self.history = history
+        lr = "unknown" if learning_rate is None else f"{learning_rate:g}"
+        super().__init__(f"training diverged at epoch {epoch}, step {step} (learning rate {lr}): {reason}")
+
+
+@dataclass
+class FitResult:
+    """What `fit` returns: the final state, one record per epoch (epoch 0 = at init), and the compile time."""
+
+    state: TrainState
+    history: list = field(default_factory=list)
+    compile_s: float = 0.0
+
+    @property
+    def params(self):
+        return self.state.params
+
+
+# --- checkpoints and params files (.npz through gdjax.results, never pickle) --------------------------------
+
+_KEY_SUFFIX = "::key"
+
+
+def _path_name(path) -> str:
+    """A pytree path as "0/w", "opt_state/0/mu/1/b", ..."""
+    parts = []
+    for p in path:
+        attr = next((a for a in ("idx", "name", "key") if hasattr(p, a)), None)
+        parts.append(str(getattr(p, attr)) if attr else str(p))
+    return "/".join(parts)
+
+
+def _is_key(x) -> bool:
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _flatten_named(tree, prefix: str) -> dict[str, np.ndarray]:
+    """name -> array of every leaf; typed PRNG keys are stored as their raw data under "<name>::key"."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        name = prefix + _path_name(path)
+        if _is_key(leaf):
+            out[name + _KEY_SUFFIX] = np.asarray(jax.random.key_data(leaf))
+        else:
+            out[name] = np.asarray(leaf)
+    return out
+
+
+def _leaf_like(ref, arrays: dict, name: str, where) -> jax.Array:
+    """The stored leaf `name`, checked against the reference leaf's shape and dtype."""
+    if _is_key(ref):
+        if name + _KEY_SUFFIX not in arrays:
+            raise ValueError(f"{where}: missing PRNG key {name!r}; was it saved from this kind of run?")
+        return jax.random.wrap_key_data(arrays[name + _KEY_SUFFIX], impl=jax.random.key_impl(ref))
+    if name not in arrays:
+        raise ValueError(f"{where}: missing array {name!r}; it does not match the expected structure")
+    a, ref_shape, ref_dtype = arrays[name], np.shape(ref), np.asarray(ref).dtype
+    if a.shape != ref_shape or a.dtype != ref_dtype:
+        raise ValueError(f"{where}: {name!r} has shape {a.shape} {a.dtype}, expected {ref_shape} {ref_dtype}")
+    return jnp.asarray(a)
+
+
+def _unflatten_like(like, arrays: dict, prefix: str, where) -> Any:
+    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(like)
+    leaves = [_leaf_like(ref, arrays, prefix + _path_name(path), where) for path, ref in leaves_with_path]
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def save_params(path, params) -> None:
+    """Write a params pytree to `path` as .npz (atomic; names like "0/w", "0/b"; no pickle).
+
+    >>> save_params("run/params.npz", params); params = load_params("run/params.npz")
+    """
+    results.save_npz(path, _flatten_named(params, ""))
+
+
+def load_params(path, like=None):
+    """Read params saved by `save_params`.
+
+    Args:
+      path: the .npz file.
+      like: a pytree of the expected structure, shapes and dtypes (e.g. `net.init(key)`); without it the file
+        must hold an MLP's params ("0/w", "0/b", "1/w", ...) and a tuple of `Layer` is returned.
+    """
+    arrays = results.load_npz(path)
+    if like is not None:
+        return _unflatten_like(like, arrays, "", path)
+    n = len(arrays) // 2
+    if set(arrays) != {f"{i}/{p}" for i in range(n) for p in "wb"}:
+        raise ValueError(
+            f"{path}: not an MLP params file (expected arrays 0/w, 0/b, ...); pass like= for other pytrees")
+    return tuple(Layer(jnp.asarray(arrays[f"{i}/w"]), jnp.asarray(arrays[f"{i}/b"])) for i in range(n))
+
+
+def save_state(path, state: TrainState, *, epoch: int, history: Sequence[dict] = (), meta: dict | None = None):
+    """Write a checkpoint: the whole `TrainState`, the epoch reached, the history so far and run metadata."""
+    arrays = _flatten_named(state, "state/")
+    arrays["epoch"] = np.asarray(epoch, np.int64)
+    arrays["history_json"] = np.asarray(json.dumps(results.to_jsonable(list(history))))
+    arrays["meta_json"] = np.asarray(json.dumps(results.to_jsonable(meta or {})))
+    results.save_npz(path, arrays)
+
+
+def load_state(path, like: TrainState) -> tuple[TrainState, int, list, dict]:
+    """Read a checkpoint written by `save_state` into the structure of `like` -> (state, epoch, history, meta)."""
+    arrays = results.load_npz(path)
+    for k in ("epoch", "history_json", "meta_json"):
+        if k not in arrays:
+            raise ValueError(f"{path}: not a gdjax training checkpoint (no {k!r})")
+    state = _unflatten_like(like, arrays, "state/", path)
+    return state, int(arrays["epoch"]), json.loads(str(arrays["history_json"])), json.loads(str(arrays["meta_json"]))
+
+
+# --- the loop, piece by piece ------------------------------------------------------------------------------
+
+
+def _check_args(cost, train, test, epochs, batch_size, divergence_factor, learning_rate, key):
+    """Validate `fit`'s arguments before any work; returns them normalised (n = the number of train examples)."""
+    net = cost.net if isinstance(cost, Cost) else None
+    n = check_batch(train, "train", net=net)
+    if test is not None:
+        check_batch(test, "test", net=net)
+    epochs = _checks.positive_int(epochs, "epochs")
+    batch_size = _checks.positive_int(batch_size, "batch_size")
+    if batch_size > n:
+        raise ValueError(f"batch_size must be <= the number of training examples ({n}), got {batch_size}")
+    if divergence_factor is not None:
+        divergence_factor = _checks.positive_float(divergence_factor, "divergence_factor")
+        if divergence_factor <= 1:
+            raise ValueError(f"divergence_factor must be > 1 (or None), got {divergence_factor}")
+    if learning_rate is not None:
+        learning_rate = _checks.positive_float(learning_rate, "learning_rate")
+    return n, epochs, batch_size, divergence_factor, learning_rate, _checks.prng_key(key)
+
+
+def _resume(checkpoint_path, state: TrainState, meta: dict) -> tuple[TrainState, int, list]:
+    """(state, epoch reached, history) from an existing checkpoint written by a run with the same meta."""
+    state, start_epoch, history, saved = load_state(checkpoint_path, state)
+    for k in ("method", "batch_size", "n_train"):
+        if saved.get(k) != meta[k]:
+            raise ValueError(f"cannot resume from {checkpoint_path}: it was written with {k}={saved.get(k)!r}, "
+                             f"this run has {k}={meta[k]!r}")
+    return state, start_epoch, history
+
+
+class _Log:
+    """The run's records: the history list, the JSON-lines log (rewritten to match it), the callback."""
+
+    def __init__(self, history: list, log_path, callback, learning_rate):
+        self.history, self.path, self.callback, self.learning_rate = history, log_path, callback, learning_rate
+        if log_path is not None:
+            if os.path.exists(log_path):
+                os.remove(log_path)
+            for rec in history:
+                results.append_jsonl(log_path, rec)
+
+    def emit(self, rec: dict) -> None:
+        self.history.append(rec)
+        if self.path is not None:
+            results.append_jsonl(self.path, rec)
+        if self.callback is not None:
+            self.callback(rec)
+
+    def diverge(self, epoch: int, step: int, reason: str):
+        """Log the divergence (not as a valid record) and raise `Diverged`."""
+        if self.path is not None:
+            results.append_jsonl(self.path, {"epoch": epoch, "step": step, "status": "diverged", "reason": reason,
+                                             "learning_rate": self.learning_rate})
+        raise Diverged(epoch, step, self.learning_rate, reason, list(self.history))
+
+
+def _record(eval_fn, epoch: int, state: TrainState, train, test, extra: dict, learning_rate) -> dict:
+    """One epoch's record: train/test cost and accuracy at `state`, plus `extra` (timings, batch means)."""
+    t0 = time.perf_counter()
+    tr, te = jax.device_get(eval_fn(state.params, train, test))
+    tr, te = {k: float(v) for k, v in tr.items()}, {k: float(v) for k, v in (te or {}).items()}
+    rec = {"epoch": epoch, "step": int(state.step), "train_cost": tr["cost"], "train_accuracy": tr.get("accuracy"),
+           "test_cost": te.get("cost"), "test_accuracy": te.get("accuracy"), **extra}
+    rec.update(eval_s=time.perf_counter() - t0, learning_rate=learning_rate, status="ok")
+    return rec
+
+
+def _bad_step(per_step: dict, first_step: int) -> tuple[int, str] | None:
+    """(global step, reason) of the first mini-batch whose cost or gradient norm is NaN/inf, else None."""
+    bad = ~(np.isfinite(per_step["cost"]) & np.isfinite(per_step["grad_norm"]))
+    if not bad.any():
+        return None
+    i = int(np.argmax(bad))
+    what = "cost" if not np.isfinite(per_step["cost"][i]) else "grad_norm"
+    return first_step + i, f"mini-batch {what.replace('_', ' ')} became {per_step[what][i]}"
+
+
+def _bad_epoch(cost: float, start_cost: float, factor: float | None) -> str | None:
+    """Why the end-of-epoch train cost means divergence (NaN/inf, or over `factor` x the start), else None."""
+    if not math.isfinite(cost):
+        return f"train cost became {cost}"
+    if factor is not None and cost > factor * start_cost:
+        return f"train cost {cost:.4g} exceeds {factor:g} x its start {start_cost:.4g}"
+    return None
+
+
+def _progress_bar(show: bool, epochs: int, start: int):
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=epochs, initial=start, desc="train", unit="epoch", file=sys.stderr, leave=False)
+
+
+def _show(bar, rec: dict) -> None:
+    if bar is None:
+        return
+    post = {"cost": f"{rec['train_cost']:.4g}", "|g|": f"{rec['grad_norm']:.3g}"}
+    if rec["test_accuracy"] is not None:
+        post["test acc"] = f"{rec['test_accuracy']:.4f}"
+    bar.set_postfix(post)
+    bar.update(1)
+
+
+def fit(
+    cost: Callable,
+    optimizer: optax.GradientTransformation,
+    params,
+    train: Batch,
+    test: Batch | None = None,
+    *,
+    epochs: int,
+    batch_size: int,
+    key: jax.Array,
+    method: str = "reverse",
+    method_options: dict | None = None,
+    learning_rate: float | None = None,
+    divergence_factor: float | None = DIVERGENCE_FACTOR,
+    log_path=None,
+    checkpoint_path=None,
+    resume: bool = False,
+    progress: bool = True,
+    callback: Callable[[dict], None] | None = None,
+) -> FitResult:
+    """Train by mini-batch gradient descent for `epochs` epochs; see the module docstring.
+
+    Args:
+      cost, optimizer, method, method_options: as for `gdjax.train.make_step`.
+      params: the initial parameters (not modified: the loop donates its own copy).
+      train, test: `Batch(x: (N, n_in), y: (N, n_out))`; test is optional.
+      epochs: number of epochs (>= 1); batch_size: 1 <= batch_size <= N (N = full-batch GD).
+      key: the run's PRNG key (shuffling and stochastic estimators).
+      learning_rate: only reported (in `Diverged` and the records); the optimiser already holds it.
+      divergence_factor: stop when the train cost exceeds this multiple of its start (None: only NaN/inf).
+      log_path: a JSON-lines file, one record per epoch (rewritten on resume to match the checkpoint).
+      checkpoint_path: an .npz written after every epoch; with `resume=True` an existing one is continued.
+      progress: show a tqdm bar (stderr) with the latest metrics.
+      callback: called with each epoch's record.
+    Returns:
+      `FitResult(state, history, compile_s)`. Each record: epoch, step, train_cost, train_accuracy, test_cost,
+      test_accuracy, batch_cost (mean over the epoch's mini-batches), grad_norm (mean norm of the gradients
+      used), epoch_s (training time of the epoch, compile excluded; the first epoch also carries the compiled
+      program's one-time start-up, ~30 ms on a CPU), eval_s, wall_s (cumulative epoch_s), status "ok".
+    Raises:
+      Diverged: the cost became NaN/inf or exceeded `divergence_factor` times its start.
+    """
+    n, epochs, batch_size, divergence_factor, learning_rate, key = _check_args(
+        cost, train, test, epochs, batch_size, divergence_factor, learning_rate, key)
+    step = make_step(cost, optimizer, method, **dict(method_options or {}))
+    epoch_fn = jax.jit(make_epoch(step, n, batch_size), donate_argnums=0)
+    eval_fn = jax.jit(lambda p, a, b: (evaluate(cost, p, a), None if b is None else evaluate(cost, p, b)))
+    state = jax.tree_util.tree_map(jnp.copy, init(params, optimizer, key))  # our own buffers: they are donated
+
+    meta = {"method": method, "batch_size": batch_size, "n_train": n, "learning_rate": learning_rate}
+    start_epoch, history = 0, []
+    if resume and checkpoint_path is not None and os.path.exists(checkpoint_path):
+        state, start_epoch, history = _resume(checkpoint_path, state, meta)
+    log = _Log(history, log_path, callback, learning_rate)
+    if not history:
+        rec0 = _record(eval_fn, 0, state, train, test, {"batch_cost": None, "grad_norm": None, "epoch_s": 0.0,
+                                                        "wall_s": 0.0}, learning_rate)
+        if not math.isfinite(rec0["train_cost"]):
+            raise ValueError(f"the cost at the initial parameters is {rec0['train_cost']}; check params and data")
+        log.emit(rec0)
+    start_cost = history[0]["train_cost"]
+
+    t0 = time.perf_counter()
+    compiled = epoch_fn.lower(state, train, epoch_key(key, start_epoch)).compile()
+    compile_s = time.perf_counter() - t0
+
+    bar = _progress_bar(progress, epochs, start_epoch)
+    try:
+        for ep in range(start_epoch, epochs):
+            first_step, t0 = int(state.step), time.perf_counter()
+            state, per_step = compiled(state, train, epoch_key(key, ep))
+            per_step = jax.device_get(per_step)
+            epoch_s = time.perf_counter() - t0
+            if (bad := _bad_step(per_step, first_step)) is not None:
+                log.diverge(ep + 1, *bad)
+            rec = _record(eval_fn, ep + 1, state, train, test, {
+                "batch_cost": float(np.mean(per_step["cost"])), "grad_norm": float(np.mean(per_step["grad_norm"])),
+                "epoch_s": epoch_s, "wall_s": history[-1]["wall_s"] + epoch_s}, learning_rate)
+            if (reason := _bad_epoch(rec["train_cost"], start_cost, divergence_factor)) is not None:
+                log.diverge(ep + 1, rec["step"] - 1, reason)
+            log.emit(rec)
+            if checkpoint_path is not None:
+                save_state(checkpoint_path, state, epoch=ep + 1, history=history, meta=meta)
+            _show(bar, rec)
+    finally:
+        if bar is not None:
+            bar.close()
+    return FitResult(state, history, compile_s)
