@@ -1,6 +1,7 @@
 """`gdjax report`: every results table of README.md and docs/*.md, rendered from the committed results files.
 
-A table lives between two marker comments; the text between them is the renderer's output and nothing else:
+A table lives between two marker comments, each on a line of its own; the text between them is the renderer's
+output and nothing else:
 
     <!-- report:fd_vs_grad.headline -->
     | method | ... |
@@ -29,9 +30,9 @@ from gdjax.report.provenance import staleness
 __all__ = ["RENDERERS", "SOURCES", "RenderError", "Renderer", "Source", "render", "pages", "markers", "render_text",
            "update", "used_sources", "stale_sources", "command"]
 
-_OPEN = re.compile(r"<!-- report:(?P<name>[\w.\-]+) -->")
-_BLOCK = re.compile(r"(?P<open><!-- report:(?P<name>[\w.\-]+) -->\n)(?P<body>.*?)(?P<close><!-- /report:(?P=name) -->)",
-                    re.DOTALL)
+_OPEN = re.compile(r"^<!-- report:(?P<name>[\w.\-]+) -->$", re.MULTILINE)
+_BLOCK = re.compile(r"^(?P<open><!-- report:(?P<name>[\w.\-]+) -->\n)(?P<body>.*?)(?P<close>^<!-- /report:(?P=name) -->$)",
+                    re.DOTALL | re.MULTILINE)
 
 
 def pages(root=".") -> list[Path]:

@@ -17,6 +17,10 @@ source("estimators", f"{CPU}/estimators.json", ["benchmarks/estimators.py"], "be
 source("training_throughput", f"{CPU}/training_throughput.json", ["benchmarks/training_throughput.py"],
        "bench-throughput")
 source("scaling_devices", f"{CPU}/scaling_devices.json", ["benchmarks/scaling_devices.py"], "scaling-devices")
+# Results files without a table renderer yet (written by the newer benchmarks): registered for staleness only.
+source("fd_vs_grad_full", "benchmarks/results/cpu/fd_vs_grad_full.json", ["benchmarks/fd_vs_grad.py"], "bench-full")
+source("equal_budget", "benchmarks/results/cpu/equal_budget.json", ["benchmarks/equal_budget.py"], "bench-budget")
+source("gradcheck", "benchmarks/results/cpu/gradcheck.json", ["benchmarks/gradcheck.py"], "gradcheck")
 
 # The theory beside the measurement: cost per gradient and error order of each method (not measured numbers).
 THEORY = {

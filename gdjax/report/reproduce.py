@@ -1,0 +1,143 @@
+"""`make reproduce-all`: regenerate every committed result in order, then render the tables (`gdjax report`).
+
+    python -m gdjax.report.reproduce              # run the steps whose results are not fresh, then report
+    python -m gdjax.report.reproduce --dry-run    # print the plan: each step, fresh or why it will run
+    python -m gdjax.report.reproduce --force      # rerun every step
+    python -m gdjax.report.reproduce --only bench-fd-kernel,experiments
+
+Resumable: a step is skipped when every results file it writes is fresh by the provenance rule
+(`gdjax.report.provenance`), so after an interruption the same command continues with the first step that has
+not finished. Each step is a Makefile target (the maintainers' targets that write the committed reference, not
+a user's run); the total wall time is printed at the end. `--commit` commits each step's results after it
+finishes (`git commit` of the results folders only), so that the next step runs from a clean tree and records
+`git_dirty: false`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gdjax.report import SOURCES, stale_sources
+from gdjax.report.provenance import git
+
+__all__ = ["Step", "STEPS", "plan", "main"]
+
+OUTPUT_DIRS = ("benchmarks/results", "results", "figures")  # what the steps write (and --commit commits)
+
+@dataclass(frozen=True)
+class Step:
+    """One regeneration: `name`, the `command` (argv, run in the repository root), the `sources` it writes."""
+
+    name: str
+    command: tuple[str, ...]
+    sources: tuple[str, ...]
+
+
+def _make(target, *args) -> tuple[str, ...]:
+    return ("make", "--no-print-directory", target, *args)
+
+
+STEPS = (
+    Step("bench", _make("bench-reference"), ("fd_vs_grad",)),
+    Step("bench-full", _make("bench-full", "BENCH_ARGS=--resume"), ("fd_vs_grad_full",)),
+    Step("bench-fd-kernel", _make("bench-fd-kernel"), ("fd_kernel",)),
+    Step("bench-estimators", _make("bench-estimators"), ("estimators",)),
+    Step("bench-budget", _make("bench-budget"), ("equal_budget",)),
+    Step("gradcheck", _make("gradcheck"), ("gradcheck",)),
+    Step("bench-throughput", _make("bench-throughput"), ("training_throughput",)),
+    Step("scaling-devices", _make("bench-scaling"), ("scaling_devices",)),
+    Step("experiments", _make("reproduce-reference"),
+         ("taylor", "fd_step", "learning_rate", "landscape", "batch_average", "fd_training", "nielsen_mnist")),
+)
+
+
+def plan(root=".", steps=STEPS, force: bool = False) -> list[tuple[Step, str | None]]:
+    """(step, why it runs) per step; why is None when every results file of the step is fresh (skipped)."""
+    out = []
+    for step in steps:
+        stale = stale_sources(root, [SOURCES[n] for n in step.sources])
+        more = f" (and {len(stale) - 1} more)" if len(stale) > 1 else ""
+        why = "--force" if force else (f"{stale[0][0].path}: {stale[0][1]}{more}" if stale else None)
+        out.append((step, why))
+    return out
+
+
+def _dirty_code(root) -> list[str]:
+    """Tracked files with uncommitted changes outside the results folders (such a run is no reference)."""
+    out = git(root, "status", "--porcelain", "--untracked-files=no", "--", ".",
+              *(f":(exclude){d}" for d in OUTPUT_DIRS))
+    return [line[3:] for line in out.stdout.splitlines() if line.strip()]
+
+
+def _commit(root, step: Step) -> None:
+    git(root, "add", "-A", "--", *OUTPUT_DIRS)
+    out = git(root, "commit", "-q", "-m", f"reproduce-all: {step.name} (results of {' '.join(step.command)})",
+              "--", *OUTPUT_DIRS)
+    if out.returncode != 0 and "nothing" not in out.stdout + out.stderr:
+        raise OSError(f"git commit of the {step.name} results failed: {out.stderr.strip()}")
+
+
+def _parse(argv):
+    p = argparse.ArgumentParser(prog="reproduce-all", description=__doc__.split("\n")[0])
+    p.add_argument("--force", action="store_true", help="rerun every step, fresh or not")
+    p.add_argument("--only", default=None, help="comma-separated step names (default: all)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    p.add_argument("--commit", action="store_true", help="commit each step's results after it finishes")
+    p.add_argument("--root", default=".", help="repository root (default: the current directory)")
+    args = p.parse_args(argv)
+    names = [s.name for s in STEPS]
+    if args.only is not None:
+        only = [n.strip() for n in args.only.split(",") if n.strip()]
+        bad = [n for n in only if n not in names]
+        if bad or not only:
+            p.exit(2, f"reproduce-all: error: unknown step(s) {bad or args.only!r}; valid: {', '.join(names)}\n")
+        args.steps = tuple(s for s in STEPS if s.name in only)
+    else:
+        args.steps = STEPS
+    if not (Path(args.root) / "Makefile").is_file():
+        p.exit(2, f"reproduce-all: error: no Makefile in --root {args.root!r}: run it from the repository root\n")
+    return args
+
+
+def main(argv=None) -> int:
+    """Run the plan; returns the exit status (2: bad option or dirty tree, 1: a step failed)."""
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    todo = plan(args.root, args.steps, args.force)
+    for step, why in todo:
+        print(f"{step.name:18s} {'skip (fresh)' if why is None else 'run: ' + why}")
+    if args.dry_run:
+        return 0
+    dirty = _dirty_code(args.root)
+    if dirty and any(why for _, why in todo):
+        print(f"reproduce-all: error: uncommitted changes to {len(dirty)} tracked file(s) (e.g. {dirty[0]}): "
+              f"commit them first, results from a dirty tree are no reference", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    for step, why in todo:
+        if why is None:
+            continue
+        t0 = time.perf_counter()
+        print(f"== {step.name}: {' '.join(step.command)}", flush=True)
+        rc = subprocess.call(list(step.command), cwd=args.root)
+        print(f"== {step.name}: exit {rc}, {time.perf_counter() - t0:.0f} s", flush=True)
+        if rc != 0:
+            print(f"reproduce-all: error: step {step.name} failed (exit {rc}); rerun to resume from it",
+                  file=sys.stderr)
+            return 1
+        if args.commit:
+            _commit(args.root, step)
+    from gdjax.report import command
+
+    status = command(args.root)
+    total = time.perf_counter() - start
+    print(f"reproduce-all: total wall time {total:.0f} s ({total / 60:.1f} min)")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
