@@ -1,0 +1,257 @@
+"""gdjax.report: the rendered tables of README.md and docs/ against their results files, the diff of --check,
+and the provenance rule on a throw-away git repository."""
+
+import io
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gdjax import cli, report
+from gdjax.report import _core, provenance, reproduce
+from gdjax.results import load_results
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- the real tree ------------------------------------------------------------------------------------------
+
+
+def test_committed_pages_match_their_results():
+    """`gdjax report --check --no-provenance` passes on the repository: every marked table of README.md and
+    docs/*.md equals its rendering from the committed results file (fails when a table is edited by hand, or
+    when a results file is regenerated without `make report`)."""
+    out, err = io.StringIO(), io.StringIO()
+    status = report.command(ROOT, check=True, provenance=False, stdout=out, stderr=err)
+    assert status == 0, out.getvalue()[-3000:] + err.getvalue()
+    assert cli.main(["report", "--check", "--no-provenance", "--root", str(ROOT)]) == 0
+
+
+def test_readme_shows_the_headline_tables():
+    """The README renders the headline table, its targets and the measured-error methods table (fails if a
+    rewrite drops one of them), and stays a short page."""
+    text = (ROOT / "README.md").read_text()
+    names = report.markers(text)
+    assert {"fd_vs_grad.headline", "fd_vs_grad.targets", "fd_vs_grad.methods"} <= set(names)
+    assert len(text.splitlines()) <= 200
+    assert "../shared" not in text and "http" not in text
+
+
+def test_every_renderer_is_used_by_a_page():
+    """Each registered renderer appears in some page (fails when a table's marker is lost in an edit)."""
+    used = {n for page in report.pages(ROOT) for n in report.markers(page.read_text())}
+    assert set(report.RENDERERS) <= used, sorted(set(report.RENDERERS) - used)
+
+
+@pytest.mark.parametrize("name", sorted(report.RENDERERS))
+def test_each_renderer_renders_its_committed_file(name):
+    """Every renderer builds a Markdown table with a header rule and at least one data row from its file, with
+    no NaN or None leaking into a cell (fails on a renderer that reads a column its file lacks)."""
+    src = report.SOURCES[report.RENDERERS[name].source]
+    text = report.render(name, load_results(ROOT / src.path))
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(lines) >= 3 and set(lines[1].replace("|", "").split()) <= {"---", "---:"}
+    assert "nan" not in text.lower().split() and "None" not in text
+
+
+def test_headline_marks_extrapolated_times_and_uses_the_files_errors():
+    """The headline's error column is the file's rel_error (fails if a renderer reads the wrong column) and
+    each extrapolated time carries `~` (fails if the flag is ignored)."""
+    data = load_results(ROOT / report.SOURCES["fd_vs_grad"].path)
+    text = report.render("fd_vs_grad.headline", data)
+    row = next(r for r in data["rows"] if r["group"] == "sweep" and r["sizes"] == "784-30-10"
+               and r["method"] == "fd-forward")
+    line = next(line for line in text.splitlines() if "`fd-forward`" in line)
+    assert _core.fmt_e(row["rel_error"]) in line
+    assert ("~" in line) == bool(row["extrapolated"])
+
+
+# --- rendering and --check on a temporary tree ---------------------------------------------------------------
+
+
+def _tree(tmp_path, body="| stale | table |\n"):
+    """A repository-like folder with the committed fd_vs_grad results and a README carrying one marker."""
+    src = report.SOURCES["fd_vs_grad"].path
+    (tmp_path / src).parent.mkdir(parents=True)
+    shutil.copy(ROOT / src, tmp_path / src)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n<!-- report:fd_vs_grad.targets -->\n{body}<!-- /report:fd_vs_grad.targets -->\n"
+                      "after\n")
+    return readme
+
+
+def test_check_prints_a_diff_and_changes_nothing(tmp_path):
+    """--check on a hand-edited table: exit 1, a unified diff with the old line removed and the rendered one
+    added, the file untouched; `report` then rewrites only the block and --check passes (fails if the
+    check writes, the diff is empty, or the rewrite touches text outside the markers)."""
+    readme = _tree(tmp_path)
+    before = readme.read_text()
+    out, err = io.StringIO(), io.StringIO()
+    assert report.command(tmp_path, check=True, provenance=False, stdout=out, stderr=err) == 1
+    diff = out.getvalue()
+    assert "-| stale | table |" in diff and "+| target | measured | status | how |" in diff
+    assert "README.md (committed)" in diff and "differs" in err.getvalue()
+    assert readme.read_text() == before
+    assert report.command(tmp_path, stdout=io.StringIO()) == 0
+    after = readme.read_text()
+    assert after.startswith("# title\n\n<!-- report:fd_vs_grad.targets -->\n| target |") and after.endswith(
+        "<!-- /report:fd_vs_grad.targets -->\nafter\n")
+    assert report.update(tmp_path, check=True) == ""
+
+
+def test_missing_column_names_the_file_and_the_column(tmp_path):
+    """A results file without a column a renderer reads: the error names the marker, the file and the column
+    (fails on a bare KeyError)."""
+    readme = _tree(tmp_path)
+    readme.write_text(readme.read_text().replace("fd_vs_grad.targets", "fd_vs_grad.methods"))
+    path = tmp_path / report.SOURCES["fd_vs_grad"].path
+    data = json.loads(path.read_text())
+    for row in data["rows"]:
+        row.pop("rel_error", None)
+    path.write_text(json.dumps(data))
+    with pytest.raises(report.RenderError, match=r"fd_vs_grad.methods.*fd_vs_grad.json.*'rel_error'"):
+        report.update(tmp_path, check=True)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("<!-- report:fd_vs_grad.targets -->\nx\n", "has no <!-- /report:fd_vs_grad.targets -->"),
+    ("<!-- report:no.such -->\nx\n<!-- /report:no.such -->\n", "unknown report marker 'no.such'"),
+])
+def test_bad_markers_are_errors(text, message):
+    """An unclosed or unknown marker is a ValueError naming it (fails if it were silently left alone)."""
+    with pytest.raises(ValueError, match=message):
+        report.markers(text, "page.md")
+
+
+def test_markers_only_on_their_own_lines():
+    """A marker quoted inside prose is not a marker (fails if documentation about markers broke the page)."""
+    assert report.markers("see `<!-- report:NAME -->` in the text\n") == []
+
+
+@pytest.mark.parametrize("values, expected", [([2.0, 1.0, 3.0], "2.00 (1.00-3.00)"), ([5.0], "5.00"), ([], "-")])
+def test_median_spread(values, expected):
+    """Median with the min-max spread (fails on a mean or a swapped order)."""
+    assert _core.median_spread(values) == expected
+
+
+@pytest.mark.parametrize("value, threshold, comparison, met", [
+    (0.83, 0.85, ">=", False), (0.86, 0.85, ">=", True), (1.8, 2.0, "<=", True), (2.1, 2.0, "<=", False)])
+def test_target_note_from_the_measured_value(value, threshold, comparison, met):
+    """A target reads as met only when the value meets it, in either direction (fails on a flipped sign)."""
+    note = _core.target_note(value, threshold, comparison)
+    assert note.endswith("met") == met and ("**short**" in note) == (not met)
+
+
+# --- provenance on a fixture repository ----------------------------------------------------------------------
+
+
+def _git(root, *args):
+    out = subprocess.run(["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.org",
+                          "-c", "commit.gpgsign=false", *args], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A git repository with a producer script, a library module and a docs page, all committed."""
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "gdjax").mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "benchmarks" / "fd_vs_grad.py").write_text("print(1)\n")
+    (tmp_path / "gdjax" / "nn.py").write_text("x = 1\n")
+    (tmp_path / "docs" / "page.md").write_text("text\n")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-q", "-m", "code")
+    return tmp_path
+
+
+PRODUCERS = report.SOURCES["fd_vs_grad"].producers
+
+
+def _commit_change(root, rel, text):
+    (root / rel).write_text(text)
+    _git(root, "commit", "-q", "-am", f"change {rel}")
+
+
+def test_fresh_results_pass(repo):
+    """Written at HEAD from a clean tree: fresh; a later commit to a non-producer keeps it fresh, and so does
+    a change to gdjax/report/ (fails if any commit at all made results stale)."""
+    meta = {"git_commit": _git(repo, "rev-parse", "HEAD"), "git_dirty": False}
+    assert provenance.staleness(meta, PRODUCERS, repo) is None
+    _commit_change(repo, "docs/page.md", "more text\n")
+    (repo / "gdjax" / "report").mkdir()
+    (repo / "gdjax" / "report" / "x.py").write_text("y = 2\n")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "report change")
+    assert provenance.staleness(meta, PRODUCERS, repo) is None
+
+
+def test_dirty_results_fail(repo):
+    """git_dirty true, or not recorded: stale (fails if the flag were ignored)."""
+    head = _git(repo, "rev-parse", "HEAD")
+    assert "uncommitted" in provenance.staleness({"git_commit": head, "git_dirty": True}, PRODUCERS, repo)
+    assert "not recorded" in provenance.staleness({"git_commit": head}, PRODUCERS, repo)
+
+
+@pytest.mark.parametrize("rel", ["benchmarks/fd_vs_grad.py", "gdjax/nn.py"])
+def test_code_changed_after_the_run_fails(repo, rel):
+    """A commit to the script or to the library after the run: stale, naming the later commit (fails if the
+    ancestor test were reversed or only the script counted)."""
+    meta = {"git_commit": _git(repo, "rev-parse", "HEAD"), "git_dirty": False}
+    _commit_change(repo, rel, "changed = True\n")
+    reason = provenance.staleness(meta, PRODUCERS, repo)
+    assert reason is not None and "changed after the run" in reason and f"change {rel}" in reason
+
+
+def test_uncommitted_producer_and_unknown_commit_fail(repo):
+    """An uncommitted edit of a producer, or a commit this repository lacks: stale."""
+    meta = {"git_commit": _git(repo, "rev-parse", "HEAD"), "git_dirty": False}
+    (repo / "gdjax" / "nn.py").write_text("x = 2\n")
+    assert "uncommitted changes" in provenance.staleness(meta, PRODUCERS, repo)
+    assert "not in this repository" in provenance.staleness({"git_commit": "0" * 40, "git_dirty": False},
+                                                            PRODUCERS, repo)
+
+
+def test_check_fails_on_stale_results_and_passes_on_fresh(repo):
+    """End to end on the fixture: `report --check` is 0 with fresh results, 1 with a 'stale:' line after a
+    producer changes, and `--no-provenance` still passes (fails if provenance were not part of --check)."""
+    readme = _tree(repo)
+    path = repo / report.SOURCES["fd_vs_grad"].path
+    report.update(repo)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "results")
+    data = json.loads(path.read_text())
+    data["meta"].update(git_commit=_git(repo, "rev-parse", "HEAD"), git_dirty=False)
+    path.write_text(json.dumps(data))
+    _git(repo, "commit", "-q", "-am", "results written at the previous commit")
+    assert report.command(repo, check=True, stdout=io.StringIO(), stderr=io.StringIO()) == 0
+    _commit_change(repo, "gdjax/nn.py", "x = 3\n")
+    out = io.StringIO()
+    assert report.command(repo, check=True, stdout=out, stderr=io.StringIO()) == 1
+    assert f"stale: {report.SOURCES['fd_vs_grad'].path}" in out.getvalue()
+    assert report.command(repo, check=True, provenance=False, stdout=io.StringIO()) == 0
+    assert readme.exists()
+
+
+def test_reproduce_plan_skips_fresh_steps(repo):
+    """The reproduce plan runs a step whose results are stale or missing and skips one whose results are fresh
+    (fails if resuming reran finished steps or skipped stale ones)."""
+    path = repo / report.SOURCES["fd_kernel"].path
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"meta": {"git_commit": _git(repo, "rev-parse", "HEAD"), "git_dirty": False},
+                                "rows": []}))
+    steps = [s for s in reproduce.STEPS if s.name in ("bench-fd-kernel", "bench-estimators")]
+    why = {s.name: w for s, w in reproduce.plan(repo, steps)}
+    assert why["bench-fd-kernel"] is None and "does not exist" in why["bench-estimators"]
+    assert all(w == "--force" for _, w in reproduce.plan(repo, steps, force=True))
+
+
+def test_reproduce_rejects_unknown_steps(capsys):
+    """`--only` with an unknown step: exit 2 and one line naming the valid steps, before any work."""
+    with pytest.raises(SystemExit) as exc:
+        reproduce.main(["--only", "nope", "--root", str(ROOT)])
+    assert exc.value.code == 2
+    assert "unknown step" in capsys.readouterr().err
