@@ -6,7 +6,7 @@
 What is compared: the same FD gradient (`--method`, default the kernel's "fd-forward") with the direction axis
 split over k devices -- forced host devices on CPU (`XLA_FLAGS=--xla_force_host_platform_device_count=k`, one
 subprocess per k), or the first k GPUs -- and over k processes joined by JAX's distributed runtime on loopback
-(`gdjax.distributed.launch`, one device each). The chunk size (directions per vmapped chunk per device) is the
+(`gdjax.launch.launch`, one device each). The chunk size (directions per vmapped chunk per device) is the
 same for every k, so every device runs the same kind of program on 1/k of the directions. Reported per k:
 median time per gradient (after warm-up, `block_until_ready`, `--repeats` repetitions, min and max beside it),
 speed-up t1 / tk and efficiency t1 / (k tk), where t1 is the same mode's one-device (one-process) time.
@@ -18,8 +18,12 @@ ideal efficiency there is 0.5, and anything else running on the machine shows up
 Processes add the cost of the gloo collectives over TCP. Real speed-ups need real devices: several GPUs
 (`--devices 1,2,4,8` on a multi-GPU host) or hosts.
 
-Writes `benchmarks/results/<platform>/scaling_devices.json` (+ .csv, and a .jsonl of finished points: a rerun
-with `--resume` skips them) and `scaling_devices.png` drawn from the JSON (`--plot-only` redraws it).
+The problem is the lecture's of every benchmark (`benchmarks/_common.make_problem`, drawn with NumPy: the same
+in every process). Writes runs/scaling_devices-<date>/scaling_devices.json (git-ignored; + .csv, and a .jsonl of
+finished points: a rerun with `--resume` skips them) and `scaling_devices.{png,svg}` drawn from the JSON
+(`--plot-only` redraws them) unless `--out FOLDER` (or `--out FILE.json`); the committed reference is
+`--out benchmarks/results/<platform>/`. Every option is checked before any work; errors: one line on stderr,
+exit status 2 (bad options) or 1.
 """
 
 from __future__ import annotations
@@ -34,60 +38,50 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
-RESULTS = HERE.parent / "results"
+sys.path.insert(0, str(HERE.parent))  # benchmarks/_common.py
+
+import _common as common  # noqa: E402
+
 NAME = "scaling_devices"
+QUICK = {"sizes": "8,8,4", "batch": 32, "chunk_size": 8, "repeats": 3, "devices": "1,2", "processes": "1,2"}
+DEFAULTS = {"sizes": "64,64,10", "batch": 256, "chunk_size": 64, "repeats": 5, "devices": "1,2,4",
+            "processes": "1,2"}
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,2,4, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers such as 1,2,4, got {text!r}")
-    return values
+def parse_args(argv):
+    """The options, every one checked before any work (UsageError: one line, exit status 2)."""
+    from gdjax.gradients import available_methods, method_info
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line usage error (exit status 2)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-QUICK = {"sizes": (8, 8, 4), "batch": 32, "chunk_size": 8, "repeats": 3, "devices": (1, 2), "processes": (1, 2)}
-DEFAULTS = {"sizes": (64, 64, 10), "batch": 256, "chunk_size": 64, "repeats": 5, "devices": (1, 2, 4),
-            "processes": (1, 2)}
-
-
-def parse_args(argv=None):
-    p = _Parser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny network, 1-2 devices and processes, 3 repeats "
-                                                            "(options given explicitly still win)")
-    p.add_argument("--sizes", type=_ints, default=None, help="layer widths (default 64,64,10: P = 4810)")
+    p = common.Parser(NAME, __doc__, f"{NAME}.json",
+                      quick="tiny network, 1-2 devices and processes, 3 repeats (options given explicitly still win)")
+    p.add_argument("--sizes", default=None, help="layer widths (default 64,64,10: P = 4810)")
     p.add_argument("--batch", type=int, default=None, help="examples in the batch (default 256)")
-    p.add_argument("--method", default="fd-forward", help="an FD method with a devices option (fd-forward, ...)")
+    p.add_argument("--method", default="fd-forward", help="a method with a `devices` option (default fd-forward)")
     p.add_argument("--chunk-size", type=int, default=None, help="directions per vmapped chunk per device (64)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    p.add_argument("--devices", type=_ints, default=None, help="device counts to time (default 1,2,4)")
-    p.add_argument("--processes", type=_ints, default=None, help="process counts to time, one device each (1,2)")
+    p.add_argument("--devices", default=None, help="device counts to time (default 1,2,4)")
+    p.add_argument("--processes", default=None, help="process counts to time, one device each (1,2)")
     p.add_argument("--repeats", type=int, default=None, help="timed repetitions per point (default 5)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per measured point")
-    p.add_argument("--out", type=Path, default=None, help="results folder (default results/<platform>/)")
     p.add_argument("--resume", action="store_true", help="keep the finished points of the .jsonl")
     p.add_argument("--plot-only", action="store_true", help="redraw the figure from the JSON and stop")
     # internal: one measurement in this process
     p.add_argument("--worker", choices=("devices", "processes", "probe"), help=argparse.SUPPRESS)
     p.add_argument("--k", type=int, default=1, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    for name, value in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    for name in ("batch", "chunk_size", "repeats"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if len(args.sizes) < 2:
-        p.error(f"--sizes needs at least two widths, got {args.sizes}")
+    args = p.parse(argv, DEFAULTS, QUICK)
+    args.net = common.sizes_list(args.sizes, one=True)[0]
+    args.device_counts = common.int_list(args.devices, "--devices")
+    args.process_counts = common.int_list(args.processes, "--processes")
+    if not args.device_counts:
+        raise common.UsageError("--devices: give at least one device count, e.g. 1,2,4")
+    common.require(args, 1, "batch", "chunk_size", "repeats", "k")
+    common.require(args, 0, "timeout", strict=True)
+    if args.plot_only and not args.path.exists():
+        raise common.UsageError(f"--plot-only: no results file {args.path}; give --out with an earlier run's folder")
+    if args.method not in available_methods() or "devices" not in method_info(args.method).options:
+        valid = [m for m in available_methods() if "devices" in method_info(m).options]
+        raise common.UsageError(f"--method: {args.method!r} cannot split its work over devices; use one of "
+                                f"{', '.join(valid)}")
     return args
 
 
@@ -100,7 +94,6 @@ def worker(args) -> dict | None:
 
     distributed.initialize_from_env()  # set by the launcher in "processes" mode; a no-op otherwise
     import jax
-    import numpy as np
 
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
@@ -114,21 +107,16 @@ def worker(args) -> dict | None:
     devices = jax.devices() if args.worker == "processes" else jax.devices()[: args.k]
     if len(devices) != args.k:
         raise ValueError(f"asked for {args.k} devices, this process sees {len(jax.devices())}")
-    net = gdjax.MLP(tuple(args.sizes))
-    cost = gdjax.make_cost(net, "quadratic")
-    rng = np.random.default_rng(0)  # numpy: the same problem in every process, and no eager ops to compile
-    params = tuple(gdjax.Layer((rng.normal(size=(m, n)) / np.sqrt(m)).astype(args.dtype), np.zeros(n, args.dtype))
-                   for m, n in zip(args.sizes[:-1], args.sizes[1:]))  # LeCun-normal weights, zero biases
-    batch = gdjax.Batch(rng.uniform(size=(args.batch, net.n_in)).astype(args.dtype),
-                        np.eye(net.n_out, dtype=args.dtype)[rng.integers(0, net.n_out, size=args.batch)])
+    # the shared problem, drawn with numpy: the same in every process, and no eager ops to compile
+    cost, params, batch = common.make_problem(args.net, args.batch, args.dtype, args.seed)
     est = gdjax.gradient(cost, args.method, chunk_size=args.chunk_size, devices=devices)
     timing = profiling.time_fn(est, params, batch, repeats=args.repeats, warmup=2)
     if info.process_id != 0:
         return None
-    p = net.n_params()
+    p = gdjax.n_params(params)
     env = results.environment()
     return {
-        "mode": args.worker, "k": args.k, "method": args.method, "sizes": ",".join(map(str, args.sizes)),
+        "mode": args.worker, "k": args.k, "method": args.method, "sizes": ",".join(map(str, args.net)),
         "n_params": p, "batch": args.batch, "dtype": args.dtype, "chunk_size": args.chunk_size,
         "evaluations": float(est.evaluations(p)), "devices_total": info.global_device_count,
         "processes": info.num_processes, "median_s": timing.median_s, "min_s": timing.min_s,
@@ -142,10 +130,9 @@ def worker(args) -> dict | None:
 
 
 def _worker_argv(args, mode: str, k: int) -> list[str]:
-    argv = [sys.executable, str(HERE), "--worker", mode, "--k", str(k), "--sizes", ",".join(map(str, args.sizes)),
+    return [sys.executable, str(HERE), "--worker", mode, "--k", str(k), "--sizes", ",".join(map(str, args.net)),
             "--batch", str(args.batch), "--method", args.method, "--chunk-size", str(args.chunk_size),
-            "--dtype", args.dtype, "--repeats", str(args.repeats)]
-    return argv
+            "--dtype", args.dtype, "--repeats", str(args.repeats), "--seed", str(args.seed)]
 
 
 def _env(args, host_devices: int) -> dict:
@@ -172,10 +159,10 @@ def run_point(args, mode: str, k: int, platform: str) -> dict:
         if proc.returncode:
             raise RuntimeError(f"devices k={k} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
         return _row_from(proc.stdout)
-    from gdjax import distributed
+    from gdjax.launch import launch
 
     out = io.StringIO()
-    result = distributed.launch(_worker_argv(args, mode, k), k, timeout_s=args.timeout, env=_env(args, 1), out=out)
+    result = launch(_worker_argv(args, mode, k), k, timeout_s=args.timeout, env=_env(args, 1), out=out)
     if result.returncode:
         raise RuntimeError(f"processes k={k}: {result.message}\n{out.getvalue()[-2000:]}")
     return _row_from(out.getvalue())
@@ -199,16 +186,13 @@ def add_ratios(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def plot(path: Path) -> Path:
-    """Draw time per gradient and efficiency vs k, from the results file at `path`; returns the PNG's path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot(path: Path) -> list[Path]:
+    """Draw time per gradient and efficiency vs k from the results file at `path`: its .png and .svg paths."""
     import matplotlib.ticker
 
-    from gdjax import results
+    from gdjax import plotting, results
 
+    plt = plotting.plt
     data = results.load_results(path)
     rows, cfg = data["rows"], data["config"]
     fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(10, 4))
@@ -228,7 +212,6 @@ def plot(path: Path) -> Path:
     ks = sorted({r["k"] for r in rows})
     if data["meta"].get("platform") == "cpu" and cores:  # k devices on `cores` cores: efficiency <= cores / k
         ax_e.plot(ks, [min(1.0, cores / k) for k in ks], "--", color="gray", label=f"bound min(1, {cores}/k)")
-
     ax_e.set(xscale="log", ylim=(0, 1.1), xlabel="k", ylabel="efficiency t1 / (k tk)",
              title=f"strong scaling on {data['meta'].get('device_kind')} ({cores} cores)")
     for ax in (ax_t, ax_e):
@@ -236,79 +219,79 @@ def plot(path: Path) -> Path:
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.legend()
     fig.tight_layout()
-    png = Path(path).with_suffix(".png")
-    tmp = png.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, png)
-    return png
+    return plotting.save_figure(fig, Path(path).with_suffix(""))
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def measure(args, platform: str, device_count: int, jsonl: Path) -> list[dict]:
+    """Every (mode, k) point, each in fresh processes, appended to `jsonl` as it finishes; with --resume the
+    points already there (same problem and options) are kept. Rows of process 0, in plan order."""
+    from gdjax import results
+
+    points = [("devices", k) for k in args.device_counts]
+    if platform == "cpu":
+        points += [("processes", k) for k in args.process_counts]
+    else:  # one process per accelerator needs as many accelerators; not attempted here
+        print(f"note: process scaling runs on CPU only here ({platform}: see README 'distributed')")
+        points = [(m, k) for m, k in points if k <= device_count]
+    same = {"sizes": ",".join(map(str, args.net)), "batch": args.batch, "method": args.method,
+            "chunk_size": args.chunk_size, "dtype": args.dtype, "repeats": args.repeats, "seed": args.seed}
+    done = {}
+    if args.resume:
+        done = {(r["mode"], r["k"]): r for r in results.read_jsonl(jsonl) if r.get("config") == same}
+    elif jsonl.exists():
+        jsonl.unlink()
+    rows = []
+    for mode, k in points:
+        row = done.get((mode, k))
+        if row is None:
+            row = run_point(args, mode, k, platform)
+            row["config"] = same
+            results.append_jsonl(jsonl, row)
+        rows.append(row)
+        print(f"{mode:>9} k={k}: {common.human_time(row['median_s'])} per gradient (min "
+              f"{common.human_time(row['min_s'])}, max {common.human_time(row['max_s'])}, compile "
+              f"{common.human_time(row['compile_s'])})", flush=True)
+    return rows
+
+
+def run(args) -> int:
+    """The worker's one measurement, or the driver: probe, measure every point, write, draw, print."""
     if args.worker:
         row = worker(args)
         if row is not None:
             print("RESULT " + json.dumps(row), flush=True)
         return 0
-
     from gdjax import results
 
-    dev = probe(args)
-    folder = args.out or RESULTS / dev["platform"]  # cpu, gpu: as every benchmark here; meta names the device
-    path = folder / f"{NAME}.json"
+    path = args.path
     if args.plot_only:
-        print(plot(path))
+        print(*plot(path))
         return 0
-    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
-              if k not in ("worker", "k", "out", "resume", "plot_only", "timeout")}
-    config["sizes"] = ",".join(map(str, args.sizes))
-    points = [("devices", k) for k in args.devices]
-    if dev["platform"] == "cpu":
-        points += [("processes", k) for k in args.processes]
-    else:  # one process per accelerator needs as many accelerators; not attempted here
-        print(f"note: process scaling runs on CPU only here ({dev['platform']}: see README 'distributed')")
-        points = [(m, k) for m, k in points if k <= dev["device_count"]]
-    jsonl = folder / f"{NAME}.jsonl"
-    same = {k: config[k] for k in ("sizes", "batch", "method", "chunk_size", "dtype", "repeats")}
-    done = {}
-    if args.resume and jsonl.exists():
-        for r in results.read_jsonl(jsonl):
-            if r.get("config") == same:
-                done[(r["mode"], r["k"])] = r
-    elif jsonl.exists():
-        jsonl.unlink()
-    rows, meta = [], None
-    for mode, k in points:
-        row = done.get((mode, k))
-        if row is None:
-            row = run_point(args, mode, k, dev["platform"])
-            row["config"] = same
-            results.append_jsonl(jsonl, row)
-        meta = meta or row["env"]
-        rows.append(row)
-        print(f"{mode:>9} k={k}: {row['median_s'] * 1e3:9.2f} ms per gradient "
-              f"(min {row['min_s'] * 1e3:.2f}, max {row['max_s'] * 1e3:.2f}, compile {row['compile_s']:.2f} s)",
-              flush=True)
-    rows = add_ratios([{k: v for k, v in r.items() if k not in ("env", "config", "times")} | {"times": r["times"]}
-                       for r in rows])
-    meta = dict(meta or {}, command=" ".join([Path(sys.executable).name, *sys.argv]))
+    load0 = common.load_average()
+    dev = probe(args)  # in a subprocess: this process never holds a device (the workers need them)
+    rows = measure(args, dev["platform"], dev["device_count"], path.with_suffix(".jsonl"))
+    # meta: the workers' environment (device, versions, git commit and git_dirty), this command and the load
+    meta = dict(rows[0]["env"], command=" ".join([Path(sys.executable).name, *sys.argv]),
+                load_avg_1min_start=load0, load_avg_1min_end=common.load_average())
     meta["note"] = (f"forced host devices share this machine's {meta.get('cpu_count')} cores: on CPU the speed-up "
                     "is bounded by the core count, not by k") if dev["platform"] == "cpu" else ""
+    rows = add_ratios([{k: v for k, v in r.items() if k not in ("env", "config")} for r in rows])
+    config = {"sizes": ",".join(map(str, args.net)), "batch": args.batch, "method": args.method,
+              "chunk_size": args.chunk_size, "dtype": args.dtype, "repeats": args.repeats, "seed": args.seed,
+              "devices": args.device_counts, "processes": args.process_counts, "quick": args.quick}
     results.save_results(path, rows, meta=meta, config=config)
-    png = plot(path)
-    print(f"{'mode':>9} {'k':>3} {'median ms':>10} {'speed-up':>10} {'efficiency':>10}")
+    figs = plot(path)
+    print(f"{'mode':>9} {'k':>3} {'median':>10} {'speed-up':>10} {'efficiency':>10}")
     for r in rows:
         ratios = "".join(f"{r[name]:10.2f}" if r[name] is not None else f"{'-':>10}" for name in ("speedup", "efficiency"))
-        print(f"{r['mode']:>9} {r['k']:>3} {r['median_s'] * 1e3:10.2f}{ratios}")
-    print(f"wrote {path} and {png}")
+        print(f"{r['mode']:>9} {r['k']:>3} {common.human_time(r['median_s']):>10}{ratios}")
+    print(f"wrote {path} and {', '.join(map(str, figs))}")
     return 0
 
 
+def main(argv=None) -> int:
+    return common.run_main(NAME, parse_args, run, argv)
+
+
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, TypeError, RuntimeError, OSError, subprocess.TimeoutExpired) as err:
-        print(f"scaling_devices: error: {str(err).strip().splitlines()[0] if str(err).strip() else err!r}",
-              file=sys.stderr)
-        sys.exit(1)
+    sys.exit(main())

@@ -18,7 +18,6 @@ import time
 from functools import lru_cache
 
 import numpy as np
-import conftest
 import pytest
 
 import gdjax
@@ -306,44 +305,6 @@ def test_shard_batch_and_replicate_on_one_device():
         distributed.shard_batch(batch, "mesh")
     with pytest.raises(ValueError, match="multiple of"):
         distributed.shard_batch(gdjax.Batch(jnp.zeros(()), jnp.zeros(())), mesh)
-
-
-# --- the scaling benchmark (tiny sizes) ----------------------------------------------------------------------------
-
-BENCH = os.path.join(os.path.dirname(HERE), os.pardir, "benchmarks", "scaling_devices.py")
-
-
-def _bench_module():
-    return conftest.load_script("benchmarks/scaling_devices.py")
-
-
-def test_scaling_benchmark_ratios():
-    bench = _bench_module()
-    rows = bench.add_ratios([{"mode": "devices", "k": 1, "median_s": 2.0}, {"mode": "devices", "k": 4, "median_s": 1.0},
-                             {"mode": "processes", "k": 2, "median_s": 1.0}])
-    assert rows[1]["speedup"] == 2.0 and rows[1]["efficiency"] == 0.5  # t1 / tk and t1 / (k tk)
-    assert rows[2]["speedup"] is None and rows[2]["efficiency"] is None  # no one-process baseline measured
-
-
-def test_scaling_benchmark_quick_run(tmp_path):
-    env = _env(1)
-    proc = subprocess.run([sys.executable, BENCH, "--quick", "--devices", "1,2", "--processes", "1", "--repeats", "1",
-                           "--out", str(tmp_path)], env=env, text=True, capture_output=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    data = json.loads((tmp_path / "scaling_devices.json").read_text())
-    got = {(r["mode"], r["k"]): r for r in data["rows"]}
-    assert set(got) == {("devices", 1), ("devices", 2), ("processes", 1)}
-    assert got[("devices", 2)]["devices_total"] == 2 and got[("processes", 1)]["processes"] == 1
-    r = got[("devices", 2)]
-    assert r["median_s"] > 0 and r["efficiency"] == pytest.approx(got[("devices", 1)]["median_s"] / (2 * r["median_s"]))
-    assert data["meta"]["jax"] and data["meta"]["cpu_count"] and data["config"]["method"] == "fd-forward"
-    assert (tmp_path / "scaling_devices.png").stat().st_size > 0
-    assert len((tmp_path / "scaling_devices.jsonl").read_text().splitlines()) == 3  # resumable points
-
-
-def test_scaling_benchmark_bad_input_is_one_line():
-    proc = subprocess.run([sys.executable, BENCH, "--devices", "0"], text=True, capture_output=True, timeout=60)
-    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) <= 2 and "--devices" in proc.stderr
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["worker"]:

@@ -1,0 +1,66 @@
+"""benchmarks/scaling_devices.py: speed-up and efficiency from planted times, a quick run on forced host devices
+and processes (and its resume), and bad options refused before any work."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, load_script
+
+SCRIPT = "benchmarks/scaling_devices.py"
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GDJAX_")}
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def test_ratios_from_planted_times():
+    """Catches: speed-up and efficiency swapped or taken against another mode's k = 1 (t1 / tk, t1 / (k tk)),
+    and a ratio invented where no one-process baseline was measured."""
+    rows = load_script(SCRIPT).add_ratios([
+        {"mode": "devices", "k": 1, "median_s": 2.0}, {"mode": "devices", "k": 4, "median_s": 1.0},
+        {"mode": "processes", "k": 2, "median_s": 1.0}])
+    assert rows[1]["speedup"] == 2.0 and rows[1]["efficiency"] == 0.5
+    assert rows[2]["speedup"] is None and rows[2]["efficiency"] is None
+
+
+def test_quick_run_then_resume(tmp_path):
+    """Catches: a worker that does not see its k forced devices, efficiency not recomputable from the rows,
+    meta without git_dirty, and --resume that measures again (the second run must reuse every point)."""
+    argv = [sys.executable, str(ROOT / SCRIPT), "--quick", "--devices", "1,2", "--processes", "1", "--repeats", "1",
+            "--out", str(tmp_path)]
+    proc = subprocess.run(argv, env=_env(), text=True, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((tmp_path / "scaling_devices.json").read_text())
+    got = {(r["mode"], r["k"]): r for r in data["rows"]}
+    assert set(got) == {("devices", 1), ("devices", 2), ("processes", 1)}
+    assert got[("devices", 2)]["devices_total"] == 2 and got[("processes", 1)]["processes"] == 1
+    r = got[("devices", 2)]
+    assert r["efficiency"] == pytest.approx(got[("devices", 1)]["median_s"] / (2 * r["median_s"]))
+    assert "git_dirty" in data["meta"] and data["config"]["method"] == "fd-forward"
+    assert (tmp_path / "scaling_devices.png").stat().st_size > 0 and (tmp_path / "scaling_devices.svg").exists()
+    jsonl = (tmp_path / "scaling_devices.jsonl").read_text()
+    assert len(jsonl.splitlines()) == 3
+    proc = subprocess.run(argv + ["--resume"], env=_env(), text=True, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "scaling_devices.jsonl").read_text() == jsonl  # nothing measured again
+    again = {(r["mode"], r["k"]): r["median_s"] for r in json.loads((tmp_path / "scaling_devices.json").read_text())["rows"]}
+    assert again == {key: r["median_s"] for key, r in got.items()}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--devices", "0"], "--devices"),
+    (["--method", "reverse"], "cannot split its work over devices"),
+    (["--sizes", "8"], "--sizes"),
+    (["--timeout", "0"], "--timeout"),
+    (["--plot-only", "--out", "/nonexistent/x"], "--plot-only"),
+])
+def test_bad_options_one_line_before_any_work(args, message, capsys):
+    """Catches: an option checked only in the worker subprocesses (after the probe), or a traceback."""
+    assert load_script(SCRIPT).main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and err.startswith("scaling_devices: error:"), err
