@@ -10,7 +10,8 @@ output and nothing else:
 `update(root)` rewrites every marked block in place; `update(root, check=True)` changes nothing and returns a
 unified diff of every block that differs from its rendering. `stale_sources(root)` applies the provenance rule
 of `gdjax.report.provenance` to every results file the pages use. Renderers: `gdjax.report.benchmarks`,
-`gdjax.report.experiments` (one small function per table, registered with the file it reads).
+`gdjax.report.experiments` (one small function per table, registered with the file it reads). A new table is
+one more function there (or in a new module imported below), and its marker in a page.
 
     >>> from gdjax import report
     >>> report.render("fd_vs_grad.headline", load_results("benchmarks/results/cpu/fd_vs_grad.json"))

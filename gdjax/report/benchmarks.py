@@ -63,7 +63,9 @@ def fd_vs_grad_headline(data) -> str:
     rows = _lecture_rows(data)
     rev = one(rows, method="reverse")["median_s"]
     r0 = rows[0]
-    head = (f"[784, 30, 10], P = {r0['P']:,}, N = {r0['batch_size']}, {r0['dtype']}, on {data['meta']['device_kind']}"
+    meta = data["meta"]
+    cores = f", {meta['cpu_count']} cores" if meta.get("platform") == "cpu" and meta.get("cpu_count") else ""
+    head = (f"[784, 30, 10], P = {r0['P']:,}, N = {r0['batch_size']}, {r0['dtype']}, on {meta['device_kind']}{cores}"
             f" (`~`: timed on a subset of directions and scaled, `extrapolated` in the JSON):\n\n")
     body = [[_label(r["method"]), fmt_int(r["evaluations"]), _time(r), ("~" if r["extrapolated"] else "")
              + fmt_g(r["median_s"] / rev), fmt_pct(r["peak_fraction"]), fmt_e(r["rel_error"])] for r in rows]
