@@ -6,56 +6,57 @@
     python benchmarks/estimators.py --quick    # a tiny net, 1 epoch: about a minute, mostly compilation
     python benchmarks/estimators.py --replot benchmarks/results/cpu/estimators.json   # figures only
 
-Part 1, the ladder (`group: "ladder"` rows): for each network (sigmoid hidden and output units, quadratic cost,
-N(0, 1) weights, x ~ U[0, 1], one-hot random labels, N examples, float32) and each rung, one gradient:
-  - `median_s` / `min_s` / `max_s` per gradient after a warm-up call (`compile_s`: the warm-up's time), repeats
-    stopped early past `--time-budget` seconds (at least one timed call);
-  - `evaluations` (the estimator's own count, cost evaluations per gradient) and `fp_equivalents` = FLOPs of the
-    gradient / FLOPs of one forward pass (the cost), both from XLA's cost analysis. XLA counts a loop body once,
-    so FLOPs come from loop-free programs: the layer-aware FD is compiled with every step under one vmap
-    (`layerwise_differences(loop=False)`, compiled only, never run); the FD kernel's FLOPs are its evaluations x
-    the forward pass's (each evaluation is a whole forward pass: `flops_source` says which). XLA counts
-    transcendental functions (exp, expm1, log1p: most of the layer-aware FD's work) separately:
-    `transcendentals`;
+Part 1, the ladder (`group: "ladder"` rows): for each network (the lecture's problem of every benchmark,
+`benchmarks/_common.make_problem`: sigmoid hidden and output units, quadratic cost, N(0, 1) weights, x ~ U[0, 1],
+one-hot random labels, N examples, float32) and each rung, one gradient:
+  - `median_s` / `min_s` / `max_s` per gradient after a warm-up call (`first_call_s`; `compile_s`: XLA's
+    compilation of the whole gradient program, timed apart), repeats stopped early past `--time-budget` seconds
+    (at least one timed call);
+  - `evaluations`: the estimator's own count of cost evaluations per gradient where that is a true count
+    (`est.evaluations(P)`; None for autodiff, whose cost is not a number of cost evaluations);
+  - `flops`: XLA's FLOP count of the compiled gradient program (`gdjax.profiling.xla_flops`, loop bodies
+    counted with their trip counts) and `fp_equivalents` = flops / the FLOPs of the compiled cost (one forward
+    pass): measured, never a constant;
   - `rel_error` = |g - g_ref| / |g_ref| and `cosine` against float64 `jax.grad` on the same params and batch;
     stochastic rungs: mean and standard deviation over `--keys` keys (`rel_error_std`, `cosine_std`);
   - `speedup_vs_fd` = time(fd-forward) / time(rung) and `over_reverse` = time(rung) / time(reverse): ratios
     within this run (the machine is shared: compare ratios, not absolute times).
-  The FD kernel first runs a pilot on K evenly spread directions (the kernel applied to the cost restricted to
-  them, so each evaluation is still a whole forward pass; K fits a twentieth of `--time-budget`), scaled by
-  evaluations(P) / evaluations(K) (`pilot_s`). When that predicts more than half the budget, the pilot is the
-  result: `extrapolated: true`, `measured_directions` = K, `scale`, and its error is over those K components
-  (`error_on`); otherwise the whole gradient is timed.
+  A method that can be timed on part of its directions (`est.subset`: the FD kernel) first runs a pilot: its
+  own compiled program (same chunk size, same loop body, whole chunks) on the first K directions, K fitting a
+  twentieth of `--time-budget`, scaled by total / covered directions (`pilot_s`). When that predicts more than
+  half the budget, the pilot is the result: `extrapolated: true`, `measured_directions`, `scale`, and the error
+  over K evenly spread components (the method on the cost restricted to them, `error_on`); otherwise the whole
+  gradient is timed. Every other rung is timed whole.
 Part 2, training (`group: "training"` rows): the digits data (1500 train / 297 test, 8x8 images), network
 [64, 16, 10], the same init, plain SGD eta = 3 (`--lr`), mini-batches of 10, `--epochs` epochs, every rung
-through `gdjax.train.fit`; one row per epoch with the train cost, test accuracy, steps and training seconds
+through `gdjax.fit.fit`; one row per epoch with the train cost, test accuracy, steps and training seconds
 (compile excluded). A run that diverges is kept up to its last good epoch (`status: "diverged"`).
 
-Output: benchmarks/results/<platform>/estimators.json (+ .csv), estimators_ladder.{png,svg} (time per gradient,
-log scale, rungs ordered, hatched = extrapolated) and estimators_training.{png,svg} (cost vs steps and vs
-seconds). Errors: one line on stderr, exit status 2 (bad options) or 1.
+Output: runs/estimators-<date>/estimators.json (git-ignored; + .csv) unless `--out FOLDER` (or `--out FILE.json`),
+the committed reference being `--out benchmarks/results/<platform>/`; beside it estimators_ladder.{png,svg} (time
+per gradient, log scale, rungs ordered, hatched = extrapolated) and estimators_training.{png,svg} (cost vs steps
+and vs seconds). Every option is checked before any work; errors: one line on stderr, exit status 2 (bad
+options) or 1.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 
+import _common as common  # noqa: E402
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from jax.flatten_util import ravel_pytree  # noqa: E402
 
 import gdjax  # noqa: E402
 from gdjax import profiling, results  # noqa: E402
-from gdjax.data import Batch, one_hot  # noqa: E402
-from gdjax.gradients import method_info, structured  # noqa: E402
+from gdjax.gradients import method_info  # noqa: E402
 
+NAME = "estimators"
 # (label, registry method, options), from the most expensive rung to the cheapest
 LADDER = (
     ("fd-forward", "fd-forward", {}),
@@ -73,260 +74,181 @@ LADDER = (
 LABELS = tuple(e[0] for e in LADDER)
 TRAINING = ("reverse", "fd-forward", "fd-layerwise", "node-perturbation", "spsa-k16", "spsa-k1",
             "forward-gradient-k16", "forward-gradient-k1")
-DEFAULT_SIZES = "784,30,10;784,128,64,10"
+DEFAULTS = {"sizes": "784,30,10;784,128,64,10", "batch": 1000, "repeats": 3, "keys": 20, "epochs": 10,
+            "n_train": None, "time_budget": 120.0, "train_methods": ",".join(TRAINING)}
 QUICK = {"sizes": "12,8,6,4", "batch": 64, "repeats": 1, "keys": 4, "epochs": 1, "n_train": 100,
          "time_budget": 5.0, "train_methods": "reverse,fd-layerwise,spsa-k16"}
 
 
-class UsageError(ValueError):
-    """A bad command-line option (exit status 2)."""
-
-
 # --- options --------------------------------------------------------------------------------------------------
 
-def parse_sizes(text: str) -> list[tuple[int, ...]]:
-    """'784,30,10;784,128,64,10' -> [(784, 30, 10), (784, 128, 64, 10)]."""
-    nets = []
-    for part in text.split(";"):
-        try:
-            sizes = tuple(int(s) for s in part.split(","))
-        except ValueError:
-            raise UsageError(f"--sizes: {part!r} is not a comma-separated list of layer widths such as 784,30,10")
-        if len(sizes) < 3 or min(sizes) < 1:
-            raise UsageError(f"--sizes: {part!r} needs at least 3 positive widths (input, hidden..., output)")
-        nets.append(sizes)
-    return nets
-
-
 def parse_labels(text: str, valid=LABELS, what="--methods") -> tuple[str, ...]:
+    """'fd-forward,reverse' -> ("fd-forward", "reverse"); UsageError naming the unknown ones and the valid."""
     labels = tuple(s.strip() for s in text.split(",") if s.strip())
     bad = [s for s in labels if s not in valid]
     if bad or not labels:
-        raise UsageError(f"{what}: unknown {bad or text!r}; valid: {','.join(valid)}")
+        raise common.UsageError(f"{what}: unknown {bad or text!r}; valid: {','.join(valid)}")
     return labels
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line on stderr (main prints it), not argparse's usage block
-        raise UsageError(message)
-
-
 def parse_args(argv):
-    ap = _Parser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default=None, help=f"networks, ';'-separated (default {DEFAULT_SIZES})")
+    """The options, every one checked before any work (UsageError: one line, exit status 2)."""
+    ap = common.Parser(NAME, __doc__, f"{NAME}.json",
+                       quick="a tiny net, one repeat, one epoch: about a minute (mostly compilation)")
+    ap.add_argument("--sizes", default=None, help=f"networks, ';'-separated (default {DEFAULTS['sizes']})")
     ap.add_argument("--batch", type=int, default=None, help="examples N (default 1000)")
     ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     ap.add_argument("--methods", default=",".join(LABELS), help="rungs of the ladder (default: all)")
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per rung (default 3)")
     ap.add_argument("--time-budget", type=float, default=None,
-                    help="seconds per rung: repeats stop past it; the FD kernel is extrapolated from a subset of "
-                         "directions when a pilot predicts a full gradient over half of it (default 120)")
+                    help="seconds per rung: repeats stop past it; a method timeable on a subset of directions is "
+                         "extrapolated when its pilot predicts a whole gradient over half of it (default 120)")
     ap.add_argument("--keys", type=int, default=None, help="keys for the error spread of stochastic rungs (default 20)")
     ap.add_argument("--epochs", type=int, default=None, help="training epochs per rung (default 10; 0: no training)")
     ap.add_argument("--n-train", type=int, default=None, help="training examples of digits (default all 1500)")
     ap.add_argument("--train-methods", default=None, help=f"rungs trained (default {','.join(TRAINING)})")
     ap.add_argument("--lr", type=float, default=3.0, help="SGD learning rate for training (default 3)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quick", action="store_true", help="a tiny net, one repeat, one epoch: about a minute (mostly compilation)")
-    ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<platform>/estimators.json)")
     ap.add_argument("--replot", default=None, metavar="JSON", help="only redraw the figures from a results file")
-    args = ap.parse_args(argv)
-    defaults = QUICK if args.quick else {"sizes": DEFAULT_SIZES, "batch": 1000, "repeats": 3, "keys": 20,
-                                         "epochs": 10, "n_train": None, "time_budget": 120.0,
-                                         "train_methods": ",".join(TRAINING)}
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    args.nets = parse_sizes(args.sizes)
+    args = ap.parse(argv, DEFAULTS, QUICK)
+    args.nets = common.sizes_list(args.sizes, min_layers=3)
     args.labels = parse_labels(args.methods)
     args.train_labels = parse_labels(args.train_methods, what="--train-methods")
-    for name in ("batch", "repeats", "keys"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.epochs < 0:
-        raise UsageError(f"--epochs must be >= 0, got {args.epochs}")
+    common.require(args, 1, "batch", "repeats", "keys")
+    common.require(args, 0, "epochs")
+    common.require(args, 0, "time_budget", "lr", strict=True)
     if args.n_train is not None and not 10 <= args.n_train <= 1500:
-        raise UsageError(f"--n-train must lie in [10, 1500] (digits has 1500 training images), got {args.n_train}")
-    if not args.time_budget > 0 or not args.lr > 0:
-        raise UsageError("--time-budget and --lr must be > 0")
+        raise common.UsageError(f"--n-train must lie in [10, 1500] (digits has 1500 training images), got {args.n_train}")
+    if args.replot and not Path(args.replot).is_file():
+        raise common.UsageError(f"--replot: no results file {args.replot}")
     return args
 
 
-# --- the problem ----------------------------------------------------------------------------------------------
+# --- one rung -----------------------------------------------------------------------------------------------------
 
-def make_problem(sizes, n: int, dtype: str, seed: int):
-    """The lecture's network and data: (cost, params, batch)."""
-    net = gdjax.MLP(sizes)
-    kp, kx, ky = jax.random.split(jax.random.key(seed), 3)
-    params = net.init(kp, dtype=dtype)
-    x = jax.random.uniform(kx, (n, sizes[0]), jnp.dtype(dtype))
-    y = one_hot(np.asarray(jax.random.randint(ky, (n,), 0, sizes[-1])), sizes[-1], dtype)
-    return gdjax.make_cost(net, "quadratic"), params, Batch(x, y)
+class Problem(NamedTuple):
+    """One network's problem and what every rung is compared with: the float64 reference gradient (P,), the
+    forward pass's median seconds and XLA FLOPs (None when XLA gives no count)."""
 
-
-def to64(tree):
-    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), tree)
+    cost: object
+    params: tuple
+    batch: gdjax.Batch
+    ref: np.ndarray
+    t_forward: float
+    forward_flops: float | None
 
 
-def flat_np(tree) -> np.ndarray:
-    return np.asarray(ravel_pytree(jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), tree))[0])
+def setup(sizes, args) -> Problem:
+    """The lecture's problem at `sizes` with `args.batch` examples, its reference and its forward pass."""
+    cost, params, batch = common.problem(sizes, args.batch, args.dtype, args.seed)
+    fwd = jax.jit(cost)
+    t_forward = profiling.time_fn(fwd, params, batch, repeats=max(3, args.repeats), max_time=args.time_budget)
+    return Problem(cost, params, batch, common.reference_gradient(cost, params, batch), t_forward.median_s,
+                   profiling.xla_flops(fwd, params, batch))
 
 
-def errors(estimate: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
-    """(|g - ref| / |ref|, cosine(g, ref))."""
-    rel = float(np.linalg.norm(estimate - ref) / np.linalg.norm(ref))
-    cos = float(estimate @ ref / (np.linalg.norm(estimate) * np.linalg.norm(ref) + 1e-300))
-    return rel, cos
-
-
-def cost_analysis(compiled) -> dict:
-    """flops / transcendentals of a compiled program (None when the backend gives none)."""
-    try:
-        d = compiled.cost_analysis()
-        d = d[0] if isinstance(d, list | tuple) else d
-    except Exception:  # some backends do not implement it
-        d = None
-    d = d or {}
-    return {k: (float(d[k]) if k in d and d[k] >= 0 else None) for k in ("flops", "transcendentals")}
-
-
-def has_loop(compiled) -> bool:
-    return " while(" in compiled.as_text()
-
-
-# --- timing one rung ------------------------------------------------------------------------------------------
-
-def restricted(cost, params, idx):
-    """`cost` as a function of the parameters at flat positions `idx` only (the others held): (sub_cost, u0)."""
-    v0, unravel = ravel_pytree(params)
-    idx = jnp.asarray(idx)
-
-    def sub_cost(u, batch):
-        return cost(unravel(v0.at[idx].set(u)), batch)
-
-    return sub_cost, v0[idx]
-
-
-def time_call(fn, args, repeats: int, budget: float) -> profiling.Timing:
-    return profiling.time_fn(fn, *args, repeats=repeats, warmup=1, max_time=budget)
-
-
-def fd_pilot_directions(p: int, t_forward: float, budget: float) -> int:
-    """Directions of the FD kernel's pilot run: what fits a twentieth of the budget, at least min(64, P/4)."""
+def pilot_directions(p: int, t_forward: float, budget: float) -> int:
+    """Directions of a pilot run: what fits a twentieth of the budget (one forward pass each), at least
+    min(64, P/4)."""
     return int(min(p, max(min(64, max(1, p // 4)), budget / 20 / t_forward)))
 
 
-def measure_rung(label, method, options, cost, params, batch, ref, t_forward, fwd_flops, args) -> dict:
-    """One rung of the ladder at one network: a row (see the module docstring)."""
-    info = method_info(method)
-    est = gradient_for(cost, method, options)
-    p = int(ref.size)
-    row = {"group": "ladder", "label": label, "method": method, "options": options, "kind": info.kind,
-           "structured": info.structured, "stochastic": est.stochastic, "evaluations": float(est.evaluations(p)),
-           "extrapolated": False, "measured_directions": p, "error_on": "all", "status": "ok"}
-    key = jax.random.key(args.seed + 1)
-    if method in ("fd-forward", "fd-central"):
-        # a pilot on k evenly spread directions (the kernel on the cost restricted to them); the whole gradient
-        # is timed when the pilot predicts it fits half the budget, else the pilot is the (flagged) result
-        k = fd_pilot_directions(p, t_forward, args.time_budget)
-        if k < p:
-            idx = np.unique(np.linspace(0, p - 1, k).round().astype(np.int64))
-            sub_cost, u0 = restricted(cost, params, idx)
-            sub = gradient_for(sub_cost, method, options)
-            fn = jax.jit(lambda u, b: sub(u, b))
-            timing = time_call(fn, (u0, batch), args.repeats, args.time_budget)
-            scale = row["evaluations"] / float(sub.evaluations(len(idx)))
-            row["pilot_s"] = timing.median_s * scale
-            if timing.median_s * scale > args.time_budget / 2:
-                rel, cos = errors(flat_np(fn(u0, batch)), ref[idx])
-                row.update({"extrapolated": True, "measured_directions": int(len(idx)), "scale": scale,
-                            "error_on": f"{len(idx)} of {p} components", "rel_error": rel, "cosine": cos,
-                            "note": f"timed on {len(idx)} of {p} directions, scaled by {scale:.4g}"})
-                _put_timing(row, timing, scale)
-                k = None
-        if k is not None:
-            fn = jax.jit(lambda q, b: est(q, b))
-            timing = time_call(fn, (params, batch), args.repeats, args.time_budget)
-            _put_timing(row, timing, 1.0)
-            row["rel_error"], row["cosine"] = errors(flat_np(fn(params, batch)), ref)
-        row.update({"flops": row["evaluations"] * fwd_flops["flops"] if fwd_flops["flops"] else None,
-                    "transcendentals": None if fwd_flops["transcendentals"] is None else
-                    row["evaluations"] * fwd_flops["transcendentals"],
-                    "flops_source": "evaluations x XLA forward pass", "xla_loop": None})
-        return row
+def timed(fn, call_args, args) -> profiling.Timing:
+    """`fn(*call_args)` timed after one warm-up call, `args.repeats` times or until `args.time_budget`."""
+    return profiling.time_fn(fn, *call_args, repeats=args.repeats, warmup=1, max_time=args.time_budget)
+
+
+def measure_rung(entry, prob: Problem, args) -> dict:
+    """One rung (label, method, options) at one network: a row (see the module docstring)."""
+    label, method, options = entry
+    est = gdjax.gradient(prob.cost, method, **options)
+    p = int(prob.ref.size)
+    evals = est.evaluations(p)
+    row = {"group": "ladder", "label": label, "method": method, "options": options, "kind": method_info(method).kind,
+           "structured": est.structured, "stochastic": est.stochastic, "exact": est.exact,
+           "evaluations": None if evals is None else float(evals), "extrapolated": False,
+           "measured_directions": p, "error_on": "all", "status": "ok"}
     if est.stochastic:
-        fn = jax.jit(lambda q, b, k: est(q, b, k))
-        timing = time_call(fn, (params, batch, key), args.repeats, args.time_budget)
-        errs = np.array([errors(flat_np(fn(params, batch, jax.random.fold_in(key, i))), ref)
-                         for i in range(args.keys)])
-        row.update({"rel_error": float(errs[:, 0].mean()), "rel_error_std": float(errs[:, 0].std()),
-                    "cosine": float(errs[:, 1].mean()), "cosine_std": float(errs[:, 1].std()), "keys": args.keys})
-        args_flops = (params, batch, key)
+        key = jax.random.key(args.seed + 1)
+        fn, call_args = jax.jit(lambda q, b, k: est(q, b, k)), (prob.params, prob.batch, key)
     else:
-        fn = jax.jit(lambda q, b: est(q, b))
-        timing = time_call(fn, (params, batch), args.repeats, args.time_budget)
-        row["rel_error"], row["cosine"] = errors(flat_np(fn(params, batch)), ref)
-        args_flops = (params, batch)
+        fn, call_args = jax.jit(lambda q, b: est(q, b)), (prob.params, prob.batch)
+    t0 = time.perf_counter()
+    exe = profiling.compiled(fn, *call_args)  # compiled once: counted, then timed
+    row["compile_s"] = time.perf_counter() - t0
+    row["flops"] = profiling.xla_flops(fn, *call_args, executable=exe)  # the whole program
+    row["fp_equivalents"] = row["flops"] / prob.forward_flops if row["flops"] and prob.forward_flops else None
+    if est.subset is not None and _extrapolate(row, est, prob, args):
+        return row
+    timing = timed(exe, call_args, args)
     _put_timing(row, timing, 1.0)
-    if method in ("fd-layerwise", "fd-layerwise-central"):
-        compiled = loop_free_layerwise(cost, params, batch, est.options["scheme"])
-        source = "XLA, loop-free program (compiled, not run)"
+    if est.stochastic:
+        row.update(stochastic_errors(exe, prob, key, args.keys))
     else:
-        compiled = fn.lower(*args_flops).compile()
-        source = "XLA"
-    row.update(cost_analysis(compiled))
-    row.update({"flops_source": source, "xla_loop": has_loop(compiled)})
+        row["rel_error"], row["cosine"] = common.errors(common.flat_numpy(exe(*call_args)), prob.ref)
     return row
 
 
-def gradient_for(cost, method, options):
-    return gdjax.gradient(cost, method, **options)
+def stochastic_errors(fn, prob: Problem, key, n_keys: int) -> dict:
+    """Mean and spread of (rel_error, cosine) over `n_keys` keys fold_in(key, i) of fn(params, batch, key)."""
+    errs = np.array([common.errors(common.flat_numpy(fn(prob.params, prob.batch, jax.random.fold_in(key, i))),
+                                   prob.ref) for i in range(n_keys)])
+    return {"rel_error": float(errs[:, 0].mean()), "rel_error_std": float(errs[:, 0].std()),
+            "cosine": float(errs[:, 1].mean()), "cosine_std": float(errs[:, 1].std()), "keys": n_keys}
 
 
-def loop_free_layerwise(cost, params, batch, scheme):
-    """The layer-aware FD with every step under one vmap, compiled for XLA's FLOP count (never run)."""
-    h = structured.default_eps(scheme, params[0].w.dtype)
-
-    def fn(q, b):
-        per_layer = [structured.fd_steps(jnp.concatenate([lw.w, lw.b[None]]), h, scheme) for lw in q]
-        steps = [[st[0][s] for st in per_layer] for s in range(len(per_layer[0][0]))]
-        return structured.layerwise_differences(cost, q, b, steps, loop=False)
-
-    return jax.jit(fn).lower(params, batch).compile()
+def _extrapolate(row: dict, est, prob: Problem, args) -> bool:
+    """Time the method's own program on its first K directions (`est.subset`); when that predicts a whole
+    gradient over half the budget, fill `row` with the extrapolation (and the error on K spread components)
+    and return True; else False (the caller times the whole gradient)."""
+    p = int(prob.ref.size)
+    sub = est.subset(prob.params, prob.batch, pilot_directions(p, prob.t_forward, args.time_budget))
+    if sub.covered >= sub.total:
+        return False
+    fn = jax.jit(sub.fn) if sub.jittable else sub.fn
+    timing = timed(fn, (prob.params, prob.batch), args)
+    scale = sub.total / sub.covered
+    row["pilot_s"] = timing.median_s * scale
+    if row["pilot_s"] <= args.time_budget / 2:
+        return False
+    row.update({"extrapolated": True, "measured_directions": int(sub.covered), "scale": scale,
+                "note": f"timed on {sub.covered} of {sub.total} directions (its own program), scaled by {scale:.4g}"})
+    _put_timing(row, timing, scale)
+    if est.structured:  # a restricted cost is not a gdjax MLP cost: no error measured
+        row.update({"rel_error": None, "cosine": None, "error_on": "none (structured method, extrapolated)"})
+        return True
+    idx = common.spread_indices(p, sub.covered)
+    sub_cost, theta0 = common.restrict_cost(prob.cost, prob.params, idx)
+    g = jax.jit(gdjax.gradient(sub_cost, row["method"], **row["options"]))(theta0, prob.batch)
+    row["rel_error"], row["cosine"] = common.errors(common.flat_numpy(g), prob.ref[idx])
+    row["error_on"] = f"{len(idx)} of {p} components (the method on the cost restricted to them)"
+    return True
 
 
 def _put_timing(row, timing, scale):
     row.update({"median_s": timing.median_s * scale, "min_s": timing.min_s * scale,
-                "max_s": timing.max_s * scale, "compile_s": timing.compile_s, "repeats": len(timing.times),
+                "max_s": timing.max_s * scale, "first_call_s": timing.compile_s, "repeats": len(timing.times),
                 "measured_median_s": timing.median_s})
 
 
 def run_ladder(args) -> list[dict]:
+    """Every rung of `args.labels` at every network of `args.nets`: the ladder rows, with same-run ratios."""
     rows = []
     for sizes in args.nets:
-        cost, params, batch = make_problem(sizes, args.batch, args.dtype, args.seed)
-        p = gdjax.n_params(params)
-        ref = flat_np(jax.jit(jax.grad(cost))(to64(params), to64(batch)))
-        fwd = jax.jit(cost)
-        t_forward = time_call(fwd, (params, batch), max(3, args.repeats), args.time_budget).median_s
-        fwd_flops = cost_analysis(fwd.lower(params, batch).compile())
-        base = {"sizes": "-".join(map(str, sizes)), "P": p, "N": args.batch, "dtype": args.dtype,
-                "forward_s": t_forward, "forward_flops": fwd_flops["flops"]}
+        prob = setup(sizes, args)
+        base = {"sizes": "-".join(map(str, sizes)), "P": int(prob.ref.size), "N": args.batch, "dtype": args.dtype,
+                "forward_s": prob.t_forward, "forward_flops": prob.forward_flops}
         net_rows = []
-        for label, method, options in LADDER:
-            if label not in args.labels:
+        for entry in LADDER:
+            if entry[0] not in args.labels:
                 continue
-            print(f"  {base['sizes']:>16}  {label:<26}", end="", file=sys.stderr, flush=True)
+            print(f"  {base['sizes']:>16}  {entry[0]:<26}", end="", file=sys.stderr, flush=True)
             try:
-                row = {**base, **measure_rung(label, method, options, cost, params, batch, ref, t_forward,
-                                              fwd_flops, args)}
+                row = {**base, **measure_rung(entry, prob, args)}
             except Exception as err:  # recorded, never dropped silently
-                row = {**base, "group": "ladder", "label": label, "method": method, "options": options,
+                row = {**base, "group": "ladder", "label": entry[0], "method": entry[1], "options": entry[2],
                        "status": "error", "note": f"{type(err).__name__}: {err}".splitlines()[0]}
-            if row.get("flops") and fwd_flops["flops"]:
-                row["fp_equivalents"] = row["flops"] / fwd_flops["flops"]
-            print(f" {_fmt_s(row.get('median_s'))}{'~' if row.get('extrapolated') else ''}"
-                  f"  err {row.get('rel_error', float('nan')):.2e}", file=sys.stderr, flush=True)
+            print(f" {common.human_time(row.get('median_s'))}{'~' if row.get('extrapolated') else ''}"
+                  f"  err {_g(row.get('rel_error'))}", file=sys.stderr, flush=True)
             net_rows.append(row)
         add_ratios(net_rows)
         rows.extend(net_rows)
@@ -334,7 +256,7 @@ def run_ladder(args) -> list[dict]:
 
 
 def add_ratios(rows):
-    """Same-run ratios: speed-up over the FD kernel (fd-forward) and time over reverse."""
+    """Same-run ratios: speed-up over the FD kernel (the fd-forward rung) and time over reverse."""
     t = {r["label"]: r.get("median_s") for r in rows if r.get("status") == "ok"}
     for r in rows:
         if r.get("status") != "ok":
@@ -346,9 +268,10 @@ def add_ratios(rows):
 # --- training ---------------------------------------------------------------------------------------------------
 
 def run_training(args) -> list[dict]:
+    """Train [64, 16, 10] on digits with each rung of `args.train_labels`: one row per epoch."""
     import optax
 
-    from gdjax import train
+    from gdjax import fit
     from gdjax.data import load_dataset
 
     ds = load_dataset("digits", n_train=args.n_train, dtype=args.dtype)
@@ -363,11 +286,11 @@ def run_training(args) -> list[dict]:
         status, note = "ok", None
         t0 = time.perf_counter()
         try:
-            res = train.fit(cost, optax.sgd(args.lr), params, ds.train, ds.test, epochs=args.epochs, batch_size=10,
-                            key=jax.random.key(args.seed + 2), method=method, method_options=options,
-                            learning_rate=args.lr, progress=False)
+            res = fit.fit(cost, optax.sgd(args.lr), params, ds.train, ds.test, epochs=args.epochs, batch_size=10,
+                          key=jax.random.key(args.seed + 2), method=method, method_options=options,
+                          learning_rate=args.lr, progress=False)
             history, compile_s = res.history, res.compile_s
-        except train.Diverged as err:
+        except fit.Diverged as err:
             history, compile_s, status, note = err.history, None, "diverged", str(err)
         for rec in history:
             rows.append({"group": "training", "label": label, "method": method, "options": options,
@@ -376,8 +299,8 @@ def run_training(args) -> list[dict]:
                          "test_accuracy": rec["test_accuracy"], "wall_s": rec.get("wall_s", 0.0) or 0.0,
                          "compile_s": compile_s, "status": status, "note": note})
         last = history[-1] if history else {}
-        print(f" cost {last.get('train_cost', float('nan')):.3f} acc {last.get('test_accuracy') or 0:.3f} "
-              f"({time.perf_counter() - t0:.1f} s{', ' + status if status != 'ok' else ''})",
+        print(f" cost {_g(last.get('train_cost'))} acc {_g(last.get('test_accuracy'))} "
+              f"({common.human_time(time.perf_counter() - t0)}{', ' + status if status != 'ok' else ''})",
               file=sys.stderr, flush=True)
     return rows
 
@@ -385,12 +308,7 @@ def run_training(args) -> list[dict]:
 # --- figures (drawn from the results file) ------------------------------------------------------------------
 
 def plot_ladder(data: dict, stem) -> list:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from gdjax.plotting import save_figure
+    from gdjax.plotting import plt, save_figure
 
     rows = [r for r in data["rows"] if r.get("group") == "ladder" and r.get("status") == "ok"]
     nets = list(dict.fromkeys(r["sizes"] for r in rows))
@@ -432,12 +350,7 @@ def plot_ladder(data: dict, stem) -> list:
 
 
 def plot_training(data: dict, stem) -> list:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from gdjax.plotting import save_figure
+    from gdjax.plotting import plt, save_figure
 
     rows = [r for r in data["rows"] if r.get("group") == "training"]
     labels = list(dict.fromkeys(r["label"] for r in rows))
@@ -471,6 +384,7 @@ def plot_training(data: dict, stem) -> list:
 
 
 def _times(v: float) -> str:
+    """A speed-up as text: 1,234x or 2.5x."""
     return f"{v:,.0f}x" if v >= 10 else f"{v:.2g}x"
 
 
@@ -488,14 +402,9 @@ def plot_all(path) -> list:
 
 # --- main ---------------------------------------------------------------------------------------------------------
 
-def _fmt_s(s):
-    if s is None:
-        return "   -   "
-    return f"{s * 1e3:8.2f} ms" if s < 1 else f"{s:8.2f} s "
-
-
 def summary(rows) -> str:
-    lines = [f"{'net':>16} {'rung':<26} {'s/grad':>12} {'vs fd':>8} {'/reverse':>9} {'evals':>9} "
+    """The ladder as a fixed-width text table ('~': extrapolated)."""
+    lines = [f"{'net':>16} {'rung':<26} {'s/grad':>10} {'vs fd':>8} {'/reverse':>9} {'evals':>9} "
              f"{'fwd-eq':>9} {'rel err':>9} {'cosine':>7}"]
     for r in rows:
         if r.get("group") != "ladder":
@@ -504,43 +413,38 @@ def summary(rows) -> str:
             lines.append(f"{r['sizes']:>16} {r['label']:<26} {r['status']}: {r.get('note')}")
             continue
         lines.append(
-            f"{r['sizes']:>16} {r['label']:<26} {_fmt_s(r['median_s'])}{'~' if r['extrapolated'] else ' '} "
+            f"{r['sizes']:>16} {r['label']:<26} {common.human_time(r['median_s']):>9}{'~' if r['extrapolated'] else ' '} "
             f"{_g(r.get('speedup_vs_fd')):>8} {_g(r.get('over_reverse')):>9} {_g(r['evaluations']):>9} "
-            f"{_g(r.get('fp_equivalents')):>9} {r['rel_error']:9.2e} {r['cosine']:7.4f}")
+            f"{_g(r.get('fp_equivalents')):>9} {_g(r.get('rel_error'), '.2e'):>9} {_g(r.get('cosine'), '.4f'):>7}")
     return "\n".join(lines)
 
 
-def _g(v):
-    return "-" if v is None else f"{v:.3g}"
+def _g(v, spec=".3g"):
+    return "-" if v is None else format(v, spec)
+
+
+def run(args) -> int:
+    """Redraw (--replot), or measure the ladder and the training, write, draw and print."""
+    if args.replot:
+        for path in plot_all(args.replot):
+            print(path)
+        return 0
+    if args.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)  # float64 params stay float64 on the device
+    load0 = common.load_average()
+    rows = run_ladder(args)
+    if args.epochs:
+        rows += run_training(args)
+    config = {k: v for k, v in vars(args).items() if k not in ("nets", "path", "out", "replot")}
+    out = results.save_results(args.path, rows, meta=common.meta(load0, dtype=args.dtype), config=config)
+    print(summary(rows))
+    for path in [out, *plot_all(out)]:
+        print(path)
+    return 0
 
 
 def main(argv=None) -> int:
-    try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-        if args.replot:
-            for path in plot_all(args.replot):
-                print(path)
-            return 0
-        env = results.environment()
-        platform = env.get("platform") or jax.default_backend()
-        out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / platform / "estimators.json"
-        jax.config.update("jax_enable_x64", True)  # the float64 reference gradient; params keep --dtype
-        rows = run_ladder(args)
-        if args.epochs:
-            rows += run_training(args)
-        config = {k: v for k, v in vars(args).items() if k not in ("nets",)}
-        results.save_results(out, rows, meta={**env, "dtype": args.dtype}, config=config)
-        print(summary(rows))
-        for path in [out, *plot_all(out)]:
-            print(path)
-        return 0
-    except UsageError as err:
-        print(f"estimators: error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:  # noqa: BLE001 - one line on stderr, not a traceback
-        print(f"estimators: error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
-              file=sys.stderr)
-        return 1
+    return common.run_main(NAME, parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -1,52 +1,95 @@
-"""Smoke test of benchmarks/estimators.py on a tiny net: rows, ratios, flags, figures; bad options."""
+"""benchmarks/estimators.py: a quick run on a tiny net (rows recomputable from their own fields, extrapolation
+through the method's own subset program, stochastic errors recomputed key by key), a known-wrong estimator and
+a wrong reference reported as large errors, FLOPs counted through loops, and bad options."""
 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-import conftest
+import jax
+import numpy as np
 import pytest
+from conftest import ROOT, load_script
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "estimators.py"
+import gdjax
 
-
-def load_script():
-    return conftest.load_script("benchmarks/estimators.py")
+SCRIPT = "benchmarks/estimators.py"
 
 
-def test_quick_run_writes_rows_and_figures(tmp_path):
-    out = tmp_path / "estimators.json"
-    mod = load_script()
-    rc = mod.main(["--quick", "--sizes", "6,5,3", "--batch", "16", "--keys", "3", "--out", str(out),
+def _mod():
+    return load_script(SCRIPT)
+
+
+def test_quick_run_rows_extrapolation_and_figures(tmp_path):
+    """Catches: an extrapolated time not equal to the timed part x total / covered directions; fp_equivalents
+    not flops / forward flops; a stochastic rung's error from one key reused (std 0) or not the mean over its
+    keys (recomputed here independently, key by key); evaluations invented for autodiff; --out FOLDER refused."""
+    mod = _mod()
+    rc = mod.main(["--quick", "--sizes", "6,5,3", "--batch", "16", "--keys", "3", "--out", str(tmp_path),
                    "--methods", "fd-forward,fd-layerwise,spsa-k1,reverse",
                    "--train-methods", "reverse", "--n-train", "20", "--time-budget", "1e-9"])
     assert rc == 0
-    data = json.loads(out.read_text())
-    assert data["meta"]["platform"] and data["meta"]["jax"]
+    data = json.loads((tmp_path / "estimators.json").read_text())
+    assert "git_dirty" in data["meta"] and data["meta"]["platform"]
     ladder = {r["label"]: r for r in data["rows"] if r["group"] == "ladder"}
     assert set(ladder) == {"fd-forward", "fd-layerwise", "spsa-k1", "reverse"}
     assert all(r["status"] == "ok" for r in ladder.values()), [r.get("note") for r in ladder.values()]
     p = ladder["reverse"]["P"]
     assert p == 6 * 5 + 5 + 5 * 3 + 3
-    # a near-zero budget forces the FD kernel onto a subset of directions: flagged and scaled
-    fd = ladder["fd-forward"]
-    assert fd["extrapolated"] and fd["measured_directions"] < p and fd["scale"] > 1
-    assert fd["median_s"] > fd["measured_median_s"]
+    fd = ladder["fd-forward"]  # a near-zero budget: the pilot on part of the directions is the result
+    assert fd["extrapolated"] and fd["measured_directions"] < p + 1 and fd["scale"] > 1
+    assert fd["median_s"] == pytest.approx(fd["measured_median_s"] * fd["scale"])
+    assert fd["scale"] == pytest.approx((p + 1) / fd["measured_directions"])  # forward: P + 1 directions
+    assert fd["rel_error"] < 1e-2 and "components" in fd["error_on"]
+    assert fd["evaluations"] == p + 1 and ladder["reverse"]["evaluations"] is None
     assert ladder["fd-layerwise"]["evaluations"] == p + 1 and not ladder["fd-layerwise"]["extrapolated"]
     assert ladder["fd-layerwise"]["rel_error"] < 1e-2 and ladder["reverse"]["rel_error"] < 1e-5
-    assert ladder["spsa-k1"]["keys"] == 3 and ladder["spsa-k1"]["rel_error_std"] >= 0
-    assert ladder["fd-forward"]["speedup_vs_fd"] == pytest.approx(1.0)
     for r in ladder.values():
-        assert r["median_s"] > 0 and r["fp_equivalents"] > 0
+        assert r["fp_equivalents"] == pytest.approx(r["flops"] / r["forward_flops"])
         assert r["over_reverse"] == pytest.approx(r["median_s"] / ladder["reverse"]["median_s"])
+    assert fd["speedup_vs_fd"] == pytest.approx(1.0)
+    # the stochastic rung's error, recomputed key by key with the library (not the script's code path)
+    cost, params, batch = mod.common.problem((6, 5, 3), 16, "float32", 0)
+    ref = mod.common.reference_gradient(cost, params, batch)
+    est = gdjax.gradient(cost, "spsa", num_directions=1)
+    errs = [mod.common.relative_error(mod.common.flat_numpy(est(params, batch, jax.random.fold_in(jax.random.key(1), i)),
+                                                            np.float64), ref) for i in range(3)]
+    spsa = ladder["spsa-k1"]
+    assert spsa["keys"] == 3 and spsa["rel_error"] == pytest.approx(np.mean(errs), rel=1e-3)
+    assert spsa["rel_error_std"] == pytest.approx(np.std(errs), rel=1e-2, abs=1e-6) and spsa["rel_error_std"] > 0
     training = [r for r in data["rows"] if r["group"] == "training"]
-    assert {r["label"] for r in training} == {"reverse"}
-    assert {r["epoch"] for r in training} == {0, 1}
+    assert {r["label"] for r in training} == {"reverse"} and {r["epoch"] for r in training} == {0, 1}
     for stem in ("estimators_ladder", "estimators_training"):
         assert (tmp_path / f"{stem}.png").stat().st_size > 0 and (tmp_path / f"{stem}.svg").exists()
-    assert (tmp_path / "estimators.csv").exists()  # (the figures above were drawn from the JSON: plot_all(out))
+
+
+def _problem(mod, sizes=(8, 6, 3), n=16):
+    args = mod.parse_args(["--quick", "--sizes", ",".join(map(str, sizes)), "--batch", str(n)])
+    return mod.setup(sizes, args), args
+
+
+def test_known_wrong_estimator_and_wrong_reference_are_reported_large():
+    """Catches: an error computed against the estimate itself or against the wrong reference. A forward
+    difference with h = 0.5 on sigmoids is a bad gradient (truncation error O(h |C''|)): reported >= 5%, while
+    the default step is < 1%; `reverse` against a reference planted at twice the true gradient must read
+    |g - 2g| / |2g| = 0.5 exactly (to float32 rounding)."""
+    mod = _mod()
+    prob, args = _problem(mod)
+    good = mod.measure_rung(("fd-forward", "fd-forward", {}), prob, args)
+    bad = mod.measure_rung(("bad-eps", "fd-forward", {"eps": 0.5}), prob, args)
+    assert good["rel_error"] < 1e-2 and bad["rel_error"] > 5e-2, (good["rel_error"], bad["rel_error"])
+    planted = prob._replace(ref=2 * prob.ref)
+    assert mod.measure_rung(("reverse", "reverse", {}), planted, args)["rel_error"] == pytest.approx(0.5, abs=1e-5)
+
+
+def test_flops_count_every_chunk_of_the_kernel():
+    """Catches XLA's loop-once count flowing into fp_equivalents: the FD kernel at chunk size 4 runs its chunks
+    under a loop (tens of trips here); one forward difference costs about one forward pass, so its forward-pass
+    equivalents must be about its P + 1 evaluations (loop body counted once would give a few)."""
+    mod = _mod()
+    prob, args = _problem(mod, sizes=(20, 8, 4))
+    row = mod.measure_rung(("fd-forward-c4", "fd-forward", {"chunk_size": 4}), prob, args)
+    assert 0.7 * row["evaluations"] <= row["fp_equivalents"] <= 3 * row["evaluations"], row["fp_equivalents"]
 
 
 @pytest.mark.parametrize("args,message", [
@@ -57,14 +100,19 @@ def test_quick_run_writes_rows_and_figures(tmp_path):
     (["--n-train", "5"], "--n-train"),
     (["--time-budget", "-1"], "--time-budget"),
     (["--dtype", "float16"], "dtype"),
+    (["--replot", "/nonexistent.json"], "--replot"),
+    (["--out", "/dev/null/x"], "--out"),
     (["--bogus"], "unrecognized"),
 ])
 def test_bad_options_one_line_on_stderr(args, message, capsys):
-    assert load_script().main(args) == 2
+    """Catches: a bad option found after the (minutes-long) ladder, or reported as a traceback."""
+    assert _mod().main(args) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("estimators: error:") and message in lines[0], lines
 
 
 def test_exit_status_from_the_command_line():
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--keys", "0"], capture_output=True, text=True, timeout=120)
+    """Catches: a script that prints the error but exits 0 (make would carry on)."""
+    proc = subprocess.run([sys.executable, str(ROOT / SCRIPT), "--keys", "0"], capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip() == "estimators: error: --keys must be >= 1, got 0"
