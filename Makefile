@@ -33,6 +33,10 @@ bench-fd-kernel: $(STAMP)  ## the FD kernel vs its ceiling (a big matmul) and fd
 bench-estimators: $(STAMP)  ## the estimator ladder (layer-aware FD, node perturbation, SPSA, ...)
 	$(BIN)/python benchmarks/estimators.py
 
+.PHONY: bench-throughput
+bench-throughput: $(STAMP)  ## one training epoch: gdjax vs a PyTorch eager loop (if installed) vs a NumPy loop
+	$(BIN)/python benchmarks/training_throughput.py
+
 reproduce: $(STAMP)  ## run every experiment of the lecture (figures/ and results/)
 	$(BIN)/python experiments/run_all.py
 
