@@ -9,12 +9,14 @@ The public API, in one place:
     >>> g = gdjax.gradient(cost, "fd-central")(params, batch)   # same pytree as jax.grad(cost)(params, batch)
 """
 
+from gdjax.check import GradCheck, check_grad
 from gdjax.costs import LOSSES, Cost, accuracy, make_cost
 from gdjax.data import (
     DATASETS, Batch, Dataset, iterate_batches, load_dataset, one_hot, read_idx, shuffled_batches, synthetic,
     train_test_split,
 )
-from gdjax.gradients import Estimator, available_methods, direction_mesh, gradient, method_info, n_params
+from gdjax.gradients import Estimator, available_methods, gradient, method_info, n_params
+from gdjax.sharding import direction_mesh
 from gdjax.nn import ACTIVATIONS, INIT_SCHEMES, MLP, OUTPUT_ACTIVATIONS, Layer, forward_flops, init_mlp
 
 __version__ = "0.1.0"
@@ -27,4 +29,5 @@ __all__ = [
     "DATASETS", "Dataset", "iterate_batches", "load_dataset", "read_idx", "shuffled_batches", "synthetic",
     "train_test_split",
     "direction_mesh",
+    "GradCheck", "check_grad",
 ]

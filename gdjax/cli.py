@@ -49,14 +49,14 @@ def _add_launch(sub):
 
 
 def _cmd_launch(args) -> int:
-    from gdjax import distributed
+    from gdjax.launch import launch
 
     cmd = list(args.cmd)
     if cmd[:1] == ["--"]:
         cmd = cmd[1:]
     if not cmd:
         raise ValueError("no command given: put the gdjax command after --, e.g. gdjax launch -n 2 -- devices")
-    result = distributed.launch(cmd, args.processes, timeout_s=args.timeout, port=args.port)
+    result = launch(cmd, args.processes, timeout_s=args.timeout, port=args.port)
     if result.returncode:
         print(f"gdjax launch: error: {result.message}", file=sys.stderr)
     return result.returncode
@@ -79,10 +79,10 @@ def _add_devices(sub):
 
 
 def _cmd_devices(args) -> int:
-    from gdjax import distributed
+    from gdjax import distributed, sharding
 
     info = distributed.process_info()
-    total = distributed.check_all_reduce()
+    total = sharding.check_all_reduce()
     print(f"process {info.process_id} of {info.num_processes}: {info.local_device_count} local / "
           f"{info.global_device_count} global {info.platform} device(s); all-reduce over them: {total} "
           f"(expected {info.global_device_count}) ok")

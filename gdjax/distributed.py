@@ -1,20 +1,13 @@
-"""Scaling out on JAX's own distributed runtime: start it, lay a mesh over every device, shard a batch, and
-launch N local processes to try it on one machine.
+"""JAX's distributed runtime: start it from arguments or from the environment, and say where this process stands.
 
-One code path serves one device, several local devices and several processes. Every mesh here is laid over
-the GLOBAL `jax.devices()` (all processes' devices once `initialize` has run), so a function jitted with
-shardings on that mesh computes its share of the work on each device and, with a replicated output, hands
-every process the same result:
+Call `initialize` (or `initialize_from_env`) first thing, before any JAX computation; afterwards
+`jax.devices()` lists every process's devices, and the meshes of `gdjax.sharding` span them all:
 
     >>> info = initialize("10.0.0.1:1234", num_processes=2, process_id=0)   # before any JAX computation
-    >>> mesh = data_mesh()                               # 1-D mesh over all devices of all processes
-    >>> batch = shard_batch(batch, mesh)                 # every process passes the same full batch
-    >>> params = replicate(params, mesh)
-    >>> grads = jax.jit(jax.grad(cost))(params, batch)   # XLA all-reduces the per-device partial sums
-    >>> local = gather(grads)                            # numpy arrays, identical on every process
+    >>> info.global_device_count                                             # every process's devices
 
-On one machine, `launch(["gdjax", "train", ...], processes=2)` (the `gdjax launch -n 2 -- train ...` command)
-starts the processes on loopback; each reads its coordinator address, process count and id from the
+On one machine, `gdjax.launch.launch(["gdjax", "train", ...], processes=2)` (the `gdjax launch -n 2 -- train ...`
+command) starts the processes on loopback; each reads its coordinator address, process count and id from the
 environment (`GDJAX_COORDINATOR`, `GDJAX_NUM_PROCESSES`, `GDJAX_PROCESS_ID`), which only `options_from_env`
 reads. On a cluster, run the same command once per host with those three variables set (the coordinator is
 host 0's address), or call `initialize()` with no arguments and let JAX detect Slurm / Open MPI / TPU pods.
@@ -26,27 +19,18 @@ where this jax has no default.
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import jax
-import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gdjax import _checks
 
 __all__ = [
     "ENV_COORDINATOR", "ENV_NUM_PROCESSES", "ENV_PROCESS_ID", "ENV_TIMEOUT",
-    "ProcessInfo", "LaunchResult",
-    "initialize", "initialize_from_env", "options_from_env", "is_initialized", "shutdown", "process_info",
-    "data_mesh", "shard_batch", "replicate", "gather", "check_all_reduce",
-    "launch", "free_port",
+    "ProcessInfo", "initialize", "initialize_from_env", "options_from_env", "is_initialized", "process_info",
 ]
 
 ENV_COORDINATOR = "GDJAX_COORDINATOR"  # host:port of process 0's coordination service
@@ -55,7 +39,6 @@ ENV_PROCESS_ID = "GDJAX_PROCESS_ID"
 ENV_TIMEOUT = "GDJAX_INIT_TIMEOUT"  # seconds to wait for the coordinator and the other processes (optional)
 
 DEFAULT_TIMEOUT_S = 120.0
-DATA_AXIS = "batch"
 
 
 @dataclass(frozen=True)
@@ -248,272 +231,3 @@ def initialize_from_env(environ: Mapping[str, str] | None = None) -> ProcessInfo
     """`initialize(**options_from_env())` when `GDJAX_COORDINATOR` is set; None (and nothing done) otherwise."""
     options = options_from_env(environ)
     return None if options is None else initialize(**options)
-
-
-def shutdown() -> None:
-    """Leave the distributed runtime (a no-op when it was never started)."""
-    if is_initialized():
-        jax.distributed.shutdown()
-
-
-# --- meshes and shardings over the global devices ------------------------------------------------------------
-
-
-def data_mesh(devices: Sequence | None = None, axis_name: str = DATA_AXIS) -> Mesh:
-    """A 1-D `Mesh` over `devices` (default: the global `jax.devices()`, every process's) for data parallelism.
-
-    >>> mesh = data_mesh()            # Mesh('batch': jax.device_count())
-    """
-    devices = list(jax.devices() if devices is None else devices)
-    if not devices:
-        raise ValueError("devices must name at least one device, e.g. jax.devices()")
-    return Mesh(np.array(devices, dtype=object), (axis_name,))
-
-
-def _global_array(value, sharding: NamedSharding) -> jax.Array:
-    """A global jax.Array of `value` (the same host value on every process) laid out by `sharding`."""
-    if isinstance(value, jax.Array) and not value.is_fully_addressable:
-        return jax.device_put(value, sharding)  # already global: let XLA move it
-    if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
-        data = _global_array(jax.random.key_data(value), sharding)  # typed PRNG keys travel as their raw data
-        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(value))
-    host = np.asarray(value)
-    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
-
-
-def shard_batch(batch, mesh: Mesh, axis_name: str | None = None):
-    """Split the leading (example) axis of every leaf of `batch` across the devices of `mesh`.
-
-    Every process passes the same full batch (e.g. loaded with the same seed); each device keeps its slice.
-    Args:
-      batch: a pytree (e.g. `Batch(x: (N, n_in), y: (N, n_out))`); N must be divisible by the mesh size.
-      mesh: a 1-D mesh (from `data_mesh`, or the FD kernel's direction mesh).
-      axis_name: the mesh axis to shard over (default: the mesh's only axis).
-    Returns:
-      the same pytree of global `jax.Array`s, sharded as `PartitionSpec(axis_name)`.
-    Example:
-      >>> batch = shard_batch(Batch(x, y), data_mesh())
-    """
-    if not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh must be a jax.sharding.Mesh (e.g. gdjax.distributed.data_mesh()), got {type(mesh).__name__}")
-    if axis_name is None:
-        if len(mesh.axis_names) != 1:
-            raise ValueError(f"axis_name is needed for a mesh with several axes {mesh.axis_names}")
-        axis_name = mesh.axis_names[0]
-    _checks.choice(axis_name, mesh.axis_names, "mesh axis")
-    n_dev = mesh.shape[axis_name]
-    sharding = NamedSharding(mesh, PartitionSpec(axis_name))
-    leaves, treedef = jax.tree_util.tree_flatten(batch)
-    if not leaves:
-        raise ValueError("batch has no arrays to shard")
-    out = []
-    for leaf in leaves:
-        shape = np.shape(leaf)
-        if len(shape) == 0 or shape[0] % n_dev:
-            raise ValueError(
-                f"the batch size (leading axis of shape {shape}) must be a positive multiple of the {n_dev} "
-                f"devices on mesh axis {axis_name!r}; drop or pad examples, or use fewer devices"
-            )
-        out.append(_global_array(leaf, sharding))
-    return jax.tree_util.tree_unflatten(treedef, out)
-
-
-def replicate(tree, mesh: Mesh):
-    """Place a full copy of every leaf of `tree` (e.g. params) on every device of `mesh`; same pytree back."""
-    if not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
-    sharding = NamedSharding(mesh, PartitionSpec())
-    return jax.tree_util.tree_map(lambda leaf: _global_array(leaf, sharding), tree)
-
-
-def gather(tree):
-    """Every leaf as a host numpy array holding the full value, on every process (a collective when needed).
-
-    Replicated leaves are read from a local copy; leaves split across processes are all-gathered
-    (`jax.experimental.multihost_utils.process_allgather`), so every process must call this together.
-    """
-    from jax.experimental import multihost_utils
-
-    def one(leaf):
-        if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
-            return np.asarray(leaf)
-        if leaf.is_fully_replicated:
-            return np.asarray(leaf.addressable_data(0))
-        return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
-
-    return jax.tree_util.tree_map(one, tree)
-
-
-def check_all_reduce(mesh: Mesh | None = None) -> int:
-    """Sum a 1 held by each device of `mesh` (default: `data_mesh()`) with one jitted reduction; returns the
-    sum, the device count, on every process, or raises ValueError when the collectives disagree."""
-    import jax.numpy as jnp
-
-    mesh = data_mesh() if mesh is None else mesh
-    ones = shard_batch(np.ones((mesh.size,), np.int32), mesh)
-    total = int(gather(jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, PartitionSpec()))(ones)))
-    if total != mesh.size:
-        raise ValueError(f"an all-reduce over {mesh.size} devices returned {total}: the collectives are broken")
-    return total
-
-
-# --- the local launcher ------------------------------------------------------------------------------------
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on `host` that nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class LaunchResult:
-    """How a `launch` ended: `returncode` 0 when every process succeeded.
-
-    Attributes:
-      returncode: 0; the first failing process's status (128 + signal number when it was killed by a
-        signal); or 124 on timeout.
-      returncodes: each process's exit status (negative: killed by that signal; None: never finished).
-      failed: the id of the first process that failed, or None.
-      timed_out: True when the launch ran past its timeout and was stopped.
-      message: one line saying what went wrong ("" on success).
-    """
-
-    returncode: int
-    returncodes: tuple
-    failed: int | None = None
-    timed_out: bool = False
-    message: str = ""
-    coordinator: str = field(default="", compare=False)
-
-
-def _resolve_command(command: Sequence[str]) -> list[str]:
-    """'gdjax ...' -> this interpreter's `-m gdjax.cli ...`; 'python ...' -> this interpreter; else as is."""
-    if isinstance(command, str) or not isinstance(command, Sequence) or not all(isinstance(c, str) for c in command):
-        raise TypeError(f"command must be a list of strings such as ['gdjax', 'devices'], got {command!r}")
-    command = list(command)
-    if not command:
-        raise ValueError("command is empty: give the gdjax command to run, e.g. gdjax launch -n 2 -- devices")
-    head = os.path.basename(command[0])
-    if head == "gdjax":
-        return [sys.executable, "-m", "gdjax.cli", *command[1:]]
-    if head in ("python", "python3"):
-        return [sys.executable, *command[1:]]
-    if head.endswith(".py"):
-        return [sys.executable, *command]
-    if command[0].startswith("-"):
-        raise ValueError(f"command starts with an option {command[0]!r}: give a gdjax command such as 'devices' or 'train ...'")
-    return [sys.executable, "-m", "gdjax.cli", *command]  # a bare subcommand: 'train ...'
-
-
-def _pump(proc: subprocess.Popen, prefix: str, out, lock: threading.Lock) -> None:
-    for line in iter(proc.stdout.readline, ""):
-        with lock:
-            out.write(prefix + line if line.endswith("\n") else prefix + line + "\n")
-            out.flush()
-    proc.stdout.close()
-
-
-def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:
-    """SIGTERM the process group of each still-running child we started, then SIGKILL after grace_s."""
-    alive = [p for p in procs if p.poll() is None]
-    for p in alive:
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
-    deadline = time.monotonic() + grace_s
-    for p in alive:
-        try:
-            p.wait(timeout=max(deadline - time.monotonic(), 0.01))
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            p.wait()
-
-
-def _describe(rc: int) -> str:
-    if rc < 0:
-        try:
-            return f"was killed by {signal.Signals(-rc).name}"
-        except ValueError:
-            return f"was killed by signal {-rc}"
-    return f"exited with status {rc}"
-
-
-def launch(command: Sequence[str], processes: int, *, timeout_s: float = 600.0, host: str = "127.0.0.1",
-           port: int | None = None, env: Mapping[str, str] | None = None, out=None,
-           grace_s: float = 5.0) -> LaunchResult:
-    """Run `command` as `processes` local processes joined by JAX's distributed runtime on `host` (loopback).
-
-    Process i gets `GDJAX_COORDINATOR=host:port`, `GDJAX_NUM_PROCESSES=processes`, `GDJAX_PROCESS_ID=i` in
-    its environment (and `GDJAX_INIT_TIMEOUT`); the gdjax command reads them and calls `initialize` first.
-    Each output line is streamed to `out` (default stdout) prefixed with `[i] `. When one process fails, the
-    others are stopped and its status is returned; after `timeout_s` all are stopped (status 124).
-
-    Args:
-      command: `['gdjax', 'train', ...]`, `['train', ...]` (a gdjax subcommand) or `['python', 'script.py', ...]`
-        (scripts call `gdjax.distributed.initialize_from_env()` themselves).
-      processes: how many processes, >= 1.
-      timeout_s: wall-clock bound for the whole run.
-      port: the coordinator port (default: a free one).
-      env: extra environment variables for every process.
-    Returns:
-      a `LaunchResult`.
-    Example:
-      >>> launch(["gdjax", "devices"], processes=2).returncode
-      0
-    """
-    processes = _checks.positive_int(processes, "processes")
-    timeout_s = _checks.positive_float(timeout_s, "timeout_s")
-    argv = _resolve_command(command)
-    port = free_port(host) if port is None else _checks.positive_int(port, "port")
-    coordinator = f"{host}:{port}"
-    out = sys.stdout if out is None else out
-    lock = threading.Lock()
-    procs: list[subprocess.Popen] = []
-    pumps: list[threading.Thread] = []
-    base = dict(os.environ)
-    base.update(env or {})
-    base.update({ENV_COORDINATOR: coordinator, ENV_NUM_PROCESSES: str(processes), "PYTHONUNBUFFERED": "1"})
-    base.setdefault(ENV_TIMEOUT, str(min(timeout_s, DEFAULT_TIMEOUT_S)))
-    deadline = time.monotonic() + timeout_s
-    result = None
-    try:
-        for i in range(processes):
-            proc = subprocess.Popen(argv, env={**base, ENV_PROCESS_ID: str(i)}, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                    start_new_session=True)
-            procs.append(proc)
-            pump = threading.Thread(target=_pump, args=(proc, f"[{i}] ", out, lock), daemon=True)
-            pump.start()
-            pumps.append(pump)
-        while result is None:
-            codes = [p.poll() for p in procs]
-            bad = [(i, rc) for i, rc in enumerate(codes) if rc not in (None, 0)]
-            if bad:
-                i, rc = bad[0]
-                _stop(procs, grace_s)
-                hint = (" (JAX's runtime aborts a process that cannot join the others in time; see its output)"
-                        if rc == -signal.SIGABRT else "")
-                result = LaunchResult(rc if rc > 0 else 128 - rc, tuple(p.returncode for p in procs), failed=i,
-                                      message=f"process {i} of {processes} {_describe(rc)}; stopped the others{hint}",
-                                      coordinator=coordinator)
-            elif all(rc == 0 for rc in codes):
-                result = LaunchResult(0, tuple(codes), coordinator=coordinator)
-            elif time.monotonic() > deadline:
-                running = [i for i, rc in enumerate(codes) if rc is None]
-                _stop(procs, grace_s)
-                result = LaunchResult(124, tuple(codes), timed_out=True, coordinator=coordinator,
-                                      message=f"timed out after {timeout_s:g} s; stopped processes {running}")
-            else:
-                time.sleep(0.05)
-    finally:
-        if result is None:  # interrupted (KeyboardInterrupt) or failed to start: leave nothing running
-            _stop(procs, grace_s)
-        for pump in pumps:
-            pump.join(timeout=5.0)
-    return result

@@ -1,5 +1,5 @@
 """Scaling out: FD over 1, 2 and 4 forced host devices and over 2 processes on loopback, data-parallel training
-with a sharded batch, the launcher, and the distributed options.
+with a sharded batch, the runtime's options (the launcher: test_launch.py; meshes and shardings: test_sharding.py).
 
 The multi-device and multi-process runs happen in subprocesses (a JAX process fixes its device count and its
 distributed runtime at start): this file doubles as the worker script, `python tests/test_distributed.py
@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 import gdjax
-from gdjax import cli, distributed
+from gdjax import cli, distributed, sharding
+from gdjax.launch import free_port
 
 HERE = os.path.abspath(__file__)
 # One method per sharded code path: the FD kernel (all its schemes share `map_directions`) and layer-wise FD.
@@ -55,7 +56,7 @@ def _worker() -> None:
     x, y = batch
 
     def flat(tree):
-        return ravel_pytree(distributed.gather(tree))[0].tolist()
+        return ravel_pytree(sharding.gather(tree))[0].tolist()
 
     grads, sharded_over = {}, {}
     missing = [m for m in FD_METHODS if m not in gdjax.available_methods()]
@@ -66,17 +67,17 @@ def _worker() -> None:
             sharded_over[method] = est.options.get("n_devices")
     grads["reverse"] = flat(jax.jit(jax.grad(cost))(params, batch))
 
-    mesh = distributed.data_mesh()
+    mesh = sharding.device_mesh()
     opt = optax.sgd(0.5)
     step = jax.jit(train.make_step(cost, opt, "reverse"))
-    state = distributed.replicate(train.init(params, opt, jax.random.key(1)), mesh)
-    sharded = distributed.shard_batch(batch, mesh)
+    state = sharding.replicate(train.init(params, opt, jax.random.key(1)), mesh)
+    sharded = sharding.shard_batch(batch, mesh)
     costs = []
     for _ in range(3):
         state, metrics = step(state, sharded)
-        costs.append(float(distributed.gather(metrics["cost"])))
+        costs.append(float(sharding.gather(metrics["cost"])))
     try:
-        distributed.shard_batch(gdjax.Batch(x[:7], y[:7]), mesh)
+        sharding.shard_batch(gdjax.Batch(x[:7], y[:7]), mesh)
         indivisible = None
     except ValueError as err:
         indivisible = str(err)
@@ -176,7 +177,7 @@ def test_gdjax_launch_devices_runs_the_cli_in_two_processes():
 
 def test_unreachable_coordinator_fails_fast_with_one_line():
     env = _env(1)
-    env.update({distributed.ENV_COORDINATOR: f"127.0.0.1:{distributed.free_port()}",
+    env.update({distributed.ENV_COORDINATOR: f"127.0.0.1:{free_port()}",
                 distributed.ENV_NUM_PROCESSES: "2", distributed.ENV_PROCESS_ID: "1", distributed.ENV_TIMEOUT: "2"})
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "gdjax.cli", "devices"], env=env, text=True, capture_output=True,
@@ -192,68 +193,6 @@ def test_devices_command_in_one_process(capsys):
     assert cli.main(["devices"]) == 0
     out = capsys.readouterr().out
     assert "process 0 of 1" in out and "ok" in out
-
-
-# --- the launcher ------------------------------------------------------------------------------------------------
-
-
-def _quick(code: str) -> list[str]:
-    return ["python", "-c", code]
-
-
-def test_launcher_sets_environment_and_prefixes_output():
-    out = io.StringIO()
-    code = "import os; print(os.environ['GDJAX_PROCESS_ID'], os.environ['GDJAX_NUM_PROCESSES'], os.environ['GDJAX_COORDINATOR'])"
-    result = distributed.launch(_quick(code), 3, timeout_s=30, out=out)
-    assert result.returncode == 0 and result.returncodes == (0, 0, 0)
-    lines = sorted(out.getvalue().splitlines())
-    assert lines == [f"[{i}] {i} 3 {result.coordinator}" for i in range(3)]
-    assert result.coordinator.startswith("127.0.0.1:")
-
-
-def test_launcher_propagates_failure_and_stops_the_others():
-    code = "import os, sys, time; sys.exit(3) if os.environ['GDJAX_PROCESS_ID'] == '1' else time.sleep(60)"
-    start = time.monotonic()
-    result = distributed.launch(_quick(code), 2, timeout_s=60, out=io.StringIO(), grace_s=2)
-    assert time.monotonic() - start < 15  # did not wait for the sleeping process 0
-    assert result.returncode == 3 and result.failed == 1 and not result.timed_out
-    assert result.returncodes[0] is not None and result.returncodes[0] != 0  # process 0 was stopped
-    assert "process 1 of 2 exited with status 3" in result.message
-
-
-def test_launcher_times_out():
-    start = time.monotonic()
-    result = distributed.launch(_quick("import time; time.sleep(60)"), 2, timeout_s=1, out=io.StringIO(), grace_s=2)
-    assert result.returncode == 124 and result.timed_out
-    assert time.monotonic() - start < 10
-
-
-@pytest.mark.parametrize("argv, needle", [
-    (["launch", "-n", "0", "--", "devices"], "processes must be an integer >= 1"),
-    (["launch", "-n", "2"], "no command given"),
-    (["launch", "-n", "2", "--"], "no command given"),
-    (["launch", "-n", "2", "--timeout", "-1", "--", "devices"], "timeout_s must be finite and > 0"),
-])
-def test_launch_bad_input_is_one_line_and_nonzero(capsys, argv, needle):
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and needle in err[0] and err[0].startswith("gdjax launch: error:")
-
-
-def test_launch_without_processes_is_a_usage_error(capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["launch", "--", "devices"])
-    assert exc.value.code == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
-
-
-def test_launch_command_validation():
-    with pytest.raises(ValueError, match="command is empty"):
-        distributed.launch([], 2)
-    with pytest.raises(TypeError, match="list of strings"):
-        distributed.launch("gdjax devices", 2)
-    with pytest.raises(ValueError, match="processes"):
-        distributed.launch(["devices"], 0)
 
 
 # --- options and validation (no runtime started) ---------------------------------------------------------------
@@ -291,20 +230,6 @@ def test_initialize_after_a_computation_is_refused():
     jnp.zeros(1).block_until_ready()  # this process has computed: too late to join a runtime
     with pytest.raises(ValueError, match="before any JAX computation"):
         distributed.initialize("127.0.0.1:1", 2, 1, timeout_s=1)
-
-
-def test_shard_batch_and_replicate_on_one_device():
-    import jax.numpy as jnp
-
-    mesh = distributed.data_mesh()
-    batch = gdjax.Batch(jnp.arange(12.0).reshape(6, 2), jnp.ones((6, 3)))
-    sharded = distributed.shard_batch(batch, mesh)
-    assert isinstance(sharded, gdjax.Batch) and sharded.x.shape == (6, 2)
-    np.testing.assert_array_equal(distributed.gather(sharded.x), np.asarray(batch.x))
-    with pytest.raises(TypeError, match="Mesh"):
-        distributed.shard_batch(batch, "mesh")
-    with pytest.raises(ValueError, match="multiple of"):
-        distributed.shard_batch(gdjax.Batch(jnp.zeros(()), jnp.zeros(())), mesh)
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["worker"]:

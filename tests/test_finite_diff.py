@@ -15,7 +15,8 @@ from jax.flatten_util import ravel_pytree
 
 import gdjax
 from gdjax.data import Batch, one_hot
-from gdjax.gradients import _directions, finite_diff, gradient
+from gdjax import sharding
+from gdjax.gradients import _budget, _chunked, _leaf_stack, finite_diff, gradient
 from gdjax.nn import MLP
 
 EPS64 = float(jnp.finfo(jnp.float64).eps)
@@ -118,17 +119,17 @@ def test_defaults():
     P, act = 10_000, 50_000
     largest = 2**26 // (3 * P * 4 + act)
     for n in (10**6, 10**6 + 1, 3 * largest + 1):
-        c = _directions.default_chunk_size(P, 4, act, n, budget=2**26, cache=None)
+        c = _budget.default_chunk_size(P, 4, act, n, budget=2**26, cache=None)
         n_chunks = -(-n // c)
         assert c <= largest and n_chunks == -(-n // largest)  # within budget, the fewest chunks ...
         assert n_chunks * c - n < n_chunks  # ... evened out: less than one padded direction per chunk
     # 5 chunks' worth over 4 devices: 8 chunks (a multiple of the devices), evened out
-    assert _directions.default_chunk_size(P, 4, act, 5 * largest, 4, 2**26, None) == -(-5 * largest // 8)
-    assert _directions.default_chunk_size(P, 4, act, 10, n_devices=4, cache=None) == 3  # never more than per device
-    assert _directions.default_chunk_size(10**9, 8, 0, 10) == 1  # huge P: one direction at a time
-    assert _directions.default_chunk_size(1, 4, 0, 10**9) == _directions.MAX_CHUNK
+    assert _budget.default_chunk_size(P, 4, act, 5 * largest, 4, 2**26, None) == -(-5 * largest // 8)
+    assert _budget.default_chunk_size(P, 4, act, 10, n_devices=4, cache=None) == 3  # never more than per device
+    assert _budget.default_chunk_size(10**9, 8, 0, 10) == 1  # huge P: one direction at a time
+    assert _budget.default_chunk_size(1, 4, 0, 10**9) == _budget.MAX_CHUNK
     # the cache limit on CPU: the stack of copies (c * P * itemsize) within the cache budget
-    assert _directions.default_chunk_size(P, 4, act, 10**6, budget=2**26, cache=2**20) == 2**20 // (P * 4)
+    assert _budget.default_chunk_size(P, 4, act, 10**6, budget=2**26, cache=2**20) == 2**20 // (P * 4)
 
 
 def test_lecture_net_default_chunks():
@@ -136,11 +137,11 @@ def test_lecture_net_default_chunks():
     params = jax.eval_shape(net.init, jax.random.key(0))  # shapes are all the defaults look at
     batch = Batch(jax.ShapeDtypeStruct((1000, 784), jnp.float32), jax.ShapeDtypeStruct((1000, 10), jnp.float32))
     cost = gdjax.make_cost(net)
-    per_direction = 3 * 784 * 30 * 4 + _directions.intermediate_bytes(cost, params, batch)
+    per_direction = 3 * 784 * 30 * 4 + _budget.intermediate_bytes(cost, params, batch)
     gpu = finite_diff.leaf_chunk_sizes(cost, params, batch, "forward", platform="gpu")[0]  # the 784 x 30 weights
     cpu = finite_diff.leaf_chunk_sizes(cost, params, batch, "forward", platform="cpu")[0]
-    assert gpu * per_direction <= _directions.memory_budget() < (gpu + 1) * per_direction * 1.01  # fills it
-    assert cpu * 784 * 30 * 4 <= _directions.CACHE_BUDGET["cpu"] and 1 < cpu < gpu
+    assert gpu * per_direction <= _budget.memory_budget("gpu") < (gpu + 1) * per_direction * 1.01  # fills it
+    assert cpu * 784 * 30 * 4 <= _budget.CACHE_BUDGET["cpu"] and 1 < cpu < gpu
 
 
 def test_map_directions_matches_vmap_with_padding():
@@ -149,7 +150,7 @@ def test_map_directions_matches_vmap_with_padding():
     fn = lambda o, x: {"a": o[0] * x[0] + o[1], "b": jnp.stack([x[1], -x[1]])}  # noqa: E731
     ref = jax.vmap(fn, in_axes=(None, 0))(ops, xs)
     for chunk in (1, 4, 11, 20):
-        got = jax.jit(lambda o, x, c=chunk: _directions.map_directions(_directions.vmapped(fn), o, x, c))(ops, xs)
+        got = jax.jit(lambda o, x, c=chunk: _chunked.map_directions(_chunked.vmapped(fn), o, x, c))(ops, xs)
         jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(a, b), got, ref)
 
 
@@ -159,11 +160,11 @@ def test_perturb_stack_edits_the_buffer_into_each_chunks_copies(shape):
     chunk, exactly fresh copies of the leaf with one entry set each (-1: the copy unchanged; an index repeated
     within a chunk or across chunks)."""
     leaf = jnp.arange(float(np.prod(shape))).reshape(shape) * 0.25 - 1.0
-    axis = _directions.leaf_axis(leaf.ndim)
+    axis = _leaf_stack.leaf_axis(leaf.ndim)
     n = leaf.size
     chunks = [[0, n - 1, -1], [n - 1, -1, 0], [-1, -1, -1], [n // 2, 0, n - 1]]
-    step = jax.jit(lambda st, i, v: _directions.perturb_stack(leaf, st, i, v, axis))
-    state = _directions.leaf_stack(leaf, 3, axis)
+    step = jax.jit(lambda st, i, v: _leaf_stack.perturb_stack(leaf, st, i, v, axis))
+    state = _leaf_stack.leaf_stack(leaf, 3, axis)
     for j, idx in enumerate(chunks):
         idx = jnp.array(idx, jnp.int32)
         vals = 100.0 + j * 3 + jnp.arange(3.0)
@@ -185,18 +186,15 @@ def test_map_directions_carries_a_state_from_chunk_to_chunk():
         return state + x.shape[0], x * ops + state
 
     for chunk in (1, 3, 10):
-        got = jax.jit(lambda x, c=chunk: _directions.map_directions(
+        got = jax.jit(lambda x, c=chunk: _chunked.map_directions(
             chunk_fn, 2.0, x, c, init=lambda ops: jnp.zeros((), jnp.float32)))(xs)
         seen_before = (np.arange(10) // chunk) * chunk  # directions in the earlier chunks
         np.testing.assert_array_equal(got, 2.0 * np.arange(10) + seen_before)
 
 
 def test_mesh_arguments():
-    mesh = _directions.direction_mesh()
-    assert mesh.axis_names == (_directions.AXIS,) and mesh.size == len(jax.devices())
-    assert _directions.resolve_mesh(jax.devices()[:1]) is None  # one device: no sharding at all
-    with pytest.raises(ValueError, match="devices"):
-        _directions.direction_mesh([])
+    """The kernel's devices / mesh options go through gdjax.sharding's checks (test_sharding.py)."""
+    mesh = sharding.direction_mesh()
     with pytest.raises(TypeError, match="devices"):
         gradient(case()[0], "fd-central", devices="cpu")
     with pytest.raises(TypeError, match="mesh"):
@@ -271,3 +269,51 @@ def test_components_subset_matches_full_kernel(scheme):
         finite_diff.fd_components(cost, params, batch, np.array([1, 1]), scheme=scheme)
     with pytest.raises(ValueError, match="flat indices"):
         finite_diff.fd_components(cost, params, batch, np.array([38]), scheme=scheme)
+
+
+def test_one_step_rule_for_every_fd_method():
+    """The kernel's points (`leaf_plan`) and the steps layer-aware FD and node perturbation take (`fd_steps`) come
+    from one rule: the same representable step and denominator, bit for bit (two copies of the rule that drifted
+    apart, e.g. one without max(1, |v|) or with h instead of fl(v + h) - v, would fail)."""
+    from gdjax.gradients import _steps
+
+    v = jnp.array([0.0, 1e-3, -0.7, 3.0, -250.0, 1e5])
+    for scheme in ("forward", "central"):
+        eps = _steps.default_eps(scheme, v.dtype)
+        pl = finite_diff.leaf_plan(v, scheme, eps)
+        steps, den = _steps.fd_steps(v, eps, scheme)
+        np.testing.assert_array_equal(pl.den, den)
+        np.testing.assert_array_equal(pl.t[:v.size] - v, steps[0])
+        if scheme == "central":
+            np.testing.assert_array_equal(pl.t[v.size:] - v, steps[1])
+        h = eps * np.maximum(1, np.abs(np.asarray(v)))
+        np.testing.assert_allclose(np.asarray(steps[0]), h, rtol=1e-6)  # relative above |v| = 1, absolute below
+    # one refusal for every method: a step that rounds away
+    for method in ("fd-forward", "fd-layerwise", "node-perturbation"):
+        with pytest.raises(ValueError, match="machine epsilon"):
+            _steps.step_factor("forward", 1e-17, jnp.float64, method)
+    assert _steps.step_factor("complex", 1e-30, jnp.float64, "fd-complex") == 1e-30  # no cancellation there
+
+
+def test_memory_budget_reads_its_platform(monkeypatch):
+    """`memory_budget(platform)` and the default chunk size follow the platform asked for, not the host's
+    (a budget that ignored its argument would give the CPU's numbers for a GPU)."""
+    monkeypatch.setitem(_budget.MEMORY_BUDGET, "gpu", 2**20)
+    assert _budget.memory_budget("gpu") == 2**20 and _budget.memory_budget("cpu") == 256 * 2**20
+    assert _budget.cache_budget("gpu") is None and _budget.cache_budget("cpu") == 4 * 2**20
+    # a 10^4-parameter leaf, float32, no activations, 10^6 directions (these sizes divide 10^6 evenly):
+    assert _budget.default_chunk_size(10**4, 4, 0, 10**6, platform="gpu") == 2**20 // 120_000  # 1 MiB / 3 copies
+    assert _budget.default_chunk_size(10**4, 4, 0, 10**6, platform="cpu") == 4 * 2**20 // 40_000  # the cache bound
+    with pytest.raises(TypeError, match="platform"):
+        _budget.memory_budget(3)
+
+
+def test_prefix_covers_whole_chunks_in_program_order():
+    """`prefix` (the directions a subset timing runs): whole chunks of each leaf in order, at least two chunks of
+    a leaf that has two (so the loop is the whole program's), totals padded as the whole program pads."""
+    assert _chunked.prefix([13, 4], [3, 3], 5) == ([6, 0], 6, 15 + 6)
+    assert _chunked.prefix([13, 4], [3, 3], 1) == ([6, 0], 6, 21)  # two chunks even for one direction
+    assert _chunked.prefix([13, 4], [3, 3], 14) == ([13, 0], 15, 21)  # leaf 0 whole (padded to 15) covers 14
+    assert _chunked.prefix([13, 4], [3, 3], 16) == ([13, 4], 21, 21)  # then leaf 1's two chunks (its whole)
+    assert _chunked.prefix([13, 4], [3, 3], 100) == ([13, 4], 21, 21)
+    assert _chunked.prefix([10], [4], 3, n_devices=2) == ([10], 16, 16)  # 2 chunks x 2 devices cover it all

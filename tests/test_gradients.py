@@ -153,15 +153,60 @@ def test_backprop_relu_tie_matches_jax():
     chex.assert_trees_all_close(got, ref, rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize("method", ["forward", "backprop", "fd-central", "fd-complex"])
-def test_same_structure_and_dtypes_as_jax_grad_float32(method):
-    cost, params, batch = make_case((3, 4, 2), "tanh", "sigmoid", "quadratic", 0.0, dtype="float32")
-    ref = jax.grad(cost)(params, batch)
-    got = gradient(cost, method)(params, batch)
+EPS32 = float(jnp.finfo(jnp.float32).eps)
+
+
+@functools.lru_cache(maxsize=None)
+def float32_reference():
+    """A float32 case and, at the very same (float32-rounded) params and batch, its float64 gradient, |C| and
+    the diagonal curvature, so that float32 results are judged against the exact value they approximate."""
+    cost, p32, b32 = make_case((3, 4, 2), "tanh", "sigmoid", "quadratic", 0.0, dtype="float32")
+    up = lambda t: jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), t)  # noqa: E731
+    p64, b64 = up(p32), up(b32)
+    g64 = ravel_pytree(jax.grad(cost)(p64, b64))[0]
+    v, unravel = ravel_pytree(p64)
+    d2, d3 = diagonal_derivatives(lambda u: cost(unravel(u), b64), v)
+    return cost, p32, b32, g64, abs(float(cost(p64, b64))), v, d2, d3
+
+
+def float32_fd_tolerance(scheme, v, g, c_abs, d2, d3):
+    """Per-component bound on |FD in float32 - exact| from the step rule (`_steps`), as `fd_tolerance` but with
+    float32 rounding: each float32 cost value within 8 ulps of max(1, |C|) (a sum of a few dozen terms), the
+    steps h_i = eps * max(1, |v_i|) of float32 (forward sqrt(eps32) = 3.5e-4, central cbrt(eps32) = 4.9e-3),
+    a factor 2 of slack; the complex step: 32 ulps of max(|C|, |g|) (no cancellation)."""
+    delta = 8 * EPS32 * max(1.0, c_abs)
+    if scheme == "complex":
+        return jnp.full_like(g, 32 * EPS32 * max(c_abs, float(jnp.max(jnp.abs(g)))))
+    h = finite_diff.default_eps(scheme, jnp.float32) * jnp.maximum(1, jnp.abs(v))
+    if scheme == "forward":
+        return 2 * (h / 2 * jnp.abs(d2) + 2 * delta / h)
+    return 2 * (h**2 / 6 * jnp.abs(d3) + delta / h)
+
+
+@pytest.mark.parametrize("method", ["reverse", "forward", "backprop", "fd-forward", "fd-central", "fd-complex"])
+def test_float32_accuracy_and_dtypes(method):
+    """float32 params: the pytree and dtypes of jax.grad, and the accuracy each method can have in float32.
+
+    Exact methods (reverse, forward, backprop) differ from the exact gradient by float32 rounding only: a few
+    dozen rounded operations per entry on an O(1) tiny net, so within 1e-5 of max|g| (about 80 ulps); a wrong
+    activation derivative, a dropped term or a float16 intermediate would be off by far more. FD methods within
+    the step rule's truncation + rounding bound in float32 (`float32_fd_tolerance`), which is itself checked to be
+    tighter than 3% of max|g| for central and complex (so a wrong step or a wrong denominator fails)."""
+    cost, p32, b32, g64, c_abs, v, d2, d3 = float32_reference()
+    got = gradient(cost, method)(p32, b32)
+    ref = jax.grad(cost)(p32, b32)
     assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(ref)
     chex.assert_trees_all_equal_shapes_and_dtypes(got, ref)
-    # float32 FD is coarse (error ~ sqrt(eps32) ~ 3e-4 for forward): a sanity check only, not accuracy
-    chex.assert_trees_all_close(got, ref, atol=3e-2)
+    err = jnp.abs(ravel_pytree(got)[0].astype(jnp.float64) - g64)
+    scale = float(jnp.max(jnp.abs(g64)))
+    if method_info(method).exact:
+        assert float(jnp.max(err)) <= 1e-5 * scale, (method, float(jnp.max(err)) / scale)
+        return
+    tol = float32_fd_tolerance(method.removeprefix("fd-"), v, g64, c_abs, d2, d3)
+    worst = float(jnp.max(err / tol))
+    assert worst <= 1.0, f"{method}: float32 error reaches {worst:.3g} of its bound"
+    if method != "fd-forward":  # forward's rounding term 4 delta / h is ~3e-3 |C|: loose by nature
+        assert float(jnp.max(tol)) < 0.03 * scale
 
 
 def test_mixed_dtype_params_keep_their_dtypes():

@@ -28,7 +28,7 @@ from jax.flatten_util import ravel_pytree
 
 import gdjax
 from gdjax.data import Batch, one_hot
-from gdjax.gradients import gradient, method_info, n_params, structured
+from gdjax.gradients import _steps, gradient, method_info, n_params, structured
 from gdjax.nn import MLP, Layer
 
 EPS64 = float(jnp.finfo(jnp.float64).eps)
@@ -97,7 +97,7 @@ def test_layerwise_matches_reverse(config):
     cost, params, batch, g, c2 = reference(config)
     eps = eps_for(cost, 1e-4)
     assert_no_kink_crossing(cost, params, batch, eps)
-    steps, _ = structured.fd_steps(flat(params), eps, "forward")
+    steps, _ = _steps.fd_steps(flat(params), eps, "forward")
     lead = 0.5 * steps[0] * c2
     out = gradient(cost, "fd-layerwise", eps=eps, chunk_size=3)(params, batch)
     assert_like_params(out, params)

@@ -20,8 +20,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gdjax import _checks
-from gdjax.gradients import _directions
+from gdjax import _checks, sharding
+from gdjax.gradients import _budget, _chunked, _leaf_stack, _validate
 from gdjax.gradients.registry import Estimator, Subset, no_count, register
 
 
@@ -31,8 +31,8 @@ def reverse(cost) -> Estimator:
     grad = jax.grad(cost)
 
     def fn(params, batch, key):
-        _directions.check_params(params, "reverse")
-        _directions.check_scalar_cost(cost, params, batch, "reverse")
+        _validate.check_params(params, "reverse")
+        _validate.check_scalar_cost(cost, params, batch, "reverse")
         return grad(params, batch)
 
     return Estimator("reverse", fn, no_count)
@@ -41,31 +41,25 @@ def reverse(cost) -> Estimator:
 def _forward_chunks(cost, params, batch, chunk_size, mesh) -> list[int]:
     """Basis directions per chunk of every leaf: `chunk_size`, or the FD kernel's budget default with the
     activations counted twice (primal and tangent); never more than the leaf's size."""
-    leaves = jax.tree_util.tree_leaves(params)
-    if chunk_size is not None:
-        return [min(chunk_size, leaf.size) for leaf in leaves]
-    act = 2 * _directions.intermediate_bytes(cost, params, batch)
-    n_dev = 1 if mesh is None else mesh.size
-    platform = None if mesh is None else mesh.devices.flat[0].platform
-    budget, cache = _directions.memory_budget(platform), _directions.cache_budget(platform)
-    return [min(_directions.default_chunk_size(leaf.size, leaf.dtype.itemsize, act, leaf.size, n_dev, budget, cache),
-                leaf.size) for leaf in leaves]
+    sizes = [leaf.size for leaf in jax.tree_util.tree_leaves(params)]
+    return _budget.leaf_chunk_sizes(cost, params, batch, sizes, chunk_size, 1 if mesh is None else mesh.size,
+                                    _budget.mesh_platform(mesh), activation_factor=2)
 
 
 def _leaf_jvps(cost, leaves, treedef, batch, k: int, chunk: int, mesh, limit: int):
     """The directional derivatives along the first `limit` basis vectors of leaf k, chunk by chunk."""
-    axis = _directions.leaf_axis(leaves[k].ndim)
+    axis = _leaf_stack.leaf_axis(leaves[k].ndim)
 
     def chunk_fn(operands, state, idx):
         lv, b = operands
-        state = _directions.perturb_stack(jnp.zeros_like(lv[k]), state, idx, jnp.ones(idx.shape, lv[k].dtype), axis)
-        f = lambda leaf: cost(_directions.replace_leaf(lv, treedef, k, leaf), b)  # noqa: E731
+        state = _leaf_stack.perturb_stack(jnp.zeros_like(lv[k]), state, idx, jnp.ones(idx.shape, lv[k].dtype), axis)
+        f = lambda leaf: cost(_leaf_stack.replace_leaf(lv, treedef, k, leaf), b)  # noqa: E731
         return state, jax.vmap(lambda t: jax.jvp(f, (lv[k],), (t,))[1], in_axes=axis)(state.stack)
 
     def init(operands):
-        return _directions.leaf_stack(jnp.zeros_like(operands[0][k]), chunk, axis)
+        return _leaf_stack.leaf_stack(jnp.zeros_like(operands[0][k]), chunk, axis)
 
-    return _directions.map_directions(chunk_fn, (leaves, batch), jnp.arange(limit, dtype=jnp.int32), chunk, mesh,
+    return _chunked.map_directions(chunk_fn, (leaves, batch), jnp.arange(limit, dtype=jnp.int32), chunk, mesh,
                                       init=init)
 
 
@@ -73,7 +67,7 @@ def forward_gradient_exact(cost, params, batch, *, chunk_size: int | None = None
     """The gradient by forward mode, un-jitted: `jax.jvp` along every basis vector e_i, in chunks.
 
     Leaf by leaf, like the FD kernel: the tangents of a chunk are one-hot copies of one leaf (a buffer of zeros
-    edited in place from chunk to chunk, `_directions.perturb_stack`), pushed through `jax.jvp` of the cost as a
+    edited in place from chunk to chunk, `_leaf_stack.perturb_stack`), pushed through `jax.jvp` of the cost as a
     function of that leaf alone under vmap, so the other leaves carry no tangent and the primal is computed once
     per chunk.
 
@@ -82,14 +76,14 @@ def forward_gradient_exact(cost, params, batch, *, chunk_size: int | None = None
       params: pytree of real floating arrays, P scalars.
       chunk_size: basis directions per chunk (per device); None for the FD kernel's memory-budget default
         with the activations counted twice (primal and tangent).
-      mesh: a Mesh to split the directions over (`_directions.resolve_mesh`), or None.
+      mesh: a Mesh to split the directions over (`sharding.resolve_mesh`), or None.
       limits: optional per-leaf count of basis directions (a prefix; 0 skips the leaf): then the raw
         derivatives of those directions, concatenated, are returned (`forward_subset`).
     Returns:
       pytree like `params`.
     """
-    _directions.check_params(params, "forward")
-    _directions.check_scalar_cost(cost, params, batch, "forward")
+    _validate.check_params(params, "forward")
+    _validate.check_scalar_cost(cost, params, batch, "forward")
     leaves, treedef = jax.tree_util.tree_flatten(params)
     chunks = _forward_chunks(cost, params, batch, chunk_size, mesh)
     if limits is not None:
@@ -105,8 +99,8 @@ def forward_subset(cost, params, batch, n: int, *, chunk_size: int | None = None
     n = _checks.positive_int(n, "n_directions")
     sizes = [leaf.size for leaf in jax.tree_util.tree_leaves(params)]
     chunks = _forward_chunks(cost, params, batch, chunk_size, mesh)
-    limits, covered, total = _directions.prefix(sizes, chunks, n, 1 if mesh is None else mesh.size)
-    fn = _directions.jit_replicated(
+    limits, covered, total = _chunked.prefix(sizes, chunks, n, 1 if mesh is None else mesh.size)
+    fn = sharding.jit_replicated(
         lambda p, b: forward_gradient_exact(cost, p, b, chunk_size=chunk_size, mesh=mesh, limits=limits), mesh)
     return Subset(fn, covered, total)
 
@@ -118,14 +112,13 @@ def forward(cost, chunk_size=None, devices=None, mesh=None) -> Estimator:
 
     Like `jax.jacfwd`, but chunked: jacfwd pushes all P tangents at once and needs P copies of the activations.
     """
-    if chunk_size is not None:
-        chunk_size = _checks.positive_int(chunk_size, "chunk_size")
-    mesh = _directions.resolve_mesh(devices, mesh)
+    chunk_size = _validate.chunk_option(chunk_size)
+    mesh = sharding.resolve_mesh(devices, mesh)
 
     def kernel(params, batch):
         return forward_gradient_exact(cost, params, batch, chunk_size=chunk_size, mesh=mesh)
 
-    jitted = _directions.jit_replicated(kernel, mesh)
+    jitted = sharding.jit_replicated(kernel, mesh)
 
     def subset(params, batch, n_directions):
         return forward_subset(cost, params, batch, n_directions, chunk_size=chunk_size, mesh=mesh)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from gdjax.costs import Cost
 from gdjax.data import check_batch
-from gdjax.gradients import _directions
+from gdjax.gradients import _validate
 from gdjax.gradients.registry import Estimator, no_count, register
 from gdjax.nn import ACTIVATIONS, OUTPUT_ACTIVATIONS, Layer, sigmoid, softmax
 
@@ -107,7 +107,7 @@ def backprop_method(cost) -> Estimator:
         )
 
     def fn(params, batch, key):
-        _directions.check_params(params, "backprop")
+        _validate.check_params(params, "backprop")
         return backprop(cost, params, batch)
 
     return Estimator("backprop", fn, no_count)

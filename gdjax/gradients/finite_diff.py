@@ -10,11 +10,11 @@ The lecture's gradient: perturb each of the P parameters in turn and re-evaluate
 The FD kernel evaluates all the perturbed costs in ONE jitted program, leaf by leaf of the params pytree:
 for leaf k, `chunk_size` perturbed copies of that leaf at a time under `vmap` (the other leaves unbatched, so
 what depends only on them is computed once per chunk), the chunks in sequence under `lax.scan`, the chunks
-split over the devices of a mesh when there are several (see `gdjax.gradients._directions`). It never builds a
+split over the devices of a mesh when there are several (`gdjax.gradients._chunked`). It never builds a
 P x P matrix: a chunk holds `chunk_size` copies of one leaf. The batch is shared by every direction (vmap
 in_axes None), so XLA turns the first layer of all the perturbed networks into one matmul
 `(N, n_in) @ (n_in, chunk_size * n_hidden)`, which is where the time goes. The chunk's copies live in one buffer
-carried from chunk to chunk (`_directions.perturb_stack`): each chunk restores the entries the previous one set
+carried from chunk to chunk (`_leaf_stack.perturb_stack`): each chunk restores the entries the previous one set
 and sets its own, 2 x chunk_size scattered entries, instead of writing chunk_size fresh copies of the leaf
 (1.3-1.5x faster at N = 10 on a 2-core CPU, the same at N = 1000). The cost is a black box: only its
 parameter pytree is used, never the network's structure (that is "fd-layerwise", gdjax.gradients.structured).
@@ -26,33 +26,21 @@ parameter pytree is used, never the network's structure (that is "fd-layerwise",
 "fd-loop" is the baseline the kernel is measured against: the same directions and arithmetic, one jitted cost
 call per direction driven from Python.
 
-Choice of step (defaults, `eps=None`), with eps_m the machine epsilon of the parameters' dtype
-(float32: 1.19e-7, float64: 2.22e-16) and C, C'', C''' of order one (costs of the lecture are O(1)):
-  forward:  h_i = sqrt(eps_m) * max(1, |v_i|). The error is truncation h|C''|/2 plus rounding 2 eps_m |C| / h;
-            their sum is smallest at h ~ sqrt(eps_m) (float32: 3.5e-4, float64: 1.5e-8), error ~ sqrt(eps_m).
-  central:  h_i = cbrt(eps_m) * max(1, |v_i|). Truncation h^2|C'''|/6 plus rounding eps_m|C|/h is smallest at
-            h ~ cbrt(eps_m) (float32: 4.9e-3, float64: 6.1e-6), error ~ eps_m^(2/3).
-  complex:  h = eps_m^2 (float32: 1.4e-14, float64: 4.9e-32), not scaled. There is no difference of nearly
-            equal numbers, so h is limited only by underflow: the truncation error O(h^2) is then ~eps_m^4,
-            far below rounding, while Im C = h dC/dv_i stays a normal float for any |dC/dv_i| > tiny / eps_m^2
-            (1e-24 in float32).
-The factor max(1, |v_i|) makes the step relative for large parameters (a step below the spacing of floats
-near v_i would vanish) and absolute near zero. The step actually taken is h_i = fl(v_i + h_i) - v_i, which is
-exactly representable, so the denominator is the true distance between the two evaluation points.
-An explicit `eps` replaces the factor in front of max(1, |v_i|) (forward, central) or h (complex).
+The steps (defaults, `eps=None`: sqrt(eps_m) forward, cbrt(eps_m) central, eps_m^2 complex, times max(1, |v_i|)
+for the real schemes, taken as exactly representable) are the one step rule of `gdjax.gradients._steps`.
 
-Default chunk size, per leaf (`_directions.default_chunk_size`): the largest chunk such that
+Default chunk size, per leaf (`_budget.default_chunk_size`): the largest chunk such that
   * its memory fits a budget of 256 MiB: per direction, 3 copies of the leaf (the perturbed copy, a relayout,
     slack) plus every intermediate array of one cost evaluation (from the cost's jaxpr, an upper bound: XLA fuses
     most elementwise ones away), so memory grows with chunk_size * (leaf + activations), never with P^2;
   * on a CPU, its stack of perturbed copies fits 4 MiB: wide enough for an efficient batched matmul, narrow
-    enough for the copies and activations to stay in cache (measured: see `_directions.CACHE_BUDGET`);
+    enough for the copies and activations to stay in cache (measured: see `_budget.CACHE_BUDGET`);
   * at most `MAX_CHUNK`; then evened out so that padding wastes less than one direction per chunk.
 For the lecture's [784, 30, 10] net in float32 on CPU this gives chunks of 44 for the 784 x 30 weights (any N)
 and, on a GPU, 314 (N = 1000) or 905 (N = 10).
 
 Sharding: with several devices (`devices=None` means every device of the global `jax.devices()`), the
-padded direction axis is split across a 1-D mesh (`direction_mesh`) with `jax.shard_map`; each device maps
+padded direction axis is split across a 1-D mesh (`gdjax.sharding.direction_mesh`) with `jax.shard_map`; each device maps
 over its own chunks and the gradient comes back replicated. With the same chunk_size each chunk holds the same
 directions as on one device, so the result is the same, up to an ulp of a cost value where XLA compiles a chunk
 inside or outside a loop differently (usually bitwise).
@@ -61,99 +49,21 @@ inside or outside a loop differently (usually bitwise).
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdjax import _checks
+from gdjax import _checks, sharding
 from gdjax.costs import Cost
-from gdjax.gradients import _directions
+from gdjax.gradients import _budget, _chunked, _leaf_stack, _validate
+from gdjax.gradients._steps import (
+    SCHEMES, LeafPlan, default_eps, leaf_combine, leaf_plan, n_directions, plan_lengths, step_factor,
+)
 from gdjax.gradients.registry import Estimator, Subset, register
 
-SCHEMES = ("forward", "central", "complex")
-DEFAULT_MEMORY_BUDGET = _directions.DEFAULT_MEMORY_BUDGET
-MAX_CHUNK = _directions.MAX_CHUNK
-default_chunk_size = _directions.default_chunk_size
-
-
-def default_eps(scheme: str, dtype) -> float:
-    """The default step factor for `scheme` at parameter `dtype` (see the module docstring for the reasoning).
-
-    >>> default_eps("central", jnp.float32)   # cbrt(1.19e-7) = 4.9e-3
-    """
-    _checks.choice(scheme, SCHEMES, "finite-difference scheme")
-    eps_m = float(jnp.finfo(dtype).eps)
-    return {"forward": eps_m ** 0.5, "central": eps_m ** (1 / 3), "complex": eps_m**2}[scheme]
-
-
-def n_directions(scheme: str, n_params: int) -> int:
-    """Cost evaluations per gradient: P + 1 (forward), 2P (central), P (complex)."""
-    return {"forward": n_params + 1, "central": 2 * n_params, "complex": n_params}[scheme]
-
-
-class LeafPlan(NamedTuple):
-    """The perturbed points of one leaf: direction j sets `leaf.ravel()[idx[j]] = t[j]`.
-
-    idx: (n,) int32, -1 for the base point (forward scheme, first leaf only); t: (n,) new values, complex for the
-    complex step; den: (leaf.size,) the step in each derivative's denominator. n = size + 1 (forward, first
-    leaf), size (forward, other leaves), 2 size (central: +h then -h), size (complex).
-    """
-
-    idx: jax.Array
-    t: jax.Array
-    den: jax.Array
-
-
-def leaf_plan(leaf: jax.Array, scheme: str, eps: float, with_base: bool = False, select=None) -> LeafPlan:
-    """The points of `scheme` around one leaf with step factor `eps` (module docstring).
-
-    `select`: optional static array of flat indices into the leaf: the points of those entries only.
-    """
-    x = jnp.ravel(leaf)
-    ar = jnp.arange(x.shape[0], dtype=jnp.int32)
-    if select is not None:
-        ar = jnp.asarray(np.asarray(select, np.int32))
-        x_all, x = x, x[ar]
-    if scheme == "complex":  # Im C(v + i h e_i) / h
-        h = jnp.full_like(x, eps)
-        return LeafPlan(ar, jax.lax.complex(x, h), h)
-    h = eps * jnp.maximum(1, jnp.abs(x))
-    tp = x + h
-    if scheme == "forward":
-        den = tp - x  # the exactly representable step actually taken
-        if with_base:  # C(v) itself, evaluated by the same batched program as the perturbed costs
-            x0 = (x_all if select is not None else x)[:1]
-            return LeafPlan(jnp.concatenate([jnp.full((1,), -1, jnp.int32), ar]), jnp.concatenate([x0, tp]), den)
-        return LeafPlan(ar, tp, den)
-    tm = x - h
-    return LeafPlan(jnp.concatenate([ar, ar]), jnp.concatenate([tp, tm]), tp - tm)
-
-
-def leaf_combine(scheme: str, den: jax.Array, values: jax.Array, base) -> jax.Array:
-    """Flat derivatives `(size,)` of one leaf from the costs at its points (without the base; `base` = C(v))."""
-    if scheme == "complex":
-        im = jnp.imag(values)
-        return im / den.astype(im.dtype)
-    if scheme == "forward":
-        return (values - base) / den.astype(values.dtype)
-    n = den.shape[0]
-    return (values[:n] - values[n:]) / den.astype(values.dtype)
-
-
-def _leaf_eps(scheme: str, eps: float | None, dtype, method: str) -> float:
-    """The step factor for a leaf of `dtype`: `eps`, or the dtype's default; refuses a step below rounding."""
-    if eps is None:
-        return default_eps(scheme, dtype)
-    eps_m = float(jnp.finfo(dtype).eps)
-    if scheme != "complex" and eps <= eps_m:
-        raise ValueError(
-            f"eps={eps:g} is not above the machine epsilon of {jnp.dtype(dtype).name} ({eps_m:.3g}) "
-            f"(method {method!r}): v + eps*max(1,|v|) would round back to v; use eps >= "
-            f"{default_eps(scheme, dtype):.3g} (the default) or similar"
-        )
-    return eps
+__all__ = ["SCHEMES", "LeafPlan", "default_eps", "fd_chunk_size", "fd_components", "fd_gradient", "fd_loop",
+           "fd_subset", "leaf_chunk_sizes", "leaf_combine", "leaf_plan", "n_directions"]
 
 
 def _complexify(params):
@@ -162,8 +72,8 @@ def _complexify(params):
 
 def _prepare(cost, params, batch, scheme: str, method: str):
     """Checks shared by the kernel and the loop; returns (leaves, treedef)."""
-    _directions.check_params(params, method)
-    _directions.check_scalar_cost(cost, params, batch, method)
+    _validate.check_params(params, method)
+    _validate.check_scalar_cost(cost, params, batch, method)
     if scheme == "complex":
         try:
             out = jax.eval_shape(cost, _complexify(params), batch)
@@ -184,36 +94,31 @@ def _prepare(cost, params, batch, scheme: str, method: str):
 
 def _leaf_values(cost, leaves, treedef, batch, k: int, pl: LeafPlan, chunk_size: int, mesh):
     """The costs at every point of leaf k's plan, chunk by chunk; only leaf k is batched."""
-    axis = _directions.leaf_axis(leaves[k].ndim)
+    axis = _leaf_stack.leaf_axis(leaves[k].ndim)
 
     dtype = jnp.result_type(leaves[k].dtype, pl.t.dtype)
 
     def chunk_fn(operands, state, xs):
         lv, b = operands
-        state = _directions.perturb_stack(lv[k], state, *xs, axis)
-        values = jax.vmap(lambda leaf: cost(_directions.replace_leaf(lv, treedef, k, leaf), b), in_axes=axis)(
+        state = _leaf_stack.perturb_stack(lv[k], state, *xs, axis)
+        values = jax.vmap(lambda leaf: cost(_leaf_stack.replace_leaf(lv, treedef, k, leaf), b), in_axes=axis)(
             state.stack)
         return state, values
 
     def init(operands):
-        return _directions.leaf_stack(operands[0][k], chunk_size, axis, dtype)
+        return _leaf_stack.leaf_stack(operands[0][k], chunk_size, axis, dtype)
 
-    return _directions.map_directions(chunk_fn, (leaves, batch), (pl.idx, pl.t), chunk_size, mesh, init=init)
+    return _chunked.map_directions(chunk_fn, (leaves, batch), (pl.idx, pl.t), chunk_size, mesh, init=init)
 
 
 def leaf_chunk_sizes(cost, params, batch, scheme: str = "central", n_devices: int = 1,
-                     platform: str | None = None) -> list[int]:
-    """The default chunk size of every leaf's directions (the memory budget over one direction's bytes)."""
-    leaves = jax.tree_util.tree_leaves(params)
+                     platform: str | None = None, chunk_size: int | None = None) -> list[int]:
+    """Directions per chunk of every leaf's plan: `chunk_size`, or the budget default (`_budget`), at most the
+    leaf's directions. Complex copies count twice the bytes, in the copies and the activations."""
     factor = 2 if scheme == "complex" else 1
-    act = _directions.intermediate_bytes(cost, params, batch) * factor
-    budget, cache = _directions.memory_budget(platform), _directions.cache_budget(platform)
-    return [
-        _directions.default_chunk_size(leaf.size, jnp.dtype(leaf.dtype).itemsize * factor, act,
-                                       n_directions(scheme, leaf.size) - (scheme == "forward" and k > 0),
-                                       n_devices, budget, cache)
-        for k, leaf in enumerate(leaves)
-    ]
+    sizes = [leaf.size for leaf in jax.tree_util.tree_leaves(params)]
+    return _budget.leaf_chunk_sizes(cost, params, batch, plan_lengths(scheme, sizes), chunk_size, n_devices,
+                                    platform, copy_factor=factor, activation_factor=factor)
 
 
 def fd_chunk_size(cost, params, batch, scheme: str = "central", n_devices: int = 1) -> int:
@@ -223,14 +128,9 @@ def fd_chunk_size(cost, params, batch, scheme: str = "central", n_devices: int =
     return sizes[max(range(len(leaves)), key=lambda k: leaves[k].size)]
 
 
-def _leaf_chunks(cost, params, batch, scheme, chunk_size, mesh) -> list[int]:
-    """Directions per chunk of every leaf: `chunk_size`, or the budget default for the mesh's platform."""
-    leaves = jax.tree_util.tree_leaves(params)
-    if chunk_size is not None:
-        return [chunk_size] * len(leaves)
-    n_dev = 1 if mesh is None else mesh.size
-    platform = None if mesh is None else mesh.devices.flat[0].platform
-    return leaf_chunk_sizes(cost, params, batch, scheme, n_dev, platform)
+def _mesh_chunks(cost, params, batch, scheme, chunk_size, mesh) -> list[int]:
+    return leaf_chunk_sizes(cost, params, batch, scheme, 1 if mesh is None else mesh.size,
+                            _budget.mesh_platform(mesh), chunk_size)
 
 
 def _kernel(cost, params, batch, scheme, eps, chunk_size, mesh, method, selects=None, limits=None):
@@ -240,13 +140,14 @@ def _kernel(cost, params, batch, scheme, eps, chunk_size, mesh, method, selects=
     leaf); then the raw cost values of those directions are returned instead of derivatives (for `fd_subset`).
     """
     leaves, treedef = _prepare(cost, params, batch, scheme, method)
-    chunks = _leaf_chunks(cost, params, batch, scheme, chunk_size, mesh)
+    chunks = _mesh_chunks(cost, params, batch, scheme, chunk_size, mesh)
     selects = selects or [None] * len(leaves)
     wanted = [k for k in range(len(leaves)) if selects[k] is None or len(selects[k])]
     base, derivs = None, [None] * len(leaves)
     for k in wanted:
         leaf, first = leaves[k], scheme == "forward" and k == wanted[0]
-        pl = leaf_plan(leaf, scheme, _leaf_eps(scheme, eps, leaf.dtype, method), with_base=first, select=selects[k])
+        pl = leaf_plan(leaf, scheme, step_factor(scheme, eps, leaf.dtype, method), with_base=first,
+                       select=selects[k])
         # no chunk larger than the directions (not per device: a given chunk_size keeps the chunks, and the
         # result, identical on any number of devices; the default is already per device)
         chunk = min(chunks[k], pl.idx.shape[0])
@@ -262,12 +163,6 @@ def _kernel(cost, params, batch, scheme, eps, chunk_size, mesh, method, selects=
     return derivs, leaves, treedef
 
 
-def _plan_lengths(scheme: str, params) -> list[int]:
-    """Directions of each leaf's plan: size (+1 on the first leaf, forward), 2 size (central)."""
-    sizes = [leaf.size for leaf in jax.tree_util.tree_leaves(params)]
-    return [n_directions(scheme, s) - (scheme == "forward" and k > 0) for k, s in enumerate(sizes)]
-
-
 def fd_subset(cost, params, batch, n: int, *, scheme: str = "central", eps: float | None = None,
               chunk_size: int | None = None, mesh=None, method: str | None = None) -> Subset:
     """The FD kernel's own program on its first `n` directions (leaf after leaf), for timing part of it.
@@ -279,10 +174,9 @@ def fd_subset(cost, params, batch, n: int, *, scheme: str = "central", eps: floa
     """
     n = _checks.positive_int(n, "n_directions")
     method = method or f"fd-{scheme}"
-    chunks = [min(c, m) for c, m in zip(_leaf_chunks(cost, params, batch, scheme, chunk_size, mesh),
-                                        _plan_lengths(scheme, params))]
-    limits, covered, total = _directions.prefix(_plan_lengths(scheme, params), chunks, n,
-                                             1 if mesh is None else mesh.size)
+    lengths = plan_lengths(scheme, [leaf.size for leaf in jax.tree_util.tree_leaves(params)])
+    chunks = _mesh_chunks(cost, params, batch, scheme, chunk_size, mesh)
+    limits, covered, total = _chunked.prefix(lengths, chunks, n, 1 if mesh is None else mesh.size)
 
     def fn(params, batch):
         values, _, _ = _kernel(cost, params, batch, scheme, eps, chunk_size, mesh, method, limits=limits)
@@ -295,7 +189,7 @@ def fd_gradient(cost, params, batch, *, scheme: str = "central", eps: float | No
                 chunk_size: int | None = None, mesh=None, method: str | None = None):
     """The FD kernel, un-jitted: a pytree like `params`, the finite-difference gradient of `cost`.
 
-    The directions are taken leaf by leaf (`_directions.perturb_stack`): for leaf k, `chunk_size` perturbed
+    The directions are taken leaf by leaf (`_leaf_stack.perturb_stack`): for leaf k, `chunk_size` perturbed
     copies of that leaf at a time go through the cost under vmap while the other leaves stay unbatched.
     The forward scheme's base cost C(v) is the first direction of the first leaf.
 
@@ -306,7 +200,7 @@ def fd_gradient(cost, params, batch, *, scheme: str = "central", eps: float | No
       scheme: "forward", "central" or "complex".
       eps: step factor (see the module docstring), None for the default of each leaf's dtype.
       chunk_size: directions per chunk (per device), None for the memory-budget default of each leaf.
-      mesh: a Mesh over which to split the directions (`_directions.resolve_mesh`), or None.
+      mesh: a Mesh over which to split the directions (`sharding.resolve_mesh`), or None.
     Returns:
       pytree like `params` (same structure and dtypes).
     """
@@ -346,11 +240,7 @@ def fd_components(cost, params, batch, components, *, scheme: str = "central", e
 
 def _check_options(scheme, eps, chunk_size, method):
     _checks.choice(scheme, SCHEMES, f"scheme of {method!r}")
-    if eps is not None:
-        eps = _checks.positive_float(eps, "eps")
-    if chunk_size is not None:
-        chunk_size = _checks.positive_int(chunk_size, "chunk_size")
-    return eps, chunk_size
+    return _validate.eps_option(eps), _validate.chunk_option(chunk_size)
 
 
 def _check_analytic(cost, scheme, method):
@@ -368,13 +258,13 @@ def _kernel_builder(scheme: str):
     def build(cost, eps=None, chunk_size=None, devices=None, mesh=None) -> Estimator:
         eps, chunk_size = _check_options(scheme, eps, chunk_size, method)
         _check_analytic(cost, scheme, method)
-        mesh = _directions.resolve_mesh(devices, mesh)
+        mesh = sharding.resolve_mesh(devices, mesh)
         options = dict(scheme=scheme, eps=eps, chunk_size=chunk_size, mesh=mesh, method=method)
-        jitted = _directions.jit_replicated(functools.partial(fd_gradient, cost, **options), mesh)
+        jitted = sharding.jit_replicated(functools.partial(fd_gradient, cost, **options), mesh)
 
         def subset(params, batch, n_directions):
             sub = fd_subset(cost, params, batch, n_directions, **options)
-            return sub._replace(fn=_directions.jit_replicated(sub.fn, mesh))
+            return sub._replace(fn=sharding.jit_replicated(sub.fn, mesh))
 
         return Estimator(method, lambda params, batch, key: jitted(params, batch),
                          functools.partial(n_directions, scheme), subset=subset,
@@ -419,7 +309,7 @@ def fd_loop(cost, scheme: str = "forward", eps: float | None = None) -> Estimato
             flat = jnp.ravel(leaf).astype(jnp.result_type(leaf.dtype, t.dtype))
             i = jnp.maximum(idx[j], 0)
             new = jnp.where(idx[j] >= 0, t[j], flat[i])  # idx -1: the base point, unchanged
-            return cost(_directions.replace_leaf(leaves, treedef, k, flat.at[i].set(new).reshape(leaf.shape)), batch)
+            return cost(_leaf_stack.replace_leaf(leaves, treedef, k, flat.at[i].set(new).reshape(leaf.shape)), batch)
 
         return jax.jit(f)
 
@@ -429,7 +319,7 @@ def fd_loop(cost, scheme: str = "forward", eps: float | None = None) -> Estimato
         sig = (treedef, tuple((leaf.shape, jnp.result_type(leaf)) for leaf in leaves))
         if sig not in compiled:
             _prepare(cost, params, batch, scheme, method)  # the checks, once per parameter structure
-            epss = [_leaf_eps(scheme, eps, leaf.dtype, method) for leaf in leaves]
+            epss = [step_factor(scheme, eps, leaf.dtype, method) for leaf in leaves]
             plans = jax.jit(lambda leaves: [leaf_plan(leaf, scheme, e, with_base=scheme == "forward" and k == 0)
                                             for k, (leaf, e) in enumerate(zip(leaves, epss))])
             steps = [one_direction(treedef, k) for k in range(len(leaves))]
@@ -447,7 +337,7 @@ def fd_loop(cost, scheme: str = "forward", eps: float | None = None) -> Estimato
 
     def values(params, batch, limits=None):
         """The cost at every point of every leaf's plan (the first limits[k] of leaf k), one call each."""
-        _directions.check_params(params, method)
+        _validate.check_params(params, method)
         plans_fn, steps, finish = programs(params, batch)
         leaves = jax.tree_util.tree_leaves(params)
         plans = plans_fn(leaves)
@@ -460,8 +350,8 @@ def fd_loop(cost, scheme: str = "forward", eps: float | None = None) -> Estimato
         return finish(plans, [jnp.asarray(np.asarray(jax.device_get(v))) for v in vals])
 
     def subset(params, batch, n_directions):
-        lengths = _plan_lengths(scheme, params)
-        limits, covered, total = _directions.prefix(lengths, [1] * len(lengths), n_directions)
+        lengths = plan_lengths(scheme, [leaf.size for leaf in jax.tree_util.tree_leaves(params)])
+        limits, covered, total = _chunked.prefix(lengths, [1] * len(lengths), n_directions)
         return Subset(lambda params, batch: jnp.stack([v for vs in values(params, batch, limits)[2] for v in vs]),
                       covered, total, jittable=False)
 

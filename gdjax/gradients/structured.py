@@ -46,11 +46,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gdjax import _checks
+from gdjax import _checks, sharding
 from gdjax.costs import Cost
 from gdjax.data import check_batch
-from gdjax.gradients import _directions
-from gdjax.gradients.finite_diff import default_eps
+from gdjax.gradients import _chunked, _validate
+from gdjax.gradients._steps import fd_steps, step_factor
 from gdjax.gradients.registry import Estimator, register
 from gdjax.nn import ACTIVATIONS, Layer
 
@@ -69,43 +69,6 @@ def _require_cost(cost, method: str) -> Cost:
             "(fd-forward, fd-central, spsa, forward-gradient)"
         )
     return cost
-
-
-def _eps_option(eps):
-    return None if eps is None else _checks.positive_float(eps, "eps")
-
-
-def _chunk_option(chunk_size):
-    return None if chunk_size is None else _checks.positive_int(chunk_size, "chunk_size")
-
-
-def _resolve_eps(eps, dtype, scheme: str) -> float:
-    """The step factor: `eps`, or the FD kernel's default for `scheme` and `dtype`; refuses eps <= eps_mach."""
-    eps_m = float(jnp.finfo(dtype).eps)
-    if eps is None:
-        return default_eps(scheme, dtype)
-    if eps <= eps_m:
-        raise ValueError(
-            f"eps={eps:g} is not above the machine epsilon of {jnp.dtype(dtype).name} ({eps_m:.3g}): the step would "
-            f"round away; use eps >= {default_eps(scheme, dtype):.3g} (the default) or similar"
-        )
-    return eps
-
-
-def fd_steps(v, eps: float, scheme: str):
-    """The FD kernel's steps for parameters `v` (any shape): `h = eps * max(1, |v|)`, taken as representable.
-
-    Returns `(steps, den)`: forward `([fl(v + h) - v], fl(v + h) - v)`, central
-    `([fl(v + h) - v, fl(v - h) - v], fl(v + h) - fl(v - h))`; the difference quotient is
-    `(C(v + steps[0]) - C(v)) / den` or `(C(v + steps[0]) - C(v + steps[1])) / den`, exactly as "fd-forward" /
-    "fd-central" compute it.
-    """
-    h = eps * jnp.maximum(1, jnp.abs(v))
-    tp = v + h
-    if scheme == "forward":
-        return [tp - v], tp - v
-    tm = v - h
-    return [tp - v, tm - v], tp - tm
 
 
 def _check_params(cost: Cost, params) -> jnp.dtype:
@@ -232,7 +195,7 @@ def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mes
       steps: a list (one entry per step set, e.g. the + and - steps of central differences) of per-layer steps
         `(n_in + 1, n_out)`: rows 0..n_in-1 for `w[j, i]`, row n_in for `b[i]` (see `fd_steps`).
       chunk_size: directions per loop step, at most n_in + 1 (None: about 2**21 elements of work per step).
-      mesh: a Mesh over which to split the loop steps (`_directions.resolve_mesh`), or None for one device.
+      mesh: a Mesh over which to split the loop steps (`gdjax.sharding.resolve_mesh`), or None for one device.
       loop: False runs every step under one vmap instead of `lax.map`: the same numbers, memory growing with P;
         only for counting FLOPs (XLA's cost analysis counts a loop body once).
     Returns:
@@ -290,7 +253,7 @@ def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mes
         elif mesh is None:
             d = lax.map(step, ij)
         else:
-            d = _directions.map_directions(lambda _, chunk: jax.vmap(step)(chunk), None, ij, 1, mesh)
+            d = _chunked.map_directions(lambda _, chunk: jax.vmap(step)(chunk), None, ij, 1, mesh)
         # d: (n_out * n_blocks, S, block)
         d = d.reshape(n_out, n_blocks, len(steps), block).transpose(2, 1, 3, 0).reshape(len(steps), -1, n_out)
         out.append(d[:, :n_cols])
@@ -315,20 +278,20 @@ def _layerwise_kernel(cost: Cost, scheme: str, chunk_size, mesh):
             grads.append(Layer(gw, gb))
         return tuple(grads)
 
-    return jax.jit(fn) if mesh is None else jax.jit(fn, out_shardings=_directions.replicated(mesh))
+    return sharding.jit_replicated(fn, mesh)
 
 
 def _layerwise(cost, scheme: str, eps, chunk_size, method: str, devices=None, mesh=None) -> Estimator:
     cost = _require_cost(cost, method)
-    eps = _eps_option(eps)
-    chunk_size = _chunk_option(chunk_size)
-    mesh = _directions.resolve_mesh(devices, mesh)
+    eps = _validate.eps_option(eps)
+    chunk_size = _validate.chunk_option(chunk_size)
+    mesh = sharding.resolve_mesh(devices, mesh)
     kernel = _layerwise_kernel(cost, scheme, chunk_size, mesh)
 
     def fn(params, batch, key=None):
         dtype = _check_params(cost, params)
         check_batch(batch, net=cost.net)
-        return kernel(params, batch, jnp.asarray(_resolve_eps(eps, dtype, scheme), dtype))
+        return kernel(params, batch, jnp.asarray(step_factor(scheme, eps, dtype, method), dtype))
 
     evals = (lambda p: p + 1.0) if scheme == "forward" else (lambda p: 2.0 * p)
     return Estimator(method, fn, evals, options={"eps": eps, "chunk_size": chunk_size, "scheme": scheme,
@@ -429,16 +392,16 @@ def node_perturbation(cost, *, eps=None, scheme="forward", chunk_size=None) -> E
     h * a_j, node perturbation by h and scales by a_j afterwards. The L2 term's gradient l2 * w is added exactly.
     """
     cost = _require_cost(cost, "node-perturbation")
-    eps = _eps_option(eps)
+    eps = _validate.eps_option(eps)
     scheme = _checks.choice(scheme, SCHEMES, "scheme")
-    chunk_size = _chunk_option(chunk_size)
+    chunk_size = _validate.chunk_option(chunk_size)
 
     kernel = _node_kernel(cost, scheme, chunk_size)
 
     def fn(params, batch, key=None):
         dtype = _check_params(cost, params)
         check_batch(batch, net=cost.net)
-        return kernel(params, batch, jnp.asarray(_resolve_eps(eps, dtype, scheme), dtype))
+        return kernel(params, batch, jnp.asarray(step_factor(scheme, eps, dtype, "node-perturbation"), dtype))
 
     units = sum(cost.net.sizes[1:])
     evals = (lambda p: units + 1.0) if scheme == "forward" else (lambda p: 2.0 * units)
