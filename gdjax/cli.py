@@ -13,20 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr and exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _csv_ints(text: str) -> tuple[int, ...]:
-    """'784,30,10' -> (784, 30, 10)."""
-    try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 784,30,10, got {text!r}")
+from gdjax.bench.args import OneLineParser as _Parser  # the one parser base (usage error: one line, exit 2)
+from gdjax.bench.args import csv_ints as _csv_ints
 
 
 # --- commands (each owner edits only its own section) -------------------------------------------------------
@@ -97,31 +85,46 @@ def _add_bench(sub):
     p = sub.add_parser(
         "bench", help="finite differences vs jax.grad: time per gradient over network sizes (make bench)",
         description="Time one gradient per network size and method (forward pass alone, reverse, forward, "
-                    "backprop, the FD kernel, fd-loop, and every other registered estimator), with XLA FLOPs, "
-                    "memory, error against float64 jax.grad and the same run's matmul rate. Points whose full "
-                    "gradient would exceed --time-budget are timed on a subset and extrapolated (flagged). "
-                    "Writes <out>/fd_vs_grad.json (+ .csv, .jsonl) and the figures; see benchmarks/README.md.",
-        epilog="examples: gdjax bench --quick | gdjax bench --sizes '784,30,10;784,100,10' --methods "
-               "reverse,fd-forward | gdjax bench --sizes P=1e2:1e6:7 --time-budget 3 --resume")
+                    "backprop, the FD kernel, fd-loop, and every other registered estimator): whole where the "
+                    "whole gradient is predicted to fit --time-budget, else on a subset of the method's own "
+                    "program and extrapolated (flagged); every whole point of a method with a subset is also "
+                    "extrapolated, as a check (the 'validation' list). XLA FLOPs (loops x trip count), memory, "
+                    "error against float64 jax.grad, and the run's matmul reference (best of several shapes, "
+                    "start/middle/end). Writes <out>/fd_vs_grad.json (+ .csv, .jsonl, figures); see "
+                    "docs/benchmarks.md.",
+        epilog="examples: gdjax bench --quick | gdjax bench --sizes '784,30,10' --methods reverse,fd-forward | "
+               "gdjax bench --full --committed --resume (the maintainers' hour-long sweep)")
     p.add_argument("--sizes", default=None,
-                   help="networks: layer lists '784,30,10;784,100,10', or a P range 'P=1e2:1e6[:n]' of square "
-                        "nets [h,h,10] (default: 6 nets from P=162 to 1.06e6 including [784,30,10])")
+                   help="networks: layer lists '784,30,10;784,100,10', P ranges 'P=1e2:1e6[:n]' of square nets "
+                        "[h,h,10], or default / quick / full (default: 6 nets from P=162 to 1.06e6 with [784,30,10])")
     p.add_argument("--batch-size", type=int, default=None, help="examples N in the cost (default 1000; --quick 64)")
     p.add_argument("--dtype", default="float32", help="float32 (default) or float64")
     p.add_argument("--methods", default=None,
                    help="comma-separated gradient methods (default: every registered one); the forward pass "
                         "alone is always measured")
-    p.add_argument("--repeats", type=int, default=None, help="timed calls per point after warm-up (default 5)")
+    p.add_argument("--repeats", type=int, default=None, help="most timed calls per measurement (default 3)")
     p.add_argument("--time-budget", type=float, default=None,
-                   help="seconds of timed calls per point; beyond it a subset is timed and extrapolated "
-                        "(default 0.5; --quick 0.1)")
-    p.add_argument("--out", default=None, help="output directory (default benchmarks/results/<platform>/)")
+                   help="seconds a whole gradient may be predicted to take; beyond it the point is extrapolated "
+                        "from a subset (default 40; --quick 1; --full 600)")
+    p.add_argument("--out", default=None, help="output folder (default: a fresh git-ignored runs/bench-<date>/)")
+    p.add_argument("--committed", action="store_true",
+                   help="write the committed reference benchmarks/results/<platform>/ (maintainers)")
+    p.add_argument("--reference", default=None,
+                   help="results file to print this run beside (default: the committed one of this platform)")
+    p.add_argument("--no-reference", action="store_true", help="do not print the run beside the reference")
     p.add_argument("--device", default=None, help="cpu or gpu (default: JAX's default backend)")
     p.add_argument("--resume", action="store_true",
-                   help="keep the points already in <out>/fd_vs_grad.jsonl and measure only the rest")
+                   help="keep the points already in <out>/<name>.jsonl and measure only the rest (needs --out or "
+                        "--committed)")
     p.add_argument("--quick", action="store_true", help="tiny sizes and budgets (tests, CI; seconds)")
+    p.add_argument("--full", action="store_true",
+                   help="the full sweep: sizes 'full' (9 nets P=1e2..1e6 and [784,30,10]), --time-budget 600, "
+                        "results named fd_vs_grad_full")
     p.add_argument("--million", action=argparse.BooleanOptionalAction, default=None,
                    help="measure the 'million weights' table (default: on, off with --quick)")
+    p.add_argument("--no-validate", action="store_true", help="do not time a subset beside each whole point")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="directions per chunk for every method that takes a chunk_size (default: each method's own)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed of params and data (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="write the results only, no figures")
@@ -143,82 +146,77 @@ def _writable_dir(path):
     return path
 
 
+def _bench_config(args):
+    """The BenchConfig of `gdjax bench`'s options (ValueError naming a bad one), and the results name."""
+    from gdjax.bench import config as bc
+
+    if args.quick and args.full:
+        raise ValueError("--quick and --full exclude each other")
+    preset = "quick" if args.quick else "full" if args.full else "default"
+    sizes = bc.parse_sizes(args.sizes if args.sizes is not None else preset)
+    if args.methods is None or args.methods.strip() == "all":
+        methods = bc.default_methods()
+    else:
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip() and m.strip() != bc.FORWARD_PASS)
+    budget = {"quick": bc.QUICK_TIME_BUDGET, "full": bc.FULL_TIME_BUDGET, "default": bc.DEFAULT_TIME_BUDGET}[preset]
+    config = bc.BenchConfig(
+        sizes=sizes, batch_size=args.batch_size if args.batch_size is not None else (64 if args.quick else
+                                                                                      bc.DEFAULT_BATCH),
+        dtype=args.dtype, methods=methods,
+        repeats=args.repeats if args.repeats is not None else (2 if args.quick else bc.DEFAULT_REPEATS),
+        time_budget=args.time_budget if args.time_budget is not None else budget,
+        seed=args.seed, million=(not args.quick) if args.million is None else args.million,
+        validate=not args.no_validate, chunk_size=args.chunk_size)
+    return config, bc.BENCH_NAME + ("_full" if args.full else "")
+
+
+def _bench_device(name):
+    import jax
+
+    if name is None:
+        return jax.devices()[0]
+    if name not in ("cpu", "gpu"):
+        raise ValueError(f"--device must be cpu or gpu, got {name!r}")
+    try:
+        return jax.devices(name)[0]
+    except RuntimeError:
+        raise ValueError(f"--device {name}: JAX finds no {name} device here "
+                         f"(for a GPU install jax with CUDA: pip install -e '.[cuda]')") from None
+
+
 def _cmd_bench(args) -> int:
     from pathlib import Path
 
     import jax
 
-    from gdjax import benchmark, results
+    from gdjax import results
+    from gdjax.bench import run as bench_run
 
-    quick = args.quick
-    sizes = benchmark.parse_sizes(args.sizes) if args.sizes is not None else (
-        benchmark.QUICK_SIZES if quick else benchmark.DEFAULT_SIZES)
-    if args.methods is None or args.methods.strip() == "all":
-        methods = benchmark.default_methods()
-    else:
-        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip() and m.strip() != benchmark.FORWARD_PASS)
-    if args.device is not None:
-        if args.device not in ("cpu", "gpu"):
-            raise ValueError(f"--device must be cpu or gpu, got {args.device!r}")
-        try:
-            device = jax.devices(args.device)[0]
-        except RuntimeError:
-            raise ValueError(f"--device {args.device}: JAX finds no {args.device} device here "
-                             f"(for a GPU install jax with CUDA: pip install -e '.[cuda]')") from None
-    else:
-        device = jax.devices()[0]
-    config = benchmark.BenchConfig(
-        sizes=sizes,
-        batch_size=args.batch_size if args.batch_size is not None else (64 if quick else benchmark.DEFAULT_BATCH),
-        dtype=args.dtype, methods=methods,
-        repeats=args.repeats if args.repeats is not None else (2 if quick else benchmark.DEFAULT_REPEATS),
-        time_budget=args.time_budget if args.time_budget is not None else (
-            0.1 if quick else benchmark.DEFAULT_TIME_BUDGET),
-        seed=args.seed, million=(not quick) if args.million is None else args.million)
-    out = _writable_dir(args.out if args.out is not None else Path("benchmarks", "results", device.platform))
-    json_path, jsonl_path = out / f"{benchmark.BENCH_NAME}.json", out / f"{benchmark.BENCH_NAME}.jsonl"
-    writer = jax.process_index() == 0  # under `gdjax launch`, one process writes
-    done = results.read_jsonl(jsonl_path) if args.resume else []
-    if writer and not args.resume and jsonl_path.exists():
-        jsonl_path.unlink()  # a fresh sweep
+    config, name = _bench_config(args)  # every option checked before any work
+    if args.out is not None and args.committed:
+        raise ValueError("give --out or --committed, not both")
+    if args.resume and args.out is None and not args.committed:
+        raise ValueError("--resume needs the folder of the run to continue: give --out FOLDER (or --committed)")
+    if args.reference is not None and not Path(args.reference).is_file():
+        raise ValueError(f"--reference {args.reference}: no such results file")
+    device = _bench_device(args.device)
+    out = bench_run.committed_dir(device.platform) if args.committed else results.output_dir("bench", args.out)
+    out = _writable_dir(out)
     if config.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
-    mm_n = 256 if quick else 1024
+    writer = jax.process_index() == 0  # under `gdjax launch`, one process writes
     with jax.default_device(device):
-        peaks = benchmark.measure_peaks(n=mm_n, repeats=3 if quick else 5)
-        rows = benchmark.run_sweep(config, peaks, done=done, progress=not args.no_progress,
-                                   on_row=(lambda r: results.append_jsonl(jsonl_path, r)) if writer else None)
-        peaks_end = benchmark.measure_peaks(n=mm_n, repeats=3 if quick else 5)
-    # the ceiling: the larger of the start and end measurements (other load on the machine only lowers them)
-    ceiling = {k: max(peaks[k], peaks_end[k]) for k in peaks}
-    rows = benchmark.apply_peaks(rows, ceiling)
-    meta = {**results.environment(), "benchmark": benchmark.BENCH_NAME, "dtype": config.dtype,
-            "device_kind": device.device_kind, "device_name": str(device), "platform": device.platform,
-            "matmul_gflops": {k: v / 1e9 for k, v in ceiling.items()}, "matmul_n": mm_n,
-            "matmul_gflops_start": {k: v / 1e9 for k, v in peaks.items()},
-            "matmul_gflops_end": {k: v / 1e9 for k, v in peaks_end.items()},
-            "resumed_points": sum(1 for r in done if r.get("id") in {x["id"] for x in rows})}
-    tg = benchmark.targets(rows, config.batch_size, config.dtype)
-    written = []
-    if writer:
-        results.save_results(json_path, rows, meta=meta, config={**config.as_dict(), "targets": tg})
-        written = [json_path, results.csv_path(json_path), jsonl_path]
-        if not args.no_plots:
-            from gdjax import plotting
-
-            written += plotting.plot_results(json_path)
-    print(f"matmul rate (same run, n={mm_n}, best of start/end): "
-          + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in ceiling.items()) + f"; device {device.device_kind}")
-    print(benchmark.format_table(rows))
-    print()
-    print(benchmark.format_targets(tg, config.batch_size, config.dtype))
-    table = benchmark.million_table(rows)
-    if table:
-        print()
-        print(benchmark.format_million(table))
+        data, written = bench_run.run(config, out, name=name, resume=args.resume, quick=args.quick,
+                                      progress=not args.no_progress, plots=not args.no_plots, writer=writer)
+    reference = None
+    if not args.no_reference:
+        reference = Path(args.reference) if args.reference else bench_run.reference_path(device.platform)
+        if args.committed or (out / f"{name}.json").resolve() == reference.resolve():
+            reference = None  # the run is the reference
+    print(bench_run.summary(data, reference))
     for p in written:
         print(f"wrote {p}")
-    failed = [r for r in rows if r.get("status") == "error"]
+    failed = [r for r in data["rows"] if r.get("status") == "error"]
     if failed:
         print(f"gdjax bench: error: {len(failed)} point(s) failed, recorded with status 'error' "
               f"(first: {failed[0]['id']}: {failed[0].get('note', '')})", file=sys.stderr)
@@ -229,9 +227,11 @@ def _cmd_bench(args) -> int:
 def _add_plot(sub):
     p = sub.add_parser("plot", help="redraw the figures of a results file (no rerun)",
                        description="Draw the figures of a gdjax results JSON (e.g. benchmarks/results/cpu/"
-                                   "fd_vs_grad.json) as PNG and SVG, beside it or in --out.")
+                                   "fd_vs_grad.json) as PNG and SVG, beside it or in --out; --reference overlays "
+                                   "another run (e.g. your run over the committed reference).")
     p.add_argument("results", help="a results JSON written by a gdjax benchmark")
     p.add_argument("--out", default=None, help="directory for the figures (default: beside the results)")
+    p.add_argument("--reference", default=None, help="a results JSON of the same benchmark to overlay")
     p.add_argument("--markdown", action="store_true",
                    help="also print the headline tables as Markdown (fd_vs_grad results), for the README")
 
@@ -241,12 +241,12 @@ def _cmd_plot(args) -> int:
 
     if args.out is not None:
         _writable_dir(args.out)
-    for p in plotting.plot_results(args.results, args.out):
+    for p in plotting.plot_results(args.results, args.out, reference=args.reference):
         print(f"wrote {p}")
     if args.markdown:
-        from gdjax import benchmark
+        from gdjax.bench import report
 
-        print(benchmark.markdown_summary(results.load_results(args.results)))
+        print(report.markdown_summary(results.load_results(args.results)))
     return 0
 
 

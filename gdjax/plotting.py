@@ -3,8 +3,9 @@
     >>> paths = plot_results("benchmarks/results/cpu/fd_vs_grad.json")   # PNG + SVG beside the JSON
     >>> paths = plot_fd_vs_grad(load_results(path), out_dir="figs")
 
-Extrapolated points (timed on a subset of directions or examples, see `gdjax.benchmark`) are always drawn
-differently from measured ones: hollow markers joined by dashed lines, hatched bars.
+Extrapolated points (timed on a subset of the method's own program, see `gdjax.bench`) are always drawn
+differently from measured ones: hollow markers joined by dashed lines, hatched bars. `reference=` overlays a
+second results file (the committed reference of the platform) in grey on the time figure.
 
 Files are written through `gdjax.results.write_bytes` (atomic). Matplotlib runs on the Agg backend.
 """
@@ -22,6 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gdjax import results  # noqa: E402
+from gdjax.bench.analysis import fit_slope as _fit_slope  # noqa: E402
+from gdjax.bench.report import human_time as _human  # noqa: E402
 
 __all__ = ["plot_results", "plot_fd_vs_grad", "PLOTTERS", "save_figure"]
 
@@ -49,14 +52,6 @@ def _color(method: str, methods: list[str]):
     return cmap(methods.index(method) % cmap.N)
 
 
-def _fit_slope(ps, ts):
-    pts = [(p, t) for p, t in zip(ps, ts) if p and t and p > 0 and t > 0]
-    if len({p for p, _ in pts}) < 2:
-        return None
-    x, y = np.log(np.array(pts, float)).T
-    return float(np.polyfit(x, y, 1)[0])
-
-
 def _series(ax, xs, ys, extra, color, label, marker="o"):
     """One line: solid between measured points, dashed where either end is extrapolated; hollow markers for
     extrapolated points."""
@@ -81,12 +76,21 @@ def _title_suffix(data: dict) -> str:
     return f"{dev}, N = {cfg.get('batch_size', '?')}, {cfg.get('dtype', '?')}"
 
 
-def figure_time_vs_p(data: dict):
+def figure_time_vs_p(data: dict, reference: dict | None = None):
     """Time per gradient vs P (log-log), one line per method, fitted slopes in the legend, and the
-    matmul-peak limit of the FD kernel: (P + 1) x forward FLOPs / the same run's matmul rate."""
+    matmul-peak limit of the FD kernel: (P + 1) x forward FLOPs / the same run's matmul rate; a `reference`
+    results dict is drawn beside it as thin grey lines (same methods)."""
     rows = _sweep_rows(data)
     methods = list(dict.fromkeys(r["method"] for r in rows))
     fig, ax = plt.subplots(figsize=(11, 5.5))
+    if reference is not None:
+        ref_rows = _sweep_rows(reference)
+        for m in methods:
+            rs = sorted((r for r in ref_rows if r["method"] == m), key=lambda r: r["P"])
+            ax.plot([r["P"] for r in rs], [r["median_s"] for r in rs], "-", color="0.6", lw=0.8, alpha=0.8)
+        ax.plot([], [], "-", color="0.6", lw=0.8,
+                label=f"reference: {reference.get('meta', {}).get('device_kind', '?')}, "
+                      f"{str(reference.get('meta', {}).get('date', ''))[:10]}")
     for m in methods:
         rs = [r for r in rows if r["method"] == m]
         measured = [r for r in rs if not r.get("extrapolated")]
@@ -102,7 +106,8 @@ def figure_time_vs_p(data: dict):
         by_p.setdefault(r["P"], r)
     if by_p:
         ps = np.array(sorted(by_p))
-        limit = [(p + 1) * by_p[p]["forward_flops"] / (by_p[p]["matmul_gflops"] * 1e9) for p in ps]
+        limit = [(p + 1) * by_p[p]["forward_flops"] / (by_p[p]["matmul_gflops"] * 1e9) if by_p[p].get("matmul_gflops")
+                 else np.nan for p in ps]
         ax.plot(ps, limit, ":", color="black", lw=2, label="matmul-peak limit: (P+1) x forward FLOPs / matmul rate")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -178,21 +183,37 @@ def figure_bars(data: dict, sizes: str = "784-30-10"):
     return fig
 
 
-def _human(s: float) -> str:
-    for limit, div, unit in ((1e-3, 1e-6, "us"), (1, 1e-3, "ms"), (120, 1, "s"), (7200, 60, "min")):
-        if s < limit:
-            return f"{s / div:.3g} {unit}"
-    return f"{s / 3600:.3g} h"
+def figure_validation(data: dict):
+    """The validation of the extrapolation: extrapolated / whole time at every point measured both ways, vs P,
+    one marker per method, with the +-15% band of the target."""
+    val = data.get("validation") or []
+    methods = list(dict.fromkeys(v["method"] for v in val))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for m in methods:
+        vs = [v for v in val if v["method"] == m]
+        ax.plot([v["P"] for v in vs], [v["ratio"] for v in vs], "o", color=_color(m, methods), label=m)
+    ax.axhline(1.0, color="black", lw=1)
+    ax.axhspan(0.85, 1.15, color="green", alpha=0.1, label="target: within 15%")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters P")
+    ax.set_ylabel("extrapolated / whole time")
+    ax.set_title(f"Extrapolation checked against whole gradients ({_title_suffix(data)})"
+                 if val else "no validated points in this run")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return fig
 
 
-def plot_fd_vs_grad(data: dict, out_dir, stem: str = "fd_vs_grad") -> list[Path]:
-    """The three figures of the FD-vs-grad benchmark from its results dict: `<stem>_time`, `<stem>_ratio`,
-    `<stem>_bars` (PNG and SVG) in `out_dir`. Returns the written paths."""
+def plot_fd_vs_grad(data: dict, out_dir, stem: str = "fd_vs_grad", reference: dict | None = None) -> list[Path]:
+    """The figures of the FD-vs-grad benchmark from its results dict: `<stem>_time` (with `reference`
+    overlaid when given), `<stem>_ratio`, `<stem>_bars`, `<stem>_validation` (PNG and SVG) in `out_dir`.
+    Returns the written paths."""
     out_dir = Path(out_dir)
     paths = []
-    paths += save_figure(figure_time_vs_p(data), out_dir / f"{stem}_time")
+    paths += save_figure(figure_time_vs_p(data, reference), out_dir / f"{stem}_time")
     paths += save_figure(figure_ratio(data), out_dir / f"{stem}_ratio")
     paths += save_figure(figure_bars(data), out_dir / f"{stem}_bars")
+    paths += save_figure(figure_validation(data), out_dir / f"{stem}_validation")
     return paths
 
 
@@ -200,11 +221,25 @@ def plot_fd_vs_grad(data: dict, out_dir, stem: str = "fd_vs_grad") -> list[Path]
 PLOTTERS: dict[str, Callable] = {"fd_vs_grad": plot_fd_vs_grad}
 
 
-def plot_results(path, out_dir=None) -> list[Path]:
-    """Redraw the figures of a results JSON (beside it unless `out_dir`), by its meta["benchmark"]."""
+def plot_results(path, out_dir=None, reference=None) -> list[Path]:
+    """Redraw the figures of a results JSON (beside it unless `out_dir`), by its meta["benchmark"];
+    `reference` (a results JSON of the same benchmark) is overlaid where the plotter supports it."""
     path = Path(path)
-    data = results.load_results(path)
+    data = _load(path)
     name = data["meta"].get("benchmark") or path.stem
     if name not in PLOTTERS:
         raise ValueError(f"no figures known for benchmark {name!r} ({path}); known: {', '.join(PLOTTERS)}")
-    return PLOTTERS[name](data, path.parent if out_dir is None else Path(out_dir), stem=path.stem)
+    kwargs = {}
+    if reference is not None:
+        ref = _load(Path(reference))
+        if (ref["meta"].get("benchmark") or Path(reference).stem) != name:
+            raise ValueError(f"--reference {reference} is not a {name!r} results file")
+        kwargs["reference"] = ref
+    return PLOTTERS[name](data, path.parent if out_dir is None else Path(out_dir), stem=path.stem, **kwargs)
+
+
+def _load(path: Path) -> dict:
+    """A results JSON (top-level extras such as `validation` kept); OSError naming a missing file."""
+    if not path.is_file():
+        raise OSError(f"results file {str(path)!r} not found")
+    return results.load_results(path)

@@ -1,11 +1,13 @@
 """Measuring a computation: wall time (warm-up separated, async dispatch waited for), XLA's FLOP count and
-memory footprint of the compiled program, the machine's matmul rate, and which device ran it.
+memory footprint of the compiled program (loop bodies counted with their trip counts), and the machine's matmul
+rate: the XLA cost statistics live here and nowhere else.
 
     >>> f = jax.jit(lambda p, b: cost(p, b))
     >>> t = time_fn(f, params, batch, repeats=5)       # Timing(median_s, min_s, max_s, compile_s, times)
-    >>> xla_flops(f, params, batch)                    # FLOPs XLA counts in the compiled program (or None)
+    >>> xla_flops(f, params, batch)                    # FLOPs XLA counts, while/scan bodies x trip count (or None)
     >>> memory_bytes(f, params, batch)["temp_bytes"]
     >>> matmul_rate(1024, "float32") / 1e9             # GFLOP/s of a jitted n x n matmul: the ceiling
+    >>> matmul_reference([(1024,) * 3, (2048,) * 3])   # {"1024x1024x1024": FLOP/s, ...}: best of several shapes
 
 No file I/O here; results go through `gdjax.results`.
 """
@@ -13,6 +15,8 @@ No file I/O here; results go through `gdjax.results`.
 from __future__ import annotations
 
 import contextlib
+import math
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -23,7 +27,8 @@ import jax.numpy as jnp
 
 from gdjax import _checks
 
-__all__ = ["Timing", "time_fn", "compiled", "xla_flops", "memory_bytes", "matmul_rate", "device_info"]
+__all__ = ["Timing", "time_fn", "compiled", "xla_flops", "hlo_flops", "memory_bytes", "matmul_rate",
+           "matmul_reference"]
 
 
 class Timing(NamedTuple):
@@ -106,25 +111,132 @@ def _first_dict(analysis):
     return None
 
 
-def xla_flops(fn: Callable, *args, executable=None) -> float | None:
-    """FLOPs of one call of `fn(*args)` as counted by XLA's cost analysis of the compiled program.
+def xla_flops(fn: Callable, *args, executable=None, loops: bool = True) -> float | None:
+    """FLOPs of one call of `fn(*args)` from XLA's cost analysis of the compiled program.
 
-    None when the backend gives no count. Caveat: XLA counts a loop body once (a `lax.map`/`scan` over K
-    chunks reports about 1/K of the executed FLOPs); compare with the analytic count.
+    XLA's `cost_analysis` counts a while loop's body once (a `lax.scan` over K chunks reports about 1/K of the
+    executed FLOPs). With `loops=True` the count is corrected: every while body (nested ones too) is counted
+    `trip count` times, from the trip counts XLA annotates in the optimised HLO (`hlo_flops`). None when the
+    backend gives no count, or when `loops=True` and a loop's trip count is not known.
 
     Args:
-      fn: a jitted function (or any jittable one).
+      fn: a jitted function (or any jittable one); ignored when `executable` is given.
       executable: an already compiled executable (`compiled(fn, *args)`) to avoid compiling twice.
+      loops: multiply loop bodies by their trip counts (True), or XLA's raw count (False).
     """
     exe = compiled(fn, *args) if executable is None else executable
     try:
         d = _first_dict(exe.cost_analysis())
     except Exception:  # some backends raise NotImplementedError / XlaRuntimeError
         return None
-    if not d or "flops" not in d:
+    if not d or "flops" not in d or float(d["flops"]) < 0:
         return None
     flops = float(d["flops"])
-    return flops if flops >= 0 else None
+    if not loops:
+        return flops
+    try:
+        text = exe.as_text()
+    except Exception:
+        return None
+    once, counted = hlo_flops(text, loops=False), hlo_flops(text, loops=True)
+    if counted is None:
+        return None
+    return flops + counted - once  # XLA's own count plus the (trip count - 1) extra passes of every body
+
+
+_COMP = re.compile(r"^(?:ENTRY )?%([\w.\-]+) .*\{\s*$")
+_INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\([^=]*?\)|\w+\[[\d,]*\](?:\{[^}]*\})?|\w+\[\]) "
+                    r"([\w\-]+)\((.*)$")
+_SHAPE = re.compile(r"\w+\[([\d,]*)\]")
+_TRANSCENDENTAL = {"exponential", "exponential-minus-one", "log", "log-plus-one", "tanh", "logistic", "sqrt",
+                   "rsqrt", "cbrt", "power", "sine", "cosine", "tan", "atan2", "erf"}
+_ELEMENTWISE = {"add", "subtract", "multiply", "divide", "maximum", "minimum", "negate", "abs", "compare",
+                "select", "clamp", "remainder", "sign", "floor", "ceil", "round-nearest-afz", "round-nearest-even",
+                "and", "or", "xor", "not", "real", "imag", "complex", "atan2"}
+
+
+def _elements(shape_text: str) -> int:
+    m = _SHAPE.match(shape_text)
+    if not m:
+        return 0
+    return math.prod(int(d) for d in m.group(1).split(",") if d) if m.group(1) else 1
+
+
+def hlo_flops(text: str, loops: bool = True) -> float | None:
+    """FLOPs of an optimised HLO module (`compiled.as_text()`), counted from its instructions.
+
+    dot: 2 x output elements x contracted size; elementwise arithmetic: one per output element (transcendental
+    functions are not FLOPs, as in XLA's cost analysis); reduce and scatter: one per input / update element;
+    fusions, calls and loop bodies: their computation's count. With `loops=True` a while body counts `n` times
+    for its `known_trip_count` n (None when a loop has none); with `loops=False`, once, as XLA's
+    `cost_analysis` does. Used by `xla_flops` for the loop correction; the absolute count is close to XLA's.
+    """
+    comps: dict[str, list] = {}
+    entry, current = None, None
+    for line in text.splitlines():
+        if current is None:
+            m = _COMP.match(line)
+            if m and "->" in line:
+                current = comps.setdefault(m.group(1), [])
+                entry = m.group(1) if line.startswith("ENTRY") else entry
+            continue
+        if line.strip() == "}":
+            current = None
+            continue
+        m = _INSTR.match(line)
+        if m:
+            current.append(m.groups())
+    if entry is None:
+        return None
+    memo: dict[str, float | None] = {}
+
+    def total(name):
+        if name not in memo:
+            memo[name] = None  # recursion guard
+            memo[name] = _computation_flops(comps.get(name, []), total, loops)
+        return memo[name]
+
+    return total(entry)
+
+
+def _computation_flops(instrs, total, loops):
+    shapes = {name: shape for name, shape, _, _ in instrs}
+    flops = 0.0
+    for name, shape, op, rest in instrs:
+        if op == "dot":
+            operands = re.findall(r"%([\w.\-]+)", rest.split(")")[0])
+            dims = _SHAPE.match(shapes.get(operands[0], "")) if operands else None
+            contract = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", rest)
+            if dims is None or contract is None:
+                continue
+            lhs = [int(d) for d in dims.group(1).split(",") if d]
+            k = math.prod(lhs[int(i)] for i in contract.group(1).split(",") if i)
+            flops += 2.0 * _elements(shape) * k
+        elif op in _ELEMENTWISE:
+            flops += _elements(shape)
+        elif op in ("reduce", "scatter"):
+            operands = re.findall(r"%([\w.\-]+)", rest.split(")")[0])
+            idx = 0 if op == "reduce" else 2
+            if len(operands) > idx:
+                flops += _elements(shapes.get(operands[idx], ""))
+        elif op == "while":
+            body = re.search(r"body=%([\w.\-]+)", rest)
+            trip = re.search(r'"known_trip_count":\{"n":"(\d+)"', rest)
+            if loops and trip is None:
+                return None
+            inner = total(body.group(1)) if body else 0.0
+            if inner is None:
+                return None
+            flops += inner * (int(trip.group(1)) if loops else 1)
+        else:
+            for called in re.findall(r"(?:calls|to_apply)=%([\w.\-]+)", rest):
+                if op in ("reduce", "scatter", "map", "sort", "reduce-window", "select-and-scatter"):
+                    break
+                inner = total(called)
+                if inner is None:
+                    return None
+                flops += inner
+    return flops
 
 
 def memory_bytes(fn: Callable, *args, executable=None) -> dict | None:
@@ -180,44 +292,35 @@ def _x64_if(needed: bool):
     yield
 
 
-def matmul_rate(n: int = 2048, dtype="float32", repeats: int = 5, device=None) -> float:
-    """Achieved FLOP/s of a jitted `(n, n) @ (n, n)` matmul (2 n^3 FLOPs), median of `repeats` after warm-up.
+def matmul_rate(n: int = 2048, dtype="float32", repeats: int = 5, device=None, shape=None) -> float:
+    """Achieved FLOP/s of a jitted `(n, n) @ (n, n)` matmul (2 n^3 FLOPs), median of `repeats` after warm-up;
+    `shape=(m, k, n)` times `(m, k) @ (k, n)` instead (2 m k n FLOPs).
 
     The ceiling FD can approach: its kernel is a batch of matmuls. float64 is measured with x64 switched on
     locally. Example: `matmul_rate(1024, "float64") / 1e9` -> GFLOP/s.
     """
     n = _checks.positive_int(n, "n")
+    m, k, n = (n, n, n) if shape is None else (_checks.positive_int(d, "shape") for d in shape)
     repeats = _checks.positive_int(repeats, "repeats")
     dt = jnp.dtype(dtype)
     if dt.name not in ("float32", "float64", "bfloat16", "float16"):
         raise TypeError(f"dtype must be a real floating type such as float32 or float64, got {dt.name}")
     with _x64_if(dt.itemsize == 8):
         ka, kb = jax.random.split(jax.random.key(0))
-        a = jax.random.normal(ka, (n, n), dt)
-        b = jax.random.normal(kb, (n, n), dt)
+        a = jax.random.normal(ka, (m, k), dt)
+        b = jax.random.normal(kb, (k, n), dt)
         if device is not None:
             a, b = jax.device_put(a, device), jax.device_put(b, device)
         mm = jax.jit(jnp.matmul)
         t = time_fn(mm, a, b, repeats=repeats, warmup=2)
-    return 2.0 * n**3 / t.median_s
+    return 2.0 * m * k * n / t.median_s
 
 
-def device_info(device=None) -> dict:
-    """Which device runs the computation: platform, device_kind, device_name, device_count, backend and,
-    when the device reports it, memory_limit_bytes."""
-    dev = jax.devices()[0] if device is None else device
-    info = {
-        "platform": str(dev.platform),
-        "device_kind": str(dev.device_kind),
-        "device_name": str(dev),
-        "device_count": len(jax.devices(dev.platform)),
-        "backend": jax.default_backend(),
-        "memory_limit_bytes": None,
-    }
-    try:
-        stats = dev.memory_stats()
-    except Exception:
-        stats = None
-    if stats and "bytes_limit" in stats:
-        info["memory_limit_bytes"] = int(stats["bytes_limit"])
-    return info
+def matmul_reference(shapes, dtype="float32", repeats: int = 3, device=None) -> dict[str, float]:
+    """Matmul rates of several shapes, FLOP/s by "MxKxN": e.g. 1024^3, 2048^3 and the FD kernel's own batched
+    first-layer matmul (N x n_in x chunk*h1). The reference of a run is the best of them (`max(d.values())`)."""
+    out = {}
+    for shape in shapes:
+        m, k, n = (int(d) for d in shape)
+        out[f"{m}x{k}x{n}"] = matmul_rate(n, dtype, repeats=repeats, device=device, shape=(m, k, n))
+    return out

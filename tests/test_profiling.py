@@ -72,11 +72,52 @@ def test_matmul_rate_positive_and_dtypes():
         profiling.matmul_rate(0)
 
 
-def test_device_info():
-    info = profiling.device_info()
-    assert info["platform"] == jax.devices()[0].platform
-    assert info["device_count"] >= 1
-    assert isinstance(info["device_kind"], str) and info["device_kind"]
+def _mlp_chunks(unroll):
+    """A tiny MLP cost over K = 6 chunks of 4 perturbed copies of its first layer, under lax.scan."""
+    x = jnp.ones((16, 8), jnp.float32)
+    w1, w2 = jnp.ones((8, 12), jnp.float32) * 0.1, jnp.ones((12, 3), jnp.float32) * 0.1
+    pert = jnp.ones((6, 4, 8, 12), jnp.float32) * 1e-3
+
+    def cost(w):
+        return jnp.sum(jnp.tanh(jnp.tanh(x @ w) @ w2) ** 2)
+
+    def f(w1, pert):
+        def body(carry, p):
+            return carry, jax.vmap(lambda d: cost(w1 + d))(p)
+        return jax.lax.scan(body, 0.0, pert, unroll=unroll)[1]
+
+    return jax.jit(f), (w1, pert)
+
+
+def test_loop_flops_counted_with_trip_count():
+    """A scan over 6 chunks counts its body 6 times, as the unrolled program does (XLA's raw count has it once:
+    fails if trip counts are ignored, or applied to the code outside the loop)."""
+    looped, args = _mlp_chunks(unroll=1)
+    unrolled, _ = _mlp_chunks(unroll=True)
+    counted = profiling.xla_flops(looped, *args)
+    raw = profiling.xla_flops(looped, *args, loops=False)
+    reference = profiling.xla_flops(unrolled, *args, loops=False)
+    if counted is None or reference is None:
+        skip_or_fail("this backend's XLA cost analysis reports no FLOPs")
+    assert "while" not in profiling.compiled(unrolled, *args).as_text() or reference > 3 * raw
+    assert counted == pytest.approx(reference, rel=0.05)
+    assert raw < counted / 4  # the body once
+    # the analytic count of the 24 forward passes' matmuls is inside both
+    matmuls = 24 * 2 * 16 * (8 * 12 + 12 * 3)
+    assert matmuls <= counted < 1.5 * matmuls + 24 * 16 * 12 * 4
+
+
+def test_hlo_flops_of_a_dot():
+    """The HLO counter gives 2 m k n for a matmul, as XLA's cost analysis does."""
+    exe = profiling.compiled(jnp.matmul, jnp.ones((32, 16)), jnp.ones((16, 8)))
+    assert profiling.hlo_flops(exe.as_text()) == pytest.approx(2 * 32 * 16 * 8, rel=0.05)
+    assert profiling.hlo_flops("not an HLO module") is None
+
+
+def test_matmul_reference_shapes():
+    """One rate per requested shape, keyed MxKxN (fails if a shape is dropped or timed as a square)."""
+    ref = profiling.matmul_reference([(64, 64, 64), (32, 16, 8)], repeats=1)
+    assert list(ref) == ["64x64x64", "32x16x8"] and all(v > 1e6 for v in ref.values())
 
 
 def test_matmul_rate_float64_without_global_x64():

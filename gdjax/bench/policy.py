@@ -1,0 +1,70 @@
+"""The extrapolation policy: when a point is timed whole, and otherwise on how many of its directions.
+
+Every decision is a pure function of measured times, so it can be tested without timing anything:
+
+    >>> predicted = predict_from_pilot(pilot_s=0.02, covered=44, total=23_861)      # 10.8 s
+    >>> fits_whole(predicted, budget=40.0)                                          # True: time it whole
+    >>> subset_directions(pilot_s=0.02, covered=44, total=23_861, budget=4.0)       # 550: ~0.25 s of directions
+
+The whole gradient is always preferred; a point is extrapolated only when its predicted whole time exceeds the
+budget and the method can time a part of its own program (`Estimator.subset`); then the part runs the same
+compiled body (chunk size, scan, padding) as the whole, so time(part) * total / covered is the whole's time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+SUBSET_SHARE = 1 / 16  # an extrapolated point spends about this share of the budget per timed call of its subset
+VALIDATION_SHARE = 0.125  # a validation subset covers at most this share of the directions (a real extrapolation)
+GRIEWANK = 5.0  # reverse mode costs at most ~5 forward passes: the prediction for autodiff methods without a count
+
+
+def predict_from_pilot(pilot_s: float, covered: int, total: int) -> float:
+    """Predicted seconds of the whole gradient from one timed call of a subset: pilot_s * total / covered."""
+    if covered <= 0 or total <= 0:
+        raise ValueError(f"covered and total must be positive direction counts, got {covered} and {total}")
+    return float(pilot_s) * total / covered
+
+
+def predict_from_count(evaluations: float | None, t_forward: float, exact: bool,
+                       history: Sequence[tuple[int, int, float]] = (), p: int = 0, n: int = 0,
+                       forward_equivalents: float | None = None) -> float:
+    """Predicted seconds of a method without a subset: forward_equivalents (XLA FLOPs of its compiled program
+    over the forward pass's) x forward time where known, else evaluations x forward time, else GRIEWANK x
+    forward time (autodiff); and, when the method was measured at smaller points (P', N', seconds) of the run,
+    the smaller of that and t' (P / P')^2 (N / N') (no estimator here grows faster than FD's P^2)."""
+    if forward_equivalents is not None:
+        count = float(forward_equivalents)
+    else:
+        count = GRIEWANK if evaluations is None or exact else float(evaluations)
+    predicted = count * t_forward
+    if history and p and n:
+        p0, n0, t0 = max(history)
+        predicted = min(predicted, t0 * (p / p0) ** 2 * n / n0)
+    return predicted
+
+
+def fits_whole(predicted_s: float, budget: float) -> bool:
+    """Time the whole gradient when it is predicted to take at most `budget` seconds."""
+    return predicted_s <= budget
+
+
+def subset_directions(pilot_s: float, covered: int, total: int, budget: float,
+                      share: float = SUBSET_SHARE) -> int:
+    """Directions to ask a subset for so that one call takes about share x budget, from a pilot of `covered`
+    directions that took `pilot_s` (at least `covered`, at most `total`)."""
+    per_direction = pilot_s / max(covered, 1)
+    want = share * budget / per_direction if per_direction > 0 else total
+    return int(min(total, max(covered, math.floor(want))))
+
+
+def validation_directions(pilot_s: float, covered: int, total: int, budget: float) -> int | None:
+    """Directions for the subset that validates a whole measurement: what an extrapolated point would time
+    (`subset_directions`), but never more than VALIDATION_SHARE of the total; None when even one pilot's
+    worth covers more than that (the point is too small for a real extrapolation)."""
+    cap = int(VALIDATION_SHARE * total)
+    if covered > cap:
+        return None
+    return min(cap, subset_directions(pilot_s, covered, total, budget))

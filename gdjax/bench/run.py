@@ -1,0 +1,85 @@
+"""One run of `gdjax bench`: the sweep, its results files (JSON, CSV, JSON-lines, figures) and the text a
+user reads, including this run beside the committed reference of its platform.
+
+    >>> data, written = run(config, out_dir, resume=False)
+    >>> print(summary(data, reference_path("cpu")))
+
+Files go through `gdjax.results` (atomic); the output folder is chosen by the caller
+(`gdjax.results.output_dir("bench", out)`: a git-ignored runs/ folder unless --out is given).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gdjax import results
+from gdjax.bench import analysis, report
+from gdjax.bench.config import BENCH_NAME, BenchConfig
+from gdjax.bench.sweep import run_sweep
+
+REPO = Path(__file__).resolve().parents[2]
+COMMITTED = REPO / "benchmarks" / "results"  # the committed reference results, one folder per platform
+
+__all__ = ["run", "summary", "reference_path", "committed_dir", "COMMITTED"]
+
+
+def committed_dir(platform: str) -> Path:
+    """The folder of the committed reference results of `platform` (cpu, gpu)."""
+    return COMMITTED / platform
+
+
+def reference_path(platform: str, name: str = BENCH_NAME) -> Path:
+    """The committed reference results file of `platform` (it may not exist)."""
+    return committed_dir(platform) / f"{name}.json"
+
+
+def run(config: BenchConfig, out_dir, *, name: str = BENCH_NAME, resume: bool = False, quick: bool = False,
+        progress: bool = True, plots: bool = True, writer: bool = True, extra_meta: dict | None = None):
+    """Measure `config` and write `<out_dir>/<name>.json` (+ .csv, .jsonl, figures) when `writer`.
+
+    The JSON holds meta (`results.environment()`, the matmul reference), config (the options as given), rows,
+    and the top-level `validation` (each point measured whole and extrapolated), `reference` (matmul rates by
+    shape at start/middle/end) and `targets`. Returns (data, written paths).
+    """
+    out_dir = Path(out_dir)
+    json_path, jsonl_path = out_dir / f"{name}.json", out_dir / f"{name}.jsonl"
+    done = results.read_jsonl(jsonl_path) if resume and jsonl_path.exists() else []
+    if writer and not resume and jsonl_path.exists():
+        jsonl_path.unlink()  # a fresh sweep
+    on_row = (lambda r: results.append_jsonl(jsonl_path, r)) if writer else None
+    out = run_sweep(config, done=done, progress=progress, quick=quick, on_row=on_row)
+    ref = out["reference"]
+    meta = {**results.environment(), "benchmark": BENCH_NAME, "dtype": config.dtype,
+            "matmul_gflops": {config.dtype: ref["best_gflops"]}, "matmul_shape": ref["best_shape"],
+            "resumed_points": sum(1 for r in done if r.get("id") in {x["id"] for x in out["rows"]}),
+            **(extra_meta or {})}
+    tg = analysis.targets(out["rows"], out["validation"], config.batch_size, config.dtype)
+    data = {"meta": meta, "config": config.as_dict(), "rows": out["rows"], "validation": out["validation"],
+            "reference": ref, "targets": tg}
+    written = []
+    if writer:
+        results.save_results(json_path, out["rows"], meta=meta, config=config.as_dict())  # JSON + CSV
+        results.write_json(json_path, data)  # the same JSON with the top-level validation, reference, targets
+        written = [json_path, results.csv_path(json_path), jsonl_path]
+        if plots:
+            from gdjax import plotting
+
+            written += plotting.plot_fd_vs_grad(data, out_dir, stem=name)
+    return data, written
+
+
+def summary(data: dict, reference: Path | None = None) -> str:
+    """What a user reads at the end of a run: the matmul reference, the sweep table, the validation, the
+    targets, the million-weights table, and, when `reference` is a results file, this run beside it."""
+    cfg = data["config"]
+    parts = [report.format_reference(data["reference"]), report.format_table(data["rows"]),
+             report.format_validation(data["validation"]),
+             report.format_targets(data["targets"], cfg["batch_size"], cfg["dtype"])]
+    table = analysis.million_table(data["rows"])
+    if table:
+        parts.append(report.format_million(table))
+    if reference is not None and Path(reference).is_file():
+        parts.append(report.format_compare(analysis.compare(data, results.load_results(reference))))
+    elif reference is not None:
+        parts.append(f"no committed reference at {reference} to compare with")
+    return "\n\n".join(parts)

@@ -1,0 +1,171 @@
+"""`gdjax bench` end to end on tiny sizes (gdjax/bench/, gdjax/cli.py, gdjax/plotting.py): the results schema,
+whole and extrapolated rows, the validation of the extrapolation, errors against float64 jax.grad, figures,
+resume, where a default run writes, and option validation. Times are asserted only where a plausible bug would
+change them by far more than a loaded machine does (the validation ratio)."""
+
+import json
+
+import pytest
+
+from gdjax import cli, results
+from gdjax.bench import run as bench_run
+from gdjax.bench import sweep as bench_sweep
+
+# [24, 48, 10] (P = 1,738) with chunks of 16: the FD kernel's whole gradient fits the 1 s budget and a subset of
+# 1/8 of its directions is a real extrapolation (validated); fd-loop (one dispatch per direction) does not fit
+# and is extrapolated.
+SIZES = "4,3,2;24,48,10"
+METHODS = "reverse,fd-forward,fd-loop"
+ARGS = ["bench", "--quick", "--sizes", SIZES, "--methods", METHODS, "--batch-size", "128", "--chunk-size", "16",
+        "--repeats", "5", "--time-budget", "1", "--no-progress", "--no-million", "--no-reference"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    rc = cli.main([*ARGS, "--out", str(out)])
+    return rc, out, results.load_results(out / "fd_vs_grad.json")
+
+
+def test_results_schema(sweep):
+    """Fails if meta, config, the plan order, the row fields or the top-level lists go missing or change."""
+    rc, out, data = sweep
+    assert rc == 0
+    meta = data["meta"]
+    for k in ("device_kind", "jax", "git_commit", "git_dirty", "date", "command", "matmul_gflops", "benchmark"):
+        assert k in meta, k
+    assert data["config"]["sizes"] == [[4, 3, 2], [24, 48, 10]] and "targets" not in data["config"]
+    rows = data["rows"]
+    assert [(r["sizes"], r["method"]) for r in rows] == [
+        (s, m) for s in ("4-3-2", "24-48-10") for m in ("forward-pass", "reverse", "fd-forward", "fd-loop")]
+    for r in rows:
+        assert r["status"] == "ok", r
+        assert r["min_s"] <= r["median_s"] <= r["max_s"] and r["median_s"] > 0
+        assert r["how"] in ("whole", "extrapolated") and r["extrapolated"] == (r["how"] == "extrapolated")
+        assert r["xla_flops"] > 0 and r["peak_fraction"] > 0 and isinstance(r["over_reference"], bool)
+    fd = next(r for r in rows if r["method"] == "fd-forward" and r["sizes"] == "24-48-10")
+    assert fd["P"] == 24 * 48 + 48 + 48 * 10 + 10 and fd["evaluations"] == fd["P"] + 1
+    rev = next(r for r in rows if r["method"] == "reverse" and r["sizes"] == "24-48-10")
+    assert rev["evaluations"] is None and 1 < rev["forward_equivalents"] < 6  # measured from XLA, not a constant
+    ref = data["reference"]
+    assert set(ref) >= {"start", "middle", "end", "best_gflops", "best_shape"}
+    assert ref["best_gflops"] == max(v for w in ("start", "middle", "end") for v in ref[w].values())
+    assert len((out / "fd_vs_grad.csv").read_text().splitlines()) == len(rows) + 1
+
+
+def test_whole_points(sweep):
+    """Every point whose whole gradient fits the budget is timed whole (fails if the policy extrapolates what
+    fits); extrapolated rows, where a slow machine makes some, carry their scale = total / covered."""
+    _, _, data = sweep
+    by = {(r["sizes"], r["method"]): r for r in data["rows"]}
+    assert by[("24-48-10", "fd-forward")]["how"] == "whole"
+    assert all(by[(s, m)]["how"] == "whole" for s in ("4-3-2", "24-48-10") for m in ("forward-pass", "reverse"))
+    for r in data["rows"]:
+        if r["how"] == "extrapolated":
+            assert r["scale"] == pytest.approx(r["total_directions"] / r["measured_directions"]) and r["scale"] > 1
+        else:
+            assert r["scale"] == 1 and (r["rel_error"] is not None or r["method"] == "forward-pass")
+
+
+def test_validation_agrees_with_whole(sweep):
+    """Whole and extrapolated times of the same point (interleaved calls, best of each) agree within 1.6x either
+    way: loose for a loaded 2-core machine, tight enough that a 2x error in the extrapolation (e.g. counting
+    the directions of a chunk wrongly) fails it, as test_bench_units.test_validation_catches_a_2x_error shows."""
+    _, _, data = sweep
+    val = data["validation"]
+    fd = [v for v in val if v["method"] == "fd-forward" and v["sizes"] == "24-48-10"]
+    assert len(fd) == 1, val
+    v = fd[0]
+    assert v["covered"] < v["total"] and v["ratio"] == pytest.approx(v["extrapolated_s"] / v["whole_s"])
+    assert 1 / 1.6 < v["ratio_min"] < 1.6, v
+    whole = next(r for r in data["rows"] if r["method"] == "fd-forward" and r["sizes"] == "24-48-10")
+    assert whole["validation_ratio"] == v["ratio"]  # the row carries its validation too (for resume)
+
+
+def test_errors_against_float64_grad(sweep):
+    """reverse agrees with float64 jax.grad to float32 rounding; FD to its truncation error (fails on a wrong
+    reference, e.g. one on other examples or params)."""
+    _, _, data = sweep
+    for r in data["rows"]:
+        if r["method"] == "reverse":
+            assert r["rel_error"] < 1e-5
+        if r["method"].startswith("fd-") and r["how"] == "whole":
+            assert 0 < r["rel_error"] < 0.1
+
+
+def test_plots_and_overlay(sweep, capsys):
+    """The figures (validation included) are drawn; `gdjax plot --reference` overlays another run."""
+    _, out, _ = sweep
+    for stem in ("fd_vs_grad_time", "fd_vs_grad_ratio", "fd_vs_grad_bars", "fd_vs_grad_validation"):
+        assert (out / f"{stem}.png").stat().st_size > 1000
+    figs = out / "redrawn"
+    capsys.readouterr()
+    path = str(out / "fd_vs_grad.json")
+    assert cli.main(["plot", path, "--out", str(figs), "--reference", path, "--markdown"]) == 0
+    assert (figs / "fd_vs_grad_time.svg").read_text().count("reference:") >= 1
+    assert "| target | measured |" in capsys.readouterr().out
+    assert cli.main(["plot", path, "--reference", str(out / "missing.json")]) == 2
+
+
+def test_resume_skips_finished_points(sweep, tmp_path, monkeypatch):
+    """An interrupted run (5 points finished, the 6th cut mid-line) measures only the 3 missing points."""
+    _, out, _ = sweep
+    finished = results.read_jsonl(out / "fd_vs_grad.jsonl")
+    assert len(finished) == 8
+    jsonl = tmp_path / "fd_vs_grad.jsonl"
+    for r in finished[:5]:
+        results.append_jsonl(jsonl, r)
+    with open(jsonl, "a") as f:
+        f.write(json.dumps(finished[5])[:40])
+    measured = []
+    real = bench_sweep._measure_point
+    monkeypatch.setattr(bench_sweep, "_measure_point",
+                        lambda point, *a, **k: measured.append(point.method) or real(point, *a, **k))
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert cli.main([*ARGS, "--out", str(tmp_path), "--resume", "--no-plots", "--sizes", SIZES]) == 0
+    assert measured == ["reverse", "fd-forward", "fd-loop"]
+    rows = results.load_results(tmp_path / "fd_vs_grad.json")["rows"]
+    assert [r["median_s"] for r in rows[:5]] == [r["median_s"] for r in finished[:5]]
+
+
+def test_default_run_goes_to_runs_and_prints_beside_reference(tmp_path, monkeypatch, capsys):
+    """Without --out a run writes a fresh runs/bench-<date>/ under the working directory, never the committed
+    reference, and prints itself beside the reference it is given."""
+    committed = bench_run.reference_path("cpu")
+    before = committed.stat().st_mtime_ns if committed.exists() else None
+    ref = tmp_path / "ref.json"
+    results.write_json(ref, {"meta": {"device_kind": "ref-cpu"}, "config": {}, "reference": {"best_gflops": 50.0},
+                             "rows": [{"group": "sweep", "status": "ok", "sizes": "4-3-2", "method": "reverse",
+                                       "batch_size": 16, "dtype": "float32", "median_s": 1e-3}]})
+    monkeypatch.chdir(tmp_path)
+    rc = cli.main(["bench", "--quick", "--sizes", "4,3,2", "--methods", "reverse", "--batch-size", "16",
+                   "--no-progress", "--no-plots", "--no-million", "--no-validate", "--reference", str(ref)])
+    assert rc == 0
+    runs = list((tmp_path / "runs").glob("bench-*/fd_vs_grad.json"))
+    assert len(runs) == 1
+    assert (committed.stat().st_mtime_ns if committed.exists() else None) == before
+    text = capsys.readouterr().out
+    assert "this run beside the committed reference" in text and "50.0 GFLOP/s (ref-cpu)" in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sizes", "784,-30,10"], "each >= 1"),
+    (["--sizes", "784,x"], "integers"),
+    (["--methods", "reverse,nope"], "unknown gradient method 'nope'"),
+    (["--batch-size", "0"], "batch_size"),
+    (["--repeats", "-1"], "repeats"),
+    (["--time-budget", "-2"], "time_budget"),
+    (["--chunk-size", "0"], "chunk_size"),
+    (["--dtype", "int8"], "dtype"),
+    (["--device", "tpu"], "--device"),
+    (["--resume"], "--resume needs"),
+    (["--full"], "exclude"),
+    (["--out", "x", "--committed"], "not both"),
+    (["--reference", "/nonexistent.json"], "no such results file"),
+    (["--out", "/proc/gdjax-bench"], "not writable"),
+])
+def test_bad_options_exit_nonzero_with_one_line(argv, message, capsys):
+    rc = cli.main(["bench", "--quick", "--no-progress", *argv])
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert err.count("\n") == 1 and message in err, err
