@@ -62,7 +62,8 @@ def draw(est, params, batch, n, seed):
     return jax.jit(jax.vmap(lambda k: ravel_pytree(est(params, batch, k))[0]))(keys)
 
 
-@pytest.mark.parametrize("case, k", [("sigmoid-quadratic-l2", 1), ("relu-softmax-xent", 1), ("sigmoid-quadratic-l2", 3)])
+@pytest.mark.parametrize("case, k", [("sigmoid-quadratic-l2", 1), ("relu-softmax-xent", 1),
+                                     ("sigmoid-quadratic-l2", 3)])
 def test_unbiased_with_the_derived_variance(case, k):
     """Catches: a biased estimate (a missing l2 term, a wrong 1/k or 1/N, the outer product transposed), tangents
     shared across examples or layers or the wrong distribution (the variance differs), a wrong formula."""

@@ -1,0 +1,104 @@
+"""benchmarks/equal_budget.py: the equal-budget training benchmark, on --quick budgets (tiny Fashion-MNIST subset).
+
+Needs the Fashion-MNIST IDX files (Debian's dataset-fashion-mnist, or $GDJAX_DATA_DIR): without them the run
+test skips outside CI and fails under CI=true.
+"""
+
+import json
+import math
+
+import pytest
+
+from conftest import IN_CI, load_script
+
+eb = load_script("benchmarks/equal_budget.py")
+
+
+def _have_fashion_mnist() -> bool:
+    import gdjax
+
+    try:
+        gdjax.load_dataset("fashion-mnist", n_train=1, n_test=1)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    if not _have_fashion_mnist():
+        if IN_CI:
+            pytest.fail("Fashion-MNIST IDX files not found (install dataset-fashion-mnist or set GDJAX_DATA_DIR)")
+        pytest.skip("Fashion-MNIST IDX files not found (CI installs dataset-fashion-mnist)")
+    out = tmp_path_factory.mktemp("budget")
+    assert eb.main(["--quick", "--out", str(out)]) == 0
+    return out, json.loads((out / "equal_budget.json").read_text())
+
+
+def test_quick_run_schema_and_consistency(quick_run):
+    """Catches: a missing figure or key, a learning rate not chosen by validation accuracy, an accuracy "at the
+    budget" read from a checkpoint before the budget, a time-to-target that is not the first crossing."""
+    out, data = quick_run
+    assert set(data) == {"meta", "config", "rows", "summary", "tuning"}
+    assert {"git_commit", "git_dirty", "command"} <= set(data["meta"])
+    cfg = data["config"]
+    assert cfg["quick"] and cfg["seconds"] > 0 and cfg["fpe"] > 0 and cfg["n_val"] > 0
+    for stem in ("equal_budget_curves", "equal_budget_bars"):
+        assert (out / f"{stem}.png").stat().st_size > 0
+    assert len(data["rows"]) == len(cfg["methods"]) * len(cfg["nets"]) * cfg["seeds"]
+    for t in data["tuning"]:
+        assert len(t["grid"]) == cfg["lr_points"] == len(t["val_acc"])
+        ranked = [(not d, a) for d, a in zip(t["diverged"], t["val_acc"])]
+        assert t["learning_rate"] == t["grid"][ranked.index(max(ranked))]
+    for r in data["rows"]:
+        assert r["fpe_per_step"] > 1.0  # a step costs more than the forward pass alone
+        curve = r["curve"]
+        assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(curve, curve[1:]))
+        first = next(p for p in curve if p[0] >= cfg["seconds"])
+        assert r["acc_at_seconds"] == first[2]
+        if r["reached_target"]:
+            assert r["seconds_to_target"] == next(p[0] for p in curve if p[2] >= r["target"])
+        else:
+            assert r["seconds_to_target"] is None and r["best_acc"] < r["target"]
+        assert math.isclose(r["final_fpe"], r["steps"] * r["fpe_per_step"])
+    s = data["summary"][0]
+    accs = [r["acc_at_seconds"] for r in data["rows"] if (r["net"], r["method"]) == (s["net"], s["method"])]
+    assert math.isclose(s["acc_at_seconds_mean"], sum(accs) / len(accs))
+
+
+def test_resume_trains_nothing_again(quick_run, monkeypatch):
+    """Catches a --resume that retrains finished runs (or loses them): training is made impossible here."""
+    out, data = quick_run
+    monkeypatch.setattr(eb, "Trainer", lambda *a, **k: pytest.fail("--resume trained a finished run again"))
+    assert eb.main(["--quick", "--out", str(out), "--resume"]) == 0
+    again = json.loads((out / "equal_budget.json").read_text())
+    assert again["rows"] == data["rows"] and again["tuning"] == data["tuning"]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--methods", "reverse,bogus"], "--methods"),
+    (["--seconds", "0"], "--seconds"),
+    (["--nets", "vgg"], "--nets"),
+    (["--resume"], "--resume"),
+    (["--lr-points", "0"], "--lr-points"),
+])
+def test_bad_options_one_line_before_work(argv, needle, capsys, monkeypatch):
+    """Catches an option checked only after data loading (or not at all) and a traceback instead of one line."""
+    monkeypatch.setattr(eb, "load_data", lambda args: pytest.fail("worked before checking the options"))
+    assert eb.main(["--quick", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err
+
+
+def test_grid_and_budget_helpers():
+    """Catches a grid with fewer than 6 values or off its range, and at_budget reading the wrong axis."""
+    for net in eb.NETS:
+        grid = eb.lr_grid(net, eb.DEFAULTS["lr_points"])
+        lo, hi = eb.NETS[net][5]
+        assert len(grid) >= 6 and math.isclose(grid[0], 10**lo) and math.isclose(grid[-1], 10**hi)
+        ratios = [b / a for a, b in zip(grid, grid[1:])]
+        assert max(ratios) / min(ratios) < 1 + 1e-9  # log-spaced
+    curve = [(0.5, 10.0, 0.1), (1.0, 30.0, 0.5), (2.0, 40.0, 0.7)]
+    assert eb.at_budget(curve, 0, 1.0) == (0.5, 1.0)
+    assert eb.at_budget(curve, 1, 25.0) == (0.5, 30.0)
+    assert eb.at_budget(curve, 0, 3.0) == (None, None)
