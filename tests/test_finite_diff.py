@@ -255,20 +255,27 @@ def test_sharded_equals_single_device():
         assert r["max_diff"] <= bound, (method, r, bound)
 
 
-@pytest.mark.parametrize("scheme", ["forward"])  # the scheme with a base point; the others share the code
-def test_components_subset_matches_full_kernel(scheme):
-    """fd_components (for timing a subset of directions) runs the kernel's programs on some directions only."""
-    cost, params, batch = case()
-    full = flat(gradient(cost, f"fd-{scheme}")(params, batch))
-    comp = np.array([37, 0, 16, 20, 5])  # unsorted, across leaves, first leaf included and not
-    got = finite_diff.fd_components(cost, params, batch, comp, scheme=scheme)
-    assert got.shape == (5,)
-    bound = np.broadcast_to(np.asarray(rounding_bound(scheme, cost, params, batch, full)), full.shape)
-    assert np.all(np.abs(np.asarray(got - full[comp])) <= bound[comp])
-    with pytest.raises(ValueError, match="distinct"):
-        finite_diff.fd_components(cost, params, batch, np.array([1, 1]), scheme=scheme)
-    with pytest.raises(ValueError, match="flat indices"):
-        finite_diff.fd_components(cost, params, batch, np.array([38]), scheme=scheme)
+@pytest.mark.parametrize("scheme", ["forward", "central"])
+def test_subset_runs_the_kernels_own_directions(scheme):
+    """`fd_subset` (for timing part of the kernel) evaluates the kernel's first directions with its own chunks:
+    the derivatives they give equal the whole kernel's first components to the rounding of a cost value (a
+    subset that took other directions, another step or another chunking of the base point would not)."""
+    cost, params, batch = case()  # first leaf: a (3, 5) weight, 15 parameters
+    full = flat(gradient(cost, f"fd-{scheme}", chunk_size=4)(params, batch))
+    sub = finite_diff.fd_subset(cost, params, batch, 9, scheme=scheme, chunk_size=4)
+    assert sub.covered == 12 and sub.total == {"forward": 16 + 8 + 16 + 3, "central": 32 + 12 + 32 + 8}[scheme]
+    values = jax.jit(sub.fn)(params, batch)
+    h = finite_diff.leaf_plan(params[0].w, scheme, finite_diff.default_eps(scheme, jnp.float64)).den
+    if scheme == "forward":  # the base point, then the first 11 parameters
+        got = (values[1:] - values[0]) / h[:11]
+    else:  # + steps of the first 12 parameters (no - steps yet: those are directions 16..)
+        got = values - float(cost(params, batch))
+        h = h / 2  # a one-sided step from the central denominator fl(v+h) - fl(v-h), to first order
+    bound = np.asarray(rounding_bound(scheme, cost, params, batch, full))[:got.size]
+    if scheme == "forward":
+        assert np.all(np.abs(np.asarray(got - full[:11])) <= bound)
+    else:  # C(v + h e_i) - C(v) = h g_i + O(h^2): checks the directions are the first parameters' + steps
+        np.testing.assert_allclose(np.asarray(got), np.asarray(h[:12] * full[:12]), atol=1e-9)
 
 
 def test_one_step_rule_for_every_fd_method():

@@ -31,7 +31,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gdjax import _checks
 
@@ -102,24 +101,18 @@ class LeafPlan(NamedTuple):
     den: jax.Array
 
 
-def leaf_plan(leaf: jax.Array, scheme: str, eps: float, with_base: bool = False, select=None) -> LeafPlan:
-    """The points of `scheme` around one leaf with step factor `eps` (module docstring).
-
-    `select`: optional static array of flat indices into the leaf: the points of those entries only.
-    """
+def leaf_plan(leaf: jax.Array, scheme: str, eps: float, with_base: bool = False) -> LeafPlan:
+    """The points of `scheme` around one leaf with step factor `eps` (module docstring); `with_base` puts the
+    base point C(v) first (forward scheme, first leaf)."""
     x = jnp.ravel(leaf)
     ar = jnp.arange(x.shape[0], dtype=jnp.int32)
-    if select is not None:
-        ar = jnp.asarray(np.asarray(select, np.int32))
-        x_all, x = x, x[ar]
     if scheme == "complex":  # Im C(v + i h e_i) / h
         h = jnp.full_like(x, eps)
         return LeafPlan(ar, jax.lax.complex(x, h), h)
     points, den = fd_points(x, eps, scheme)
     if scheme == "forward":
         if with_base:  # C(v) itself, evaluated by the same batched program as the perturbed costs
-            x0 = (x_all if select is not None else x)[:1]
-            return LeafPlan(jnp.concatenate([jnp.full((1,), -1, jnp.int32), ar]), jnp.concatenate([x0, *points]),
+            return LeafPlan(jnp.concatenate([jnp.full((1,), -1, jnp.int32), ar]), jnp.concatenate([x[:1], *points]),
                             den)
         return LeafPlan(ar, points[0], den)
     return LeafPlan(jnp.concatenate([ar, ar]), jnp.concatenate(points), den)

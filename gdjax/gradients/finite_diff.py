@@ -62,7 +62,7 @@ from gdjax.gradients._steps import (
 )
 from gdjax.gradients.registry import Estimator, Subset, register
 
-__all__ = ["SCHEMES", "LeafPlan", "default_eps", "fd_chunk_size", "fd_components", "fd_gradient", "fd_loop",
+__all__ = ["SCHEMES", "LeafPlan", "default_eps", "fd_chunk_size", "fd_gradient", "fd_loop",
            "fd_subset", "leaf_chunk_sizes", "leaf_combine", "leaf_plan", "n_directions"]
 
 
@@ -133,34 +133,30 @@ def _mesh_chunks(cost, params, batch, scheme, chunk_size, mesh) -> list[int]:
                             _budget.mesh_platform(mesh), chunk_size)
 
 
-def _kernel(cost, params, batch, scheme, eps, chunk_size, mesh, method, selects=None, limits=None):
-    """Per-leaf derivatives `[(size_k,) or (len(selects[k]),)]` and the leaves; see `fd_gradient`.
+def _kernel(cost, params, batch, scheme, eps, chunk_size, mesh, method, limits=None):
+    """Per-leaf flat derivatives `[(size_k,)]` and the leaves; see `fd_gradient`.
 
     `limits`: optional per-leaf number of directions to evaluate (a prefix of each leaf's plan, 0 to skip the
     leaf); then the raw cost values of those directions are returned instead of derivatives (for `fd_subset`).
     """
     leaves, treedef = _prepare(cost, params, batch, scheme, method)
     chunks = _mesh_chunks(cost, params, batch, scheme, chunk_size, mesh)
-    selects = selects or [None] * len(leaves)
-    wanted = [k for k in range(len(leaves)) if selects[k] is None or len(selects[k])]
-    base, derivs = None, [None] * len(leaves)
-    for k in wanted:
-        leaf, first = leaves[k], scheme == "forward" and k == wanted[0]
-        pl = leaf_plan(leaf, scheme, step_factor(scheme, eps, leaf.dtype, method), with_base=first,
-                       select=selects[k])
-        # no chunk larger than the directions (not per device: a given chunk_size keeps the chunks, and the
-        # result, identical on any number of devices; the default is already per device)
-        chunk = min(chunks[k], pl.idx.shape[0])
+    base, out = None, [None] * len(leaves)
+    for k, leaf in enumerate(leaves):
+        first = scheme == "forward" and k == 0
+        pl = leaf_plan(leaf, scheme, step_factor(scheme, eps, leaf.dtype, method), with_base=first)
+        # chunks[k] is at most the leaf's directions (not per device: a given chunk_size keeps the chunks, and
+        # the result, identical on any number of devices; the default is already per device)
         if limits is not None:
             if limits[k]:
-                derivs[k] = _leaf_values(cost, leaves, treedef, batch, k,
-                                        pl._replace(idx=pl.idx[:limits[k]], t=pl.t[:limits[k]]), chunk, mesh)
+                prefix = pl._replace(idx=pl.idx[:limits[k]], t=pl.t[:limits[k]])
+                out[k] = _leaf_values(cost, leaves, treedef, batch, k, prefix, chunks[k], mesh)
             continue
-        values = _leaf_values(cost, leaves, treedef, batch, k, pl, chunk, mesh)
+        values = _leaf_values(cost, leaves, treedef, batch, k, pl, chunks[k], mesh)
         if first:
             base, values = values[0], values[1:]
-        derivs[k] = leaf_combine(scheme, pl.den, values, base).astype(leaf.dtype)
-    return derivs, leaves, treedef
+        out[k] = leaf_combine(scheme, pl.den, values, base).astype(leaf.dtype)
+    return out, leaves, treedef
 
 
 def fd_subset(cost, params, batch, n: int, *, scheme: str = "central", eps: float | None = None,
@@ -206,36 +202,6 @@ def fd_gradient(cost, params, batch, *, scheme: str = "central", eps: float | No
     """
     derivs, leaves, treedef = _kernel(cost, params, batch, scheme, eps, chunk_size, mesh, method or f"fd-{scheme}")
     return jax.tree_util.tree_unflatten(treedef, [d.reshape(leaf.shape) for d, leaf in zip(derivs, leaves)])
-
-
-def fd_components(cost, params, batch, components, *, scheme: str = "central", eps: float | None = None,
-                  chunk_size: int | None = None, mesh=None):
-    """Some components of the FD gradient, by the kernel's own programs: for timing a subset of directions.
-
-    Evaluates only the directions of the flat indices `components` (ravel_pytree order: leaf after leaf), each
-    leaf's in chunks of the size the full kernel uses for that leaf (capped at the number chosen there), plus the
-    base point for the forward scheme. The values equal the full kernel's components up to the rounding of a
-    cost value (another chunk composition can change a cost by an ulp).
-
-    Args:
-      components: static 1-D integer array of distinct flat indices in [0, P).
-      (others as `fd_gradient`)
-    Returns:
-      (K,) derivatives in the order of `components`, dtype of the common parameter dtype.
-    """
-    comp = np.asarray(components)
-    if comp.ndim != 1 or not np.issubdtype(comp.dtype, np.integer) or comp.size == 0:
-        raise TypeError(f"components must be a non-empty 1-D integer array of flat indices, got {components!r}")
-    sizes = [leaf.size for leaf in jax.tree_util.tree_leaves(params)]
-    offsets = np.cumsum([0] + sizes)
-    if comp.min() < 0 or comp.max() >= offsets[-1] or np.unique(comp).size != comp.size:
-        raise ValueError(f"components must be distinct flat indices in [0, {offsets[-1]}), got {comp}")
-    leaf_of = np.searchsorted(offsets, comp, side="right") - 1
-    selects = [np.sort(comp[leaf_of == k]) - offsets[k] for k in range(len(sizes))]
-    derivs, leaves, _ = _kernel(cost, params, batch, scheme, eps, chunk_size, mesh, f"fd-{scheme}", selects)
-    got = jnp.concatenate([derivs[k] for k in range(len(sizes)) if len(selects[k])])
-    order = np.concatenate([offsets[k] + selects[k] for k in range(len(sizes)) if len(selects[k])])
-    return got[np.searchsorted(order, comp)]
 
 
 def _check_options(scheme, eps, chunk_size, method):
