@@ -6,9 +6,10 @@ EXTRAS ?= test,data,plot
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+REPRODUCE_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test bench bench-fd-kernel bench-estimators reproduce lint clean
+.PHONY: help venv data test bench bench-fd-kernel bench-estimators reproduce reproduce-reference lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -20,6 +21,9 @@ $(STAMP): pyproject.toml
 	touch $@
 
 venv: $(STAMP)  ## create .venv and install gdjax with its extras (test,data,plot)
+
+data: $(STAMP)  ## get Fashion-MNIST (Debian's dataset-fashion-mnist via apt-get), or say how; MNIST optional
+	$(BIN)/python experiments/get_data.py
 
 test: $(STAMP)  ## run the test suite (CPU, a few minutes)
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
@@ -37,8 +41,11 @@ bench-estimators: $(STAMP)  ## the estimator ladder (layer-aware FD, node pertur
 bench-throughput: $(STAMP)  ## one training epoch: gdjax vs a PyTorch eager loop (if installed) vs a NumPy loop
 	$(BIN)/python benchmarks/training_throughput.py
 
-reproduce: $(STAMP)  ## run every experiment of the lecture (figures/ and results/)
-	$(BIN)/python experiments/run_all.py
+reproduce: data  ## run every experiment of the lecture into runs/reproduce-<date>/ (results/ stays the reference)
+	$(BIN)/python experiments/run_all.py $(REPRODUCE_ARGS)
+
+reproduce-reference: data  ## maintainers: regenerate the committed results/ and figures/ of the experiments
+	$(BIN)/python experiments/run_all.py --reference
 
 lint: $(STAMP)  ## byte-compile everything (cheap syntax check)
 	$(BIN)/python -m compileall -q gdjax benchmarks experiments tests

@@ -2,12 +2,17 @@
 
 Each experiment is `experiments/<name>.py` with a module-level `@dataclass Config`, a `QUICK` dict of overrides
 for the smoke tests (`--quick`), `run(cfg) -> rows`, `plot(data) -> Figure` (from the results file only) and
-`main(argv)`. A run writes `results/<name>.json` (+ `.csv`, via `gdjax.results.save_results`: meta = environment,
-config, rows) and `figures/<name>.png` + `.svg` (via `gdjax.plotting.save_figure`). The figure helpers for the
+`main(argv)`. A run writes `<name>.json` (+ `.csv`, via `gdjax.results.save_results`: meta = environment,
+config, rows) and `<name>.png` + `.svg` (via `gdjax.plotting.save_figure`). The figure helpers for the
 experiments live here (not in `gdjax/plotting.py`, which draws the benchmark figures).
 
-    python experiments/taylor.py                      # default config
-    python experiments/taylor.py n_directions=3 h_min=1e-10
+Where a run writes: by default a fresh git-ignored folder `runs/<name>-<date>/` (`gdjax.results.output_dir`),
+so a user's run never overwrites the committed reference; `--out DIR` writes both files to DIR;
+`results_dir=... figures_dir=...` choose each; `--reference` regenerates the committed `results/` and `figures/`
+(maintainers, `make reproduce-reference`).
+
+    python experiments/taylor.py                      # default config, into runs/taylor-<date>/
+    python experiments/taylor.py n_directions=3 h_min=1e-10 --out /tmp/taylor
     python experiments/taylor.py --quick results_dir=/tmp/r figures_dir=/tmp/f
 """
 
@@ -35,7 +40,8 @@ FIGURES_DIR = ROOT / "figures"
 
 @dataclasses.dataclass
 class BaseConfig:
-    """Fields every experiment has: where to write (empty: the repository's results/ and figures/)."""
+    """Fields every experiment has: where to write (both empty: a fresh runs/<name>-<date>/; one empty: the
+    other's folder) and the figure formats."""
 
     results_dir: str = ""
     figures_dir: str = ""
@@ -100,17 +106,48 @@ def parse_overrides(config, argv: Sequence[str]):
 QUICK_COMMON = {"figure_formats": ("png",)}  # smoke tests: the PNG only (the SVG doubles the drawing time)
 
 
+def _output_flags(argv: list[str]) -> list[str]:
+    """`--out DIR` / `--out=DIR` -> results_dir=DIR figures_dir=DIR; `--reference` -> the committed folders."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--reference":
+            out += [f"results_dir={RESULTS_DIR}", f"figures_dir={FIGURES_DIR}"]
+        elif a == "--out" or a.startswith("--out="):
+            d = a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv) else "")
+            if not d or d.startswith("-"):
+                raise ConfigError("--out needs a folder, e.g. --out /tmp/run")
+            i += 0 if "=" in a else 1
+            out += [f"results_dir={d}", f"figures_dir={d}"]
+        else:
+            out.append(a)
+        i += 1
+    return out
+
+
 def config_from_argv(config_cls, argv: Sequence[str], quick: dict | None = None):
-    """`--quick` applies the script's QUICK overrides first; then key=value pairs (see parse_overrides)."""
-    argv = list(argv)
+    """`--quick` applies the script's QUICK overrides first; `--out DIR` / `--reference` choose the output
+    folders; then key=value pairs (see parse_overrides)."""
+    argv = _output_flags(list(argv))
     cfg = config_cls()
     if "--quick" in argv:
         argv.remove("--quick")
         cfg = dataclasses.replace(cfg, **{**QUICK_COMMON, **(quick or {})})
     for a in argv:
         if a.startswith("-"):
-            raise ConfigError(f"unknown option {a!r}; use --quick and key=value overrides")
+            raise ConfigError(f"unknown option {a!r}; use --quick, --out DIR, --reference and key=value overrides")
     return parse_overrides(cfg, argv)
+
+
+def output_dirs(name: str, cfg) -> tuple[Path, Path]:
+    """(results folder, figures folder) of a run: as configured, else a fresh git-ignored runs/<name>-<date>/."""
+    from gdjax import results
+
+    if not cfg.results_dir and not cfg.figures_dir:
+        d = results.output_dir(name, root=ROOT)
+        return d, d
+    res = Path(cfg.results_dir or cfg.figures_dir)
+    return res, Path(cfg.figures_dir or cfg.results_dir)
 
 
 def main_wrapper(name: str, config_cls, quick: dict, run: Callable, plot: Callable, argv=None) -> int:
@@ -120,20 +157,19 @@ def main_wrapper(name: str, config_cls, quick: dict, run: Callable, plot: Callab
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         cfg = config_from_argv(config_cls, argv, quick)
+        bad = [f for f in cfg.figure_formats if f not in ("png", "svg", "pdf")]
+        if bad or not cfg.figure_formats:
+            raise ConfigError(f"figure_formats must be png, svg and/or pdf, got {cfg.figure_formats}")
+        res_dir, fig_dir = output_dirs(name, cfg)
         t0 = time.perf_counter()
         rows, summary = run(cfg)
         wall = time.perf_counter() - t0
-        res_dir = Path(cfg.results_dir) if cfg.results_dir else RESULTS_DIR
-        fig_dir = Path(cfg.figures_dir) if cfg.figures_dir else FIGURES_DIR
         meta = results.environment()
         meta["wall_s"] = wall
         meta["summary"] = summary
         path = results.save_results(res_dir / f"{name}.json", rows, meta=meta, config=dataclasses.asdict(cfg))
-        fig = plot(results.load_results(path))
-        bad = [f for f in cfg.figure_formats if f not in ("png", "svg", "pdf")]
-        if bad or not cfg.figure_formats:
-            raise ConfigError(f"figure_formats must be png, svg and/or pdf, got {cfg.figure_formats}")
-        figs = plotting.save_figure(fig, fig_dir / name, formats=tuple(cfg.figure_formats))
+        figs = plotting.save_figure(plot(results.load_results(path)), fig_dir / name,
+                                    formats=tuple(cfg.figure_formats))
     except (ValueError, TypeError, OSError) as err:
         print(f"{name}: error: {err}", file=sys.stderr)
         return 2

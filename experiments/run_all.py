@@ -1,11 +1,15 @@
-"""Run every experiment of the lecture (`make reproduce`): results/<name>.json and figures/<name>.png/.svg.
+"""Run every experiment of the lecture (`make reproduce`): <name>.json (+ .csv) and <name>.png/.svg each.
+
+By default everything goes to one fresh git-ignored folder, runs/reproduce-<date>/, so the committed reference
+(results/ and figures/) stays as it is to compare with. `--out DIR` writes to DIR; `--reference` regenerates the
+committed results/ and figures/ (maintainers: `make reproduce-reference`).
 
 Each experiment runs in its own Python process (so one experiment's JAX settings never leak into the next), in
 the order below; the script prints each one's wall time and exits non-zero (one line on stderr) if any failed.
 
     python experiments/run_all.py                      # default configs (~5-10 min on a 2-core CPU)
     python experiments/run_all.py --quick              # tiny configs (seconds each; the smoke tests)
-    python experiments/run_all.py --only taylor,fd_step results_dir=/tmp/r figures_dir=/tmp/f
+    python experiments/run_all.py --only taylor,fd_step --out /tmp/r
 
 Extra key=value arguments are passed to every experiment (only keys every experiment has: results_dir,
 figures_dir, figure_formats).
@@ -19,34 +23,61 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 EXPERIMENTS = ("taylor", "fd_step", "learning_rate", "landscape", "batch_average", "fd_training", "nielsen_mnist")
 SHARED_KEYS = ("results_dir", "figures_dir", "figure_formats")
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    names, passthrough = list(EXPERIMENTS), []
-    i = 0
+def _error(msg: str) -> int:
+    print(f"run_all: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def parse(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(experiment names, arguments for every experiment); raises ValueError with one line on bad input.
+
+    Without --out, --reference or results_dir=/figures_dir=, the arguments name one fresh runs/reproduce-<date>/.
+    """
+    names, passthrough, outputs, i = list(EXPERIMENTS), [], [], 0
     while i < len(argv):
         a = argv[i]
+        takes_value = a in ("--only", "--out")
+        val = a.split("=", 1)[1] if "=" in a else (argv[i + 1] if takes_value and i + 1 < len(argv) else "")
+        i += 2 if takes_value else 1
         if a == "--quick":
             passthrough.append(a)
+        elif a == "--reference":
+            outputs.append(a)
         elif a == "--only" or a.startswith("--only="):
-            val = a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv) else "")
-            i += 0 if "=" in a else 1
             names = [n.strip() for n in val.split(",") if n.strip()]
             bad = [n for n in names if n not in EXPERIMENTS]
             if bad or not names:
-                print(f"run_all: error: unknown experiment(s) {bad or val!r}; valid: {', '.join(EXPERIMENTS)}",
-                      file=sys.stderr)
-                return 2
+                raise ValueError(f"unknown experiment(s) {bad or val!r}; valid: {', '.join(EXPERIMENTS)}")
+        elif a == "--out" or a.startswith("--out="):
+            if not val or val.startswith("-"):
+                raise ValueError("--out needs a folder, e.g. --out /tmp/reproduce")
+            outputs.append(f"--out={val}")
         elif "=" in a and a.split("=", 1)[0] in SHARED_KEYS:
-            passthrough.append(a)
+            (outputs if a.split("=", 1)[0] != "figure_formats" else passthrough).append(a)
         else:
-            print(f"run_all: error: unknown argument {a!r}; use --quick, --only NAMES and "
-                  f"{'/'.join(SHARED_KEYS)}=DIR", file=sys.stderr)
-            return 2
-        i += 1
+            raise ValueError(f"unknown argument {a!r}; use --quick, --only NAMES, --out DIR, --reference and "
+                             f"{'/'.join(SHARED_KEYS)}=...")
+    if "--reference" in outputs and len(outputs) > 1:
+        raise ValueError("--reference writes the committed results/ and figures/; do not combine it with --out "
+                         "or results_dir=/figures_dir=")
+    if not outputs:
+        from gdjax.results import output_dir
+
+        outputs = [f"--out={output_dir('reproduce', root=ROOT)}"]
+    return names, passthrough + outputs
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        names, passthrough = parse(argv)
+    except ValueError as err:
+        return _error(str(err))
     t_all = time.perf_counter()
     failed, times = [], {}
     for name in names:
@@ -61,6 +92,7 @@ def main(argv=None) -> int:
     for name, t in times.items():
         print(f"{name:<16} {t:7.1f}{'  FAILED' if name in failed else ''}")
     print(f"{'total':<16} {total:7.1f}")
+    print(f"output: {', '.join(a for a in passthrough if a != '--quick')}")
     if failed:
         print(f"run_all: error: {len(failed)} experiment(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -62,8 +62,8 @@ IDX_FILES = {
 }
 _HOW_TO_GET = {
     "fashion-mnist": (
-        "install Debian's package (sudo apt-get install dataset-fashion-mnist, files land in "
-        "/usr/share/datasets/fashion-mnist) or download the four IDX files from "
+        "install Debian's package (`make data` in a gdjax checkout, or sudo apt-get install dataset-fashion-mnist; "
+        "files land in /usr/share/datasets/fashion-mnist) or download the four IDX files from "
         "https://github.com/zalandoresearch/fashion-mnist (data/fashion/) and pass data_dir=... "
         f"or set {ENV_VAR}"
     ),

@@ -38,6 +38,8 @@ from gdjax.costs import Cost, accuracy
 from gdjax.data import Batch, shuffled_batches
 from gdjax.gradients import gradient
 
+# ||g||_2 over a pytree: optax.tree.norm where it exists (optax >= 0.2.5), optax.global_norm (deprecated there) before.
+tree_norm = getattr(getattr(optax, "tree", None), "norm", None) or optax.global_norm
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
 
 
@@ -147,7 +149,7 @@ def make_step(cost: Callable, optimizer: optax.GradientTransformation, method: s
         c = cost(state.params, batch)
         updates, opt_state = optimizer.update(g, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"cost": c, "grad_norm": optax.global_norm(g)}
+        metrics = {"cost": c, "grad_norm": tree_norm(g)}
         return TrainState(params, opt_state, state.step + 1, state.key), metrics
 
     step.estimator = est

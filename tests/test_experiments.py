@@ -1,6 +1,7 @@
 """Smoke tests: every experiment runs its tiny `--quick` config end to end (JSON + PNG + SVG) and its numbers
 carry the expected signs; config overrides reject unknown keys. The scripts are imported from experiments/."""
 
+import hashlib
 import importlib
 import json
 import subprocess
@@ -41,12 +42,18 @@ def test_fd_step(tmp_path):
 
 
 def test_learning_rate(tmp_path):
+    """Catches: a classifier that puts every eta in one class, an eta sweep wired to the wrong curves (a too-small
+    eta ending below the lecture's), and a summary that does not say what the rows say."""
     data = _run("learning_rate", tmp_path)
     bowl = {r["eta_lambda_max"]: r["class"] for r in data["rows"] if r["part"] == "bowl"}
     assert bowl[0.05] == "slow" and bowl[1.0] == "converged" and bowl[1.95] == "oscillating"
     assert bowl[2.05] == "diverged" and bowl[2.3] == "diverged"
-    assert {r["class"] for r in data["rows"] if r["part"] == "network"} <= {"slow", "converged", "oscillating",
-                                                                          "diverged"}
+    net = {r["eta"]: r for r in data["rows"] if r["part"] == "network"}
+    assert net[0.1]["class"] == "slow" and net[3.0]["class"] == "converged"  # the lecture's eta = 3 learns
+    assert net[3.0]["final_cost"] < 0.8 * net[0.1]["final_cost"] < 0.8 * net[0.1]["initial_cost"]
+    s = data["meta"]["summary"]
+    assert s["network_best_eta"] == min(net, key=lambda e: net[e]["final_cost"])
+    assert s["network_classes"] == {f"{e:g}": r["class"] for e, r in net.items()}
 
 
 def test_learning_rate_classifiers():
@@ -83,11 +90,80 @@ def test_fd_training(tmp_path):
     assert {r["method"] for r in data["rows"]} == {"reverse", "fd-central"}
 
 
-def test_nielsen_mnist_quick_on_digits(tmp_path):
+def test_nielsen_mnist_quick_on_digits(tmp_path, monkeypatch, capsys):
+    """Both networks must learn (test accuracy well above the 0.1 of chance on 10 classes): catches labels out of
+    step with the images, a trainer that never updates, an optimiser that ignores its learning rate. The summary
+    must be the last epoch's row of each model. MNIST is optional: absent, it is named in a
+    note and the run still succeeds (exit 0) on the main dataset alone."""
+    monkeypatch.setenv("GDJAX_DATA_DIR", str(tmp_path / "no-data-here"))
     data = _run("nielsen_mnist", tmp_path)
-    s = data["meta"]["summary"]
-    assert 0 <= s["lecture_test_accuracy[digits]"] <= 1 and 0 <= s["strong_test_accuracy[digits]"] <= 1
-    assert {r["model"] for r in data["rows"]} == {"lecture", "strong"}
+    assert "MNIST is optional and was not found" in capsys.readouterr().out
+    s, rows = data["meta"]["summary"], data["rows"]
+    assert {r["dataset"] for r in rows} == {"digits"}
+    for model, floor in (("lecture", 0.25), ("strong", 0.5)):  # quick run (seed 0): 0.35 and 0.84
+        rs = sorted((r for r in rows if r["model"] == model), key=lambda r: r["epoch"])
+        assert [r["epoch"] for r in rs] == list(range(len(rs))) and len(rs) == 5
+        assert s[f"{model}_test_accuracy[digits]"] == rs[-1]["test_accuracy"] > floor
+        assert rs[-1]["train_cost"] < rs[0]["train_cost"]
+
+
+def test_default_output_leaves_the_committed_reference_untouched(tmp_path, monkeypatch):
+    """A run without --out writes a fresh runs/<name>-<date>/ and not one byte of results/ or figures/.
+    Catches the default falling back to the committed folders (what `make reproduce` did before)."""
+    common = importlib.import_module("_common")
+    committed = [p for d in (common.RESULTS_DIR, common.FIGURES_DIR) for p in sorted(d.glob("taylor.*"))]
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in committed}
+    monkeypatch.setattr(common, "ROOT", tmp_path)  # runs/ goes under a temporary folder
+    mod = importlib.import_module("taylor")
+    assert mod.main(["--quick"]) == 0
+    (run_dir,) = (tmp_path / "runs").glob("taylor-*")
+    assert {p.name for p in run_dir.iterdir()} == {"taylor.json", "taylor.csv", "taylor.png"}
+    assert before and {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in committed} == before
+    # --out writes there, --reference names the committed folders (not run here: it would rewrite them)
+    assert common.output_dirs("taylor", common.config_from_argv(mod.Config, ["--out", str(tmp_path / "o")])) == (
+        tmp_path / "o", tmp_path / "o")
+    cfg = common.config_from_argv(mod.Config, ["--reference"])
+    assert common.output_dirs("taylor", cfg) == (common.RESULTS_DIR, common.FIGURES_DIR)
+
+
+def test_get_data_without_the_dataset_says_the_two_ways_and_fails(tmp_path, monkeypatch, capsys):
+    """`make data` with no Fashion-MNIST and no apt-get: exit 1 and one message naming the Debian package and the
+    four IDX files in GDJAX_DATA_DIR. With the files in GDJAX_DATA_DIR it succeeds without installing anything,
+    and a missing MNIST (optional) is reported, not an error. Catches a silent success without data, an install
+    attempted when the files are there, and MNIST turned into a requirement."""
+    from gdjax import data
+
+    get_data = importlib.import_module("get_data")
+    monkeypatch.setenv("GDJAX_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(data, "DEBIAN_DIRS", {"fashion-mnist": str(tmp_path / "not-installed")})
+    monkeypatch.setattr(get_data.shutil, "which", lambda name: None)  # no apt-get, no sudo
+    assert get_data.main([]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "dataset-fashion-mnist" in err and "GDJAX_DATA_DIR" in err
+    assert "t10k-labels-idx1-ubyte" in err and str(tmp_path) in err
+
+    fm = tmp_path / "fashion-mnist"
+    fm.mkdir()
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (fm / stem).write_bytes(b"")  # found by name; get_data does not parse them
+    monkeypatch.setattr(get_data, "install", lambda: pytest.fail("installed although the files are there"))
+    assert get_data.main([]) == 0
+    out = capsys.readouterr().out
+    assert f"fashion-mnist found in {fm}" in out and "mnist (optional) not found" in out
+    assert get_data.main(["--nope"]) == 2
+
+
+def test_get_data_installs_with_sudo_when_not_root(monkeypatch):
+    """The install command: apt-get as root, through sudo otherwise, none without apt-get (the message then)."""
+    get_data = importlib.import_module("get_data")
+    monkeypatch.setattr(get_data.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(get_data.os, "geteuid", lambda: 1000)
+    assert get_data.apt_install_command()[0] == "sudo" and "dataset-fashion-mnist" in get_data.apt_install_command()
+    monkeypatch.setattr(get_data.os, "geteuid", lambda: 0)
+    assert get_data.apt_install_command()[:2] == ["apt-get", "install"]
+    monkeypatch.setattr(get_data.shutil, "which", lambda name: None)
+    assert get_data.apt_install_command() is None
 
 
 @pytest.mark.parametrize("arg, match", [("nope=1", "unknown config key 'nope'; valid keys:"),
