@@ -31,7 +31,7 @@ import optax
 import _common as C  # noqa: N812
 
 import gdjax  # noqa: E402
-from gdjax import train  # noqa: E402
+from gdjax.fit import fit  # noqa: E402
 
 NAME = "batch_average"
 
@@ -63,8 +63,8 @@ def run(cfg: Config):
     p0 = net.init(k_init)
     points = [("init", p0)]
     if cfg.train_epochs > 0:  # 0: the initial point only
-        p1 = train.fit(cost, optax.sgd(3.0), p0, ds.train, epochs=cfg.train_epochs, batch_size=10, key=k_train,
-                       progress=False).params
+        p1 = fit(cost, optax.sgd(3.0), p0, ds.train, epochs=cfg.train_epochs, batch_size=10, key=k_train,
+                 progress=False).params
         points.append((f"after {cfg.train_epochs} epochs", p1))
     per_example = jax.jit(jax.vmap(lambda p, x, y: jax.flatten_util.ravel_pytree(
         jax.grad(cost.per_example)(p, x, y))[0], (None, 0, 0)))

@@ -1,7 +1,7 @@
 """Training with finite differences: the same descent as backprop, at ~P/2 times the price.
 
 The same network (digits, [64, 16, 10], sigmoid, quadratic cost, N(0, 1) init, P = 1210 weights and biases) is
-trained by mini-batch SGD (eta 3, batch 10) twice with `gdjax.train.fit`: once with the gradient from `reverse`
+trained by mini-batch SGD (eta 3, batch 10) twice with `gdjax.fit.fit`: once with the gradient from `reverse`
 (`jax.grad`) and once with `fd-central` (the library's FD kernel: 2P cost evaluations per gradient), from the same
 initial parameters and the same key, so both runs see the same mini-batches in the same order. Expected: the cost
 curves agree (the measured max |difference| of the per-epoch train cost is printed: ~1e-5 in float32, the FD
@@ -28,7 +28,7 @@ import _common as C  # noqa: N812
 jax.config.update("jax_enable_x64", True)  # dtype=float64 is an option
 
 import gdjax  # noqa: E402
-from gdjax import train  # noqa: E402
+from gdjax.fit import fit  # noqa: E402
 
 NAME = "fd_training"
 METHODS = ("reverse", "fd-central")
@@ -61,8 +61,8 @@ def run(cfg: Config):
     p = gdjax.n_params(params)
     rows, hist, compile_s = [], {}, {}
     for method in METHODS:
-        res = train.fit(cost, optax.sgd(cfg.eta), params, ds.train, ds.test, epochs=cfg.epochs,
-                        batch_size=cfg.batch_size, key=k_run, method=method, learning_rate=cfg.eta, progress=False)
+        res = fit(cost, optax.sgd(cfg.eta), params, ds.train, ds.test, epochs=cfg.epochs,
+                  batch_size=cfg.batch_size, key=k_run, method=method, learning_rate=cfg.eta, progress=False)
         hist[method], compile_s[method] = res.history, res.compile_s
         for r in res.history:
             rows.append({"method": method, **{k: r[k] for k in ("epoch", "step", "train_cost", "test_cost",

@@ -1,7 +1,7 @@
 """The lecture's network on Fashion-MNIST (and MNIST when its IDX files are given), plus a stronger MLP.
 
 1. [784, 30, 10], sigmoid hidden and output units, quadratic cost, N(0, 1) init, plain SGD eta = 3.0, mini-batch 10,
-   30 epochs (Nielsen's network.py setting) with `gdjax.train.fit`: test accuracy per epoch.
+   30 epochs (Nielsen's network.py setting) with `gdjax.fit.fit`: test accuracy per epoch.
 2. A stronger MLP: 784-256-128-10, ReLU, softmax output, cross-entropy, He init, Adam (lr 1e-3), mini-batch 128,
    `strong_epochs` epochs; compared with the Fashion-MNIST README's MLPClassifier (256-128-100) test accuracy 0.8833.
 Expected on Fashion-MNIST (60,000 train / 10,000 test): the lecture's network ends near 0.85 test accuracy (on
@@ -29,7 +29,7 @@ import optax
 import _common as C  # noqa: N812
 
 import gdjax  # noqa: E402
-from gdjax import train  # noqa: E402
+from gdjax.fit import fit  # noqa: E402
 
 NAME = "nielsen_mnist"
 README_MLP_ACCURACY = 0.8833  # Fashion-MNIST README benchmark table: MLPClassifier, hidden 256-128-100
@@ -82,9 +82,9 @@ def run(cfg: Config):
         k_net, k_fit, k_strong, k_sfit = jax.random.split(jax.random.fold_in(key, i), 4)
         # 1. the lecture's network
         net = gdjax.MLP((n_in, cfg.hidden, ds.n_classes), activation="sigmoid", output="sigmoid")
-        res = train.fit(gdjax.make_cost(net, "quadratic"), optax.sgd(cfg.eta), net.init(k_net), ds.train, ds.test,
-                        epochs=cfg.epochs, batch_size=cfg.batch_size, key=k_fit, learning_rate=cfg.eta,
-                        progress=False)
+        res = fit(gdjax.make_cost(net, "quadratic"), optax.sgd(cfg.eta), net.init(k_net), ds.train, ds.test,
+                  epochs=cfg.epochs, batch_size=cfg.batch_size, key=k_fit, learning_rate=cfg.eta,
+                  progress=False)
         tag = f"lecture {n_in}-{cfg.hidden}-{ds.n_classes} sigmoid quadratic SGD eta {cfg.eta:g}"
         for r in res.history:
             rows.append({"dataset": run_name, "model": "lecture", "label": tag, **_pick(r)})
@@ -95,10 +95,10 @@ def run(cfg: Config):
         if i == 0 and cfg.strong_epochs > 0:
             sizes = (n_in, *cfg.strong_hidden, ds.n_classes)
             snet = gdjax.MLP(sizes, activation="relu", output="softmax")
-            sres = train.fit(gdjax.make_cost(snet, "cross-entropy"), optax.adam(cfg.strong_lr),
-                             snet.init(k_strong, scheme="he"), ds.train, ds.test, epochs=cfg.strong_epochs,
-                             batch_size=cfg.strong_batch_size, key=k_sfit, learning_rate=cfg.strong_lr,
-                             progress=False)
+            sres = fit(gdjax.make_cost(snet, "cross-entropy"), optax.adam(cfg.strong_lr),
+                       snet.init(k_strong, scheme="he"), ds.train, ds.test, epochs=cfg.strong_epochs,
+                       batch_size=cfg.strong_batch_size, key=k_sfit, learning_rate=cfg.strong_lr,
+                       progress=False)
             stag = f"MLP {'-'.join(map(str, sizes))} ReLU cross-entropy Adam {cfg.strong_lr:g}"
             for r in sres.history:
                 rows.append({"dataset": run_name, "model": "strong", "label": stag, **_pick(r)})

@@ -280,15 +280,15 @@ def _add_train(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of the init, the shuffles and stochastic methods")
     p.add_argument("--divergence-factor", type=float, default=None,
                    help="stop when the train cost exceeds this multiple of its start (default 10)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz if it exists")
+    p.add_argument("--out", default=None, help="output folder (default: a fresh git-ignored runs/train-<date>/)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz (needs --out)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _cmd_train(args) -> int:
     import os
 
-    from gdjax import _checks, train
+    from gdjax import _checks, fit, train
 
     # cheap checks first, so a typo never waits for a dataset to load
     from gdjax.costs import LOSSES
@@ -312,6 +312,8 @@ def _cmd_train(args) -> int:
             _checks.positive_int(getattr(args, name), "--" + name.replace("_", "-"))
     if args.divergence_factor is not None and not args.divergence_factor > 1:
         raise ValueError(f"--divergence-factor must be > 1, got {args.divergence_factor}")
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out, the folder of the run to continue")
 
     import jax
 
@@ -335,21 +337,22 @@ def _cmd_train(args) -> int:
     k_init, k_run = jax.random.split(jax.random.key(args.seed))
     params = net.init(k_init, scheme=args.init, dtype=args.dtype)
     opt = train.make_optimizer(args.optimizer, eta)
+    args.out = str(results.output_dir("train", args.out))
     os.makedirs(args.out, exist_ok=True)
     config = {k: v for k, v in vars(args).items() if k not in ("command",)}
     config["sizes"] = list(sizes)
     results.write_json(os.path.join(args.out, "config.json"), {"meta": results.environment(), "config": config})
-    factor = train.DIVERGENCE_FACTOR if args.divergence_factor is None else args.divergence_factor
+    factor = fit.DIVERGENCE_FACTOR if args.divergence_factor is None else args.divergence_factor
     try:
-        res = train.fit(cost, opt, params, ds.train, ds.test, epochs=args.epochs, batch_size=args.batch_size,
-                        key=k_run, method=args.method, learning_rate=eta, divergence_factor=factor,
-                        log_path=os.path.join(args.out, "metrics.jsonl"),
-                        checkpoint_path=os.path.join(args.out, "checkpoint.npz"), resume=args.resume,
-                        progress=not args.no_progress)
-    except train.Diverged as err:
+        res = fit.fit(cost, opt, params, ds.train, ds.test, epochs=args.epochs, batch_size=args.batch_size,
+                       key=k_run, method=args.method, learning_rate=eta, divergence_factor=factor,
+                       log_path=os.path.join(args.out, "metrics.jsonl"),
+                       checkpoint_path=os.path.join(args.out, "checkpoint.npz"), resume=args.resume,
+                       progress=not args.no_progress)
+    except fit.Diverged as err:
         print(f"gdjax train: error: {err}", file=sys.stderr)
         return 3
-    train.save_params(os.path.join(args.out, "params.npz"), res.params)
+    fit.save_params(os.path.join(args.out, "params.npz"), res.params)
     last = res.history[-1]
     wall = last["wall_s"]
     print(f"epoch {last['epoch']}: train cost {last['train_cost']:.4g}, test cost {last['test_cost']:.4g}, "

@@ -338,6 +338,18 @@ def test_cli_train_runs(tmp_path, capsys):
     assert epoch == 2
 
 
+def test_cli_train_default_output_is_a_fresh_runs_folder(tmp_path, monkeypatch, capsys):
+    """Without --out a run goes to runs/train-<date>/ under the working folder, never to a committed path;
+    --resume without --out is refused before any work (there is nothing to continue in a fresh folder)."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(BASE) == 0
+    (run,) = (tmp_path / "runs").glob("train-*")
+    assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "checkpoint.npz", "params.npz"}
+    assert str(run.name) in capsys.readouterr().out
+    assert cli.main(BASE + ["--resume"]) == 2
+    assert "--resume needs --out" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "change, match",
     [
