@@ -32,8 +32,11 @@ import numpy as np  # noqa: E402
 from gdjax import profiling, results  # noqa: E402
 from gdjax.bench.problem import (  # noqa: E402,F401  (re-exported: the one problem every benchmark uses)
     flat_numpy, make_problem, reference_gradient, relative_error, restrict_cost, spread_indices, sub_batch)
-from gdjax.benchmark import TARGETS as _BENCH_TARGETS  # noqa: E402
-from gdjax.benchmark import fit_slope, human_time  # noqa: E402,F401  (re-exported)
+from gdjax.bench.analysis import fit_slope  # noqa: E402,F401  (re-exported)
+from gdjax.bench.analysis import status as target_status  # noqa: E402,F401  (re-exported: PASS / SHORT / n/a)
+from gdjax.bench.args import OneLineParser  # noqa: E402
+from gdjax.bench.config import TARGETS as _BENCH_TARGETS  # noqa: E402
+from gdjax.bench.report import human_time  # noqa: E402,F401  (re-exported)
 
 # --- targets (issue 12 item 5; issue 3's training throughput): every script reads them from here -----------------
 
@@ -44,15 +47,6 @@ TARGETS = {
     "throughput_torch": 8.0,  # PyTorch eager epoch time / gdjax epoch time
     "throughput_numpy": 20.0,  # NumPy per-example epoch time / gdjax epoch time
 }
-
-
-def target_status(value: float | None, threshold: float, comparison: str = ">=") -> str:
-    """"PASS" / "SHORT" for a measured value against its threshold, "n/a" when it was not measured (None)."""
-    if comparison not in (">=", "<="):
-        raise ValueError(f"comparison must be '>=' or '<=', got {comparison!r}")
-    if value is None:
-        return "n/a"
-    return "PASS" if (value >= threshold if comparison == ">=" else value <= threshold) else "SHORT"
 
 
 # --- the problem, on the device ---------------------------------------------------------------------------------
@@ -142,9 +136,10 @@ def output_path(command: str, out, name: str) -> Path:
     return path
 
 
-class Parser(argparse.ArgumentParser):
-    """The argument parser of every benchmark script: `--out` (folder or .json), `--seed`, `--quick`; a usage
-    error raises UsageError (one line) instead of argparse's usage block and exit.
+class Parser(OneLineParser):
+    """The argument parser of every benchmark script (gdjax's one parser base: an argparse error is one line on
+    stderr, exit status 2) with `--out` (folder or .json), `--seed` and `--quick`; `parse` fills the defaults
+    and raises UsageError for a bad value, which `run_main` prints as one line (exit status 2).
 
     Args:
       command: the script's short name ("fd_kernel"): the prefix of error lines and of the default run folder.
@@ -163,9 +158,6 @@ class Parser(argparse.ArgumentParser):
         if quick is not None:
             self.add_argument("--quick", action="store_true", help=quick)
 
-    def error(self, message):
-        raise UsageError(message)
-
     def parse(self, argv, defaults: Mapping | None = None, quick: Mapping | None = None) -> argparse.Namespace:
         """Parse `argv`; options left at None take `quick[name]` under --quick else `defaults[name]`; sets
         `args.path`, the results JSON (`output_path`)."""
@@ -179,12 +171,15 @@ class Parser(argparse.ArgumentParser):
 
 
 def run_main(command: str, parse: Callable, run: Callable, argv=None) -> int:
-    """`parse(argv) -> args`, then `run(args) -> int | None`: a script's main. A UsageError (or a bad option
-    found by `parse`) prints `<command>: error: ...` as one line on stderr and returns 2; any other error
-    during the run returns 1 with one line (GDJAX_TRACEBACK=1 re-raises it, for debugging)."""
+    """`parse(argv) -> args`, then `run(args) -> int | None`: a script's main. A bad option (argparse's own
+    errors, or a UsageError / ValueError / TypeError raised by `parse`) is one line `<command>: error: ...` on
+    stderr and returns 2; any other error during the run returns 1 with one line (GDJAX_TRACEBACK=1 re-raises
+    it, for debugging)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parse(argv)
+    except SystemExit as done:  # argparse: --help (0), or a usage error already printed as one line (2)
+        return int(done.code or 0)
     except (UsageError, ValueError, TypeError) as err:
         print(f"{command}: error: {_one_line(err)}", file=sys.stderr)
         return 2

@@ -77,8 +77,8 @@ def numpy_problem(sizes, n: int, seed: int):
     """The lecture's problem (`_common.make_problem`) as NumPy float32: x (n, n_in), y (n, n_out) and
     params [(w (n_in, n_out), b (n_out,)), ...]; every implementation starts from these."""
     _, params, batch = common.make_problem(tuple(sizes), n, "float32", seed)
-    return (np.asarray(batch.x), np.asarray(batch.y),
-            [(np.asarray(layer.w), np.asarray(layer.b)) for layer in params])
+    return (np.array(batch.x), np.array(batch.y),  # writable copies (torch.from_numpy warns on read-only)
+            [(np.array(layer.w), np.array(layer.b)) for layer in params])
 
 
 # --- gdjax ---------------------------------------------------------------------------------------------------
