@@ -145,7 +145,7 @@ def xla_flops(fn: Callable, *args, executable=None, loops: bool = True) -> float
 
 
 _COMP = re.compile(r"^(?:ENTRY )?%([\w.\-]+) .*\{\s*$")
-_INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\([^=]*?\)|\w+\[[\d,]*\](?:\{[^}]*\})?|\w+\[\]) "
+_INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\((?:[^=]|/\*index=\d+\*/)*?\)|\w+\[[\d,]*\](?:\{[^}]*\})?|\w+\[\]) "
                     r"([\w\-]+)\((.*)$")
 _SHAPE = re.compile(r"\w+\[([\d,]*)\]")
 _TRANSCENDENTAL = {"exponential", "exponential-minus-one", "log", "log-plus-one", "tanh", "logistic", "sqrt",
