@@ -34,12 +34,15 @@ def reference_path(platform: str, name: str = BENCH_NAME) -> Path:
 
 
 def run(config: BenchConfig, out_dir, *, name: str = BENCH_NAME, resume: bool = False, quick: bool = False,
-        progress: bool = True, plots: bool = True, writer: bool = True, extra_meta: dict | None = None):
+        progress: bool = True, plots: bool = True, writer: bool = True, extra_meta: dict | None = None,
+        deadline: float | None = None):
     """Measure `config` and write `<out_dir>/<name>.json` (+ .csv, .jsonl, figures) when `writer`.
 
     The JSON holds meta (`results.environment()`, the matmul reference), config (the options as given), rows,
     and the top-level `validation` (each point measured whole and extrapolated), `reference` (matmul rates by
-    shape at start/middle/end) and `targets`. Returns (data, written paths).
+    shape at start/middle/end) and `targets`. `deadline` (a perf_counter value) time-boxes the sweep: points
+    not started by then are listed in meta["not_run"]. Figures need matplotlib (skipped, noted, without it).
+    Returns (data, written paths).
     """
     out_dir = Path(out_dir)
     json_path, jsonl_path = out_dir / f"{name}.json", out_dir / f"{name}.jsonl"
@@ -47,11 +50,12 @@ def run(config: BenchConfig, out_dir, *, name: str = BENCH_NAME, resume: bool = 
     if writer and not resume and jsonl_path.exists():
         jsonl_path.unlink()  # a fresh sweep
     on_row = (lambda r: results.append_jsonl(jsonl_path, r)) if writer else None
-    out = run_sweep(config, done=done, progress=progress, quick=quick, on_row=on_row)
+    out = run_sweep(config, done=done, progress=progress, quick=quick, on_row=on_row, deadline=deadline)
     ref = out["reference"]
     meta = {**results.environment(), "benchmark": BENCH_NAME, "dtype": config.dtype,
             "matmul_gflops": {config.dtype: ref["best_gflops"]}, "matmul_shape": ref["best_shape"],
             "resumed_points": sum(1 for r in done if r.get("id") in {x["id"] for x in out["rows"]}),
+            "not_run": out["not_run"],
             **(extra_meta or {})}
     tg = analysis.targets(out["rows"], out["validation"], config.batch_size, config.dtype)
     data = {"meta": meta, "config": config.as_dict(), "rows": out["rows"], "validation": out["validation"],
@@ -62,9 +66,12 @@ def run(config: BenchConfig, out_dir, *, name: str = BENCH_NAME, resume: bool = 
         results.write_json(json_path, data)  # the same JSON with the top-level validation, reference, targets
         written = [json_path, results.csv_path(json_path), jsonl_path]
         if plots:
-            from gdjax import plotting
-
-            written += plotting.plot_fd_vs_grad(data, out_dir, stem=name)
+            try:
+                from gdjax import plotting
+            except ImportError as err:  # e.g. a GPU image without matplotlib: the results are what matters
+                print(f"no figures: {err} (gdjax plot {json_path} draws them later)")
+            else:
+                written += plotting.plot_fd_vs_grad(data, out_dir, stem=name)
     return data, written
 
 

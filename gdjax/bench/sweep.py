@@ -93,11 +93,14 @@ def validation_rows(rows: Sequence[dict]) -> list[dict]:
 
 
 def run_sweep(config: BenchConfig, *, done: Sequence[dict] = (), progress: bool = False, quick: bool = False,
-              on_row: Callable[[dict], None] | None = None) -> dict:
+              on_row: Callable[[dict], None] | None = None, deadline: float | None = None) -> dict:
     """Measure every point of `plan(config)` not already in `done` (rows with the same `id`).
 
-    Returns {"rows": all rows in plan order with the FLOP rates set, "validation": `validation_rows`,
-    "reference": {"start"/"middle"/"end": {shape: GFLOP/s}, "best_gflops", "best_shape"}}.
+    Args:
+      deadline: a `time.perf_counter()` value after which no new point is started (a time-boxed run, e.g.
+        `make bench-gpu`); the points left are listed in `not_run`.
+    Returns {"rows": the rows in plan order with the FLOP rates set, "validation": `validation_rows`,
+    "reference": {"start"/"middle"/"end": {shape: GFLOP/s}, "best_gflops", "best_shape"}, "not_run": ids}.
     """
     points = plan(config)
     by_id = {r["id"]: r for r in done if "id" in r}
@@ -105,9 +108,13 @@ def run_sweep(config: BenchConfig, *, done: Sequence[dict] = (), progress: bool 
     reference = {"start": measure_reference(shapes, config.dtype)}
     bar = _bar(len(points)) if progress else None
     rows: list[dict] = []
+    not_run: list[str] = []
     cache: dict = {}
     try:
         for i, point in enumerate(points):
+            if deadline is not None and time.perf_counter() > deadline and point.id(config.dtype) not in by_id:
+                not_run.append(point.id(config.dtype))
+                continue
             if i == len(points) // 2 and "middle" not in reference:
                 reference["middle"] = measure_reference(shapes, config.dtype)
             if bar is not None:
@@ -132,7 +139,7 @@ def run_sweep(config: BenchConfig, *, done: Sequence[dict] = (), progress: bool 
     best = max(((v, k) for when in ("start", "middle", "end") for k, v in reference[when].items()))
     reference.update(best_gflops=best[0], best_shape=best[1])
     rows = apply_reference(rows, best[0])
-    return {"rows": rows, "validation": validation_rows(rows), "reference": reference}
+    return {"rows": rows, "validation": validation_rows(rows), "reference": reference, "not_run": not_run}
 
 
 def _bar(total: int):
