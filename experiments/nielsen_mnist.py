@@ -73,6 +73,16 @@ def _runs(cfg: Config):
     return out + [("mnist", "mnist", d or None)]
 
 
+def _train(run_name: str, model: str, label: str, cost, optimizer, params, ds, **fit_kw):
+    """Train one model with `fit`; (its rows, its summary entries: last and best test accuracy, wall time)."""
+    hist = fit(cost, optimizer, params, ds.train, ds.test, progress=False, **fit_kw).history
+    rows = [{"dataset": run_name, "model": model, "label": label, **_pick(r)} for r in hist]
+    summary = {f"{model}_test_accuracy[{run_name}]": hist[-1]["test_accuracy"],
+               f"{model}_best_test_accuracy[{run_name}]": max(r["test_accuracy"] for r in hist),
+               f"{model}_wall_s[{run_name}]": hist[-1]["wall_s"]}
+    return rows, summary
+
+
 def run(cfg: Config):
     rows, summary = [], {}
     key = jax.random.key(cfg.seed)
@@ -82,29 +92,22 @@ def run(cfg: Config):
         k_net, k_fit, k_strong, k_sfit = jax.random.split(jax.random.fold_in(key, i), 4)
         # 1. the lecture's network
         net = gdjax.MLP((n_in, cfg.hidden, ds.n_classes), activation="sigmoid", output="sigmoid")
-        res = fit(gdjax.make_cost(net, "quadratic"), optax.sgd(cfg.eta), net.init(k_net), ds.train, ds.test,
-                  epochs=cfg.epochs, batch_size=cfg.batch_size, key=k_fit, learning_rate=cfg.eta,
-                  progress=False)
         tag = f"lecture {n_in}-{cfg.hidden}-{ds.n_classes} sigmoid quadratic SGD eta {cfg.eta:g}"
-        for r in res.history:
-            rows.append({"dataset": run_name, "model": "lecture", "label": tag, **_pick(r)})
-        summary[f"lecture_test_accuracy[{run_name}]"] = res.history[-1]["test_accuracy"]
-        summary[f"lecture_best_test_accuracy[{run_name}]"] = max(r["test_accuracy"] for r in res.history)
-        summary[f"lecture_wall_s[{run_name}]"] = res.history[-1]["wall_s"]
+        r, s = _train(run_name, "lecture", tag, gdjax.make_cost(net, "quadratic"), optax.sgd(cfg.eta),
+                      net.init(k_net), ds, epochs=cfg.epochs, batch_size=cfg.batch_size, key=k_fit,
+                      learning_rate=cfg.eta)
+        rows += r
+        summary.update(s)
         # 2. the stronger MLP (on the main dataset only)
         if i == 0 and cfg.strong_epochs > 0:
             sizes = (n_in, *cfg.strong_hidden, ds.n_classes)
             snet = gdjax.MLP(sizes, activation="relu", output="softmax")
-            sres = fit(gdjax.make_cost(snet, "cross-entropy"), optax.adam(cfg.strong_lr),
-                       snet.init(k_strong, scheme="he"), ds.train, ds.test, epochs=cfg.strong_epochs,
-                       batch_size=cfg.strong_batch_size, key=k_sfit, learning_rate=cfg.strong_lr,
-                       progress=False)
             stag = f"MLP {'-'.join(map(str, sizes))} ReLU cross-entropy Adam {cfg.strong_lr:g}"
-            for r in sres.history:
-                rows.append({"dataset": run_name, "model": "strong", "label": stag, **_pick(r)})
-            summary[f"strong_test_accuracy[{run_name}]"] = sres.history[-1]["test_accuracy"]
-            summary[f"strong_best_test_accuracy[{run_name}]"] = max(r["test_accuracy"] for r in sres.history)
-            summary[f"strong_wall_s[{run_name}]"] = sres.history[-1]["wall_s"]
+            r, s = _train(run_name, "strong", stag, gdjax.make_cost(snet, "cross-entropy"), optax.adam(cfg.strong_lr),
+                          snet.init(k_strong, scheme="he"), ds, epochs=cfg.strong_epochs,
+                          batch_size=cfg.strong_batch_size, key=k_sfit, learning_rate=cfg.strong_lr)
+            rows += r
+            summary.update(s)
             summary["readme_mlp_accuracy"] = README_MLP_ACCURACY
     return rows, summary
 

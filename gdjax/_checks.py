@@ -40,6 +40,20 @@ def positive_float(value, name: str, *, allow_zero: bool = False) -> float:
     return value
 
 
+FLOAT_DTYPES = ("float32", "float64", "complex64", "complex128")  # what params and data may hold
+
+
+def float_dtype(dtype, name: str = "dtype") -> np.dtype:
+    """Return `dtype` as a NumPy dtype if it is one of `FLOAT_DTYPES` (a floating or complex type), else TypeError."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be one of {', '.join(FLOAT_DTYPES)}, got {dtype!r}") from None
+    if dt.name not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be one of {', '.join(FLOAT_DTYPES)} (a floating or complex type), got {dt.name}")
+    return dt
+
+
 def prng_key(key, name: str = "key") -> jax.Array:
     """Return `key` if it is a JAX PRNG key (typed `jax.random.key` or raw uint32[2]), else raise TypeError."""
     if isinstance(key, jax.Array | np.ndarray):

@@ -52,7 +52,7 @@ class Dataset(NamedTuple):
 
 
 DATASETS = ("digits", "fashion-mnist", "mnist")
-DATA_DTYPES = ("float32", "float64", "complex64", "complex128")
+DATA_DTYPES = _checks.FLOAT_DTYPES
 DIGITS_SPLIT = (1500, 297)  # train, test: all 1797 images of scikit-learn's digits
 DEBIAN_DIRS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist"}
 ENV_VAR = "GDJAX_DATA_DIR"
@@ -93,12 +93,7 @@ def one_hot(labels, n_classes: int, dtype="float32") -> jax.Array:
 
 def _check_dtype(dtype) -> np.dtype:
     """A float/complex dtype name that JAX can hold as is (float64/complex128 need x64 enabled)."""
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be one of {', '.join(DATA_DTYPES)}, got {dtype!r}") from None
-    if dt.name not in DATA_DTYPES:
-        raise TypeError(f"dtype must be one of {', '.join(DATA_DTYPES)}, got {dt.name}")
+    dt = _checks.float_dtype(dtype)
     if dt.name in ("float64", "complex128") and not jax.config.jax_enable_x64:
         raise ValueError(
             f"dtype {dt.name} needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) first, "

@@ -71,7 +71,7 @@ OUTPUT_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 ANALYTIC_ACTIVATIONS = frozenset({"sigmoid", "tanh", "identity", "softmax"})
 INIT_SCHEMES = ("nielsen", "lecun", "xavier", "he")
-DTYPES = ("float32", "float64", "complex64", "complex128")
+DTYPES = _checks.FLOAT_DTYPES
 
 
 def _check_sizes(sizes) -> tuple[int, ...]:
@@ -83,16 +83,6 @@ def _check_sizes(sizes) -> tuple[int, ...]:
     for i, n in enumerate(sizes):
         _checks.positive_int(n, f"sizes[{i}]")
     return tuple(int(n) for n in sizes)
-
-
-def _check_dtype(dtype) -> jnp.dtype:
-    try:
-        dt = jnp.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}") from None
-    if dt.name not in DTYPES:
-        raise TypeError(f"dtype must be one of {', '.join(DTYPES)} (a floating or complex type), got {dt.name}")
-    return dt
 
 
 @dataclass(frozen=True)
@@ -168,7 +158,7 @@ def init_mlp(key: jax.Array, sizes: Sequence[int], scheme: str = "nielsen", dtyp
     key = _checks.prng_key(key)
     sizes = _check_sizes(sizes)
     _checks.choice(scheme, INIT_SCHEMES, "init scheme")
-    dt = _check_dtype(dtype)
+    dt = _checks.float_dtype(dtype)
     real_dt = jnp.finfo(dt).dtype  # float32 for complex64, float64 for complex128
     layers = []
     for k, (n_in, n_out) in zip(jax.random.split(key, len(sizes) - 1), zip(sizes[:-1], sizes[1:])):
