@@ -23,9 +23,10 @@ Budgets (both in the JSON config): `--seconds` of training wall clock (compiled 
 compilation and evaluation excluded) and `--fpe` forward-pass equivalents, where one step costs
 XLA FLOPs(compiled step) / XLA FLOPs(cost over the same mini-batch) (`gdjax.profiling.xla_flops`, loops
 counted with their trip counts). A run trains until both budgets are spent or `--cap` x `--seconds` has passed
-(then the budget it did not reach is reported as not reached). Test accuracy is measured every chunk; a chunk
-is at most 1/20 of either budget (or one step), so the accuracy "at" a budget is the one at the first
-checkpoint past it. Time and forward-pass equivalents to `--target` (0.8) test accuracy: the first checkpoint
+(then the budget it did not reach is reported as not reached). A chunk of steps is at most 1/20 of either
+budget (or one step); test accuracy is measured after the chunk that crosses a budget and whenever 1/20 of
+either budget has passed since the last measurement, so the accuracy "at" a budget is the one at the first
+checkpoint past it (past by at most one chunk). Time and forward-pass equivalents to `--target` (0.8) test accuracy: the first checkpoint
 at or above it, or "not reached" with the best accuracy seen.
 
 Output: `runs/bench-budget-<date>/equal_budget.json` (git-ignored) unless `--out`; rows: one per (net, method,
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -203,8 +203,12 @@ class Trainer:
         hp["learning_rate"] = jax.numpy.asarray(lr, hp["learning_rate"].dtype)
         return state._replace(opt_state=state.opt_state._replace(hyperparams=hp))
 
-    def run(self, seed: int, lr: float, seconds: float, fpe: float, cap: float, eval_x, eval_y, every: bool):
-        """Train from seed until both budgets are spent (or cap x seconds): checkpoints [(s, fpe, acc)]."""
+    def run(self, seed: int, lr: float, seconds: float, fpe: float, cap: float, eval_x, eval_y, checkpoints: bool):
+        """Train from `seed` until both budgets are spent (or cap x seconds; `fpe` None: seconds only).
+
+        Returns `(curve, steps, diverged)`, curve a list of checkpoints `(seconds, fpe, accuracy on eval_x)`:
+        with `checkpoints` as `_checkpoint_due` says, else only at the end (learning-rate trials).
+        """
         import jax
         import numpy as np
 
@@ -218,6 +222,7 @@ class Trainer:
                 order, pos = np.concatenate([order[pos:], perm_rng.permutation(self.train_x.shape[0])]), 0
             idx, pos = order[pos:pos + need], pos + need
             key = jax.random.fold_in(jax.random.key(seed), steps)
+            before = (spent, used)
             t0 = time.perf_counter()
             state, m = self.run_chunk(state, self.train_x, self.train_y, idx, key)
             jax.block_until_ready(state)
@@ -226,7 +231,7 @@ class Trainer:
             used = steps * self.fpe_step
             if not bool(np.all(np.isfinite(np.asarray(m["cost"])))):
                 diverged = True
-            if every or diverged or not (spent < seconds or fpe is not None and used < fpe):
+            if diverged or (checkpoints and _checkpoint_due(curve, before, (spent, used), seconds, fpe)):
                 curve.append((spent, used, float(self.evaluate(state.params, eval_x, eval_y))))
             if diverged:
                 break
@@ -235,31 +240,20 @@ class Trainer:
         return curve, steps, diverged
 
 
-def _program_flops(profiling, exe) -> float | None:
-    """`profiling.xla_flops` of a compiled program, loop bodies times their trip counts.
-
-    Work-around: the optimised HLO writes tuple shapes with `/*index=N*/` comments, which the HLO parser behind
-    the loop correction does not read, so a while loop with a tuple state (every lax.map / lax.scan) was
-    counted once. Parsing the text without the comments gives the corrected count (fd-forward on [784, 30, 10]:
-    23,551 forward-pass equivalents for P + 1 = 23,861 evaluations instead of 50).
-    """
-    hlo_flops = getattr(profiling, "hlo_flops", None)
-    if hlo_flops is None:
-        return profiling.xla_flops(None, executable=exe)
-    raw = profiling.xla_flops(None, executable=exe, loops=False)
-    text = re.sub(r"/\*[^*]*\*/", "", exe.as_text())
-    once, counted = hlo_flops(text, loops=False), hlo_flops(text, loops=True)
-    if raw is None or once is None or counted is None:
-        return None
-    return raw + counted - once
+def _checkpoint_due(curve, before, now, seconds: float, fpe: float) -> bool:
+    """Evaluate after this chunk? When a budget was crossed in it, or 1/CHECKPOINTS of a budget has passed
+    since the last evaluation (so a run has ~CHECKPOINTS to 2 x CHECKPOINTS evaluations, whatever its chunk)."""
+    last = curve[-1][:2] if curve else (0.0, 0.0)
+    crossed = any(b < budget <= n for b, n, budget in zip(before, now, (seconds, fpe)))
+    return crossed or now[0] - last[0] >= seconds / CHECKPOINTS or now[1] - last[1] >= fpe / CHECKPOINTS
 
 
 def _fpe_per_step(profiling, exe, cost, params, batch) -> float:
     """XLA FLOPs of the compiled one-step program over XLA FLOPs of the cost on the same mini-batch."""
     import jax
 
-    step_flops = _program_flops(profiling, exe)
-    fwd = _program_flops(profiling, profiling.compiled(jax.jit(cost), params, batch))
+    step_flops = profiling.xla_flops(None, executable=exe)
+    fwd = profiling.xla_flops(jax.jit(cost), params, batch)
     if not step_flops or not fwd:
         raise RuntimeError("XLA reports no FLOPs on this backend: forward-pass equivalents cannot be measured")
     return float(step_flops) / float(fwd)

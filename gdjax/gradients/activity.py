@@ -26,14 +26,13 @@ the weight-perturbed "forward-gradient" does (`Var_i = (|grad C|^2 + (dC/dp_i)^2
 P parameters), and the batch average divides it by N (independent tangents per example), which the weight
 forward gradient's one shared direction cannot do.
 
-Cost (`evaluations(P) = L (1 + k)`): per layer one primal pass and k tangent passes, each counted as a whole
-forward pass. That overcounts: a layer's tangent runs only through the layers after it, and XLA may merge the
-L identical primal passes; benchmarks measure the XLA FLOPs of the compiled program. The weight gradient's
-outer product `a^T delta_hat` costs about one more forward pass of the first layer's matmul.
+Cost: `evaluations` is None, as for "forward-gradient": it counts cost evaluations, and a jvp is not one. Per
+layer one primal pass (XLA may merge the L identical ones) and k tangent passes that run only through the
+layers after the perturbed one, then the outer product `a^T delta_hat` (about one first-layer matmul);
+benchmarks measure it as XLA's FLOPs of the gradient program over those of the cost.
 
     >>> est = gradient(make_cost(MLP((784, 30, 10)), "quadratic"), "forward-gradient-activity", num_directions=4)
     >>> g = est(params, batch, jax.random.key(0))     # a pytree like params; a fresh key for every step
-    >>> est.evaluations(n_params(params))             # 10.0 = 2 layers * (1 + 4)
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ import jax.numpy as jnp
 
 from gdjax import _checks
 from gdjax.data import check_batch
-from gdjax.gradients.registry import Estimator, register
+from gdjax.gradients.registry import Estimator, no_count, register
 from gdjax.gradients.structured import _check_params, _require_cost, _states
 from gdjax.nn import Layer
 
@@ -80,7 +79,7 @@ def forward_gradient_activity(cost, *, num_directions=1) -> Estimator:
     """Activity-perturbed forward gradient; see the module docstring for the estimate and its variance.
 
     Options: num_directions k >= 1 (tangents per example and layer, averaged). Needs a `gdjax.make_cost` cost.
-    Evaluations: `L (1 + k)` for L layers (an overcount; see the module docstring).
+    Evaluations: None (jvp tangent passes are not cost evaluations; see the module docstring).
     """
     cost = _require_cost(cost, "forward-gradient-activity")
     k = _checks.positive_int(num_directions, "num_directions (random tangents per example and layer)")
@@ -103,6 +102,4 @@ def forward_gradient_activity(cost, *, num_directions=1) -> Estimator:
         check_batch(batch, net=cost.net)
         return kernel(params, batch, key)
 
-    layers = len(cost.net.sizes) - 1
-    return Estimator("forward-gradient-activity", fn, lambda p: layers * (1.0 + k), stochastic=True,
-                     options={"num_directions": k})
+    return Estimator("forward-gradient-activity", fn, no_count, stochastic=True, options={"num_directions": k})
