@@ -41,6 +41,10 @@ bench-estimators: $(STAMP)  ## the estimator ladder (layer-aware FD, node pertur
 bench-throughput: $(STAMP)  ## one training epoch: gdjax vs a PyTorch eager loop (if installed) vs a NumPy loop
 	$(BIN)/python benchmarks/training_throughput.py
 
+.PHONY: bench-budget
+bench-budget: data  ## which estimator trains best at equal seconds / forward passes (Fashion-MNIST, ~40 min)
+	$(BIN)/python benchmarks/equal_budget.py $(BENCH_ARGS)
+
 reproduce: data  ## run every experiment of the lecture into runs/reproduce-<date>/ (results/ stays the reference)
 	$(BIN)/python experiments/run_all.py $(REPRODUCE_ARGS)
 
