@@ -41,7 +41,7 @@ from gdjax.bench.report import human_time  # noqa: E402,F401  (re-exported)
 __all__ = [  # the problem (re-exported from gdjax.bench), options, output, record, timing, targets
     "make_problem", "sub_batch", "problem", "flat_numpy", "reference_gradient", "restrict_cost", "spread_indices",
     "relative_error", "errors", "UsageError", "int_list", "sizes_list", "require", "output_path", "Parser",
-    "run_main", "load_average", "meta", "interleaved_rounds", "round_ratio", "time_stats", "human_time", "fit_slope",
+    "run_main", "wrote", "load_average", "meta", "interleaved_rounds", "round_ratio", "time_stats", "human_time", "fit_slope",
     "TARGETS", "target_status"]
 
 # --- targets (issue 12 item 5; issue 3's training throughput): every script reads them from here -----------------
@@ -199,6 +199,12 @@ def run_main(command: str, parse: Callable, run: Callable, argv=None) -> int:
             raise
         print(f"{command}: error: {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
         return 1
+
+
+def wrote(*paths) -> int:
+    """Print `wrote PATH, PATH, ...` (what a run leaves behind) and return 0, a script's `run` exit status."""
+    print("wrote " + ", ".join(map(str, paths)))
+    return 0
 
 
 def _one_line(err: BaseException) -> str:

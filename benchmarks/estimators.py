@@ -438,9 +438,7 @@ def run(args) -> int:
     config = {k: v for k, v in vars(args).items() if k not in ("nets", "path", "out", "replot")}
     out = results.save_results(args.path, rows, meta=common.meta(load0, dtype=args.dtype), config=config)
     print(summary(rows))
-    for path in [out, *plot_all(out)]:
-        print(path)
-    return 0
+    return common.wrote(out, *plot_all(out))
 
 
 def main(argv=None) -> int:

@@ -222,8 +222,7 @@ def run(args) -> int:
         val = "-" if t["value"] is None else f"{t['value']:.3g}"
         bound = "-" if t["bound"] is None else f"{t['bound']:.3g}"
         print(f"  {t['status']:<6}{t['target']:<24}{val:>8}  (target >= {t['threshold']:g}; bound {bound})")
-    print(f"wrote {out} and {', '.join(str(f) for f in figs)}")
-    return 0
+    return common.wrote(out, *figs)
 
 
 def main(argv=None) -> int:

@@ -285,8 +285,7 @@ def run(args) -> int:
     for r in rows:
         ratios = "".join(f"{r[name]:10.2f}" if r[name] is not None else f"{'-':>10}" for name in ("speedup", "efficiency"))
         print(f"{r['mode']:>9} {r['k']:>3} {common.human_time(r['median_s']):>10}{ratios}")
-    print(f"wrote {path} and {', '.join(map(str, figs))}")
-    return 0
+    return common.wrote(path, *figs)
 
 
 def main(argv=None) -> int:

@@ -261,8 +261,8 @@ def run(args) -> int:
         note = f" (scaled from {r['measured_examples']} examples)" if r.get("scaled") else ""
         print(f"{r['impl']:<21} {common.human_time(r['median_s']):>10} {common.human_time(r['min_s']):>10} "
               f"{common.human_time(r['max_s']):>10} {r['ratio_vs_gdjax']:8.1f}  {tgt}{note}")
-    print(f"gdjax compile (once): {common.human_time(rows[0]['compile_s'])}; wrote {out}")
-    return 0
+    print(f"gdjax compile (once): {common.human_time(rows[0]['compile_s'])}")
+    return common.wrote(out)
 
 
 def _row(impl, ts, n, **extra):
