@@ -41,8 +41,8 @@ from gdjax.bench.report import human_time  # noqa: E402,F401  (re-exported)
 __all__ = [  # the problem (re-exported from gdjax.bench), options, output, record, timing, targets
     "make_problem", "sub_batch", "problem", "flat_numpy", "reference_gradient", "restrict_cost", "spread_indices",
     "relative_error", "errors", "UsageError", "int_list", "sizes_list", "require", "output_path", "Parser",
-    "run_main", "wrote", "load_average", "meta", "interleaved_rounds", "round_ratio", "time_stats", "human_time", "fit_slope",
-    "TARGETS", "target_status"]
+    "run_main", "wrote", "load_average", "meta", "interleaved_rounds", "round_ratio", "time_stats", "human_time",
+    "fit_slope", "TARGETS", "target_status"]
 
 # --- targets (issue 12 item 5; issue 3's training throughput): every script reads them from here -----------------
 
