@@ -28,8 +28,18 @@ data: $(STAMP)  ## get Fashion-MNIST (Debian's dataset-fashion-mnist via apt-get
 test: $(STAMP)  ## run the test suite (CPU, a few minutes)
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
-bench: $(STAMP)  ## the main job: finite differences vs jax.grad on the default device
+bench: $(STAMP)  ## the main job: FD vs jax.grad (<= 5 min on 2 CPU cores) into runs/, printed beside the reference
 	$(BIN)/python benchmarks/fd_vs_grad.py $(BENCH_ARGS)
+
+.PHONY: bench-full bench-gpu bench-reference
+bench-full: $(STAMP)  ## maintainers: the full sweep P = 1e2..1e6 (hours; resumable) into benchmarks/results/<platform>/
+	$(BIN)/python benchmarks/fd_vs_grad.py --full --committed --resume $(BENCH_ARGS)
+
+bench-reference: $(STAMP)  ## maintainers: rerun `make bench` into the committed benchmarks/results/<platform>/
+	$(BIN)/python benchmarks/fd_vs_grad.py --committed $(BENCH_ARGS)
+
+bench-gpu:  ## on one NVIDIA GPU, with the machine's own python3 and jax (<= 8 min): benchmarks/results/gpu/
+	PYTHONPATH=. python3 benchmarks/bench_gpu.py $(BENCH_ARGS)
 
 bench-fd-kernel: $(STAMP)  ## the FD kernel vs its ceiling (a big matmul) and fd-loop, whole gradients, N = 10 and 1000
 	$(BIN)/python benchmarks/fd_kernel.py --chunks 5,64

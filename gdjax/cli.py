@@ -105,7 +105,7 @@ def _add_bench(sub):
     p.add_argument("--repeats", type=int, default=None, help="most timed calls per measurement (default 3)")
     p.add_argument("--time-budget", type=float, default=None,
                    help="seconds a whole gradient may be predicted to take; beyond it the point is extrapolated "
-                        "from a subset (default 40; --quick 1; --full 600)")
+                        "from a subset (default 45; --quick 1; --full 600)")
     p.add_argument("--out", default=None, help="output folder (default: a fresh git-ignored runs/bench-<date>/)")
     p.add_argument("--committed", action="store_true",
                    help="write the committed reference benchmarks/results/<platform>/ (maintainers)")
@@ -121,7 +121,8 @@ def _add_bench(sub):
                    help="the full sweep: sizes 'full' (9 nets P=1e2..1e6 and [784,30,10]), --time-budget 600, "
                         "results named fd_vs_grad_full")
     p.add_argument("--million", action=argparse.BooleanOptionalAction, default=None,
-                   help="measure the 'million weights' table (default: on, off with --quick)")
+                   help="measure the 'million weights' table (default: only with --full, whose 600 s budget times "
+                        "most of it whole)")
     p.add_argument("--no-validate", action="store_true", help="do not time a subset beside each whole point")
     p.add_argument("--chunk-size", type=int, default=None,
                    help="directions per chunk for every method that takes a chunk_size (default: each method's own)")
@@ -165,7 +166,7 @@ def _bench_config(args):
         dtype=args.dtype, methods=methods,
         repeats=args.repeats if args.repeats is not None else (2 if args.quick else bc.DEFAULT_REPEATS),
         time_budget=args.time_budget if args.time_budget is not None else budget,
-        seed=args.seed, million=(not args.quick) if args.million is None else args.million,
+        seed=args.seed, million=args.full if args.million is None else args.million,
         validate=not args.no_validate, chunk_size=args.chunk_size)
     return config, bc.BENCH_NAME + ("_full" if args.full else "")
 
