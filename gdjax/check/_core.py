@@ -147,11 +147,7 @@ def _base_value(cost, pw, args, wd, method):
     except Exception as e:  # noqa: BLE001  (re-raised with the fix)
         raise ValueError(f"f could not be evaluated with params in {wd.name} ({type(e).__name__}: {e}); "
                          f"pass compute_dtype=None to evaluate f in the params' own dtype") from e
-    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
-        raise ValueError(f"f must return a scalar, got {getattr(out, 'shape', type(out).__name__)}; reduce it, "
-                         f"e.g. with jnp.sum or jnp.mean")
-    if not jnp.issubdtype(out.dtype, jnp.floating):
-        raise TypeError(f"f must return a real floating scalar for real params, got dtype {out.dtype}")
+    _check_output(out)
     if _eps_m(out.dtype) > _eps_m(wd):
         raise ValueError(f"f returned {out.dtype} for {wd.name} params, so it does not evaluate in {wd.name}; "
                          f"make f keep its params' dtype or use another compute_dtype")
@@ -163,6 +159,15 @@ def _base_value(cost, pw, args, wd, method):
         raise ValueError(f"f(params, *args) = {f0} at the base point (in {wd.name}); a gradient check needs a finite "
                          f"value there: check the params and inputs (or use a higher compute_dtype on overflow)")
     return fn, f0
+
+
+def _check_output(out):
+    """ValueError / TypeError unless `out` (from jax.eval_shape of f) is a real floating scalar."""
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
+        raise ValueError(f"f must return a scalar, got {getattr(out, 'shape', type(out).__name__)}; reduce it, "
+                         f"e.g. with jnp.sum or jnp.mean")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise TypeError(f"f must return a real floating scalar for real params, got dtype {out.dtype}")
 
 
 def _check_complex(cost, pw, args):
@@ -301,11 +306,12 @@ def check_grad(f, params, *args, grad=None, mode: str = "auto", method: str = "f
     paths, leaves, treedef = _params(params)
     params = jax.tree_util.tree_unflatten(treedef, leaves)
     wd = _working_dtype(leaves, compute_dtype)
-    g, g_dtypes = _grad_under_test(f, grad, params, args, paths, leaves, treedef)
     try:
         cost = _cost(f)
     except TypeError:  # an unhashable callable: no reuse of compiled programs
         cost = _cost.__wrapped__(f)
+    _check_output(jax.eval_shape(cost, params, args))  # before jax.grad(f), whose own error is less helpful
+    g, g_dtypes = _grad_under_test(f, grad, params, args, paths, leaves, treedef)
     with _precision(wd):
         pw = jax.tree_util.tree_map(lambda a: a.astype(wd), params)
         fn, f0 = _base_value(cost, pw, args, wd, method)
