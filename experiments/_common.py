@@ -1,9 +1,10 @@
 """What every experiment script shares: key=value config overrides, the output paths, the figure helpers.
 
 Each experiment is `experiments/<name>.py` with a module-level `@dataclass Config`, a `QUICK` dict of overrides
-for the smoke tests (`--quick`), `run(cfg) -> rows`, `plot(data) -> Figure` (from the results file only) and
-`main(argv)`. A run writes `<name>.json` (+ `.csv`, via `gdjax.results.save_results`: meta = environment,
-config, rows) and `<name>.png` + `.svg` (via `gdjax.plotting.save_figure`). The figure helpers for the
+for the smoke tests (`--quick`), `run(cfg) -> (rows, summary)`, `plot(data) -> Figure` (from the results file
+only; the footer is added here) and `main = make_main(...)`. A run writes `<name>.json` (+ `.csv`, via
+`gdjax.results.save_results`: meta = environment, config, rows) and `<name>.png` + `.svg` (via
+`gdjax.plotting.save_figure`). The figure helpers for the
 experiments live here (not in `gdjax/plotting.py`, which draws the benchmark figures).
 
 Where a run writes: by default a fresh git-ignored folder `runs/<name>-<date>/` (`gdjax.results.output_dir`),
@@ -168,8 +169,10 @@ def main_wrapper(name: str, config_cls, quick: dict, run: Callable, plot: Callab
         meta["wall_s"] = wall
         meta["summary"] = summary
         path = results.save_results(res_dir / f"{name}.json", rows, meta=meta, config=dataclasses.asdict(cfg))
-        figs = plotting.save_figure(plot(results.load_results(path)), fig_dir / name,
-                                    formats=tuple(cfg.figure_formats))
+        data = results.load_results(path)
+        fig = plot(data)
+        footer(fig, data)
+        figs = plotting.save_figure(fig, fig_dir / name, formats=tuple(cfg.figure_formats))
     except (ValueError, TypeError, OSError) as err:
         print(f"{name}: error: {err}", file=sys.stderr)
         return 2
@@ -177,6 +180,15 @@ def main_wrapper(name: str, config_cls, quick: dict, run: Callable, plot: Callab
         print(f"{name}: {k} = {_fmt(v)}")
     print(f"{name}: {wall:.1f} s; wrote {path} and {', '.join(str(f) for f in figs)}")
     return 0
+
+
+def make_main(name: str, config_cls, quick: dict, run: Callable, plot: Callable) -> Callable[..., int]:
+    """The script's `main(argv=None) -> int`: `main_wrapper` with the script's name, config, run and plot."""
+
+    def main(argv=None) -> int:
+        return main_wrapper(name, config_cls, quick, run, plot, argv)
+
+    return main
 
 
 def _fmt(v):
@@ -197,6 +209,20 @@ def loglog_slope(x, y) -> float:
     return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
 
 
+def digits_problem(sizes, n_train: int | None, *, dtype: str = "float32", name: str = "sizes"):
+    """(digits dataset, `MLP(sizes)`, its quadratic cost): the lecture's problem on the offline digits.
+
+    The sizes are checked first (64 inputs, 10 classes), so a bad override fails before any data is loaded.
+    """
+    import gdjax
+
+    net = gdjax.MLP(sizes)
+    if net.n_in != 64 or net.n_out != 10:
+        raise ValueError(f"{name} must start with 64 and end with 10 (digits), got {tuple(sizes)}")
+    ds = gdjax.data.load_dataset("digits", n_train=n_train, dtype=dtype)
+    return ds, net, gdjax.make_cost(net, "quadratic")
+
+
 def rows_where(rows, **eq) -> list[dict]:
     """The rows whose fields equal the given values."""
     return [r for r in rows if all(r.get(k) == v for k, v in eq.items())]
@@ -209,7 +235,7 @@ def figure(n_panels: int, width: float = 5.0, height: float = 3.8):
 
 
 def footer(fig, data: dict) -> None:
-    """A small line at the bottom: device, jax version, date, wall time of the run."""
+    """A small line at the bottom: device, jax version, date, wall time of the run (added to every figure)."""
     m = data.get("meta", {})
     fig.text(0.01, -0.02, f"{m.get('device_kind', '?')} | jax {m.get('jax', '?')} | {m.get('date', '?')} | "
              f"run {m.get('wall_s', float('nan')):.1f} s", fontsize=7, color="0.4", ha="left", va="top")

@@ -24,13 +24,11 @@ import dataclasses
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 import _common as C  # noqa: N812
 
-import gdjax  # noqa: E402
 from gdjax.fit import fit  # noqa: E402
 
 NAME = "batch_average"
@@ -50,15 +48,11 @@ QUICK = {"sizes": (64, 8, 10), "n_train": 200, "batch_sizes": (1, 4, 10, 16), "n
 
 
 def run(cfg: Config):
-    ds = gdjax.data.load_dataset("digits", n_train=cfg.n_train)
-    net = gdjax.MLP(cfg.sizes)
-    if net.n_in != 64 or net.n_out != 10:
-        raise ValueError(f"sizes must start with 64 and end with 10 (digits), got {cfg.sizes}")
+    ds, net, cost = C.digits_problem(cfg.sizes, cfg.n_train)
     n = int(ds.train.x.shape[0])
     for m in cfg.batch_sizes:
         if not 1 <= m <= n:
             raise ValueError(f"batch_sizes must lie in [1, {n}], got {m}")
-    cost = gdjax.make_cost(net, "quadratic")
     k_init, k_train, k_draw = jax.random.split(jax.random.key(cfg.seed), 3)
     p0 = net.init(k_init)
     points = [("init", p0)]
@@ -126,12 +120,10 @@ def plot(data: dict):
     for a in (a1, a2):
         a.grid(True, alpha=0.3)
     fig.suptitle("The gradient of one image vs the average over m images (digits)", fontsize=10)
-    C.footer(fig, data)
     return fig
 
 
-def main(argv=None) -> int:
-    return C.main_wrapper(NAME, Config, QUICK, run, plot, argv)
+main = C.make_main(NAME, Config, QUICK, run, plot)
 
 
 if __name__ == "__main__":

@@ -69,17 +69,13 @@ def _slopes(eps, err):
 
 
 def run(cfg: Config):
-    ds = gdjax.data.load_dataset("digits", n_train=cfg.n_examples)
-    net = gdjax.MLP(cfg.sizes)
-    if net.n_in != 64 or net.n_out != 10:
-        raise ValueError(f"sizes must start with 64 and end with 10 (digits), got {cfg.sizes}")
+    ds, net, cost = C.digits_problem(cfg.sizes, cfg.n_examples)
     for d in cfg.dtypes:
         if d not in ("float32", "float64"):
             raise ValueError(f"dtypes must be float32 and/or float64, got {d!r}")
     for sc in cfg.schemes:
         if sc not in SCHEMES:
             raise ValueError(f"schemes must be among {', '.join(SCHEMES)}, got {sc!r}")
-    cost = gdjax.make_cost(net, "quadratic")
     params64 = net.init(jax.random.key(cfg.seed), dtype="float64")
     batch64 = gdjax.Batch(ds.train.x.astype("float64"), ds.train.y.astype("float64"))
     ref = jax.jit(jax.grad(cost))(params64, batch64)
@@ -163,12 +159,10 @@ def plot(data: dict):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("FD gradient error vs step: truncation (slope 1 forward, 2 central) meets rounding", fontsize=10)
-    C.footer(fig, data)
     return fig
 
 
-def main(argv=None) -> int:
-    return C.main_wrapper(NAME, Config, QUICK, run, plot, argv)
+main = C.make_main(NAME, Config, QUICK, run, plot)
 
 
 if __name__ == "__main__":

@@ -51,11 +51,7 @@ QUICK = {"sizes": (64, 4, 10), "epochs": 1, "n_train": 100, "batch_size": 20}
 def run(cfg: Config):
     if cfg.dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be float32 or float64, got {cfg.dtype!r}")
-    ds = gdjax.data.load_dataset("digits", n_train=cfg.n_train, dtype=cfg.dtype)
-    net = gdjax.MLP(cfg.sizes)
-    if net.n_in != 64 or net.n_out != 10:
-        raise ValueError(f"sizes must start with 64 and end with 10 (digits), got {cfg.sizes}")
-    cost = gdjax.make_cost(net, "quadratic")
+    ds, net, cost = C.digits_problem(cfg.sizes, cfg.n_train, dtype=cfg.dtype)
     k_init, k_run = jax.random.split(jax.random.key(cfg.seed))
     params = net.init(k_init, dtype=cfg.dtype)
     p = gdjax.n_params(params)
@@ -101,12 +97,10 @@ def plot(data: dict):
         a.grid(True, alpha=0.3)
         a.legend(fontsize=8)
     fig.suptitle("Training by finite differences vs backprop (digits, same init and mini-batches)", fontsize=10)
-    C.footer(fig, data)
     return fig
 
 
-def main(argv=None) -> int:
-    return C.main_wrapper(NAME, Config, QUICK, run, plot, argv)
+main = C.make_main(NAME, Config, QUICK, run, plot)
 
 
 if __name__ == "__main__":

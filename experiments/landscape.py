@@ -119,12 +119,10 @@ def plot(data: dict):
         ax.legend(fontsize=6, loc="lower left")
         ax.set_aspect("equal", adjustable="box")
     fig.suptitle("Gradient descent on hilly terrain (● start, ★ minima, × end)", fontsize=10)
-    C.footer(fig, data)
     return fig
 
 
-def main(argv=None) -> int:
-    return C.main_wrapper(NAME, Config, QUICK, run, plot, argv)
+main = C.make_main(NAME, Config, QUICK, run, plot)
 
 
 if __name__ == "__main__":

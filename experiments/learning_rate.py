@@ -38,7 +38,6 @@ import optax
 
 import _common as C  # noqa: N812
 
-import gdjax  # noqa: E402
 from gdjax import landscapes, train  # noqa: E402
 
 NAME = "learning_rate"
@@ -127,11 +126,7 @@ def run(cfg: Config):
     summary["bowl_classes"] = {f"{r['eta_lambda_max']:g}": r["class"] for r in rows}
 
     # (b) the network, full-batch gradient descent, every eta at once
-    ds = gdjax.data.load_dataset("digits", n_train=cfg.n_train)
-    net = gdjax.MLP(cfg.net_sizes)
-    if net.n_in != 64 or net.n_out != 10:
-        raise ValueError(f"net_sizes must start with 64 and end with 10 (digits), got {cfg.net_sizes}")
-    cost = gdjax.make_cost(net, "quadratic")
+    ds, net, cost = C.digits_problem(cfg.net_sizes, cfg.n_train, name="net_sizes")
     k_init, k_run = jax.random.split(jax.random.key(cfg.seed))
     params = net.init(k_init)
     data = ds.train
@@ -226,12 +221,10 @@ def plot(data: dict):
     ax_ncurves.set_title("(b) digits network: cost curves, coloured by class", fontsize=9)
     fig.suptitle("Learning rate: slow / converged / oscillating / diverged (classified from the runs)", fontsize=10)
     fig.tight_layout()
-    C.footer(fig, data)
     return fig
 
 
-def main(argv=None) -> int:
-    return C.main_wrapper(NAME, Config, QUICK, run, plot, argv)
+main = C.make_main(NAME, Config, QUICK, run, plot)
 
 
 if __name__ == "__main__":

@@ -118,7 +118,7 @@ def _pick(r: dict) -> dict:
 
 
 def plot(data: dict):
-    rows, summ = data["rows"], data["meta"].get("summary", {})
+    rows = data["rows"]
     sets = sorted({r["dataset"] for r in rows}, key=lambda s: s == "mnist")
     fig, axes = C.figure(len(sets))
     for ax, name in zip(axes, sets):
@@ -140,12 +140,10 @@ def plot(data: dict):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=6, loc="lower right")
     fig.suptitle("The lecture's network (SGD, η = 3, mini-batch 10) and a stronger MLP", fontsize=10)
-    C.footer(fig, data)
     return fig
 
 
-def main(argv=None) -> int:
-    return C.main_wrapper(NAME, Config, QUICK, run, plot, argv)
+main = C.make_main(NAME, Config, QUICK, run, plot)
 
 
 if __name__ == "__main__":

@@ -52,11 +52,7 @@ QUICK = {"n_examples": 50, "n_directions": 2, "points_per_decade": 1, "h_min": 1
 
 
 def run(cfg: Config):
-    ds = gdjax.data.load_dataset("digits", n_train=cfg.n_examples)
-    net = gdjax.MLP(cfg.sizes)
-    if net.n_in != 64 or net.n_out != 10:
-        raise ValueError(f"sizes must start with 64 and end with 10 (digits), got {cfg.sizes}")
-    cost = gdjax.make_cost(net, "quadratic")
+    ds, net, cost = C.digits_problem(cfg.sizes, cfg.n_examples)
     k_init, k_dir = jax.random.split(jax.random.key(cfg.seed))
     params64 = net.init(k_init, dtype="float64")
     n_p = gdjax.n_params(params64)
@@ -131,12 +127,10 @@ def plot(data: dict):
         ax.legend(fontsize=7, loc="upper left")
         ax.grid(True, which="major", alpha=0.3)
     fig.suptitle("Taylor: the first-order change h ∇C·dv leaves a remainder ∝ h² until rounding", fontsize=10)
-    C.footer(fig, data)
     return fig
 
 
-def main(argv=None) -> int:
-    return C.main_wrapper(NAME, Config, QUICK, run, plot, argv)
+main = C.make_main(NAME, Config, QUICK, run, plot)
 
 
 if __name__ == "__main__":
