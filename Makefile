@@ -42,14 +42,14 @@ bench-gpu:  ## on one NVIDIA GPU, with the machine's own python3 and jax (<= 8 m
 	PYTHONPATH=. python3 benchmarks/bench_gpu.py $(BENCH_ARGS)
 
 bench-fd-kernel: $(STAMP)  ## the FD kernel vs its ceiling (a big matmul) and fd-loop, whole gradients, N = 10 and 1000
-	$(BIN)/python benchmarks/fd_kernel.py --chunks 5,64
+	$(BIN)/python benchmarks/fd_kernel.py --chunks 5,64 $(BENCH_ARGS)
 
 bench-estimators: $(STAMP)  ## the estimator ladder (layer-aware FD, node perturbation, SPSA, ...)
-	$(BIN)/python benchmarks/estimators.py
+	$(BIN)/python benchmarks/estimators.py $(BENCH_ARGS)
 
 .PHONY: bench-throughput
 bench-throughput: $(STAMP)  ## one training epoch: gdjax vs a PyTorch eager loop (if installed) vs a NumPy loop
-	$(BIN)/python benchmarks/training_throughput.py
+	$(BIN)/python benchmarks/training_throughput.py $(BENCH_ARGS)
 
 .PHONY: bench-budget
 bench-budget: data  ## which estimator trains best at equal seconds / forward passes (Fashion-MNIST, ~40 min)
@@ -60,6 +60,13 @@ reproduce: data  ## run every experiment of the lecture into runs/reproduce-<dat
 
 reproduce-reference: data  ## maintainers: regenerate the committed results/ and figures/ of the experiments
 	$(BIN)/python experiments/run_all.py --reference
+
+.PHONY: report reproduce-all
+report: $(STAMP)  ## render every results table of README.md and docs/ from the committed results files
+	$(BIN)/gdjax report
+
+reproduce-all: $(STAMP)  ## maintainers: regenerate every committed result (resumable), then `make report`
+	$(BIN)/python -m gdjax.report.reproduce $(REPRODUCE_ALL_ARGS)
 
 lint: $(STAMP)  ## byte-compile everything (cheap syntax check)
 	$(BIN)/python -m compileall -q gdjax benchmarks experiments tests
