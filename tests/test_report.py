@@ -255,3 +255,42 @@ def test_reproduce_rejects_unknown_steps(capsys):
         reproduce.main(["--only", "nope", "--root", str(ROOT)])
     assert exc.value.code == 2
     assert "unknown step" in capsys.readouterr().err
+
+
+def test_pages_link_only_inside_the_repository():
+    """No page of README.md / docs/ links outside the repository or to ../shared (fails on a URL or a path
+    that leaves the checkout)."""
+    import re
+
+    for page in report.pages(ROOT):
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            where = f"{page.relative_to(ROOT)} -> {target}"
+            assert "://" not in target and not target.startswith(("www.", "mailto:")), where
+            path = (page.parent / target.split("#")[0]).resolve()
+            assert ROOT in path.parents and "shared" not in path.relative_to(ROOT).parts[:1], where
+
+
+def test_reproduce_runs_stale_steps_once_and_resumes(repo, monkeypatch, capsys):
+    """reproduce.main runs a step whose results are missing, then, run again, skips it because the file it
+    wrote is fresh; --force reruns it; --dry-run runs nothing (fails if resuming reran finished work or a
+    dry run did work). The step is a tiny command that writes its results file as a benchmark would."""
+    import sys
+
+    (repo / "Makefile").write_text("all:\n")
+    _git(repo, "add", "Makefile")
+    _git(repo, "commit", "-q", "-m", "make")
+    out = repo / report.SOURCES["fd_kernel"].path
+    log = repo / "ran.txt"
+    code = (f"import json, pathlib, subprocess; p = pathlib.Path({str(out)!r}); p.parent.mkdir(parents=True, "
+            f"exist_ok=True); c = subprocess.check_output(['git', '-C', {str(repo)!r}, 'rev-parse', 'HEAD'], "
+            f"text=True).strip(); p.write_text(json.dumps({{'meta': {{'git_commit': c, 'git_dirty': False}}, "
+            f"'rows': []}})); open({str(log)!r}, 'a').write('x')")
+    monkeypatch.setattr(reproduce, "STEPS", (reproduce.Step("bench-fd-kernel", (sys.executable, "-c", code),
+                                                            ("fd_kernel",)),))
+    args = ["--root", str(repo)]
+    assert reproduce.main(args + ["--dry-run"]) == 0 and not log.exists()
+    assert reproduce.main(args) == 0 and log.read_text() == "x"
+    assert reproduce.main(args) == 0 and log.read_text() == "x"
+    assert "skip (fresh)" in capsys.readouterr().out
+    assert reproduce.main(args + ["--force"]) == 0 and log.read_text() == "xx"
+    assert "total wall time" in capsys.readouterr().out
