@@ -95,10 +95,8 @@ def _check_dtype(dtype) -> np.dtype:
     """A float/complex dtype name that JAX can hold as is (float64/complex128 need x64 enabled)."""
     dt = _checks.float_dtype(dtype)
     if dt.name in ("float64", "complex128") and not jax.config.jax_enable_x64:
-        raise ValueError(
-            f"dtype {dt.name} needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) first, "
-            "or ask for float32/complex64"
-        )
+        raise ValueError(f"dtype {dt.name} needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) "
+                         "first, or ask for float32/complex64")
     return dt
 
 
@@ -109,11 +107,8 @@ def check_batch(batch, name: str = "batch", *, net: MLP | None = None) -> int:
       batch: should be a `Batch(x: (N, ...), y: (N, ...))` whose x and y share the leading (example) axis.
       name: the argument's name in the error messages ("train", "test", ...).
       net: when given, x must be `(N, net.n_in)` and y `(N, net.n_out)` (one-hot targets).
-    Raises:
-      TypeError when `batch` is not a `Batch`; ValueError naming the shapes expected and seen.
-    Example:
-      >>> check_batch(Batch(jnp.zeros((4, 5)), jnp.zeros((4, 3))), net=MLP((5, 3)))
-      4
+    Raises TypeError when `batch` is not a `Batch`, ValueError naming the shapes expected and seen:
+      >>> check_batch(Batch(jnp.zeros((4, 5)), jnp.zeros((4, 3))), net=MLP((5, 3)))   # 4
     """
     if not isinstance(batch, Batch):
         raise TypeError(f"{name} must be a gdjax.Batch(x, y), got {type(batch).__name__}")

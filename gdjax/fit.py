@@ -236,6 +236,15 @@ def _record(eval_fn, epoch: int, state: TrainState, train, test, extra: dict, le
     return rec
 
 
+def _initial_record(eval_fn, state: TrainState, train, test, learning_rate) -> dict:
+    """The record of epoch 0 (at the initial parameters); a non-finite cost there is bad input, not divergence."""
+    rec = _record(eval_fn, 0, state, train, test, {"batch_cost": None, "grad_norm": None, "epoch_s": 0.0,
+                                                   "wall_s": 0.0}, learning_rate)
+    if not math.isfinite(rec["train_cost"]):
+        raise ValueError(f"the cost at the initial parameters is {rec['train_cost']}; check params and data")
+    return rec
+
+
 def _bad_step(per_step: dict, first_step: int) -> tuple[int, str] | None:
     """(global step, reason) of the first mini-batch whose cost or gradient norm is NaN/inf, else None."""
     bad = ~(np.isfinite(per_step["cost"]) & np.isfinite(per_step["grad_norm"]))
@@ -244,6 +253,20 @@ def _bad_step(per_step: dict, first_step: int) -> tuple[int, str] | None:
     i = int(np.argmax(bad))
     what = "cost" if not np.isfinite(per_step["cost"][i]) else "grad_norm"
     return first_step + i, f"mini-batch {what.replace('_', ' ')} became {per_step[what][i]}"
+
+
+def _train_epoch(compiled, eval_fn, state: TrainState, train, test, key, epoch: int, log: _Log):
+    """Run epoch `epoch` (1-based) with the compiled program -> (state, record); diverges on a bad mini-batch."""
+    first_step, t0 = int(state.step), time.perf_counter()
+    state, per_step = compiled(state, train, key)
+    per_step = jax.device_get(per_step)
+    epoch_s = time.perf_counter() - t0
+    if (bad := _bad_step(per_step, first_step)) is not None:
+        log.diverge(epoch, *bad)
+    rec = _record(eval_fn, epoch, state, train, test, {
+        "batch_cost": float(np.mean(per_step["cost"])), "grad_norm": float(np.mean(per_step["grad_norm"])),
+        "epoch_s": epoch_s, "wall_s": log.history[-1]["wall_s"] + epoch_s}, log.learning_rate)
+    return state, rec
 
 
 def _bad_epoch(cost: float, start_cost: float, factor: float | None) -> str | None:
@@ -328,11 +351,7 @@ def fit(
         state, start_epoch, history = _resume(checkpoint_path, state, meta)
     log = _Log(history, log_path, callback, learning_rate)
     if not history:
-        rec0 = _record(eval_fn, 0, state, train, test, {"batch_cost": None, "grad_norm": None, "epoch_s": 0.0,
-                                                        "wall_s": 0.0}, learning_rate)
-        if not math.isfinite(rec0["train_cost"]):
-            raise ValueError(f"the cost at the initial parameters is {rec0['train_cost']}; check params and data")
-        log.emit(rec0)
+        log.emit(_initial_record(eval_fn, state, train, test, learning_rate))
     start_cost = history[0]["train_cost"]
 
     t0 = time.perf_counter()
@@ -342,15 +361,7 @@ def fit(
     bar = _progress_bar(progress, epochs, start_epoch)
     try:
         for ep in range(start_epoch, epochs):
-            first_step, t0 = int(state.step), time.perf_counter()
-            state, per_step = compiled(state, train, epoch_key(key, ep))
-            per_step = jax.device_get(per_step)
-            epoch_s = time.perf_counter() - t0
-            if (bad := _bad_step(per_step, first_step)) is not None:
-                log.diverge(ep + 1, *bad)
-            rec = _record(eval_fn, ep + 1, state, train, test, {
-                "batch_cost": float(np.mean(per_step["cost"])), "grad_norm": float(np.mean(per_step["grad_norm"])),
-                "epoch_s": epoch_s, "wall_s": history[-1]["wall_s"] + epoch_s}, learning_rate)
+            state, rec = _train_epoch(compiled, eval_fn, state, train, test, epoch_key(key, ep), ep + 1, log)
             if (reason := _bad_epoch(rec["train_cost"], start_cost, divergence_factor)) is not None:
                 log.diverge(ep + 1, rec["step"] - 1, reason)
             log.emit(rec)
