@@ -1,0 +1,484 @@
+#!/usr/bin/env python
+"""gdjax.check_grad against jax.test_util.check_grads and torch.autograd.gradcheck: planted bugs, false alarms, speed.
+
+    python benchmarks/gradcheck.py                  # 7 bug kinds x 20 seeds, 216 correct cases, [784,30,10] speed
+    python benchmarks/gradcheck.py --quick          # 3 seeds, 24 correct cases, a [20,8,4] net: under a minute
+
+Sections (one results file; every row has `section`):
+  * detection: bugs planted in hand-written custom_vjp rules (MLPs and a small conv net), each over --seeds seeds
+    (params, data and the bug's entry drawn per seed). check_grad (mode "full", fd-central) must flag every one
+    AND name it: exactly the buggy leaf fails, at the planted index where the bug is one entry. Beside it,
+    jax.test_util.check_grads(order=1, modes=("rev",)) on the same cases (one random direction, step 1e-4).
+  * false_alarm: correct custom_vjp rules on random MLPs (tuple of Layers, nested dict, 2 hidden layers) and conv
+    nets, sigmoid / tanh / relu (biases redrawn until no pre-activation lies within a margin of relu's kink that
+    an FD step could cross), float32 and float64: check_grad failures (target 0) and check_grads failures.
+  * speed: a full check of the lecture's [784, 30, 10] sigmoid net, quadratic cost, float64, N = 10:
+    check_grad first call (compilation included; a new f) and repeated (same f, median of --repeats),
+    torch.autograd.gradcheck slow mode (the full numerical Jacobian, float64) and fast mode on the same network
+    in PyTorch (skipped with a message when torch is missing), jax check_grads first and repeated.
+    Targets: torch slow / check_grad >= 5 (first) and >= 10 (repeated).
+
+Output: <out>/gradcheck.json (+ .csv) with meta (gdjax.results.environment + load average), config and rows;
+gradcheck.{png,svg}: detection rate per bug kind and seconds per tool. Default <out>: runs/gradcheck-<date>/.
+Errors: one line on stderr, exit status 2 (bad options) or 1.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as common  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)  # float64 cases (float32 ones are cast explicitly)
+
+import gdjax  # noqa: E402
+from gdjax import results  # noqa: E402
+from gdjax.data import Batch  # noqa: E402
+
+COMMAND = "gradcheck"
+TARGETS = {"first_vs_torch_slow": 5.0, "repeated_vs_torch_slow": 10.0}
+DEFAULTS = {"seeds": 20, "correct_per_config": 10, "sizes": "784,30,10", "batch": 10, "repeats": 3,
+            "kinds": "all", "archs": "all", "acts": "all"}
+QUICK = {"seeds": 1, "correct_per_config": 1, "sizes": "20,8,4", "batch": 5, "repeats": 1, "kinds": "all",
+         "archs": "mlp,conv", "acts": "all"}
+BUG_KINDS = ("mlp-one-entry", "mlp-transposed", "mlp-missing-factor", "dict-leaf-off-by-one", "float32-overflow",
+             "conv-flipped-kernel", "conv-one-entry")
+ARCHS = ("mlp", "deep-mlp", "dict-mlp", "conv")
+ACTS = ("sigmoid", "tanh", "relu")
+
+
+def _act(name):
+    """(act, act') of an activation name."""
+    if name == "sigmoid":
+        return jax.nn.sigmoid, lambda z: jax.nn.sigmoid(z) * (1 - jax.nn.sigmoid(z))
+    if name == "tanh":
+        return jnp.tanh, lambda z: 1 - jnp.tanh(z) ** 2
+    if name == "relu":
+        return jax.nn.relu, lambda z: (z > 0).astype(z.dtype)
+    return (lambda z: z), jnp.ones_like
+
+
+def dense_op(act: str, bug: str | None = None):
+    """`dense(w, b, x, mask) = act(x @ w + b)` with a hand-written VJP, optionally with a planted bug.
+
+    x: (N, n_in), w: (n_in, n_out), b: (n_out,), mask: (n_in, n_out) marks the entry of the one-entry bug.
+    Bugs: "one-entry" (dw doubled where mask = 1), "transposed" (dw.T, square w), "missing-factor" (db without
+    act'(z)), "off-by-one" (db sums all but the last example), "overflow" (db with act'(z) = e^-z / (1 + e^-z)^2,
+    which is inf / inf = NaN in float32 where z < -88.7, correct in float64).
+    """
+    a, da = _act(act)
+
+    @jax.custom_vjp
+    def dense(w, b, x, mask):
+        return a(x @ w + b[None, :])
+
+    def fwd(w, b, x, mask):
+        z = x @ w + b[None, :]
+        return a(z), (w, x, z, mask)
+
+    def bwd(res, ct):
+        w, x, z, mask = res
+        dz = ct * da(z)
+        dw, db = x.T @ dz, jnp.sum(dz, 0)
+        if bug == "one-entry":
+            dw = dw * (1 + mask)
+        elif bug == "transposed":
+            dw = dw.T
+        elif bug == "missing-factor":
+            db = jnp.sum(ct, 0)
+        elif bug == "off-by-one":
+            db = jnp.sum(dz[:-1], 0)
+        elif bug == "overflow":
+            db = jnp.sum(ct * jnp.exp(-z) / (1 + jnp.exp(-z)) ** 2, 0)
+        return dw, db, dz @ w.T, jnp.zeros_like(mask)
+
+    dense.defvjp(fwd, bwd)
+    return dense
+
+
+def conv_op(bug: str | None = None):
+    """`conv(k, x, mask)`: VALID 2-D convolution, NHWC x HWIO, with a custom VJP (from the primal's vjp) and an
+    optional bug: "flipped" (the kernel gradient flipped in space) or "one-entry" (doubled where mask = 1)."""
+
+    def primal(k, x):
+        return jax.lax.conv_general_dilated(x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    @jax.custom_vjp
+    def conv(k, x, mask):
+        return primal(k, x)
+
+    def fwd(k, x, mask):
+        return primal(k, x), (k, x, mask)
+
+    def bwd(res, ct):
+        k, x, mask = res
+        dk, dx = jax.vjp(primal, k, x)[1](ct)
+        if bug == "flipped":
+            dk = dk[::-1, ::-1]
+        elif bug == "one-entry":
+            dk = dk * (1 + mask)
+        return dk, dx, jnp.zeros_like(mask)
+
+    conv.defvjp(fwd, bwd)
+    return conv
+
+
+def _layers(params):
+    """The (w, b) pairs of an MLP's params, in order: a tuple of Layers or {"encoder": .., "decoder": ..}."""
+    if isinstance(params, dict):
+        return [(params[k]["w"], params[k]["b"]) for k in ("encoder", "decoder")]
+    return [(layer.w, layer.b) for layer in params]
+
+
+def mlp_cost(act: str, n_layers: int, bugs: dict | None = None):
+    """f(params, x, y, masks): mean 0.5 ||mlp(x) - y||^2, hidden layers `act`, linear output; bugs {layer: bug}."""
+    bugs = bugs or {}
+    ops = [dense_op(act if i < n_layers - 1 else "identity", bugs.get(i)) for i in range(n_layers)]
+
+    def f(params, x, y, masks):
+        a = x
+        for op, (w, b), m in zip(ops, _layers(params), masks):
+            a = op(w, b, a, m)
+        return 0.5 * jnp.mean(jnp.sum((a - y) ** 2, -1))
+
+    return f
+
+
+def conv_cost(act: str, bug: str | None = None):
+    """f(params, x, y, mask): conv 3x3 (1 -> 3 channels) + bias, act, flatten, dense to the outputs, quadratic."""
+    conv = conv_op(bug)
+    a, _ = _act(act)
+
+    def f(params, x, y, mask):
+        h = a(conv(params["conv"]["k"], x, mask) + params["conv"]["b"][None, None, None, :])
+        out = jnp.reshape(h, (h.shape[0], -1)) @ params["out"]["w"] + params["out"]["b"][None, :]
+        return 0.5 * jnp.mean(jnp.sum((out - y) ** 2, -1))
+
+    return f
+
+
+def _normal(rng, shape, dtype, scale=1.0):
+    return jnp.asarray((scale * rng.standard_normal(shape)).astype(dtype))
+
+
+def make_mlp(rng, sizes, dtype, kind="tuple"):
+    """Random params (N(0, 1/n_in) weights, N(0, 1) biases) as a tuple of Layers or a nested dict."""
+    layers = [gdjax.Layer(_normal(rng, (i, o), dtype, i ** -0.5), _normal(rng, (o,), dtype))
+              for i, o in zip(sizes[:-1], sizes[1:])]
+    if kind == "dict":
+        return {"encoder": dict(layers[0]._asdict()), "decoder": dict(layers[1]._asdict())}
+    return tuple(layers)
+
+
+def _set_biases(params, biases):
+    if isinstance(params, dict):
+        return {k: {"w": params[k]["w"], "b": b} for k, b in zip(("encoder", "decoder"), biases)}
+    return tuple(gdjax.Layer(layer.w, b) for layer, b in zip(params, biases))
+
+
+def away_from_kinks(rng, params, x, margin: float):
+    """Redraw each hidden unit's bias until |pre-activation| > margin on every example (relu's kink uncrossed)."""
+    a, biases = np.asarray(x, np.float64), []
+    layers = _layers(params)
+    for i, (w, b) in enumerate(layers):
+        s, b = a @ np.asarray(w, np.float64), np.array(b)
+        if i < len(layers) - 1:
+            for u in range(b.size):
+                while np.min(np.abs(s[:, u] + b[u])) <= margin:
+                    b[u] = rng.standard_normal()
+        biases.append(jnp.asarray(b))
+        a = np.maximum(s + b, 0)
+    return _set_biases(params, biases)
+
+
+def make_conv(rng, dtype, n_out=3, size=5):
+    """A 3x3 conv (1 -> 3 channels) on size x size inputs, then dense to n_out: params and input shape."""
+    return {"conv": {"k": _normal(rng, (3, 3, 1, 3), dtype, 1 / 3), "b": _normal(rng, (3,), dtype, 0.1)},
+            "out": {"w": _normal(rng, ((size - 2) ** 2 * 3, n_out), dtype, 0.2), "b": _normal(rng, (n_out,), dtype)}}
+
+
+def _data(rng, n, n_in, n_out, dtype, conv=False):
+    shape = (n, 5, 5, 1) if conv else (n, n_in)
+    x = jnp.asarray(rng.random(shape).astype(dtype))
+    y = jnp.asarray(np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, n)])
+    return x, y
+
+
+def _big_entry(rng, g: np.ndarray) -> tuple:
+    """A random index among the entries of `g` at least as large as its median magnitude (so a bug there shows)."""
+    flat = np.abs(np.asarray(g, np.float64)).ravel()
+    idx = rng.choice(np.flatnonzero(flat >= np.median(flat)))
+    return tuple(int(i) for i in np.unravel_index(idx, g.shape))
+
+
+# kind -> (architecture, sizes, activation, bug per layer or conv bug, dtype, expected leaf)
+BUGS = {
+    "mlp-one-entry": ("mlp", (6, 8, 3), "sigmoid", {0: "one-entry"}, "float64", "[0].w"),
+    "mlp-transposed": ("mlp", (6, 8, 8, 3), "tanh", {1: "transposed"}, "float64", "[1].w"),
+    "mlp-missing-factor": ("mlp", (6, 8, 3), "sigmoid", {0: "missing-factor"}, "float64", "[0].b"),
+    "dict-leaf-off-by-one": ("dict-mlp", (6, 8, 3), "tanh", {1: "off-by-one"}, "float64", "['decoder']['b']"),
+    "float32-overflow": ("mlp", (6, 8, 3), "sigmoid", {0: "overflow"}, "float32", "[0].b"),
+    "conv-flipped-kernel": ("conv", None, "tanh", "flipped", "float64", "['conv']['k']"),
+    "conv-one-entry": ("conv", None, "sigmoid", "one-entry", "float64", "['conv']['k']"),
+}
+
+
+def cost_fn(arch: str, sizes, act: str, bug=None):
+    """The cost f(params, x, y, mask(s)) of an architecture, with an optional planted bug."""
+    if arch == "conv":
+        return conv_cost(act, bug)
+    return mlp_cost(act, len(sizes) - 1, bug)
+
+
+def make_case(arch: str, sizes, act: str, dtype: str, seed: int, n: int = 8):
+    """Random (params, (x, y, zero masks)) of an architecture; relu nets kept away from their kinks."""
+    rng = np.random.default_rng([seed, ARCHS.index(arch), ACTS.index(act), dtype == "float32"])
+    if arch == "conv":
+        params = make_conv(rng, dtype)
+        x, y = _data(rng, 4, None, 3, dtype, conv=True)
+        return params, (x, y, jnp.zeros((3, 3, 1, 3), dtype))
+    params = make_mlp(rng, sizes, dtype, "dict" if arch == "dict-mlp" else "tuple")
+    x, y = _data(rng, n, sizes[0], sizes[-1], dtype)
+    if act == "relu":
+        params = away_from_kinks(rng, params, x, 0.1 if dtype == "float32" else 2e-3)
+    masks = tuple(jnp.zeros_like(w) for w, _ in _layers(params))
+    return params, (x, y, masks)
+
+
+def plant(kind: str, seed: int, f_correct):
+    """(params, args, expected index or None) for one planted bug: the bug's entry drawn per seed."""
+    arch, sizes, act, _, dtype, leaf = BUGS[kind]
+    params, (x, y, masks) = make_case(arch, sizes, act, dtype, 1000 + seed)
+    rng = np.random.default_rng([seed, BUG_KINDS.index(kind)])
+    index = None
+    if kind == "float32-overflow":  # one saturated unit: pre-activation ~ -120 on every example
+        index = (int(rng.integers(0, sizes[1])),)
+        params = _set_biases(params, [b.at[index].set(-120.0) if i == 0 else b
+                                      for i, (_, b) in enumerate(_layers(params))])
+    elif kind in ("mlp-one-entry", "conv-one-entry"):
+        g = jax.grad(f_correct)(params, x, y, masks)
+        g_leaf = g["conv"]["k"] if arch == "conv" else g[0].w
+        index = _big_entry(rng, g_leaf)
+        if arch == "conv":
+            masks = masks.at[index].set(1.0)
+        else:
+            masks = (masks[0].at[index].set(1.0),) + masks[1:]
+    return params, (x, y, masks), index
+
+
+def jax_check_grads(f, params, args) -> bool:
+    """True when jax.test_util.check_grads (order 1, reverse mode: custom_vjp has no JVP) raises AssertionError."""
+    from jax.test_util import check_grads
+
+    try:
+        check_grads(lambda p: f(p, *args), (params,), order=1, modes=("rev",))
+    except AssertionError:
+        return True
+    return False
+
+
+def detection_rows(seeds: int, log, kinds=BUG_KINDS) -> list[dict]:
+    """One row per bug kind: how often check_grad flags and names the bug, and how often check_grads flags it."""
+    rows = []
+    for kind in kinds:
+        arch, sizes, act, bug, dtype, leaf = BUGS[kind]
+        f, f_ok = cost_fn(arch, sizes, act, bug), cost_fn(arch, sizes, act)
+        flagged = named = jax_flagged = 0
+        ratios = []
+        for seed in range(seeds):
+            params, args, index = plant(kind, seed, f_ok)
+            report = gdjax.check_grad(f, params, *args, mode="full")
+            failing = {r.path for r in report.leaves if not r.ok}
+            row = next(r for r in report.leaves if r.path == leaf)
+            flagged += not report.ok
+            named += failing == {leaf} and (index is None or row.worst_index == index)
+            ratios.append(row.worst_err / row.worst_tol if row.worst_tol > 0 else np.inf)
+            jax_flagged += jax_check_grads(f, params, args)
+        rows.append({"section": "detection", "kind": kind, "arch": arch, "dtype": dtype, "leaf": leaf,
+                     "seeds": seeds, "check_grad_flagged": flagged, "check_grad_named": named,
+                     "check_grads_flagged": jax_flagged, "check_grad_rate": named / seeds,
+                     "check_grads_rate": jax_flagged / seeds, "min_err_over_tol": float(np.min(ratios))})
+        log(f"detection {kind}: check_grad named {named}/{seeds}, check_grads flagged {jax_flagged}/{seeds}")
+    return rows
+
+
+def false_alarm_rows(per_config: int, log, archs=ARCHS, acts=ACTS) -> list[dict]:
+    """One row per (architecture, activation, dtype): failures of check_grad and check_grads on correct rules
+    (conv nets: sigmoid and tanh only)."""
+    rows = []
+    for arch in archs:
+        sizes = {"mlp": (6, 8, 3), "deep-mlp": (6, 8, 6, 3), "dict-mlp": (6, 8, 3), "conv": None}[arch]
+        for act in [a for a in acts if arch != "conv" or a != "relu"]:
+            f = cost_fn(arch, sizes, act)
+            for dtype in ("float32", "float64"):
+                fails = jax_fails = 0
+                worst = 0.0
+                for seed in range(per_config):
+                    params, args = make_case(arch, sizes, act, dtype, seed)
+                    report = gdjax.check_grad(f, params, *args, mode="full")
+                    fails += not report.ok
+                    worst = max(worst, max(r.worst_err / r.worst_tol for r in report.leaves))
+                    jax_fails += jax_check_grads(f, params, args)
+                rows.append({"section": "false_alarm", "arch": arch, "act": act, "dtype": dtype,
+                             "cases": per_config, "check_grad_failures": fails, "check_grads_failures": jax_fails,
+                             "max_err_over_tol": worst})
+        log(f"false alarms {arch}: {sum(r['check_grad_failures'] for r in rows if r['arch'] == arch)} (check_grad)")
+    return rows
+
+
+def _timed(fn) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    return time.perf_counter() - t0, out
+
+
+def torch_checks(params, x, y):
+    """{"slow": seconds, "fast": seconds} of torch.autograd.gradcheck on the same network, or None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    ps = tuple(torch.tensor(np.asarray(a, np.float64), requires_grad=True) for layer in params for a in layer)
+    xt, yt = torch.tensor(np.asarray(x, np.float64)), torch.tensor(np.asarray(y, np.float64))
+
+    def cost(*flat):
+        a = xt
+        for w, b in zip(flat[::2], flat[1::2]):
+            a = torch.sigmoid(a @ w + b)
+        return 0.5 * torch.mean(torch.sum((a - yt) ** 2, -1))
+
+    out = {"version": torch.__version__}
+    for mode in ("slow", "fast"):
+        t0 = time.perf_counter()
+        ok = torch.autograd.gradcheck(cost, ps, fast_mode=mode == "fast", raise_exception=False)
+        out[mode], out[f"{mode}_ok"] = time.perf_counter() - t0, bool(ok)
+    return out
+
+
+def speed_rows(sizes, n: int, repeats: int, log) -> list[dict]:
+    """Seconds of one full check of the lecture's net (float64) by each tool; ratios against torch's slow mode."""
+    cost, params, batch = common.problem(sizes, n, "float64")
+    x, y = jnp.asarray(batch.x), jnp.asarray(batch.y)
+
+    def f(p, x, y):  # a new function object: nothing compiled for it yet
+        return cost(p, Batch(x, y))
+
+    first, report = _timed(lambda: gdjax.check_grad(f, params, x, y, mode="full"))
+    again = [_timed(lambda: gdjax.check_grad(f, params, x, y, mode="full"))[0] for _ in range(repeats)]
+    jax_first, _ = _timed(lambda: jax_check_grads(f, params, (x, y)))
+    jax_again = [_timed(lambda: jax_check_grads(f, params, (x, y)))[0] for _ in range(repeats)]
+    torch_t = torch_checks(params, x, y)
+    base = {"section": "speed", "sizes": "-".join(map(str, sizes)), "batch": n, "dtype": "float64",
+            "n_params": report.n_params}
+    rows = [dict(base, tool="gdjax.check_grad", call="first", seconds=first, ok=report.ok,
+                 evaluations=report.evaluations),
+            dict(base, tool="gdjax.check_grad", call="repeated", seconds=float(np.median(again)), ok=report.ok,
+                 evaluations=report.evaluations),
+            dict(base, tool="jax.test_util.check_grads", call="first", seconds=jax_first),
+            dict(base, tool="jax.test_util.check_grads", call="repeated", seconds=float(np.median(jax_again)))]
+    if torch_t is None:
+        log("speed: torch is not installed (pip install torch==2.13.0): the torch.autograd.gradcheck rows are skipped")
+    else:
+        rows += [dict(base, tool="torch.autograd.gradcheck", call=f"{m} mode", seconds=torch_t[m],
+                      ok=torch_t[f"{m}_ok"], torch=torch_t["version"]) for m in ("slow", "fast")]
+        for row, target in ((rows[0], "first_vs_torch_slow"), (rows[1], "repeated_vs_torch_slow")):
+            row["torch_slow_over_this"] = torch_t["slow"] / row["seconds"]
+            row["target"] = TARGETS[target]
+            row["status"] = common.target_status(row["torch_slow_over_this"], TARGETS[target])
+    for row in rows:
+        log(f"speed {row['tool']} {row['call']}: {common.human_time(row['seconds'])}")
+    return rows
+
+
+def figure(rows, stem):
+    """Detection rate per bug kind (check_grad named vs check_grads flagged) and seconds per tool (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gdjax import plotting
+
+    det = [r for r in rows if r["section"] == "detection"]
+    speed = [r for r in rows if r["section"] == "speed"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    pos = np.arange(len(det))
+    ax1.bar(pos - 0.2, [r["check_grad_rate"] for r in det], 0.4, label="gdjax.check_grad (flagged and named)")
+    ax1.bar(pos + 0.2, [r["check_grads_rate"] for r in det], 0.4, label="jax check_grads (flagged)")
+    ax1.set_xticks(pos, [r["kind"] for r in det], rotation=35, ha="right", fontsize=8)
+    ax1.set_ylabel(f"detection rate over {det[0]['seeds'] if det else 0} seeds")
+    ax1.set_ylim(0, 1.05)
+    ax1.legend(fontsize=8, loc="lower left")
+    ax2.barh([f"{r['tool']}\n{r['call']}" for r in speed], [r["seconds"] for r in speed])
+    ax2.set_xscale("log")
+    ax2.set_xlabel("seconds per full check" + (f" ({speed[0]['sizes']}, N = {speed[0]['batch']}, float64)"
+                                               if speed else ""))
+    ax2.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    return plotting.save_figure(fig, stem)
+
+
+def parse_args(argv):
+    ap = common.Parser(COMMAND, __doc__, out_name="gradcheck.json",
+                       quick="1 seed per bug, 10 correct cases (mlp, conv), a [20,8,4] net, one repeat")
+    ap.add_argument("--seeds", type=int, default=None, help="seeds per planted bug (default 20)")
+    ap.add_argument("--correct-per-config", type=int, default=None,
+                    help="correct cases per (architecture, activation, dtype): 22 configs (default 10: 220 cases)")
+    ap.add_argument("--kinds", default=None, help=f"planted bugs, comma-separated, or all: {','.join(BUG_KINDS)}")
+    ap.add_argument("--archs", default=None, help=f"false-alarm architectures or all: {','.join(ARCHS)}")
+    ap.add_argument("--acts", default=None, help=f"false-alarm activations or all: {','.join(ACTS)}")
+    ap.add_argument("--sizes", default=None, help="the speed net's widths (default 784,30,10)")
+    ap.add_argument("--batch", type=int, default=None, help="the speed net's batch size N (default 10)")
+    ap.add_argument("--repeats", type=int, default=None, help="repeated checks timed (median; default 3)")
+    ap.add_argument("--no-speed", action="store_true", help="skip the speed section")
+    args = ap.parse(argv, DEFAULTS, QUICK)
+    common.require(args, 1, "seeds", "correct_per_config", "batch", "repeats")
+    args.sizes = common.sizes_list(args.sizes, one=True)[0]
+    args.kinds = _names(args.kinds, BUG_KINDS, "--kinds")
+    args.archs = _names(args.archs, ARCHS, "--archs")
+    args.acts = _names(args.acts, ACTS, "--acts")
+    return args
+
+
+def _names(text: str, valid: tuple, what: str) -> tuple:
+    names = valid if text == "all" else tuple(s.strip() for s in str(text).split(",") if s.strip())
+    bad = [n for n in names if n not in valid]
+    if bad or not names:
+        raise common.UsageError(f"{what}: unknown {', '.join(bad) or 'empty list'}; valid: all or {','.join(valid)}")
+    return names
+
+
+def run(args) -> int:
+    load = common.load_average()
+    t0 = time.perf_counter()
+
+    def log(msg):
+        print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", flush=True)
+
+    rows = detection_rows(args.seeds, log, args.kinds) + false_alarm_rows(args.correct_per_config, log, args.archs,
+                                                                       args.acts)
+    if not args.no_speed:
+        rows += speed_rows(args.sizes, args.batch, args.repeats, log)
+    config = {k: getattr(args, k) for k in ("seeds", "correct_per_config", "batch", "repeats", "quick", "seed",
+                                            "kinds", "archs", "acts", "no_speed")}
+    config.update(sizes=list(args.sizes), bug_kinds=list(BUG_KINDS), targets=TARGETS,
+                  check_grad_options={"mode": "full", "method": "fd-central", "multiple": 10.0})
+    path = results.save_results(args.path, rows, meta=common.meta(load), config=config)
+    figure(rows, str(path.with_suffix("")))
+    log(f"wrote {path} and {path.with_suffix('.png').name}")
+    return 0
+
+
+def main(argv=None) -> int:
+    return common.run_main(COMMAND, parse_args, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
