@@ -154,6 +154,21 @@ def test_get_data_without_the_dataset_says_the_two_ways_and_fails(tmp_path, monk
     assert get_data.main(["--nope"]) == 2
 
 
+def test_experiment_needing_fashion_mnist_fails_in_one_line_naming_make_data(tmp_path, monkeypatch, capsys):
+    """Where the data is truly needed (nielsen_mnist on Fashion-MNIST) a missing dataset is exit 2 with one line
+    that says how to get it (`make data`), and nothing is written. Catches a traceback, a silent fallback to
+    another dataset, or a results file written for a run that never happened."""
+    from gdjax import data
+
+    monkeypatch.setenv("GDJAX_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr(data, "DEBIAN_DIRS", {"fashion-mnist": str(tmp_path / "not-installed")})
+    mod = importlib.import_module("nielsen_mnist")
+    assert mod.main(["mnist=false", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "fashion-mnist: IDX files not found" in err and "make data" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_get_data_installs_with_sudo_when_not_root(monkeypatch):
     """The install command: apt-get as root, through sudo otherwise, none without apt-get (the message then)."""
     get_data = importlib.import_module("get_data")
