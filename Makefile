@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 REPRODUCE_ARGS ?=
+REPRODUCE_ALL_ARGS ?= --commit
 
 .DEFAULT_GOAL := help
 .PHONY: help venv data test bench bench-fd-kernel bench-estimators reproduce reproduce-reference lint clean

@@ -294,3 +294,30 @@ def test_reproduce_runs_stale_steps_once_and_resumes(repo, monkeypatch, capsys):
     assert "skip (fresh)" in capsys.readouterr().out
     assert reproduce.main(args + ["--force"]) == 0 and log.read_text() == "xx"
     assert "total wall time" in capsys.readouterr().out
+
+
+def test_reproduce_commits_pending_results_or_refuses(repo, monkeypatch, capsys):
+    """With a tracked results file modified (an earlier step's output), a step would record git_dirty: true:
+    without --commit the run stops (exit 2, one line), with --commit the results folders are committed first
+    and after the step, leaving the tree clean (fails if a step ran from a dirty tree)."""
+    import sys
+
+    (repo / "Makefile").write_text("all:\n")
+    pending = repo / "results" / "taylor.json"
+    pending.parent.mkdir()
+    pending.write_text("{}")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "make, results")
+    pending.write_text('{"rows": []}')
+    step = reproduce.Step("bench-fd-kernel", (sys.executable, "-c", "print('step ran')"), ("fd_kernel",))
+    monkeypatch.setattr(reproduce, "STEPS", (step,))
+    assert reproduce.main(["--root", str(repo)]) == 2
+    captured = capsys.readouterr()
+    assert "git_dirty" in captured.err and "step ran" not in captured.out
+    for var in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
+        monkeypatch.setenv(var, "t")
+    for var in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.setenv(var, "t@example.org")
+    assert reproduce.main(["--root", str(repo), "--commit"]) == 0
+    assert _git(repo, "status", "--porcelain", "--untracked-files=no") == ""
+    assert "results pending before bench-fd-kernel" in _git(repo, "log", "--format=%s")

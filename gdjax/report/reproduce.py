@@ -8,9 +8,12 @@
 Resumable: a step is skipped when every results file it writes is fresh by the provenance rule
 (`gdjax.report.provenance`), so after an interruption the same command continues with the first step that has
 not finished. Each step is a Makefile target (the maintainers' targets that write the committed reference, not
-a user's run); the total wall time is printed at the end. `--commit` commits each step's results after it
-finishes (`git commit` of the results folders only), so that the next step runs from a clean tree and records
-`git_dirty: false`.
+a user's run); the total wall time is printed at the end.
+
+A results file records `git_dirty`, which counts the results written by the previous steps as uncommitted
+changes; so each step must start with the results folders committed. `--commit` (the Makefile's default) commits
+the results folders, and only them, after each step; without it, the run stops with a message when results are
+pending.
 """
 
 from __future__ import annotations
@@ -71,19 +74,44 @@ def plan(root=".", steps=STEPS, force: bool = False) -> list[tuple[Step, str | N
     return out
 
 
-def _dirty_code(root) -> list[str]:
-    """Tracked files with uncommitted changes outside the results folders (such a run is no reference)."""
-    out = git(root, "status", "--porcelain", "--untracked-files=no", "--", ".",
-              *(f":(exclude){d}" for d in OUTPUT_DIRS))
+def _dirty(root, outputs: bool) -> list[str]:
+    """Tracked files with uncommitted changes inside the results folders (`outputs`) or outside them."""
+    spec = OUTPUT_DIRS if outputs else (".", *(f":(exclude){d}" for d in OUTPUT_DIRS))
+    out = git(root, "status", "--porcelain", "--untracked-files=no", "--", *spec)
     return [line[3:] for line in out.stdout.splitlines() if line.strip()]
 
 
-def _commit(root, step: Step) -> None:
-    git(root, "add", "-A", "--", *OUTPUT_DIRS)
-    out = git(root, "commit", "-q", "-m", f"reproduce-all: {step.name} (results of {' '.join(step.command)})",
-              "--", *OUTPUT_DIRS)
-    if out.returncode != 0 and "nothing" not in out.stdout + out.stderr:
-        raise OSError(f"git commit of the {step.name} results failed: {out.stderr.strip()}")
+def _commit(root, message: str) -> None:
+    """Commit the changed and new files of the results folders, and only them, with `message`."""
+    dirs = [d for d in OUTPUT_DIRS if (Path(root) / d).exists()]
+    status = git(root, "status", "--porcelain", "--untracked-files=all", "--", *dirs).stdout if dirs else ""
+    paths = [line[3:].split(" -> ")[-1] for line in status.splitlines() if line.strip()]
+    if not paths:
+        return
+    git(root, "add", "-A", "--", *paths)
+    out = git(root, "commit", "-q", "-m", f"reproduce-all: {message}", "--", *paths)
+    if out.returncode != 0:
+        raise OSError(f"git commit of the results ({message}) failed: {out.stderr.strip()}")
+
+
+def _run(step: Step, root, commit: bool) -> int:
+    """Run one step from a clean tree (committing pending results first when `commit`); its exit status."""
+    pending = _dirty(root, outputs=True)
+    if pending and not commit:
+        print(f"reproduce-all: error: uncommitted results (e.g. {pending[0]}) would make step {step.name} record "
+              f"git_dirty: true; commit them, or run with --commit (as make reproduce-all does)", file=sys.stderr)
+        return 2
+    if pending:
+        _commit(root, f"results pending before {step.name}")
+    t0 = time.perf_counter()
+    print(f"== {step.name}: {' '.join(step.command)}", flush=True)
+    rc = subprocess.call(list(step.command), cwd=root)
+    print(f"== {step.name}: exit {rc}, {time.perf_counter() - t0:.0f} s", flush=True)
+    if rc != 0:
+        print(f"reproduce-all: error: step {step.name} failed (exit {rc}); rerun to resume from it", file=sys.stderr)
+    elif commit:
+        _commit(root, f"{step.name} (results of {' '.join(step.command)})")
+    return rc
 
 
 def _parse(argv):
@@ -116,25 +144,17 @@ def main(argv=None) -> int:
         print(f"{step.name:18s} {'skip (fresh)' if why is None else 'run: ' + why}")
     if args.dry_run:
         return 0
-    dirty = _dirty_code(args.root)
+    dirty = _dirty(args.root, outputs=False)
     if dirty and any(why for _, why in todo):
         print(f"reproduce-all: error: uncommitted changes to {len(dirty)} tracked file(s) (e.g. {dirty[0]}): "
               f"commit them first, results from a dirty tree are no reference", file=sys.stderr)
         return 2
     start = time.perf_counter()
     for step, why in todo:
-        if why is None:
-            continue
-        t0 = time.perf_counter()
-        print(f"== {step.name}: {' '.join(step.command)}", flush=True)
-        rc = subprocess.call(list(step.command), cwd=args.root)
-        print(f"== {step.name}: exit {rc}, {time.perf_counter() - t0:.0f} s", flush=True)
-        if rc != 0:
-            print(f"reproduce-all: error: step {step.name} failed (exit {rc}); rerun to resume from it",
-                  file=sys.stderr)
-            return 1
-        if args.commit:
-            _commit(args.root, step)
+        if why is not None:
+            rc = _run(step, args.root, args.commit)
+            if rc != 0:
+                return 2 if rc == 2 else 1
     from gdjax.report import command
 
     status = command(args.root)
