@@ -99,8 +99,12 @@ def save_npz(path, arrays: dict) -> Path:
       path: the .npz path (parents created).
       arrays: name -> array-like (numbers, strings); object arrays are refused.
     """
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    for k, a in arrays.items():
+        if a.dtype.hasobject:
+            raise TypeError(f"arrays[{k!r}] holds Python objects, which .npz stores only by pickling; convert it")
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    np.savez(buf, **arrays)
     return write_bytes(path, buf.getvalue())
 
 

@@ -93,3 +93,29 @@ def test_environment_fields():
     assert env["git_commit"] is None or len(env["git_commit"]) == 40
     json.dumps(env)  # plain JSON
     assert not any(isinstance(v, float) and math.isnan(v) for v in env.values())
+
+
+def test_npz_round_trip_atomic_and_without_pickle(tmp_path, monkeypatch):
+    """save_npz/load_npz keep names, dtypes and values; a failed write leaves the old file whole; object arrays are
+    refused. Catches a writer that truncates the target before writing, and a pickled object slipping into a
+    checkpoint (which load_npz, never unpickling, could not read back)."""
+    import numpy as np
+
+    path = tmp_path / "a.npz"
+    arrays = {"0/w": np.arange(6.0).reshape(2, 3), "epoch": np.asarray(3, np.int64), "s": np.asarray("text")}
+    results.save_npz(path, arrays)
+    back = results.load_npz(path)
+    assert set(back) == set(arrays)
+    for k, a in arrays.items():
+        assert back[k].dtype == a.dtype and np.array_equal(back[k], a)
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match="pickling"):
+        results.save_npz(path, {"x": np.asarray([{"a": 1}], dtype=object)})
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(results.os, "replace", crash)  # the write fails at its last moment
+    with pytest.raises(OSError, match="disk full"):
+        results.save_npz(path, {"0/w": np.zeros(1000)})
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["a.npz"]
