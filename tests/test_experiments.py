@@ -203,3 +203,18 @@ def test_run_all_rejects_unknown_experiment():
     out = subprocess.run([sys.executable, str(EXP / "run_all.py"), "--only", "nope"], capture_output=True,
                          text=True)
     assert out.returncode == 2 and "valid: taylor" in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_run_all_writes_one_fresh_runs_folder_unless_asked():
+    """`make reproduce` (run_all without output options) sends every experiment to one runs/reproduce-<date>/;
+    --out and --reference pass through, and combining them is refused. Catches a default that falls back to
+    the committed results/ (each experiment's own default would then split the run over several folders)."""
+    run_all = importlib.import_module("run_all")
+    names, args = run_all.parse(["--quick"])
+    assert names == list(run_all.EXPERIMENTS) and args[0] == "--quick" and len(args) == 2
+    out = Path(args[1].split("=", 1)[1])
+    assert args[1].startswith("--out=") and out.parent == run_all.ROOT / "runs" and out.name.startswith("reproduce-")
+    assert run_all.parse(["--only", "taylor", "--out", "/tmp/x"]) == (["taylor"], ["--out=/tmp/x"])
+    assert run_all.parse(["--reference"])[1] == ["--reference"]
+    with pytest.raises(ValueError, match="do not combine"):
+        run_all.parse(["--reference", "--out", "/tmp/x"])
