@@ -107,7 +107,7 @@ def measure_method(point: Point, cost, params, batch, *, dtype: str, t_forward: 
     else skipped (status "skipped", the prediction noted). A whole measurement of a method with a subset is
     validated (when `validate`): the subset an extrapolated point would use is timed too, and the entry
     {method, sizes, P, batch_size, whole_s, extrapolated_s, ratio (medians), ratio_min (best of each),
-    covered, total} returned.
+    ratio_cpu (process CPU time), covered, total} returned.
 
     Args:
       t_forward, forward_flops: the forward pass's seconds and XLA FLOPs on the same batch.
@@ -210,27 +210,31 @@ def _measure_whole(row, est, params, batch, key, repeats, budget, reference, for
 
 def _validate(row, est, whole_fn, args, n_directions: int, repeats: int, budget: float) -> dict:
     """Time the subset an extrapolated point would use beside the whole gradient: {whole_s, extrapolated_s,
-    ratio (of medians), ratio_min (best of each: least disturbed by other load), covered, total}.
+    ratio (of medians), ratio_min (best call of each), ratio_cpu (of the process CPU seconds, which other load
+    on the machine disturbs far less than wall time; None when not interleaved), covered, total}.
 
-    When a whole call is cheap (a quarter of the budget), whole and subset calls alternate, `repeats` rounds,
-    so that both see the same load; otherwise the subset is timed after the whole measurement of `row`."""
+    When a whole call is cheap (a quarter of the budget), whole and subset calls alternate, `repeats` rounds
+    (at least 3), so that both see the same load; otherwise the subset is timed after the whole measurement."""
     sub = est.subset(args[0], args[1], n_directions)
     fn = _compile(sub.fn, args[0], args[1])[0] if sub.jittable else sub.fn
     scale = sub.total / sub.covered
     jax.block_until_ready(fn(args[0], args[1]))  # warm-up
+    cpu = None
     if row["median_s"] <= budget / 4:
-        whole, part = [], []
+        whole, part, cpu_whole, cpu_part = [], [], [], []
         for _ in range(max(repeats, 3)):
-            for f, a, acc in ((whole_fn, args, whole), (fn, args[:2], part)):
-                t0 = time.perf_counter()
+            for f, a, wall, cpu_s in ((whole_fn, args, whole, cpu_whole), (fn, args[:2], part, cpu_part)):
+                t0, c0 = time.perf_counter(), time.process_time()
                 jax.block_until_ready(f(*a))
-                acc.append(time.perf_counter() - t0)
+                wall.append(time.perf_counter() - t0)
+                cpu_s.append(time.process_time() - c0)
+        cpu = statistics.median(cpu_part) * scale / statistics.median(cpu_whole)
     else:
         whole = list(row.get("times") or [row["median_s"]])
         part = list(profiling.time_fn(fn, args[0], args[1], repeats=repeats, warmup=0, max_time=budget / 4).times)
     w, e = statistics.median(whole), statistics.median(part) * scale
     return {"whole_s": w, "extrapolated_s": e, "ratio": e / w, "ratio_min": min(part) * scale / min(whole),
-            "covered": sub.covered, "total": sub.total}
+            "ratio_cpu": cpu, "covered": sub.covered, "total": sub.total}
 
 
 def _stats_unjittable(evals, forward_flops) -> dict:
