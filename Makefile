@@ -52,6 +52,10 @@ bench-estimators: $(STAMP)  ## the estimator ladder (layer-aware FD, node pertur
 bench-throughput: $(STAMP)  ## one training epoch: gdjax vs a PyTorch eager loop (if installed) vs a NumPy loop
 	$(BIN)/python benchmarks/training_throughput.py $(BENCH_ARGS)
 
+.PHONY: gradcheck
+gradcheck: $(STAMP)  ## check_grad vs jax check_grads and torch gradcheck: planted bugs, false alarms, speed (~15 min)
+	$(BIN)/python benchmarks/gradcheck.py $(BENCH_ARGS)
+
 .PHONY: bench-budget
 bench-budget: data  ## which estimator trains best at equal seconds / forward passes (Fashion-MNIST, ~40 min)
 	$(BIN)/python benchmarks/equal_budget.py $(BENCH_ARGS)

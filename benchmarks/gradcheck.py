@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """gdjax.check_grad against jax.test_util.check_grads and torch.autograd.gradcheck: planted bugs, false alarms, speed.
 
-    python benchmarks/gradcheck.py                  # 7 bug kinds x 20 seeds, 216 correct cases, [784,30,10] speed
+    python benchmarks/gradcheck.py                  # 8 bug kinds x 20 seeds, 220 correct cases, [784,30,10] speed
     python benchmarks/gradcheck.py --quick          # 3 seeds, 24 correct cases, a [20,8,4] net: under a minute
 
 Sections (one results file; every row has `section`):
@@ -48,7 +48,7 @@ DEFAULTS = {"seeds": 20, "correct_per_config": 10, "sizes": "784,30,10", "batch"
             "kinds": "all", "archs": "all", "acts": "all"}
 QUICK = {"seeds": 1, "correct_per_config": 1, "sizes": "20,8,4", "batch": 5, "repeats": 1, "kinds": "all",
          "archs": "mlp,conv", "acts": "all"}
-BUG_KINDS = ("mlp-one-entry", "mlp-transposed", "mlp-missing-factor", "dict-leaf-off-by-one", "float32-overflow",
+BUG_KINDS = ("mlp-one-entry", "mlp-one-entry-10pct-float32", "mlp-transposed", "mlp-missing-factor", "dict-leaf-off-by-one", "float32-overflow",
              "conv-flipped-kernel", "conv-one-entry")
 ARCHS = ("mlp", "deep-mlp", "dict-mlp", "conv")
 ACTS = ("sigmoid", "tanh", "relu")
@@ -69,7 +69,7 @@ def dense_op(act: str, bug: str | None = None):
     """`dense(w, b, x, mask) = act(x @ w + b)` with a hand-written VJP, optionally with a planted bug.
 
     x: (N, n_in), w: (n_in, n_out), b: (n_out,), mask: (n_in, n_out) marks the entry of the one-entry bug.
-    Bugs: "one-entry" (dw doubled where mask = 1), "transposed" (dw.T, square w), "missing-factor" (db without
+    Bugs: "one-entry" (dw doubled where mask = 1), "one-entry-10pct" (dw 10% too large there), "transposed" (dw.T, square w), "missing-factor" (db without
     act'(z)), "off-by-one" (db sums all but the last example), "overflow" (db with act'(z) = e^-z / (1 + e^-z)^2,
     which is inf / inf = NaN in float32 where z < -88.7, correct in float64).
     """
@@ -89,6 +89,8 @@ def dense_op(act: str, bug: str | None = None):
         dw, db = x.T @ dz, jnp.sum(dz, 0)
         if bug == "one-entry":
             dw = dw * (1 + mask)
+        elif bug == "one-entry-10pct":
+            dw = dw * (1 + 0.1 * mask)
         elif bug == "transposed":
             dw = dw.T
         elif bug == "missing-factor":
@@ -221,6 +223,7 @@ def _big_entry(rng, g: np.ndarray) -> tuple:
 # kind -> (architecture, sizes, activation, bug per layer or conv bug, dtype, expected leaf)
 BUGS = {
     "mlp-one-entry": ("mlp", (6, 8, 3), "sigmoid", {0: "one-entry"}, "float64", "[0].w"),
+    "mlp-one-entry-10pct-float32": ("mlp", (32, 32, 10), "sigmoid", {0: "one-entry-10pct"}, "float32", "[0].w"),
     "mlp-transposed": ("mlp", (6, 8, 8, 3), "tanh", {1: "transposed"}, "float64", "[1].w"),
     "mlp-missing-factor": ("mlp", (6, 8, 3), "sigmoid", {0: "missing-factor"}, "float64", "[0].b"),
     "dict-leaf-off-by-one": ("dict-mlp", (6, 8, 3), "tanh", {1: "off-by-one"}, "float64", "['decoder']['b']"),
@@ -262,7 +265,7 @@ def plant(kind: str, seed: int, f_correct):
         index = (int(rng.integers(0, sizes[1])),)
         params = _set_biases(params, [b.at[index].set(-120.0) if i == 0 else b
                                       for i, (_, b) in enumerate(_layers(params))])
-    elif kind in ("mlp-one-entry", "conv-one-entry"):
+    elif kind in ("mlp-one-entry", "mlp-one-entry-10pct-float32", "conv-one-entry"):
         g = jax.grad(f_correct)(params, x, y, masks)
         g_leaf = g["conv"]["k"] if arch == "conv" else g[0].w
         index = _big_entry(rng, g_leaf)
