@@ -201,12 +201,14 @@ def _fmt(v):
 
 
 def loglog_slope(x, y) -> float:
-    """Least-squares slope of log|y| against log x over the points where both are finite and positive."""
+    """Least-squares slope of log|y| against log x over the points where both are finite and positive (the
+    library's one log-log fit, `gdjax.bench.analysis.fit_slope`); NaN when fewer than two points remain."""
+    from gdjax.bench.analysis import fit_slope
+
     x, y = np.asarray(x, float), np.abs(np.asarray(y, float))
-    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-    if ok.sum() < 2:
-        return math.nan
-    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
+    ok = np.isfinite(x) & np.isfinite(y)
+    slope = fit_slope(x[ok].tolist(), y[ok].tolist())
+    return math.nan if slope is None else slope
 
 
 def digits_problem(sizes, n_train: int | None, *, dtype: str = "float32", name: str = "sizes"):
