@@ -156,6 +156,12 @@ def main_wrapper(name: str, config_cls, quick: dict, run: Callable, plot: Callab
     from gdjax import plotting, results
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "-h" in argv or "--help" in argv:
+        fields = ", ".join(f"{f.name}={getattr(config_cls(), f.name)!r}" for f in dataclasses.fields(config_cls))
+        print(f"usage: python experiments/{name}.py [--quick] [--out DIR | --reference] [key=value ...]\n"
+              f"  default output: a fresh runs/{name}-<date>/ (the committed results/ and figures/ stay as they are)\n"
+              f"  keys and defaults: {fields}")
+        return 0
     try:
         cfg = config_from_argv(config_cls, argv, quick)
         bad = [f for f in cfg.figure_formats if f not in ("png", "svg", "pdf")]

@@ -74,6 +74,9 @@ def parse(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
+        return 0
     try:
         names, passthrough = parse(argv)
     except ValueError as err:

@@ -218,3 +218,13 @@ def test_run_all_writes_one_fresh_runs_folder_unless_asked():
     assert run_all.parse(["--reference"])[1] == ["--reference"]
     with pytest.raises(ValueError, match="do not combine"):
         run_all.parse(["--reference", "--out", "/tmp/x"])
+
+
+def test_help_says_where_a_run_writes(capsys):
+    """--help is an answer (exit 0), not an unknown option; it names the default runs/ folder and the keys."""
+    mod = importlib.import_module("taylor")
+    assert mod.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "runs/taylor-<date>/" in out and "n_directions=5" in out and "--reference" in out
+    assert importlib.import_module("run_all").main(["--help"]) == 0
+    assert "runs/reproduce-<date>/" in capsys.readouterr().out
