@@ -121,10 +121,11 @@ def figure_time_vs_p(data: dict, reference: dict | None = None):
 
 
 def figure_ratio(data: dict, baseline: str = "reverse"):
-    """Time(FD method) / time(reverse) vs P, with the FLOP ratio P/2 (P evaluations against ~2 forward passes)."""
+    """Time(FD method) / time(reverse) vs P, with the FLOP ratio P/2 (P evaluations against ~2 forward passes);
+    the FD methods are the rows of kind "fd" (the registry's kind, recorded in each row)."""
     rows = _sweep_rows(data)
     base = {(r["sizes"], r["batch_size"]): r for r in rows if r["method"] == baseline}
-    fd_methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m.startswith("fd-")]
+    fd_methods = list(dict.fromkeys(r["method"] for r in rows if r.get("kind") == "fd"))  # the registry's kind
     all_methods = list(dict.fromkeys(r["method"] for r in rows))
     fig, ax = plt.subplots(figsize=(10.5, 5))
     ps_all = []

@@ -43,6 +43,8 @@ def test_results_schema(sweep):
         assert r["min_s"] <= r["median_s"] <= r["max_s"] and r["median_s"] > 0
         assert r["how"] in ("whole", "extrapolated") and r["extrapolated"] == (r["how"] == "extrapolated")
         assert r["xla_flops"] > 0 and r["peak_fraction"] > 0 and isinstance(r["over_reference"], bool)
+    assert {r["method"]: r.get("kind") for r in rows} == {"forward-pass": None, "reverse": "exact", "fd-forward": "fd",
+                                                           "fd-loop": "fd"}  # the ratio figure picks kind "fd"
     fd = next(r for r in rows if r["method"] == "fd-forward" and r["sizes"] == "48-24-4")
     assert fd["P"] == 48 * 24 + 24 + 24 * 4 + 4 and fd["evaluations"] == fd["P"] + 1
     rev = next(r for r in rows if r["method"] == "reverse" and r["sizes"] == "48-24-4")

@@ -27,7 +27,7 @@ from gdjax import profiling
 from gdjax.bench import policy
 from gdjax.bench.config import Point
 from gdjax.bench.problem import flat_numpy, relative_error
-from gdjax.gradients import gradient
+from gdjax.gradients import gradient, method_info
 from gdjax.nn import MLP, param_count
 
 __all__ = ["base_row", "measure_forward", "measure_method"]
@@ -103,7 +103,7 @@ def measure_method(point: Point, cost, params, batch, *, dtype: str, t_forward: 
     Whole when the whole gradient is predicted to fit `budget` seconds: predicted from one timed call of a
     one-chunk subset of the method's own program (`est.subset`) where the method has one, else from its
     evaluation count x `t_forward` (and `history`, see `policy.predict_from_count`). Otherwise, when the method
-    has a subset, timed on about budget/16 seconds of its directions and scaled by total / covered (flagged);
+    has a subset, timed on about budget/32 seconds of its directions and scaled by total / covered (flagged);
     else skipped (status "skipped", the prediction noted). A whole measurement of a method with a subset is
     validated (when `validate`): the subset an extrapolated point would use is timed too, and the entry
     {method, sizes, P, batch_size, whole_s, extrapolated_s, ratio (medians), ratio_min (best of each),
@@ -120,7 +120,8 @@ def measure_method(point: Point, cost, params, batch, *, dtype: str, t_forward: 
     p = param_count(point.sizes)
     evals = est.evaluations(p)
     row = base_row(point, dtype)
-    row.update({"evaluations": None if evals is None else float(evals), "stochastic": est.stochastic,
+    row.update({"evaluations": None if evals is None else float(evals), "kind": method_info(point.method).kind,
+                "stochastic": est.stochastic,
                 "exact": est.exact, "options": ", ".join(f"{k}={v}" for k, v in sorted(est.options.items())),
                 "analytic_flops": None if evals is None or est.structured else float(evals) * row["forward_flops"]})
     key = key if est.stochastic else None
@@ -231,7 +232,8 @@ def _validate(row, est, whole_fn, args, n_directions: int, repeats: int, budget:
         cpu = statistics.median(cpu_part) * scale / statistics.median(cpu_whole)
     else:
         whole = list(row.get("times") or [row["median_s"]])
-        part = list(profiling.time_fn(fn, args[0], args[1], repeats=repeats, warmup=0, max_time=budget / 4).times)
+        part = list(profiling.time_fn(fn, args[0], args[1], repeats=min(repeats, 2), warmup=0,
+                                      max_time=budget / 8).times)
     w, e = statistics.median(whole), statistics.median(part) * scale
     return {"whole_s": w, "extrapolated_s": e, "ratio": e / w, "ratio_min": min(part) * scale / min(whole),
             "ratio_cpu": cpu, "covered": sub.covered, "total": sub.total}

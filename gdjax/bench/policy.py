@@ -4,7 +4,7 @@ Every decision is a pure function of measured times, so it can be tested without
 
     >>> predicted = predict_from_pilot(pilot_s=0.02, covered=44, total=23_861)      # 10.8 s
     >>> fits_whole(predicted, budget=40.0)                                          # True: time it whole
-    >>> subset_directions(pilot_s=0.02, covered=44, total=23_861, budget=4.0)       # 550: ~0.25 s of directions
+    >>> subset_directions(pilot_s=0.02, covered=44, total=23_861, budget=4.0)       # 275: ~0.125 s of directions
 
 The whole gradient is always preferred; a point is extrapolated only when its predicted whole time exceeds the
 budget and the method can time a part of its own program (`Estimator.subset`); then the part runs the same
@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-SUBSET_SHARE = 1 / 16  # an extrapolated point spends about this share of the budget per timed call of its subset
+SUBSET_SHARE = 1 / 32  # an extrapolated point spends about this share of the budget per timed call of its subset
 VALIDATION_SHARE = 0.125  # a validation subset covers at most this share of the directions (a real extrapolation)
 GRIEWANK = 5.0  # reverse mode costs at most ~5 forward passes: the prediction for autodiff methods without a count
 
