@@ -94,7 +94,7 @@ def _working_dtype(leaves, compute_dtype):
 
 def _grad_under_test(f, grad, params, args, paths, leaves, treedef):
     """The gradient under test as flat float64 NumPy arrays, one per leaf, and their dtypes."""
-    fn = jax.grad(f) if grad is None else grad
+    fn = _default_grad(f) if grad is None else grad
     g = fn(params, *args)
     g_leaves, g_def = jax.tree_util.tree_flatten(g)
     if g_def != treedef:
@@ -125,6 +125,19 @@ def _cost(f):
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _jit(fn):
     return jax.jit(fn)
+
+
+def _default_grad(f):
+    """jax.jit(jax.grad(f)), one per f (an unhashable f gets a fresh one): compiled once for repeated checks."""
+    try:
+        return _jitted_grad(f)
+    except TypeError:
+        return jax.jit(jax.grad(f))
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _jitted_grad(f):
+    return jax.jit(jax.grad(f))
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
