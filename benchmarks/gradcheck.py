@@ -48,7 +48,8 @@ DEFAULTS = {"seeds": 20, "correct_per_config": 10, "sizes": "784,30,10", "batch"
             "kinds": "all", "archs": "all", "acts": "all"}
 QUICK = {"seeds": 1, "correct_per_config": 1, "sizes": "20,8,4", "batch": 5, "repeats": 1, "kinds": "all",
          "archs": "mlp,conv", "acts": "all"}
-BUG_KINDS = ("mlp-one-entry", "mlp-one-entry-10pct-float32", "mlp-transposed", "mlp-missing-factor", "dict-leaf-off-by-one", "float32-overflow",
+BUG_KINDS = ("mlp-one-entry", "mlp-one-entry-10pct-float32", "mlp-transposed", "mlp-missing-factor",
+             "dict-leaf-off-by-one", "float32-overflow",
              "conv-flipped-kernel", "conv-one-entry")
 ARCHS = ("mlp", "deep-mlp", "dict-mlp", "conv")
 ACTS = ("sigmoid", "tanh", "relu")
@@ -69,9 +70,10 @@ def dense_op(act: str, bug: str | None = None):
     """`dense(w, b, x, mask) = act(x @ w + b)` with a hand-written VJP, optionally with a planted bug.
 
     x: (N, n_in), w: (n_in, n_out), b: (n_out,), mask: (n_in, n_out) marks the entry of the one-entry bug.
-    Bugs: "one-entry" (dw doubled where mask = 1), "one-entry-10pct" (dw 10% too large there), "transposed" (dw.T, square w), "missing-factor" (db without
-    act'(z)), "off-by-one" (db sums all but the last example), "overflow" (db with act'(z) = e^-z / (1 + e^-z)^2,
-    which is inf / inf = NaN in float32 where z < -88.7, correct in float64).
+    Bugs: "one-entry" (dw doubled where mask = 1), "one-entry-10pct" (dw 10% too large there), "transposed"
+    (dw.T, square w), "missing-factor" (db without act'(z)), "off-by-one" (db sums all but the last example),
+    "overflow" (db with act'(z) = e^-z / (1 + e^-z)^2, which is inf / inf = NaN in float32 where z < -88.7,
+    correct in float64).
     """
     a, da = _act(act)
 

@@ -166,7 +166,8 @@ def test_tolerance_rule_is_the_stated_one():
 
     base = gdjax.check_grad(f, p, mode="full")
     leaf = base.leaves[0]
-    assert leaf.worst_tol == pytest.approx(base.multiple * leaf.worst_fd_err + base.atol + base.rtol * abs(leaf.worst_fd))
+    stated = base.multiple * leaf.worst_fd_err + base.atol + base.rtol * abs(leaf.worst_fd)
+    assert leaf.worst_tol == pytest.approx(stated)
     for frac, ok in ((0.9, True), (1.1, False)):
         g = {"s": jnp.asarray(float(base.fd["s"]) + frac * leaf.worst_tol)}
         assert gdjax.check_grad(f, p, grad=lambda q: g, mode="full").ok is ok

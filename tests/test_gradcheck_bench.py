@@ -35,7 +35,8 @@ def _plain(mod, arch, sizes, act):
     return f
 
 
-@pytest.mark.parametrize("kind", ["mlp-one-entry", "mlp-one-entry-10pct-float32", "mlp-transposed", "mlp-missing-factor", "dict-leaf-off-by-one",
+@pytest.mark.parametrize("kind", ["mlp-one-entry", "mlp-one-entry-10pct-float32", "mlp-transposed",
+                                  "mlp-missing-factor", "dict-leaf-off-by-one",
                                   "float32-overflow", "conv-flipped-kernel", "conv-one-entry"])
 def test_planted_bugs_are_bugs_of_correct_rules(mod, kind):
     """The bug-free custom rule equals jax's derivative of the plain primal (float64), and the planted one differs

@@ -30,7 +30,10 @@ def _precision(dtype):
     if jnp.dtype(dtype) != jnp.float64 or jax.config.jax_enable_x64:
         yield
         return
-    enable = jax.enable_x64 if hasattr(jax, "enable_x64") else __import__("jax.experimental").experimental.enable_x64
+    if hasattr(jax, "enable_x64"):  # jax >= 0.6
+        enable = jax.enable_x64
+    else:  # older jax (a GPU image's own)
+        from jax.experimental import enable_x64 as enable
     with enable(True):
         yield
 
@@ -217,13 +220,16 @@ def _run_passes(cost, point, batch, method, epss, chunk_size, devices):
 
 
 def _default_floor(g_dtype, scale, atol, rtol):
-    """atol / rtol of an entry: given, else 10 eps_m of the gradient's dtype (its own rounding) at the gradient's scale."""
+    """atol / rtol of an entry: given, else 10 eps_m of the gradient's dtype (its own rounding) at the gradient's
+    scale (`scale` = max |fd|)."""
     e = 10 * _eps_m(g_dtype)
     return (e * scale if atol is None else atol), (e if rtol is None else rtol)
 
 
 def _check_full(cost, pw, args, g, g_dtypes, paths, o):
-    """Every entry: FD values, estimates and tolerances leaf by leaf. Returns (LeafChecks, fd pytree, evaluations)."""
+    """Every entry: FD values, estimates and tolerances leaf by leaf.
+
+    Returns (LeafChecks, fd pytree of float64 NumPy arrays, evaluations, largest atol, largest rtol used)."""
     scheme = o["method"][3:]
     outs, evals = _run_passes(cost, pw, args, o["method"], o["epss"], o["chunk_size"], o["devices"])
     leaves, treedef = jax.tree_util.tree_flatten(pw)
@@ -264,14 +270,13 @@ def _check_directions(cost, pw, args, g, g_dtypes, o):
     norm = jnp.sqrt(sum(jnp.sum(jnp.reshape(u, (k, -1)) ** 2, axis=1) for u in dirs))
     dirs = [u / jnp.reshape(norm, (k,) + (1,) * (u.ndim - 1)) for u in dirs]
 
-    outs, evals = _run_passes(_direction_cost(cost, treedef), jnp.zeros((k,), wd), (leaves, dirs, args), o["method"], o["epss"],
-                              o["chunk_size"], o["devices"])
+    outs, evals = _run_passes(_direction_cost(cost, treedef), jnp.zeros((k,), wd), (leaves, dirs, args),
+                              o["method"], o["epss"], o["chunk_size"], o["devices"])
     us = [np.asarray(u, np.float64).reshape(k, -1) for u in dirs]
     gv = sum(u @ gk for u, gk in zip(us, g))  # a non-finite grad entry makes its directions fail
     # the point v + t u_j itself rounds: add eps_m sum |g_i v_i| to |f| in the rounding term
-    vg = sum(float(np.sum(np.abs(np.asarray(leaf, np.float64).ravel() * np.nan_to_num(gk, nan=0, posinf=0,
-                                                                                     neginf=0))))
-             for leaf, gk in zip(leaves, g))
+    finite = [np.nan_to_num(gk, nan=0.0, posinf=0.0, neginf=0.0) for gk in g]
+    vg = sum(float(np.sum(np.abs(np.asarray(leaf, np.float64).ravel() * gk))) for leaf, gk in zip(leaves, finite))
     h = np.full(k, o["epss"][0])
     d2 = outs[1][0] if len(outs) > 1 else None
     value, trunc, rnd = _estimate.fd_estimate(o["method"][3:], outs[0][0], d2, h, abs(o["f0"]) + vg, o["eps_m"],
