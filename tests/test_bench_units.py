@@ -39,6 +39,9 @@ def test_policy():
     assert policy.subset_directions(1e-9, 44, 1000, 1.0) == 1000  # never more than the total
     assert policy.validation_directions(1e-9, 44, 1000, 1.0) == 125  # capped at 1/8 of the directions
     assert policy.validation_directions(0.01, 200, 1000, 1.0) is None  # one pilot is already over 1/8
+    assert policy.validation_directions(1e-9, 1, 100, 1.0) is None  # 12 directions: no test of an extrapolation
+    assert policy.validation_directions(1e-9, 44, 1000, 1.0, whole_s=1e-3) is None  # far below the budget
+    assert policy.validation_directions(1e-9, 44, 1000, 1.0, whole_s=0.1) == 125
     # no subset: FLOP-measured forward-pass equivalents first, then the count, then Griewank for autodiff
     assert policy.predict_from_count(100.0, 0.01, False, forward_equivalents=7.0) == pytest.approx(0.07)
     assert policy.predict_from_count(100.0, 0.01, False) == pytest.approx(1.0)
@@ -69,8 +72,8 @@ def test_rows_above_the_reference_are_flagged_with_a_reason():
 def test_validation_catches_a_2x_error():
     """A subset that misreports the directions it covers by 2x (the kind of bug that made the old extrapolation
     wrong) gives a validation ratio near 2: the tolerance of test_bench_sweep (1.6x) would catch it."""
-    cost, params, batch = make_problem((48, 24, 4), 128, "float32")
-    b = sub_batch(batch, 128)
+    cost, params, batch = make_problem((48, 24, 4), 256, "float32")
+    b = sub_batch(batch, 256)
     real = registry.gradient(cost, "fd-forward", chunk_size=16)
 
     def lying_subset(p, bb, n):
@@ -86,9 +89,9 @@ def test_validation_catches_a_2x_error():
 
     import gdjax.bench.measure as measure
 
-    point = config.Point("sweep", (48, 24, 4), 128, "fd-forward")
+    point = config.Point("sweep", (48, 24, 4), 256, "fd-forward")
     kw = dict(dtype="float32", t_forward=1e-4, forward_flops=None, reference=lambda: reference_gradient(cost, params, b),
-              key=None, repeats=5, budget=30.0)
+              key=None, repeats=5, budget=2.0)
     orig = measure.gradient
     try:
         measure.gradient = lambda *a, **k: Lying()

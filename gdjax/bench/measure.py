@@ -141,7 +141,8 @@ def measure_method(point: Point, cost, params, batch, *, dtype: str, t_forward: 
                                   program)
         check = None
         if validate and pilot is not None:
-            n_val = policy.validation_directions(pilot["s"], pilot["covered"], pilot["total"], budget)
+            n_val = policy.validation_directions(pilot["s"], pilot["covered"], pilot["total"], budget,
+                                                 row["median_s"])
             if n_val is not None:
                 check = _validate(row, est, whole_fn, (params, batch, key), n_val, repeats, budget)
                 check.update(method=point.method, sizes=row["sizes"], P=p, batch_size=point.batch_size)

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 SUBSET_SHARE = 1 / 32  # an extrapolated point spends about this share of the budget per timed call of its subset
 VALIDATION_SHARE = 0.125  # a validation subset covers at most this share of the directions (a real extrapolation)
+VALIDATION_MIN_DIRECTIONS = 16  # fewer directions are no test of a per-direction extrapolation
+VALIDATION_MIN_SHARE = 1 / 256  # nor are whole gradients far below the budget (dominated by a call's fixed cost)
 GRIEWANK = 5.0  # reverse mode costs at most ~5 forward passes: the prediction for autodiff methods without a count
 
 
@@ -60,11 +62,16 @@ def subset_directions(pilot_s: float, covered: int, total: int, budget: float,
     return int(min(total, max(covered, math.floor(want))))
 
 
-def validation_directions(pilot_s: float, covered: int, total: int, budget: float) -> int | None:
+def validation_directions(pilot_s: float, covered: int, total: int, budget: float,
+                          whole_s: float | None = None) -> int | None:
     """Directions for the subset that validates a whole measurement: what an extrapolated point would time
-    (`subset_directions`), but never more than VALIDATION_SHARE of the total; None when even one pilot's
-    worth covers more than that (the point is too small for a real extrapolation)."""
+    (`subset_directions`), but never more than VALIDATION_SHARE of the total. None when the point is too small
+    for a real extrapolation: one pilot's worth covers more than that share, the share is under
+    VALIDATION_MIN_DIRECTIONS, or the whole gradient took under VALIDATION_MIN_SHARE of the budget (such a
+    point is never near extrapolation, and the fixed cost of a call, not its directions, sets its time)."""
     cap = int(VALIDATION_SHARE * total)
-    if covered > cap:
+    if covered > cap or cap < VALIDATION_MIN_DIRECTIONS:
+        return None
+    if whole_s is not None and whole_s < VALIDATION_MIN_SHARE * budget:
         return None
     return min(cap, subset_directions(pilot_s, covered, total, budget))
