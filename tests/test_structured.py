@@ -28,7 +28,7 @@ from jax.flatten_util import ravel_pytree
 
 import gdjax
 from gdjax.data import Batch, one_hot
-from gdjax.gradients import _steps, gradient, method_info, n_params, structured
+from gdjax.gradients import _difference, _steps, gradient, method_info, n_params, structured
 from gdjax.nn import MLP, Layer
 
 EPS64 = float(jnp.finfo(jnp.float64).eps)
@@ -157,7 +157,7 @@ def test_activation_difference_form(act):
     """act(z + dz) - act(z) from the difference form equals the direct subtraction, computed in float64."""
     z = jnp.linspace(-6.0, 6.0, 41, dtype=jnp.float64)[:, None]
     dz = jnp.array([-0.3, -1e-4, 0.0, 1e-6, 0.02, 2.0], jnp.float64)[None, :]
-    got = structured._act_diff(act, structured._act_prep(act, z), dz, structured._act_transform(act, dz))
+    got = _difference.act_diff(act, _difference.act_prep(act, z), dz, _difference.act_transform(act, dz))
     f = gdjax.ACTIVATIONS[act]
     np.testing.assert_allclose(jnp.broadcast_to(got, (41, 6)), f(z + dz) - f(z), rtol=1e-9, atol=1e-15)
 
@@ -176,7 +176,7 @@ def test_loss_difference_form_matches_cost(out, loss):
     dz = 1e-3 * jax.random.normal(kd, (5, n), jnp.float64)
     y = one_hot(np.arange(5) % n, n, "float64")
     direct = (cost.per_example_batch(eye, Batch(z + dz, y)) - cost.per_example_batch(eye, Batch(z, y)))
-    got = structured._loss_diff(cost, structured._loss_prep(cost, z, y), dz, y)
+    got = _difference.loss_diff(cost, _difference.loss_prep(cost, z, y), dz, y)
     np.testing.assert_allclose(got, direct, rtol=1e-9)
 
 
@@ -202,6 +202,31 @@ def test_inside_jit_and_registry_entries():
     for method in ("fd-layerwise", "fd-layerwise-central", "node-perturbation"):
         info = method_info(method)
         assert info.structured and info.kind == "fd"
+
+
+@pytest.mark.parametrize("scheme", ["forward", "central"])
+def test_layerwise_subset_runs_the_programs_first_steps(scheme):
+    """`subset` of layer-aware FD runs the whole program's first loop steps: its differences are the whole
+    gradient's for the same (unit, block of inputs) pairs, bit for bit (a subset that took other pairs, other
+    steps or another block size would not be); covered is whole loop steps, total the padded whole."""
+    cost, params, batch = make_case(*CONFIGS[1])  # (4, 5, 3): layer 0 has 4 inputs + bias = 5 columns, 5 units
+    method = "fd-layerwise" if scheme == "forward" else "fd-layerwise-central"
+    sub = gradient(cost, method, chunk_size=4).subset(params, batch, 9)
+    n_sets = 1 if scheme == "forward" else 2
+    # blocks of 3 columns (chunk 4 evened: 2 blocks of 3, the last padded by a zero column), so a loop step is
+    # 3 * n_sets directions
+    step = 3 * n_sets
+    assert sub.covered == max(-(-9 // step), 2) * step and sub.jittable
+    assert sub.total == (5 * 2 * 3 + 3 * 2 * 3) * n_sets  # layer 1: 6 columns, 3 units, 2 blocks of 3
+    got = np.asarray(sub.fn(params, batch)).reshape(-1, n_sets, 3)  # (loop steps, step sets, block)
+    h = jnp.asarray(_steps.default_eps(scheme, jnp.float64), jnp.float64)
+    steps = structured._layer_steps(params, h, scheme)[1]
+    whole = structured.layerwise_differences(cost, params, batch, steps, 4)[0]  # (S, 5 columns, 5 units)
+    for s_ in range(got.shape[0]):  # loop step s_ = unit s_ // 2, block s_ % 2
+        i, jb = divmod(s_, 2)
+        want = np.asarray(whole[:, 3 * jb:3 * jb + 3, i])
+        np.testing.assert_array_equal(got[s_][:, :want.shape[1]], want)
+        assert np.all(got[s_][:, want.shape[1]:] == 0)  # the padding column: a zero change
 
 
 def test_evaluation_counts():

@@ -49,9 +49,9 @@ from jax import lax
 from gdjax import _checks, sharding
 from gdjax.costs import Cost
 from gdjax.data import check_batch
-from gdjax.gradients import _chunked, _validate
+from gdjax.gradients import _chunked, _difference, _validate
 from gdjax.gradients._steps import fd_steps, step_factor
-from gdjax.gradients.registry import Estimator, register
+from gdjax.gradients.registry import Estimator, Subset, register
 from gdjax.nn import ACTIVATIONS, Layer
 
 SCHEMES = ("forward", "central")
@@ -88,80 +88,6 @@ def _check_params(cost: Cost, params) -> jnp.dtype:
     return dtype
 
 
-# --- the network in difference form -------------------------------------------------------------------------
-
-def _act_prep(name: str, z):
-    """What `_act_diff` needs of the unperturbed pre-activation z (computed once, reused for every direction)."""
-    if name == "sigmoid":
-        return (jax.nn.sigmoid(z), jax.nn.sigmoid(-z))
-    if name == "tanh":
-        return (jnp.tanh(z), 4.0 * jax.nn.sigmoid(2.0 * z) * jax.nn.sigmoid(-2.0 * z))  # tanh z, 1 - tanh^2 z
-    return (z,)
-
-
-def _act_transform(name: str, dz):
-    """The one transcendental of the change dz that `_act_diff` needs (it depends on dz only)."""
-    if name == "sigmoid":
-        return jnp.expm1(dz)
-    if name == "tanh":
-        return jnp.tanh(dz)
-    return dz
-
-
-def _act_diff(name: str, prep, dz, t):
-    """act(z + dz) - act(z) without cancellation; `prep = _act_prep(name, z)`, `t = _act_transform(name, dz)`."""
-    if name == "sigmoid":
-        s, c = prep
-        return s * c * t / (1.0 + s * t)
-    if name == "tanh":
-        th, sech2 = prep
-        return t * sech2 / (1.0 + th * t)
-    if name == "relu":
-        (z,) = prep
-        return jnp.where(z >= 0, jnp.maximum(dz, -z), jnp.maximum(z + dz, 0))
-    return dz  # identity
-
-
-def _loss_prep(cost: Cost, z, y, axis: int = -1):
-    """What `_loss_diff` needs of the unperturbed logits z and targets y (outputs along `axis`)."""
-    out = cost.net.output
-    if cost.loss == "quadratic":
-        if out == "sigmoid":
-            return (jax.nn.sigmoid(z), jax.nn.sigmoid(-z), jax.nn.sigmoid(z) - y)
-        if out == "softmax":
-            s = jax.nn.softmax(z, axis=axis)
-            return (s, s - y)
-        return (z - y,)  # identity output
-    if out == "sigmoid":
-        return (jax.nn.sigmoid(z),)  # binary cross-entropy
-    return (jax.nn.softmax(z, axis=axis),)  # categorical cross-entropy (softmax or identity output)
-
-
-def _loss_diff(cost: Cost, prep, dz, y, axis: int = -1):
-    """Per-example change of the loss when the logits move by dz (outputs along `axis`, summed), no cancellation."""
-    out = cost.net.output
-    if cost.loss == "quadratic":
-        if out == "sigmoid":
-            s, c, r = prep
-            e = jnp.expm1(dz)
-            da = s * c * e / (1.0 + s * e)
-        elif out == "softmax":
-            s, r = prep
-            e = jnp.expm1(dz)
-            ebar = jnp.sum(s * e, axis=axis, keepdims=True)
-            da = s * (e - ebar) / (1.0 + ebar)
-        else:
-            (r,) = prep
-            da = dz
-        return jnp.sum(da * (r + 0.5 * da), axis=axis)  # 0.5|a + da - y|^2 - 0.5|a - y|^2
-    if out == "sigmoid":
-        (s,) = prep
-        return jnp.sum(jnp.log1p(s * jnp.expm1(dz)) - y * dz, axis=axis)
-    (s,) = prep
-    ebar = jnp.sum(s * jnp.expm1(dz), axis=axis)
-    return jnp.sum(y, axis=axis) * jnp.log1p(ebar) - jnp.sum(y * dz, axis=axis)
-
-
 def _states(cost: Cost, params, x):
     """The unperturbed forward pass: per layer its input activations `a: (N, n_in)` and pre-activations `z`."""
     act = ACTIVATIONS[cost.net.activation]
@@ -180,7 +106,18 @@ def _default_chunk(n_examples: int, width: int, n_cols: int) -> int:
     return max(1, min(n_cols, _CHUNK_ELEMENTS // max(1, n_examples * width)))
 
 
-def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mesh=None, loop: bool = True):
+def _layer_blocks(params, k: int, n_examples: int, chunk_size) -> tuple[int, int, int]:
+    """(block, n_blocks, n_pad) of layer k's loop: `block` of its n_in + 1 input columns per loop step."""
+    n_cols = params[k].w.shape[0] + 1
+    widths = [params[m].w.shape[1] for m in range(k + 1, len(params))] or [params[k].w.shape[1]]
+    block = min(n_cols, chunk_size or _default_chunk(n_examples, max(widths), n_cols))
+    block = -(-n_cols // -(-n_cols // block))  # the same number of blocks, as even as possible
+    n_blocks = -(-n_cols // block)
+    return block, n_blocks, n_blocks * block - n_cols
+
+
+def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mesh=None, loop: bool = True,
+                          limits=None):
     """Cost changes `C(p + h e_d) - C(p)` for every parameter direction d and step h, by suffix recomputation.
 
     One step of the loop handles one unit i of one layer and a block of `chunk_size` of its inputs j (the bias
@@ -198,6 +135,8 @@ def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mes
       mesh: a Mesh over which to split the loop steps (`gdjax.sharding.resolve_mesh`), or None for one device.
       loop: False runs every step under one vmap instead of `lax.map`: the same numbers, memory growing with P;
         only for counting FLOPs (XLA's cost analysis counts a loop body once).
+      limits: optional per-layer number of loop steps to run (the first ones; 0 skips the layer), for timing
+        part of the program (`layerwise_subset`); then the raw `(steps, S, block)` arrays are returned.
     Returns:
       per layer an array `(len(steps), n_in + 1, n_out)` of the changes of the mean cost (L2 term excluded).
     Example:
@@ -210,17 +149,16 @@ def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mes
     inputs, zs = _states(cost, params, batch.x)
     n = batch.x.shape[0]
     # unperturbed state, transposed: (units, N), broadcast over a block of directions
-    hprep = [_act_prep(act, z.T) for z in zs[:-1]]
+    hprep = [_difference.act_prep(act, z.T) for z in zs[:-1]]
     y_t = batch.y.T
-    lprep = tuple(p[None] for p in _loss_prep(cost, zs[-1].T, y_t, axis=0))
+    lprep = tuple(p[None] for p in _difference.loss_prep(cost, zs[-1].T, y_t, axis=0))
     out = []
     for k in range(n_layers):
+        if limits is not None and not limits[k]:
+            continue
         n_in, n_out = params[k].w.shape
         n_cols = n_in + 1
-        widths = [params[m].w.shape[1] for m in range(k + 1, n_layers)] or [n_out]
-        block = min(n_cols, chunk_size or _default_chunk(n, max(widths), n_cols))
-        block = -(-n_cols // -(-n_cols // block))  # the same number of blocks, as even as possible
-        n_pad = -(-n_cols // block) * block - n_cols
+        block, n_blocks, n_pad = _layer_blocks(params, k, n, chunk_size)
         # (n_cols + pad, N): a_j over the batch, the bias' constant 1, then zero rows (zero change) as padding
         cols = jnp.concatenate([inputs[k].T, jnp.ones((1, n), dtype), jnp.zeros((n_pad, n), dtype)])
         hs = jnp.stack([jnp.pad(s[k].astype(dtype), ((0, n_pad), (0, 0))).T for s in steps])  # (S, n_out, cols)
@@ -236,28 +174,60 @@ def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mes
                     dzo = dz[:, None, :] * (jnp.arange(n_out) == i).astype(dtype)[None, :, None]
                 else:
                     prep_i = tuple(p[i][None, :] for p in hprep[k])
-                    da = _act_diff(act, prep_i, dz, _act_transform(act, dz))
+                    da = _difference.act_diff(act, prep_i, dz, _difference.act_transform(act, dz))
                     dzo = da[:, None, :] * params[k + 1].w[i][None, :, None]  # rank-1 update of the next layer
                     for m in range(k + 1, n_layers - 1):
-                        da = _act_diff(act, tuple(p[None] for p in hprep[m]), dzo, _act_transform(act, dzo))
+                        da = _difference.act_diff(act, tuple(p[None] for p in hprep[m]), dzo, _difference.act_transform(act, dzo))
                         dzo = jnp.einsum("mo,bmn->bon", params[m + 1].w, da)
-                return jnp.mean(_loss_diff(cost, lprep, dzo, y_t[None], axis=-2), axis=-1)
+                return jnp.mean(_difference.loss_diff(cost, lprep, dzo, y_t[None], axis=-2), axis=-1)
 
             return jax.vmap(one_step_set)(hb)  # (S, block)
 
-        n_blocks = (n_cols + n_pad) // block
         units, jblocks = jnp.meshgrid(jnp.arange(n_out), jnp.arange(n_blocks), indexing="ij")
         ij = (units.ravel(), jblocks.ravel())
+        if limits is not None:
+            ij = tuple(a[:limits[k]] for a in ij)
         if not loop:
             d = jax.vmap(step)(ij)
         elif mesh is None:
             d = lax.map(step, ij)
         else:
             d = _chunked.map_directions(lambda _, chunk: jax.vmap(step)(chunk), None, ij, 1, mesh)
+        if limits is not None:
+            out.append(d)
+            continue
         # d: (n_out * n_blocks, S, block)
         d = d.reshape(n_out, n_blocks, len(steps), block).transpose(2, 1, 3, 0).reshape(len(steps), -1, n_out)
         out.append(d[:, :n_cols])
     return out
+
+
+def _layer_steps(params, h, scheme: str):
+    """The FD kernel's steps (`_steps.fd_steps`) per layer for [w; b] stacked as (n_in + 1, n_out): the per-layer
+    (steps, den) and, per step set (+ / -), the list of per-layer steps."""
+    per_layer = [fd_steps(jnp.concatenate([layer.w, layer.b[None]]), h, scheme) for layer in params]
+    return per_layer, [[st[0][s] for st in per_layer] for s in range(1 if scheme == "forward" else 2)]
+
+
+def layerwise_subset(cost: Cost, params, batch, n: int, *, scheme: str = "forward", eps=None, chunk_size=None,
+                     mesh=None, method: str = "fd-layerwise") -> Subset:
+    """Layer-aware FD's own program on its first `n` directions (layer after layer, whole loop steps, at least two
+    steps of a layer that has two), for timing part of it; `total` counts the padded directions of the whole."""
+    n = _checks.positive_int(n, "n_directions")
+    n_sets = 1 if scheme == "forward" else 2
+    blocks = [_layer_blocks(params, k, batch.x.shape[0], chunk_size) for k in range(len(params))]
+    per_step = [block * n_sets for block, _, _ in blocks]  # directions one loop step evaluates
+    lengths = [layer.w.shape[1] * nb * d for layer, (_, nb, _), d in zip(params, blocks, per_step)]
+    limits, covered, total = _chunked.prefix(lengths, per_step, n, 1 if mesh is None else mesh.size)
+    h = step_factor(scheme, eps, _check_params(cost, params), method)
+
+    def fn(params, batch):
+        steps = _layer_steps(params, jnp.asarray(h, params[0].w.dtype), scheme)[1]
+        diffs = layerwise_differences(cost, params, batch, steps, chunk_size, mesh,
+                                      limits=[m // d for m, d in zip(limits, per_step)])
+        return jnp.concatenate([jnp.ravel(d) for d in diffs])
+
+    return Subset(sharding.jit_replicated(fn, mesh), covered, total)
 
 
 @functools.lru_cache(maxsize=32)
@@ -265,9 +235,7 @@ def _layerwise_kernel(cost: Cost, scheme: str, chunk_size, mesh):
     """The jitted program `(params, batch, eps) -> grads`; eps is traced, so a new eps reuses the compilation."""
 
     def fn(params, batch, h):
-        # the kernel's steps, per layer for [w; b] stacked as (n_in + 1, n_out)
-        per_layer = [fd_steps(jnp.concatenate([layer.w, layer.b[None]]), h, scheme) for layer in params]
-        steps = [[st[0][s] for st in per_layer] for s in range(1 if scheme == "forward" else 2)]
+        per_layer, steps = _layer_steps(params, h, scheme)
         diffs = layerwise_differences(cost, params, batch, steps, chunk_size, mesh)
         grads = []
         for layer, d, (st, den) in zip(params, diffs, per_layer):
@@ -293,12 +261,18 @@ def _layerwise(cost, scheme: str, eps, chunk_size, method: str, devices=None, me
         check_batch(batch, net=cost.net)
         return kernel(params, batch, jnp.asarray(step_factor(scheme, eps, dtype, method), dtype))
 
+    def subset(params, batch, n_directions):
+        check_batch(batch, net=cost.net)
+        return layerwise_subset(cost, params, batch, n_directions, scheme=scheme, eps=eps, chunk_size=chunk_size,
+                                mesh=mesh, method=method)
+
     evals = (lambda p: p + 1.0) if scheme == "forward" else (lambda p: 2.0 * p)
-    return Estimator(method, fn, evals, options={"eps": eps, "chunk_size": chunk_size, "scheme": scheme,
-                                                 "n_devices": 1 if mesh is None else mesh.size})
+    return Estimator(method, fn, evals, subset=subset, options={"eps": eps, "chunk_size": chunk_size,
+                                                               "scheme": scheme,
+                                                               "n_devices": 1 if mesh is None else mesh.size})
 
 
-@register("fd-layerwise", kind="fd", structured=True,
+@register("fd-layerwise", kind="fd", structured=True, subset=True,
           summary="forward FD, one perturbation per parameter, recomputing only the network after the perturbed unit")
 def fd_layerwise(cost, *, eps=None, chunk_size=None, devices=None, mesh=None) -> Estimator:
     """Forward differences `(C(p + eps e) - C(p)) / eps`, equal to "fd-forward", by suffix recomputation.
@@ -310,7 +284,7 @@ def fd_layerwise(cost, *, eps=None, chunk_size=None, devices=None, mesh=None) ->
     return _layerwise(cost, "forward", eps, chunk_size, "fd-layerwise", devices, mesh)
 
 
-@register("fd-layerwise-central", kind="fd", structured=True,
+@register("fd-layerwise-central", kind="fd", structured=True, subset=True,
           summary="central FD, one perturbation pair per parameter, recomputing only the suffix after the unit")
 def fd_layerwise_central(cost, *, eps=None, chunk_size=None, devices=None, mesh=None) -> Estimator:
     """Central differences `(C(p + eps e) - C(p - eps e)) / 2 eps`, equal to "fd-central", by suffix recomputation.
