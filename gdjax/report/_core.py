@@ -116,10 +116,11 @@ def one(rows, **where) -> dict:
 
 
 def table(header, rows, align=None) -> str:
-    """A Markdown table. header: column titles; rows: lists of cells (str); align: 'l'/'r' per column."""
+    """A Markdown table. header: column titles; rows: lists of cells (a '|' in a cell is escaped);
+    align: 'l'/'r' per column."""
     align = align or ["l"] + ["r"] * (len(header) - 1)
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---:" if a == "r" else "---" for a in align) + " |"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 

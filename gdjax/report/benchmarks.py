@@ -88,8 +88,9 @@ def fd_vs_grad_methods(data) -> str:
 @renderer("fd_vs_grad.targets", "fd_vs_grad")
 def fd_vs_grad_targets(data) -> str:
     """The benchmark's targets, each met or short as the committed run measured it."""
+    targets = data["targets"] if "targets" in data else data["config"]["targets"]  # top level since the rework
     body = [[t["target"], fmt_g(t["value"]), target_note(t["value"], t["threshold"], t["comparison"]), t["how"]]
-            for t in data["config"]["targets"]]
+            for t in targets]
     return table(["target", "measured", "status", "how"], body, ["l", "r", "l", "l"])
 
 
@@ -106,6 +107,15 @@ def fd_vs_grad_million(data) -> str:
                      _time(rev), _time(fd), ("~" if fd["extrapolated"] or rev["extrapolated"] else "")
                      + fmt_x(fd["median_s"] / rev["median_s"])])
     return table(["network", "P", "N", "forward pass", "`reverse`", "`fd-forward`", "FD / reverse"], body)
+
+
+@renderer("fd_vs_grad.validation", "fd_vs_grad_full")
+def fd_vs_grad_validation(data) -> str:
+    """Each validated point: the whole gradient's time, what extrapolation predicted, and their ratio."""
+    body = [[f"`{v['method']}`", f"[{v['sizes'].replace('-', ', ')}]", f"{v['P']:,}", v["batch_size"],
+             fmt_s(v["whole_s"]), fmt_s(v["extrapolated_s"]), fmt_g(v["ratio"])] for v in data["validation"]]
+    return table(["method", "network", "P", "N", "whole", "extrapolated", "extrapolated / whole"], body,
+                 ["l", "l", "r", "r", "r", "r", "r"])
 
 
 def _round_ratios(loop_row, row) -> list[float]:
