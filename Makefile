@@ -53,7 +53,7 @@ bench-throughput: $(STAMP)  ## one training epoch: gdjax vs a PyTorch eager loop
 	$(BIN)/python benchmarks/training_throughput.py $(BENCH_ARGS)
 
 .PHONY: gradcheck
-gradcheck: $(STAMP)  ## check_grad vs jax check_grads and torch gradcheck: planted bugs, false alarms, speed (~15 min)
+gradcheck: $(STAMP)  ## check_grad vs jax check_grads and torch gradcheck: planted bugs, false alarms, speed (minutes)
 	$(BIN)/python benchmarks/gradcheck.py $(BENCH_ARGS)
 
 .PHONY: bench-budget

@@ -2,7 +2,7 @@
 """gdjax.check_grad against jax.test_util.check_grads and torch.autograd.gradcheck: planted bugs, false alarms, speed.
 
     python benchmarks/gradcheck.py                  # 8 bug kinds x 20 seeds, 220 correct cases, [784,30,10] speed
-    python benchmarks/gradcheck.py --quick          # 3 seeds, 24 correct cases, a [20,8,4] net: under a minute
+    python benchmarks/gradcheck.py --quick          # 1 seed per bug, 10 correct cases, a [20,8,4] net: ~1-2 min
 
 Sections (one results file; every row has `section`):
   * detection: bugs planted in hand-written custom_vjp rules (MLPs and a small conv net), each over --seeds seeds
@@ -420,10 +420,10 @@ def figure(rows, stem):
     ax1.set_xticks(pos, [r["kind"] for r in det], rotation=35, ha="right", fontsize=8)
     ax1.set_ylabel(f"detection rate over {det[0]['seeds'] if det else 0} seeds")
     ax1.set_ylim(0, 1.05)
-    ax1.legend(fontsize=8, loc="lower left")
+    ax1.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     ax2.barh([f"{r['tool']}\n{r['call']}" for r in speed], [r["seconds"] for r in speed])
     ax2.set_xscale("log")
-    ax2.set_xlabel("seconds per full check" + (f" ({speed[0]['sizes']}, N = {speed[0]['batch']}, float64)"
+    ax2.set_xlabel("seconds per check" + (f" ({speed[0]['sizes']}, N = {speed[0]['batch']}, float64)"
                                                if speed else ""))
     ax2.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
