@@ -328,3 +328,28 @@ def test_repeated_check_compiles_nothing_new():
     first = len(traces)
     gdjax.check_grad(f, p, x, mode="full")
     assert len(traces) - first < first / 2, (first, len(traces) - first)
+
+
+def test_custom_jvp_rule_checked_with_the_kernels_options():
+    """A custom_jvp with a wrong derivative (softplus' = sigmoid(2x) instead of sigmoid(x)) fails at every entry
+    of the leaf it feeds; the correct rule passes; chunk_size reaches the kernel (chunks of 2 give the same FD
+    values as the default to rounding; chunk_size=0 is refused by the kernel). Fails on: the FD side differentiating through the rule, or options
+    dropped on the way to gdjax.gradient."""
+
+    def make(slope):
+        @jax.custom_jvp
+        def softplus(z):
+            return jnp.logaddexp(z, 0.0)
+
+        softplus.defjvp(lambda primals, tangents: (softplus(primals[0]),
+                                                    jax.nn.sigmoid(slope * primals[0]) * tangents[0]))
+        return lambda p, x: jnp.mean(softplus(x @ p["w"]) ** 2)
+
+    p, x = {"w": params_of()["enc"]["w"]}, x_of()
+    good = gdjax.check_grad(make(1.0), p, x, mode="full")
+    chunked = gdjax.check_grad(make(1.0), p, x, mode="full", chunk_size=2)
+    bad = gdjax.check_grad(make(2.0), p, x, mode="full")
+    assert good.ok and chunked.ok and not bad.ok and bad.leaves[0].n_fail == 12
+    np.testing.assert_allclose(chunked.fd["w"], good.fd["w"], rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="chunk_size"):  # refused by the kernel's own option check
+        gdjax.check_grad(make(1.0), p, x, mode="full", chunk_size=0)
