@@ -90,6 +90,39 @@ def test_validation_and_top_level_targets_on_planted_data():
     assert row == "| `fd-forward` | [784, 30, 10] | 23,860 | 1000 | 10.0 s | 11.5 s | 1.15 |"
 
 
+def _summary(**kw):
+    """One equal_budget summary entry: every statistic of every key, overridden by `kw`."""
+    entry = {"net": "lecture", "method": "reverse", "learning_rate": 3.0, "seeds": 3, "reached_target": 3}
+    for key in ("acc_at_seconds", "acc_at_fpe", "seconds_to_target", "fpe_to_target", "best_acc"):
+        entry.update({f"{key}_mean": 0.5, f"{key}_min": 0.4, f"{key}_max": 0.6})
+    return {**entry, **kw}
+
+
+def test_equal_budget_and_gradcheck_on_planted_data():
+    """The renderers of files the newer benchmarks write (not committed yet), on rows shaped as
+    benchmarks/equal_budget.py and benchmarks/gradcheck.py write them: a run that never reached the target
+    says so instead of a time, a speed ratio short of its target is marked short, the detection rate is the
+    file's (fails on a renderer that dropped a column or mislabelled a target)."""
+    budget = {"meta": {}, "rows": [], "config": {"target": 0.8, "dataset": "fashion-mnist", "seconds": 30,
+                                                   "fpe": 1e5, "seeds": 3},
+              "summary": [_summary(), _summary(method="spsa-k1", reached_target=0, seconds_to_target_mean=None)]}
+    lines = report.render("equal_budget.table", budget).splitlines()
+    assert "| lecture | `reverse` | 3 | 0.500 (0.400-0.600) |" in lines[4] and "(3/3 seeds)" in lines[4]
+    assert "| not reached |" in lines[5] and "to 80%" in lines[2]
+    rows = [{"section": "detection", "kind": "one-entry", "arch": "mlp", "dtype": "float32", "leaf": "[0].w",
+             "seeds": 20, "check_grad_rate": 1.0, "check_grad_named": 20, "check_grads_rate": 0.15},
+            {"section": "false_alarm", "arch": "conv", "act": "tanh", "dtype": "float64", "cases": 25,
+             "check_grad_failures": 0, "check_grads_failures": 2, "max_err_over_tol": 0.3},
+            {"section": "speed", "sizes": "784-30-10", "batch": 10, "dtype": "float64", "n_params": 23860,
+             "tool": "gdjax.check_grad", "call": "first", "seconds": 2.0, "torch_slow_over_this": 4.0, "target": 5.0}]
+    data = {"meta": {}, "config": {}, "rows": rows}
+    assert report.render("gradcheck.detection", data).splitlines()[2] == (
+        "| `one-entry` | mlp | float32 | `[0].w` | 20 | 100% | 20/20 | 15% |")
+    assert report.render("gradcheck.false_alarms", data).splitlines()[2] == "| conv | tanh | float64 | 25 | 0 | 2 | 0.300 |"
+    speed = report.render("gradcheck.speed", data)
+    assert speed.startswith("[784, 30, 10], N = 10, float64, P = 23,860") and "4.00x | target >= 5: **short**" in speed
+
+
 # --- rendering and --check on a temporary tree ---------------------------------------------------------------
 
 

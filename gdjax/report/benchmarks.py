@@ -204,3 +204,62 @@ def scaling_devices_table(data) -> str:
             f"{r0['cpu_count']} CPU cores; median (min-max) over repeats:\n\n")
     return head + table(["split over", "k", "seconds per gradient", "speed-up", "efficiency"], body)
 
+
+
+def _mean_spread(entry, key, fmt=fmt_g) -> str:
+    """'mean (min-max)' of a summary entry's `key_mean`, `key_min`, `key_max`; '-' when not measured."""
+    if entry[f"{key}_mean"] is None:
+        return "-"
+    return f"{fmt(entry[f'{key}_mean'])} ({fmt(entry[f'{key}_min'])}-{fmt(entry[f'{key}_max'])})"
+
+
+@renderer("equal_budget.table", "equal_budget")
+def equal_budget_table(data) -> str:
+    """Per net and method at its chosen learning rate: test accuracy at equal seconds and at equal forward-pass
+    equivalents, and the cost to reach the target accuracy (mean (min-max) over seeds)."""
+    cfg = data["config"]
+    target = f"{100 * cfg['target']:g}%"
+    body = []
+    for e in data["summary"]:
+        to_target = "not reached" if not e["reached_target"] else (
+            f"{_mean_spread(e, 'seconds_to_target', fmt_s)}; {_mean_spread(e, 'fpe_to_target')} FPE "
+            f"({e['reached_target']}/{e['seeds']} seeds)")
+        body.append([e["net"], f"`{e['method']}`", f"{e['learning_rate']:g}", _mean_spread(e, "acc_at_seconds"),
+                     _mean_spread(e, "acc_at_fpe"), to_target, _mean_spread(e, "best_acc")])
+    head = (f"{cfg['dataset']}, budgets of {cfg['seconds']:g} s and {cfg['fpe']:g} forward-pass equivalents (FPE) "
+            f"per run, {cfg['seeds']} seeds; test accuracy mean (min-max) over the seeds:\n\n")
+    return head + table(["net", "method", "learning rate", "accuracy at equal seconds", "accuracy at equal FPE",
+                         f"to {target}: seconds; FPE", "best accuracy"], body, ["l", "l", "r", "r", "r", "r", "r"])
+
+
+@renderer("gradcheck.detection", "gradcheck")
+def gradcheck_detection(data) -> str:
+    """Planted bugs: how often `check_grad` (full mode) and `jax.test_util.check_grads` flag each one."""
+    body = [[f"`{r['kind']}`", r["arch"], r["dtype"], f"`{r['leaf']}`", r["seeds"], fmt_pct(r["check_grad_rate"]),
+             f"{r['check_grad_named']}/{r['seeds']}", fmt_pct(r["check_grads_rate"])]
+            for r in select(data["rows"], section="detection")]
+    return table(["planted bug", "net", "dtype", "leaf", "seeds", "`check_grad` flags", "names the leaf",
+                  "`check_grads` flags"], body, ["l", "l", "l", "l", "r", "r", "r", "r"])
+
+
+@renderer("gradcheck.false_alarms", "gradcheck")
+def gradcheck_false_alarms(data) -> str:
+    """Correct gradients: failures of each checker per configuration (0 expected)."""
+    body = [[r["arch"], r["act"], r["dtype"], r["cases"], r["check_grad_failures"], r["check_grads_failures"],
+             fmt_g(r["max_err_over_tol"])] for r in select(data["rows"], section="false_alarm")]
+    return table(["net", "activation", "dtype", "cases", "`check_grad` failures", "`check_grads` failures",
+                  "worst error / tolerance"], body, ["l", "l", "l", "r", "r", "r", "r"])
+
+
+@renderer("gradcheck.speed", "gradcheck")
+def gradcheck_speed(data) -> str:
+    """Seconds per check of each tool, first call and repeated, with torch.gradcheck's slow mode as the unit."""
+    body = []
+    for r in select(data["rows"], section="speed"):
+        ratio = r.get("torch_slow_over_this")
+        target = "" if r.get("target") is None or ratio is None else target_note(ratio, r["target"], ">=")
+        body.append([r["tool"], r["call"], fmt_s(r["seconds"]), fmt_x(ratio), target])
+    r0 = one(data["rows"], section="speed")
+    head = f"[{r0['sizes'].replace('-', ', ')}], N = {r0['batch']}, {r0['dtype']}, P = {r0['n_params']:,}:\n\n"
+    return head + table(["tool", "call", "seconds", "torch slow mode / this", "target"], body,
+                        ["l", "l", "r", "r", "l"])
