@@ -398,3 +398,17 @@ def test_relative_links_resolve():
             if frag:
                 heads = [_slug(h) for h in re.findall(r"^#+ (.+)$", path.read_text(), re.MULTILINE)]
                 assert frag in heads, f"{page.relative_to(ROOT)} -> {target}: no such heading"
+
+
+def test_readme_five_lines_run_as_written():
+    """The README's example runs as written and gives a gradient shaped like the params (fails when an API it
+    spells is renamed, or the page's example drifts from the library)."""
+    import re
+
+    import jax
+
+    text = (ROOT / "README.md").read_text()
+    code = re.search(r"## Five lines\n+```python\n(.*?)```", text, re.DOTALL).group(1)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 (the README's own example)
+    assert jax.tree.map(lambda a: a.shape, scope["grads"]) == jax.tree.map(lambda a: a.shape, scope["params"])
