@@ -32,6 +32,7 @@ __all__ = ["Step", "STEPS", "plan", "main"]
 
 OUTPUT_DIRS = ("benchmarks/results", "results", "figures")  # what the steps write (and --commit commits)
 
+
 @dataclass(frozen=True)
 class Step:
     """One regeneration: `name`, the `command` (argv, run in the repository root), the `sources` it writes."""
@@ -95,7 +96,8 @@ def _commit(root, message: str) -> None:
 
 
 def _run(step: Step, root, commit: bool) -> int:
-    """Run one step from a clean tree (committing pending results first when `commit`); its exit status."""
+    """Run one step from a clean tree (committing pending results first when `commit`): 0 when it succeeded,
+    2 when uncommitted results stop it, 1 when its command failed."""
     pending = _dirty(root, outputs=True)
     if pending and not commit:
         print(f"reproduce-all: error: uncommitted results (e.g. {pending[0]}) would make step {step.name} record "
@@ -109,9 +111,10 @@ def _run(step: Step, root, commit: bool) -> int:
     print(f"== {step.name}: exit {rc}, {time.perf_counter() - t0:.0f} s", flush=True)
     if rc != 0:
         print(f"reproduce-all: error: step {step.name} failed (exit {rc}); rerun to resume from it", file=sys.stderr)
-    elif commit:
+        return 1
+    if commit:
         _commit(root, f"{step.name} (results of {' '.join(step.command)})")
-    return rc
+    return 0
 
 
 def _parse(argv):
@@ -150,14 +153,20 @@ def main(argv=None) -> int:
               f"commit them first, results from a dirty tree are no reference", file=sys.stderr)
         return 2
     start = time.perf_counter()
+    status = 0
     for step, why in todo:
-        if why is not None:
-            rc = _run(step, args.root, args.commit)
-            if rc != 0:
-                return 2 if rc == 2 else 1
-    from gdjax.report import command
+        status = _run(step, args.root, args.commit) if why is not None else 0
+        if status:
+            break
+    if not status:
+        from gdjax.report import command
 
-    status = command(args.root)
+        try:
+            status = command(args.root)
+        except (ValueError, OSError) as err:  # a renderer that does not fit a regenerated file
+            print(f"reproduce-all: error: the results are written, but a table does not render: {err}",
+                  file=sys.stderr)
+            status = 1
     total = time.perf_counter() - start
     print(f"reproduce-all: total wall time {total:.0f} s ({total / 60:.1f} min)")
     return status
