@@ -412,3 +412,16 @@ def test_readme_five_lines_run_as_written():
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 (the README's own example)
     assert jax.tree.map(lambda a: a.shape, scope["grads"]) == jax.tree.map(lambda a: a.shape, scope["params"])
+
+
+def test_headline_uses_measured_forward_equivalents_when_the_file_has_them():
+    """Rows of the reworked bench carry `forward_equivalents` (XLA FLOPs / forward FLOPs) and no evaluation
+    count for autodiff: the headline shows the measured column, not the counted one (fails if it fell back to
+    the counted evaluations, or printed None)."""
+    base = {"group": "sweep", "sizes": "784-30-10", "P": 23860, "batch_size": 1000, "dtype": "float32",
+            "extrapolated": False, "peak_fraction": 0.5, "rel_error": 1e-7}
+    rows = [{**base, "method": "forward-pass", "median_s": 1e-3, "evaluations": 1.0, "forward_equivalents": 1.0},
+            {**base, "method": "reverse", "median_s": 3e-3, "evaluations": None, "forward_equivalents": 2.14}]
+    text = report.render("fd_vs_grad.headline", {"meta": {"device_kind": "cpu"}, "config": {}, "rows": rows})
+    assert "| method | forward-pass equivalents (XLA FLOPs) |" in text
+    assert "| `reverse` (`jax.grad`) | 2.14 | 3.00 ms | 1.00 | 50% | 1.0e-07 |" in text

@@ -37,6 +37,8 @@ THEORY = {
     "node-perturbation": ("units + 1", "O(h)"),
     "spsa": ("2 per direction", "stochastic: relative error ~ sqrt(P / k)"),
     "forward-gradient": ("1 + k (one `jvp` per direction)", "stochastic: relative error ~ sqrt(P / k)"),
+    "forward-gradient-activity": ("1 + k (one `jvp` per direction, tangents on the pre-activations)",
+                                  "stochastic: variance grows with the units per layer, not the weights"),
 }
 LABELS = {"forward-pass": "forward pass alone", "reverse": "`reverse` (`jax.grad`)", "backprop": "`backprop`",
           "fd-forward": "`fd-forward` (FD kernel)", "fd-loop": "`fd-loop` (naive)", "forward": "`forward` (forward mode)"}
@@ -67,9 +69,13 @@ def fd_vs_grad_headline(data) -> str:
     cores = f", {meta['cpu_count']} cores" if meta.get("platform") == "cpu" and meta.get("cpu_count") else ""
     head = (f"[784, 30, 10], P = {r0['P']:,}, N = {r0['batch_size']}, {r0['dtype']}, on {meta['device_kind']}{cores}"
             f" (`~`: timed on a subset of directions and scaled, `extrapolated` in the JSON):\n\n")
-    body = [[_label(r["method"]), fmt_int(r["evaluations"]), _time(r), ("~" if r["extrapolated"] else "")
-             + fmt_g(r["median_s"] / rev), fmt_pct(r["peak_fraction"]), fmt_e(r["rel_error"])] for r in rows]
-    return head + table(["method", "cost evaluations", "time per gradient", "/ reverse", "% of matmul rate",
+    # the reworked bench measures forward-pass equivalents (XLA FLOPs); older files count cost evaluations
+    cost, title = ("forward_equivalents", "forward-pass equivalents (XLA FLOPs)") if "forward_equivalents" in r0 \
+        else ("evaluations", "cost evaluations")
+    body = [[_label(r["method"]), fmt_int(r[cost]) if cost == "evaluations" else fmt_g(r[cost]), _time(r),
+             ("~" if r["extrapolated"] else "") + fmt_g(r["median_s"] / rev), fmt_pct(r["peak_fraction"]),
+             fmt_e(r["rel_error"])] for r in rows]
+    return head + table(["method", title, "time per gradient", "/ reverse", "% of matmul rate",
                          "rel. error vs f64 grad"], body)
 
 
