@@ -16,18 +16,19 @@ remaining layers. One step of a `lax.map` handles one unit and a block of its in
 Precision: the change is carried in *difference form* all the way, never as the difference of two large
 numbers. Each layer turns the change of its pre-activation into the change of its activation with an exact
 identity (sigmoid: `s(z+d) - s(z) = s(z) s(-z) expm1(d) / (1 + s(z) expm1(d))`; tanh:
-`tanh(d) (1 - tanh(z)^2) / (1 + tanh(z) tanh(d))`; relu: `max(d, -z)` for z >= 0, `max(z + d, 0)` else), and the per-example loss change comes from the change of the
-logits (binary cross-entropy: `softplus(z+d) - softplus(z) = log1p(s(z) expm1(d))`; categorical:
-`logsumexp(z+d) - logsumexp(z) = log1p(sum_k softmax(z)_k expm1(d_k))`). The per-example changes are then
-averaged. So `C' - C` keeps its relative precision in float32, where the FD kernel's `C(p + eps e) - C(p)`
+`tanh(d) (1 - tanh(z)^2) / (1 + tanh(z) tanh(d))`; relu: `max(d, -z)` for z >= 0, `max(z + d, 0)` else), and
+the per-example loss change comes from the change of the logits (binary cross-entropy: `softplus(z+d) -
+softplus(z) = log1p(s(z) expm1(d))`; categorical: `logsumexp(z+d) - logsumexp(z) = log1p(sum_k softmax(z)_k
+expm1(d_k))`). The per-example changes are then averaged. So `C' - C` keeps its relative precision in float32, where the FD kernel's `C(p + eps e) - C(p)`
 loses `log10(C / (C' - C))` digits; in float64 both agree to rounding.
 
 "node-perturbation" perturbs each unit's pre-activation instead of each weight: shifting `z_i` by eps for
-every example is shifting the bias `b_i` by eps, so one evaluation of the per-example costs
-`cost.per_example_batch` per unit (two for the central scheme) gives `dC_x/dz_i` for all examples x at once,
-and the weight gradient follows as the batch average `dC/dw[j, i] = mean_x a_j(x) dC_x/dz_i(x)`
+every example is shifting the bias `b_i` by eps, so one evaluation of the per-example costs per unit (two for the
+central scheme) gives `dC_x/dz_i` for all examples x at once, each change in the same difference form (the layers
+after the unit only; a plain `C_x' - C_x` in float32 erred by 1% of the gradient on the lecture net and stalled
+its training), and the weight gradient follows as the batch average `dC/dw[j, i] = mean_x a_j(x) dC_x/dz_i(x)`
 (`dC/db_i = mean_x dC_x/dz_i`). About `units + 1` evaluations instead of `P + 1`. The units of a layer are
-`vmap`-ed, and since only a bias is batched, JAX computes the layers before it once.
+`vmap`-ed (or `lax.map`-ed in chunks of `chunk_size`) over the unperturbed forward pass, computed once.
 
     >>> cost = make_cost(MLP((784, 30, 10)), "quadratic")
     >>> g = gradient(cost, "fd-layerwise")(params, batch)            # == gradient(cost, "fd-forward")
@@ -116,6 +117,40 @@ def _layer_blocks(params, k: int, n_examples: int, chunk_size) -> tuple[int, int
     return block, n_blocks, n_blocks * block - n_cols
 
 
+def _prepared(cost: Cost, params, batch):
+    """What the difference form needs of the unperturbed network, computed once: per layer the input
+    activations `a: (N, n_in)`, per hidden layer `act_prep` of its pre-activation transposed `(n_out, N)`, the
+    loss' `loss_prep` of the logits `(1, n_out, N)`, and the targets transposed `(n_out, N)`."""
+    inputs, zs = _states(cost, params, batch.x)
+    hprep = [_difference.act_prep(cost.net.activation, z.T) for z in zs[:-1]]
+    y_t = batch.y.T
+    lprep = tuple(p[None] for p in _difference.loss_prep(cost, zs[-1].T, y_t, axis=0))
+    return inputs, hprep, lprep, y_t
+
+
+def _loss_changes(cost: Cost, params, prep, k: int, i, dz):
+    """Per-example loss changes `(B, N)` when unit i of layer k moves its pre-activation by `dz: (B, N)`.
+
+    In difference form (module docstring): the change of the unit's activation, a rank-1 update `da * W[i, :]`
+    of the next layer's pre-activation, the remaining layers on differences, then the loss change from the
+    logits' change; no two nearly equal numbers are subtracted. `prep = _prepared(cost, params, batch)`;
+    `i` may be traced. The L2 term is not included.
+    """
+    act = cost.net.activation
+    _, hprep, lprep, y_t = prep
+    n_layers = len(params)
+    if k == n_layers - 1:
+        dzo = dz[:, None, :] * (jnp.arange(params[k].w.shape[1]) == i).astype(dz.dtype)[None, :, None]
+    else:
+        prep_i = tuple(p[i][None, :] for p in hprep[k])
+        da = _difference.act_diff(act, prep_i, dz, _difference.act_transform(act, dz))
+        dzo = da[:, None, :] * params[k + 1].w[i][None, :, None]  # rank-1 update of the next layer
+        for m in range(k + 1, n_layers - 1):
+            da = _difference.act_diff(act, tuple(p[None] for p in hprep[m]), dzo, _difference.act_transform(act, dzo))
+            dzo = jnp.einsum("mo,bmn->bon", params[m + 1].w, da)
+    return _difference.loss_diff(cost, lprep, dzo, y_t[None], axis=-2)
+
+
 def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mesh=None, loop: bool = True,
                           limits=None):
     """Cost changes `C(p + h e_d) - C(p)` for every parameter direction d and step h, by suffix recomputation.
@@ -143,17 +178,12 @@ def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mes
       >>> h = [[jnp.full((l.w.shape[0] + 1, l.w.shape[1]), 1e-3) for l in params]]
       >>> d = layerwise_differences(cost, params, batch, h)   # d[l][0, j, i] ~ 1e-3 * dC/dw_l[j, i]
     """
-    act = cost.net.activation
-    n_layers = len(params)
     dtype = params[0].w.dtype
-    inputs, zs = _states(cost, params, batch.x)
+    prep = _prepared(cost, params, batch)
+    inputs = prep[0]
     n = batch.x.shape[0]
-    # unperturbed state, transposed: (units, N), broadcast over a block of directions
-    hprep = [_difference.act_prep(act, z.T) for z in zs[:-1]]
-    y_t = batch.y.T
-    lprep = tuple(p[None] for p in _difference.loss_prep(cost, zs[-1].T, y_t, axis=0))
     out = []
-    for k in range(n_layers):
+    for k in range(len(params)):
         if limits is not None and not limits[k]:
             continue
         n_in, n_out = params[k].w.shape
@@ -163,25 +193,12 @@ def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mes
         cols = jnp.concatenate([inputs[k].T, jnp.ones((1, n), dtype), jnp.zeros((n_pad, n), dtype)])
         hs = jnp.stack([jnp.pad(s[k].astype(dtype), ((0, n_pad), (0, 0))).T for s in steps])  # (S, n_out, cols)
 
-        def step(ij, k=k, n_out=n_out, block=block, cols=cols, hs=hs):
+        def step(ij, k=k, block=block, cols=cols, hs=hs):
             i, jb = ij
             c = lax.dynamic_slice_in_dim(cols, jb * block, block)  # (block, N)
             hb = lax.dynamic_slice_in_dim(hs[:, i], jb * block, block, axis=1)  # (S, block)
-
-            def one_step_set(h):  # h: (block,) steps of one set (+ or -)
-                dz = h[:, None] * c  # change of z_i, per direction and example
-                if k == n_layers - 1:
-                    dzo = dz[:, None, :] * (jnp.arange(n_out) == i).astype(dtype)[None, :, None]
-                else:
-                    prep_i = tuple(p[i][None, :] for p in hprep[k])
-                    da = _difference.act_diff(act, prep_i, dz, _difference.act_transform(act, dz))
-                    dzo = da[:, None, :] * params[k + 1].w[i][None, :, None]  # rank-1 update of the next layer
-                    for m in range(k + 1, n_layers - 1):
-                        da = _difference.act_diff(act, tuple(p[None] for p in hprep[m]), dzo, _difference.act_transform(act, dzo))
-                        dzo = jnp.einsum("mo,bmn->bon", params[m + 1].w, da)
-                return jnp.mean(_difference.loss_diff(cost, lprep, dzo, y_t[None], axis=-2), axis=-1)
-
-            return jax.vmap(one_step_set)(hb)  # (S, block)
+            # h: (block,) steps of one set (+ or -); the change of z_i per direction and example is h a_j
+            return jax.vmap(lambda h: jnp.mean(_loss_changes(cost, params, prep, k, i, h[:, None] * c), axis=-1))(hb)
 
         units, jblocks = jnp.meshgrid(jnp.arange(n_out), jnp.arange(n_blocks), indexing="ij")
         ij = (units.ravel(), jblocks.ravel())
@@ -296,42 +313,58 @@ def fd_layerwise_central(cost, *, eps=None, chunk_size=None, devices=None, mesh=
 
 # --- node perturbation --------------------------------------------------------------------------------------
 
-def node_deltas(cost: Cost, params, batch, eps: float, scheme: str = "forward", chunk_size=None):
+def node_deltas(cost: Cost, params, batch, eps: float, scheme: str = "forward", chunk_size=None, units=None):
     """Per-example derivatives `dC_x/dz_i` of every unit, by perturbing each unit's pre-activation.
 
-    Shifting `z_i` by h for every example is shifting the bias `b_i` by h, so each unit costs one evaluation
-    of `cost.per_example_batch` (two for scheme="central") and every example's change is read at once. The
-    step is the FD kernel's for `b_i`: `h_i = eps * max(1, |b_i|)`, taken as representable (`fd_steps`).
-    Only the bias is batched over units, so under `vmap` the layers before the perturbed one run once.
+    Shifting `z_i` by h for every example is shifting the bias `b_i` by h: the step is the FD kernel's for `b_i`,
+    `h_i = eps * max(1, |b_i|)`, taken as representable (`fd_steps`). Each example's loss change is computed in
+    difference form from the unperturbed forward pass (`_loss_changes`: only the layers after the unit, on
+    differences), so in float32 it keeps its relative precision where `C_x(b + h e_i) - C_x(b)` would lose
+    `log10(C_x / (h dC_x/dz_i))` digits (about 1% of the gradient on the lecture net at the default step).
 
+    Args:
+      units: optional per-layer number of units to run (the first ones; 0 skips the layer), for timing part of
+        the program (`node_subset`); None for every unit.
     Returns:
-      a list over layers of `(N, n_out)` arrays: forward `(C_x(b + h_i e_i) - C_x) / h_i`, central
-      `(C_x(b + h_i e_i) - C_x(b - h_i e_i)) / 2 h_i`.
+      a list over layers of `(N, n_out)` arrays (`(N, units[k])` with `units`; skipped layers left out):
+      forward `(C_x(b + h_i e_i) - C_x) / h_i`, central `(C_x(b + h_i e_i) - C_x(b - h_i e_i)) / 2 h_i`.
     Example:
       >>> deltas = node_deltas(cost, params, batch, 1e-3)     # deltas[l][x, i] ~ dC_x / dz_{l,i}
     """
-    base = cost.per_example_batch(params, batch) if scheme == "forward" else None
+    prep = _prepared(cost, params, batch)
+    ones = jnp.ones((1, batch.x.shape[0]), params[0].w.dtype)
     out = []
     for k, layer in enumerate(params):
-        n_out = layer.b.shape[0]
+        n_out = layer.b.shape[0] if units is None else units[k]
+        if not n_out:
+            continue
         steps, den = fd_steps(layer.b, eps, scheme)
 
-        def per_unit(i, k=k, layer=layer, n_out=n_out, steps=steps, den=den):
-            onehot = jnp.arange(n_out) == i
+        def per_unit(i, k=k, steps=steps, den=den):
+            d = [_loss_changes(cost, params, prep, k, i, s[i] * ones)[0] for s in steps]  # (N,) per step set
+            return (d[0] if scheme == "forward" else d[0] - d[1]) / den[i]
 
-            def shifted(h):
-                p = params[:k] + (Layer(layer.w, layer.b + jnp.where(onehot, h, 0)),) + params[k + 1:]
-                return cost.per_example_batch(p, batch)
-
-            if scheme == "forward":
-                return (shifted(steps[0]) - base) / den[i]
-            return (shifted(steps[0]) - shifted(steps[1])) / den[i]
-
-        units = jnp.arange(n_out)
-        d = jax.vmap(per_unit)(units) if chunk_size is None else lax.map(
-            per_unit, units, batch_size=min(chunk_size, n_out))
+        ids = jnp.arange(n_out)
+        d = jax.vmap(per_unit)(ids) if chunk_size is None else lax.map(per_unit, ids, batch_size=min(chunk_size, n_out))
         out.append(d.T)  # (N, n_out)
     return out
+
+
+def node_subset(cost: Cost, params, batch, n: int, *, scheme: str = "forward", eps=None, chunk_size=None) -> Subset:
+    """Node perturbation's own program on its first `n` units (layer after layer, whole chunks of units), for
+    timing part of it; `covered` and `total` count units (a unit is one evaluation, two for central)."""
+    n = _checks.positive_int(n, "n_directions")
+    sizes = list(cost.net.sizes[1:])
+    chunks = [min(chunk_size or s, s) for s in sizes]
+    limits = _chunked.prefix(sizes, chunks, n)[0]  # whole chunks; lax.map runs a remainder unpadded
+    h = step_factor(scheme, eps, _check_params(cost, params), "node-perturbation")
+
+    @jax.jit
+    def fn(params, batch):
+        deltas = node_deltas(cost, params, batch, jnp.asarray(h, params[0].w.dtype), scheme, chunk_size, limits)
+        return jnp.concatenate([jnp.ravel(d) for d in deltas])
+
+    return Subset(fn, sum(limits), sum(sizes))
 
 
 @functools.lru_cache(maxsize=32)
@@ -354,7 +387,7 @@ def _node_kernel(cost: Cost, scheme: str, chunk_size):
     return fn
 
 
-@register("node-perturbation", kind="fd", structured=True,
+@register("node-perturbation", kind="fd", structured=True, subset=True,
           summary="perturb each unit's pre-activation, read every per-example cost change; weights by averaging")
 def node_perturbation(cost, *, eps=None, scheme="forward", chunk_size=None) -> Estimator:
     """Node perturbation: `dC/dw[j, i] = mean_x a_j(x) dC_x/dz_i(x)`, `dC_x/dz_i` by finite differences per unit.
@@ -362,8 +395,10 @@ def node_perturbation(cost, *, eps=None, scheme="forward", chunk_size=None) -> E
     Options: eps (the step factor, as for the FD kernel; None: its default for `scheme` and the params' dtype),
     scheme ("forward": units + 1 evaluations of the per-example costs, "central": 2 * units), chunk_size (units
     per vmapped chunk; None: all units of a layer at once). The bias gradient is exactly the FD kernel's (the
-    same perturbation); the weight gradient is in the same accuracy class but not equal to FD's: FD moves z_i by
-    h * a_j, node perturbation by h and scales by a_j afterwards. The L2 term's gradient l2 * w is added exactly.
+    same perturbation, in the same difference form: to rounding, also in float32); the weight gradient is in the
+    same accuracy class but not equal to FD's: FD moves z_i by h * a_j, node perturbation by h and scales by a_j
+    afterwards. The L2 term's gradient l2 * w is added exactly. `est.subset(params, batch, n)` times the program
+    on its first n units (`node_subset`).
     """
     cost = _require_cost(cost, "node-perturbation")
     eps = _validate.eps_option(eps)
@@ -377,7 +412,11 @@ def node_perturbation(cost, *, eps=None, scheme="forward", chunk_size=None) -> E
         check_batch(batch, net=cost.net)
         return kernel(params, batch, jnp.asarray(step_factor(scheme, eps, dtype, "node-perturbation"), dtype))
 
+    def subset(params, batch, n_directions):
+        check_batch(batch, net=cost.net)
+        return node_subset(cost, params, batch, n_directions, scheme=scheme, eps=eps, chunk_size=chunk_size)
+
     units = sum(cost.net.sizes[1:])
     evals = (lambda p: units + 1.0) if scheme == "forward" else (lambda p: 2.0 * units)
-    return Estimator("node-perturbation", fn, evals,
+    return Estimator("node-perturbation", fn, evals, subset=subset,
                      options={"eps": eps, "scheme": scheme, "chunk_size": chunk_size, "units": units})
