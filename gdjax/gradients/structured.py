@@ -19,8 +19,8 @@ identity (sigmoid: `s(z+d) - s(z) = s(z) s(-z) expm1(d) / (1 + s(z) expm1(d))`; 
 `tanh(d) (1 - tanh(z)^2) / (1 + tanh(z) tanh(d))`; relu: `max(d, -z)` for z >= 0, `max(z + d, 0)` else), and
 the per-example loss change comes from the change of the logits (binary cross-entropy: `softplus(z+d) -
 softplus(z) = log1p(s(z) expm1(d))`; categorical: `logsumexp(z+d) - logsumexp(z) = log1p(sum_k softmax(z)_k
-expm1(d_k))`). The per-example changes are then averaged. So `C' - C` keeps its relative precision in float32, where the FD kernel's `C(p + eps e) - C(p)`
-loses `log10(C / (C' - C))` digits; in float64 both agree to rounding.
+expm1(d_k))`). The per-example changes are then averaged. So `C' - C` keeps its relative precision in float32,
+where the FD kernel's `C(p + eps e) - C(p)` loses `log10(C / (C' - C))` digits; in float64 both agree to rounding.
 
 "node-perturbation" perturbs each unit's pre-activation instead of each weight: shifting `z_i` by eps for
 every example is shifting the bias `b_i` by eps, so one evaluation of the per-example costs per unit (two for the
