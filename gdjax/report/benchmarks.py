@@ -34,7 +34,7 @@ THEORY = {
     "fd-loop": ("P + 1, one jitted call each", "as fd-forward"),
     "fd-layerwise": ("P + 1 suffix evaluations", "O(h), no cancellation"),
     "fd-layerwise-central": ("2P suffix evaluations", "O(h^2), no cancellation"),
-    "node-perturbation": ("units + 1", "O(h)"),
+    "node-perturbation": ("units + 1", "O(h), no cancellation"),
     "spsa": ("2 per direction", "stochastic: relative error ~ sqrt(P / k)"),
     "forward-gradient": ("1 + k (one `jvp` per direction)", "stochastic: relative error ~ sqrt(P / k)"),
     "forward-gradient-activity": ("1 + k (one `jvp` per direction, tangents on the pre-activations)",
