@@ -324,3 +324,36 @@ def test_prefix_covers_whole_chunks_in_program_order():
     assert _chunked.prefix([13, 4], [3, 3], 16) == ([13, 4], 21, 21)  # then leaf 1's two chunks (its whole)
     assert _chunked.prefix([13, 4], [3, 3], 100) == ([13, 4], 21, 21)
     assert _chunked.prefix([10], [4], 3, n_devices=2) == ([10], 16, 16)  # 2 chunks x 2 devices cover it all
+
+
+@pytest.mark.parametrize("scheme,chunk", [("forward", 7), ("central", None), ("complex", 4)])
+def test_multi_step_equals_one_kernel_per_step(scheme, chunk):
+    """`fd_multi_step` (every step scale in one program, as check_grad uses it) gives, per scale, the kernel's
+    gradient at eps * scale: the same points and chunks, so equal to a few ulps of each cost over the step.
+    Fails on: a scale's edits leaking into the next scale's copies (the buffer is shared), the forward base
+    point C(v) used only for the first leaf (every leaf after it would be off by C/h), scales swapped, or the
+    step not scaled. Chunks of 7 pad every leaf (16, 5, 15, 3 directions); complex: 3 scales."""
+    cost, params, batch = case()
+    eps = finite_diff.default_eps(scheme, jnp.float64)
+    scales = (1.0, 0.25, 0.5) if scheme == "complex" else (1.0, 0.5)
+    got = jax.jit(lambda p, b: finite_diff.fd_multi_step(cost, p, b, scheme=scheme, eps=eps, scales=scales,
+                                                         chunk_size=chunk))(params, batch)
+    assert len(got) == len(scales)
+    for s, g in zip(scales, got):
+        ref = flat(gradient(cost, f"fd-{scheme}", eps=eps * s, chunk_size=chunk)(params, batch))
+        assert jax.tree_util.tree_structure(g) == jax.tree_util.tree_structure(params)
+        bound = rounding_bound(scheme, cost, params, batch, ref) / (1 if scheme == "complex" else s)
+        assert np.all(np.abs(np.asarray(flat(g) - ref)) <= np.asarray(bound)), s
+    if scheme != "complex":  # the two scales really differ (truncation error O(h) / O(h^2) changes)
+        assert float(jnp.max(jnp.abs(flat(got[0]) - flat(got[1])))) > 0
+
+
+def test_multi_step_options():
+    """Bad scales and a step at or below eps_mach are refused, naming the option."""
+    cost, params, batch = case()
+    with pytest.raises(ValueError, match="scales"):
+        finite_diff.fd_multi_step(cost, params, batch, scales=(1.0, -0.5))
+    with pytest.raises(ValueError, match="scales"):
+        finite_diff.fd_multi_step(cost, params, batch, scales=[1.0])
+    with pytest.raises(ValueError, match="eps"):
+        finite_diff.fd_multi_step(cost, params, batch, scheme="forward", eps=1e-15, scales=(1.0, 0.01))

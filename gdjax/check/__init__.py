@@ -7,7 +7,8 @@
 
 What is compared: the gradient under test, `grad(params, *args)` (default `jax.grad(f)`, which differentiates
 through any custom_vjp / custom_jvp rules), against finite differences of the primal `f` alone, evaluated by
-the FD kernel (`gdjax.gradient(cost, "fd-central" | "fd-forward" | "fd-complex")`: chunked, vmapped, sharded).
+the FD kernel (`gdjax.gradients.finite_diff.fd_multi_step`, the kernel of "fd-central" | "fd-forward" | "fd-complex"
+at the steps h and h / 2 in one compiled program: chunked, vmapped, sharded).
 
 Modes:
   "full"        every entry: 2 FD passes (steps h and h / 2), 4P evaluations for fd-central, 2(P + 1) for

@@ -1,4 +1,4 @@
-"""`check_grad`: the FD kernel (through `gdjax.gradient`) as a gradient checker; see gdjax/check/__init__.py."""
+"""`check_grad`: the FD kernel (`finite_diff.fd_multi_step`) as a gradient checker; see gdjax/check/__init__.py."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdjax import _checks
+from gdjax import _checks, sharding
 from gdjax.check import _estimate
 from gdjax.check._report import GradCheck, leaf_check
-from gdjax.gradients import gradient
+from gdjax.gradients import finite_diff
 
 MODES = ("auto", "full", "directions")
 METHODS = ("fd-central", "fd-forward", "fd-complex")
@@ -144,16 +144,20 @@ def _jitted_grad(f):
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
-def _estimator(cost, method, eps, chunk_size, devices):
-    return gradient(cost, method, eps=eps, chunk_size=chunk_size, devices=devices)
+def _multi_step(cost, method, eps, scales, chunk_size, devices):
+    """The jitted FD kernel at every step scale in one program (`finite_diff.fd_multi_step`), one per arguments."""
+    mesh = sharding.resolve_mesh(devices, None)
+    fn = functools.partial(finite_diff.fd_multi_step, cost, scheme=method[3:], eps=eps, scales=scales,
+                           chunk_size=chunk_size, mesh=mesh, method=method)
+    return sharding.jit_replicated(fn, mesh)
 
 
-def _build(cost, method, eps, chunk_size, devices):
-    """The FD estimator, from the cache when its arguments are hashable (a repeated check compiles nothing)."""
+def _build(cost, method, eps, scales, chunk_size, devices):
+    """The multi-step program, from the cache when its arguments are hashable (a repeated check compiles nothing)."""
     try:
-        return _estimator(cost, method, eps, chunk_size, devices)
+        return _multi_step(cost, method, eps, scales, chunk_size, devices)
     except TypeError:  # unhashable devices (a list) or f
-        return gradient(cost, method, eps=eps, chunk_size=chunk_size, devices=devices)
+        return _multi_step.__wrapped__(cost, method, eps, scales, chunk_size, devices)
 
 
 def _base_value(cost, pw, args, wd, method):
@@ -209,12 +213,12 @@ def _passes(method, eps1, wd):
 
 
 def _run_passes(cost, point, batch, method, epss, chunk_size, devices):
-    """FD gradients of `cost` at `point` for each step factor (dispatched together, then fetched) and evaluations."""
+    """FD gradients of `cost` at `point` for each step factor (one compiled program) and the evaluations."""
     devices = tuple(devices) if isinstance(devices, list) else devices
-    ests = [_build(cost, method, e, chunk_size, devices) for e in epss]
-    outs = [est(point, batch) for est in ests]  # the second compiles while the first runs
+    scales = tuple(e / epss[0] for e in epss)  # (1.0, 0.5): eps1 * 0.5 is eps1 / 2 exactly
+    outs = _build(cost, method, epss[0], scales, chunk_size, devices)(point, batch)
     n = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(point))
-    evals = sum(int(est.evaluations(n)) for est in ests)
+    evals = len(epss) * int(finite_diff.n_directions(method[3:], n))
     return [[np.asarray(x).astype(np.float64).ravel() for x in jax.tree_util.tree_leaves(o)]
             for o in jax.device_get(outs)], evals
 
