@@ -128,23 +128,32 @@ def _prepared(cost: Cost, params, batch):
     return inputs, hprep, lprep, y_t
 
 
+def _rows(a, i):
+    """The rows of `a` of the perturbed units: every row (i None), a slice, or unit indices (a scalar: one row)."""
+    if i is None:
+        return a
+    return a[i] if isinstance(i, slice) else a[jnp.reshape(i, (-1,))]
+
+
 def _loss_changes(cost: Cost, params, prep, k: int, i, dz):
-    """Per-example loss changes `(B, N)` when unit i of layer k moves its pre-activation by `dz: (B, N)`.
+    """Per-example loss changes `(B, N)` when units of layer k move their pre-activations by `dz: (B, N)`.
 
     In difference form (module docstring): the change of the unit's activation, a rank-1 update `da * W[i, :]`
     of the next layer's pre-activation, the remaining layers on differences, then the loss change from the
-    logits' change; no two nearly equal numbers are subtracted. `prep = _prepared(cost, params, batch)`;
-    `i` may be traced. The L2 term is not included.
+    logits' change; no two nearly equal numbers are subtracted. `prep = _prepared(cost, params, batch)`.
+    `i`: one unit for every row (a scalar, may be traced: layer-aware FD's block of inputs of unit i), or row b
+    perturbs unit `i[b]` (an index array or a slice; None: row b is unit b, all of the layer's units; node
+    perturbation). The L2 term is not included.
     """
     act = cost.net.activation
     _, hprep, lprep, y_t = prep
     n_layers = len(params)
     if k == n_layers - 1:
-        dzo = dz[:, None, :] * (jnp.arange(params[k].w.shape[1]) == i).astype(dz.dtype)[None, :, None]
+        dzo = dz[:, None, :] * _rows(jnp.eye(params[k].w.shape[1], dtype=dz.dtype), i)[:, :, None]
     else:
-        prep_i = tuple(p[i][None, :] for p in hprep[k])
+        prep_i = tuple(_rows(p, i) for p in hprep[k])
         da = _difference.act_diff(act, prep_i, dz, _difference.act_transform(act, dz))
-        dzo = da[:, None, :] * params[k + 1].w[i][None, :, None]  # rank-1 update of the next layer
+        dzo = da[:, None, :] * _rows(params[k + 1].w, i)[:, :, None]  # rank-1 update of the next layer
         for m in range(k + 1, n_layers - 1):
             da = _difference.act_diff(act, tuple(p[None] for p in hprep[m]), dzo, _difference.act_transform(act, dzo))
             dzo = jnp.einsum("mo,bmn->bon", params[m + 1].w, da)
@@ -340,12 +349,14 @@ def node_deltas(cost: Cost, params, batch, eps: float, scheme: str = "forward", 
             continue
         steps, den = fd_steps(layer.b, eps, scheme)
 
-        def per_unit(i, k=k, steps=steps, den=den):
-            d = [_loss_changes(cost, params, prep, k, i, s[i] * ones)[0] for s in steps]  # (N,) per step set
-            return (d[0] if scheme == "forward" else d[0] - d[1]) / den[i]
+        def per_units(i, k=k, steps=steps, den=den):  # i: units (None: all), one row each -> (units, N)
+            d = [_loss_changes(cost, params, prep, k, i, _rows(s, i)[:, None] * ones) for s in steps]
+            return (d[0] if scheme == "forward" else d[0] - d[1]) / _rows(den, i)[:, None]
 
-        ids = jnp.arange(n_out)
-        d = jax.vmap(per_unit)(ids) if chunk_size is None else lax.map(per_unit, ids, batch_size=min(chunk_size, n_out))
+        if chunk_size is None:  # every unit at once, as dense (units, N) arrays: no gathers
+            d = per_units(None if n_out == layer.b.shape[0] else slice(0, n_out))
+        else:
+            d = lax.map(lambda i: per_units(i)[0], jnp.arange(n_out), batch_size=min(chunk_size, n_out))
         out.append(d.T)  # (N, n_out)
     return out
 
