@@ -179,10 +179,10 @@ def test_tolerance_rule_is_the_stated_one():
 def test_default_step_is_the_kernels():
     """The step factor the report states for float64 central differences is cbrt(eps_m), and passing it to the FD
     kernel explicitly gives its default gradient bit for bit. The report's FD values (both steps from one
-    program, `fd_multi_step`) are the kernel's bit for bit where both run their chunks under a loop (chunks of 4),
-    and to rounding (8 eps_m |f| / h: a leaf that fits one chunk runs without a loop in the kernel, and XLA may
-    fuse that differently). Fails on: the checker and the kernel drifting apart in their step rule (a step off
-    by a factor 2 moves the truncation error by about h^2 |f_xxx| / 2, far from bitwise equal)."""
+    program, `fd_multi_step`) are the kernel's bit for bit with chunks of 4 (the same chunks, under a loop in
+    both), and to rounding with the default chunks (8 eps_m |f| / h: XLA may fuse a program differently).
+    Fails on: the checker and the kernel drifting apart in their step rule (a step off by a factor 2 moves the
+    truncation error by about h^2 |f_xxx| / 2, far from bitwise equal)."""
     p, x = params_of(), x_of()
     report = gdjax.check_grad(net, p, x, mode="full")
     assert report.eps == pytest.approx(np.finfo(np.float64).eps ** (1 / 3))

@@ -174,7 +174,10 @@ def _kernel(cost, params, batch, scheme, eps, chunk_size, mesh, method, limits=N
             values = [_leaf_values(cost, leaves, treedef, batch, k, plans[0], chunks[k], mesh)]
         else:
             pl, n = _multi_plan(plans, chunks[k], 1 if mesh is None else mesh.size)
-            values = jnp.split(_leaf_values(cost, leaves, treedef, batch, k, pl, chunks[k], mesh), len(plans))
+            # a leaf of one chunk per scale: all its scales in one chunk, no loop (as the kernel runs it; a loop
+            # per small leaf doubled the compile time of the lecture net's check)
+            chunk = chunks[k] * (len(plans) if n <= chunks[k] else 1)
+            values = jnp.split(_leaf_values(cost, leaves, treedef, batch, k, pl, chunk, mesh), len(plans))
             values = [v[:n] for v in values]
         if first:  # the forward scheme's base C(v): evaluated with every scale (the same point each time)
             bases, values = [v[0] for v in values], [v[1:] for v in values]
@@ -237,10 +240,11 @@ def fd_multi_step(cost, params, batch, *, scheme: str = "central", eps: float | 
 
     Each leaf's plan holds the points of every scale one after another (`_multi_plan`), run by the kernel's own
     chunk body (`_leaf_values`, same chunk size, same carried buffer), so a second scale costs its evaluations
-    but no second compilation or dispatch. Where the kernel runs a leaf's chunks under a loop, each scale's
-    values are the kernel's bit for bit; a leaf of one chunk runs without a loop there, equal to rounding.
-    (Evaluating every scale inside one chunk body instead compiled and ran slower: one scan body with two
-    vmapped costs, measured on the lecture net in float64 at N = 10 on a 2-core CPU.)
+    but no second compilation or dispatch; a leaf whose plan is one chunk runs all its scales as one chunk,
+    without a loop, as the kernel runs it. Each scale's values are then the kernel's (bit for bit on CPU in
+    the tests; XLA may fuse a program differently, so to rounding in general). (Evaluating every scale inside
+    one chunk body instead compiled and ran slower: one scan body with two vmapped costs, measured on the
+    lecture net in float64 at N = 10 on a 2-core CPU.)
     Args: as `fd_gradient`; scales: a tuple of positive floats (each step factor must stay above the
     dtype's machine epsilon for the real schemes).
     """
