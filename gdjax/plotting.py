@@ -76,6 +76,18 @@ def _title_suffix(data: dict) -> str:
     return f"{dev}, N = {cfg.get('batch_size', '?')}, {cfg.get('dtype', '?')}"
 
 
+def _loglog_vs_p(ax, ylabel: str, title: str) -> None:
+    """The log-log axes of a quantity against P, with the legend entry for extrapolated points."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("parameters P")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.plot([], [], "o", mfc="white", mec="gray", label="hollow / dashed: extrapolated")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
 def figure_time_vs_p(data: dict, reference: dict | None = None):
     """Time per gradient vs P (log-log), one line per method, fitted slopes in the legend, and the
     matmul-peak limit of the FD kernel: (P + 1) x forward FLOPs / the same run's matmul rate; a `reference`
@@ -109,14 +121,7 @@ def figure_time_vs_p(data: dict, reference: dict | None = None):
         limit = [(p + 1) * by_p[p]["forward_flops"] / (by_p[p]["matmul_gflops"] * 1e9) if by_p[p].get("matmul_gflops")
                  else np.nan for p in ps]
         ax.plot(ps, limit, ":", color="black", lw=2, label="matmul-peak limit: (P+1) x forward FLOPs / matmul rate")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("parameters P")
-    ax.set_ylabel("seconds per gradient (median)")
-    ax.set_title(f"Cost of one gradient vs network size ({_title_suffix(data)})")
-    ax.grid(True, which="both", alpha=0.25)
-    ax.plot([], [], "o", mfc="white", mec="gray", label="hollow / dashed: extrapolated")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    _loglog_vs_p(ax, "seconds per gradient (median)", f"Cost of one gradient vs network size ({_title_suffix(data)})")
     return fig
 
 
@@ -146,14 +151,7 @@ def figure_ratio(data: dict, baseline: str = "reverse"):
     if ps_all:
         ps = np.geomspace(min(ps_all), max(ps_all), 50)
         ax.plot(ps, ps / 2, ":", color="black", lw=2, label="FLOP ratio P/2 (P evaluations vs ~2 passes)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("parameters P")
-    ax.set_ylabel(f"time(method) / time({baseline})")
-    ax.set_title(f"How much slower than jax.grad? ({_title_suffix(data)})")
-    ax.grid(True, which="both", alpha=0.25)
-    ax.plot([], [], "o", mfc="white", mec="gray", label="hollow / dashed: extrapolated")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    _loglog_vs_p(ax, f"time(method) / time({baseline})", f"How much slower than jax.grad? ({_title_suffix(data)})")
     return fig
 
 

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 from gdjax import _checks
 from gdjax.data import check_batch
 from gdjax.gradients.registry import Estimator, no_count, register
-from gdjax.gradients.structured import _check_params, _require_cost, _states
+from gdjax.gradients.structured import _check_params, _require_cost, _states, grads_from_deltas
 from gdjax.nn import Layer
 
 
@@ -87,15 +87,7 @@ def forward_gradient_activity(cost, *, num_directions=1) -> Estimator:
     @jax.jit
     def kernel(params, batch, key):
         inputs, _ = _states(cost, params, batch.x)
-        deltas = activity_deltas(cost, params, batch, key, k)
-        n = batch.x.shape[0]
-        grads = []
-        for layer, a, delta in zip(params, inputs, deltas):
-            gw = a.T @ delta / n
-            if cost.l2:
-                gw = gw + cost.l2 * layer.w
-            grads.append(Layer(gw, jnp.mean(delta, axis=0)))
-        return tuple(grads)
+        return grads_from_deltas(cost, params, inputs, activity_deltas(cost, params, batch, key, k))
 
     def fn(params, batch, key):
         _check_params(cost, params)

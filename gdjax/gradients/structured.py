@@ -385,17 +385,28 @@ def _node_kernel(cost: Cost, scheme: str, chunk_size):
     @jax.jit
     def fn(params, batch, h):
         inputs, _ = _states(cost, params, batch.x)
-        deltas = node_deltas(cost, params, batch, h, scheme, chunk_size)
-        n = batch.x.shape[0]
-        grads = []
-        for layer, a, delta in zip(params, inputs, deltas):
-            gw = a.T @ delta / n
-            if cost.l2:
-                gw = gw + cost.l2 * layer.w
-            grads.append(Layer(gw, jnp.mean(delta, axis=0)))
-        return tuple(grads)
+        return grads_from_deltas(cost, params, inputs, node_deltas(cost, params, batch, h, scheme, chunk_size))
 
     return fn
+
+
+def grads_from_deltas(cost: Cost, params, inputs, deltas):
+    """The weight and bias gradients from per-example errors dC_x/dz of every layer (backprop's last two equations).
+
+    Args:
+      params: tuple of Layer(w: (n_in, n_out), b: (n_out,)).
+      inputs: per layer, the layer's input activations a: (N, n_in).
+      deltas: per layer, the (estimated) per-example errors delta: (N, n_out).
+    Returns:
+      tuple of Layer(a^T delta / N + l2 w, mean(delta)), the gradient of the batch-mean cost.
+    """
+    grads = []
+    for layer, a, delta in zip(params, inputs, deltas):
+        gw = a.T @ delta / a.shape[0]
+        if cost.l2:
+            gw = gw + cost.l2 * layer.w
+        grads.append(Layer(gw, jnp.mean(delta, axis=0)))
+    return tuple(grads)
 
 
 @register("node-perturbation", kind="fd", structured=True, subset=True,
