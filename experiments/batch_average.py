@@ -27,7 +27,7 @@ import jax
 import numpy as np
 import optax
 
-import _common as C  # noqa: N812
+import _experiment as C  # noqa: N812
 
 from gdjax.fit import fit  # noqa: E402
 

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 import optax
 
-import _common as C  # noqa: N812
+import _experiment as C  # noqa: N812
 
 jax.config.update("jax_enable_x64", True)  # dtype=float64 is an option
 

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import _common as C  # noqa: N812
+import _experiment as C  # noqa: N812
 
 from gdjax import landscapes as L  # noqa: E402
 

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-import _common as C  # noqa: N812
+import _experiment as C  # noqa: N812
 
 from gdjax import landscapes, train  # noqa: E402
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import jax
 import optax
 
-import _common as C  # noqa: N812
+import _experiment as C  # noqa: N812
 
 import gdjax  # noqa: E402
 from gdjax.fit import fit  # noqa: E402

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import _common as C  # noqa: N812
+import _experiment as C  # noqa: N812
 
 jax.config.update("jax_enable_x64", True)  # the float64 panel (a script, not the library: allowed here)
 

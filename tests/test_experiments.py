@@ -110,7 +110,7 @@ def test_nielsen_mnist_quick_on_digits(tmp_path, monkeypatch, capsys):
 def test_default_output_leaves_the_committed_reference_untouched(tmp_path, monkeypatch):
     """A run without --out writes a fresh runs/<name>-<date>/ and not one byte of results/ or figures/.
     Catches the default falling back to the committed folders (what `make reproduce` did before)."""
-    common = importlib.import_module("_common")
+    common = importlib.import_module("_experiment")
     committed = [p for d in (common.RESULTS_DIR, common.FIGURES_DIR) for p in sorted(d.glob("taylor.*"))]
     before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in committed}
     monkeypatch.setattr(common, "ROOT", tmp_path)  # runs/ goes under a temporary folder
@@ -193,7 +193,7 @@ def test_bad_override_is_one_line_and_exit_2(tmp_path, capsys, arg, match):
 
 
 def test_overrides_convert_types():
-    common = importlib.import_module("_common")
+    common = importlib.import_module("_experiment")
     lr = importlib.import_module("learning_rate")
     cfg = common.parse_overrides(lr.Config(), ["net_etas=0.1,1", "bowl_steps=7", "results_dir=x"])
     assert cfg.net_etas == (0.1, 1.0) and cfg.bowl_steps == 7 and cfg.results_dir == "x"
