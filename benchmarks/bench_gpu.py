@@ -20,7 +20,6 @@ exit status 3). A missing optional package (matplotlib) only skips the figures.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path

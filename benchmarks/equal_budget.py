@@ -39,7 +39,6 @@ equivalents, mean over seeds with a min-max band) and equal_budget_bars.{png,svg
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path

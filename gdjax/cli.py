@@ -233,21 +233,15 @@ def _add_plot(sub):
     p.add_argument("results", help="a results JSON written by a gdjax benchmark")
     p.add_argument("--out", default=None, help="directory for the figures (default: beside the results)")
     p.add_argument("--reference", default=None, help="a results JSON of the same benchmark to overlay")
-    p.add_argument("--markdown", action="store_true",
-                   help="also print the headline tables as Markdown (fd_vs_grad results), for the README")
 
 
 def _cmd_plot(args) -> int:
-    from gdjax import plotting, results
+    from gdjax import plotting
 
     if args.out is not None:
         _writable_dir(args.out)
     for p in plotting.plot_results(args.results, args.out, reference=args.reference):
         print(f"wrote {p}")
-    if args.markdown:
-        from gdjax.bench import report
-
-        print(report.markdown_summary(results.load_results(args.results)))
     return 0
 
 

@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-import gdjax
 from conftest import make_case
 from gdjax.gradients import gradient, method_info
 from gdjax.nn import ACTIVATIONS, Layer

@@ -119,7 +119,7 @@ def test_extrapolated_point():
     import gdjax.bench.measure as measure
 
     orig = measure.gradient
-    try:  # the same method without a subset (as node-perturbation has none): over the budget it is skipped
+    try:  # the same method without a subset (as a method with no subset capability): over the budget it is skipped
         measure.gradient = lambda *a, **k: dataclasses.replace(orig(*a, **k), subset=None)
         row, _ = measure_method(config.Point("sweep", (48, 24, 4), 64, "fd-forward"), cost, params, b, **kw)
     finally:

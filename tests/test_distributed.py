@@ -9,7 +9,6 @@ training steps, then prints one `RESULT {json}` line.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess

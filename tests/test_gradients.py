@@ -262,7 +262,6 @@ def test_subset_runs_the_methods_own_directions(method):
     whole gradient's (a subset that perturbed other directions, or another step, would fail), covered counts
     whole chunks (>= asked), total the padded directions of the whole program (an unpadded count would fail)."""
     cost, params, batch = make_case((3, 4, 2), "sigmoid", "sigmoid", "quadratic", 0.0)
-    P = n_params(params)
     opts = {} if method == "fd-loop" else {"chunk_size": 3}
     est = gradient(cost, method, **opts)
     sub = est.subset(params, batch, 5)

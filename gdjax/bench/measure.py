@@ -21,7 +21,6 @@ import statistics
 import time
 
 import jax
-import numpy as np
 
 from gdjax import profiling
 from gdjax.bench import policy

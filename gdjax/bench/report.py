@@ -1,5 +1,5 @@
 """The benchmark's results as text: the sweep table, the validation of the extrapolation, the targets, the
-million-weights table, the comparison with the committed reference, and Markdown for the README. Pure
+million-weights table and the comparison with the committed reference (README tables: `gdjax report`). Pure
 functions of results (rows, dicts) returning strings; the one human-readable time formatter lives here.
 
     >>> print(format_table(rows)); print(format_validation(validation)); print(format_compare(compare(run, ref)))
@@ -10,11 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from gdjax.bench.analysis import compare, find, million_table, ok_rows, targets
-from gdjax.bench.config import EPOCH_BATCH, EPOCH_STEPS, LECTURE_NET, MILLION_EXAMPLES
+from gdjax.bench.config import EPOCH_BATCH, EPOCH_STEPS, MILLION_EXAMPLES
 
 __all__ = ["human_time", "format_table", "format_validation", "format_targets", "format_million",
-           "format_compare", "format_reference", "markdown_summary"]
+           "format_compare", "format_reference"]
 
 LEGEND = "~ extrapolated from a subset of the method's own program; ! above 100% of the matmul reference"
 
@@ -119,47 +118,3 @@ def format_compare(cmp: dict) -> str:
     if not cmp["rows"]:
         lines.append("  (no method measured at this network in both runs)")
     return "\n".join(lines)
-
-
-def markdown_summary(data: dict) -> str:
-    """The headline tables of a results dict (`gdjax.results.load_results`) as Markdown, for the README:
-    every method at [784, 30, 10], the validation, the targets, and the million-weights table."""
-    rows, cfg, meta = data["rows"], data.get("config", {}), data.get("meta", {})
-    lect = "-".join(map(str, LECTURE_NET))
-    at = [r for r in ok_rows(rows) if r["sizes"] == lect]
-    rev = find(at, lect, "reverse")
-    ref = data.get("reference") or {}
-    lines = [f"[784, 30, 10], N = {cfg.get('batch_size')}, {cfg.get('dtype')}, {meta.get('device_kind')} "
-             f"({meta.get('cpu_count')} CPUs; matmul reference {_fmt(ref.get('best_gflops'), '.0f')} GFLOP/s), "
-             f"{meta.get('date', '')[:10]}, commit {str(meta.get('git_commit'))[:8]}; ~ extrapolated, "
-             f"! above the matmul reference:", "",
-             "| method | forward-pass equivalents | time per gradient | / reverse | % of matmul (XLA FLOPs) | "
-             "rel. error vs f64 grad |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for r in sorted(at, key=lambda r: r["median_s"]):
-        mark = "~" if r.get("extrapolated") else ""
-        ratio = f"{r['median_s'] / rev['median_s']:.3g}" if rev else "-"
-        lines.append(f"| {r['method']} | {_fmt(r.get('forward_equivalents'), '.4g')} | {mark}{human_time(r['median_s'])}"
-                     f" | {mark}{ratio} | {_pct(r)} | {_fmt(r.get('rel_error'), '.1e')} |")
-    validation = data.get("validation", [])
-    lines += ["", "| network | method | whole | extrapolated | ratio |", "| --- | --- | ---: | ---: | ---: |"]
-    lines += [f"| [{v['sizes'].replace('-', ', ')}] | {v['method']} | {human_time(v['whole_s'])} | "
-              f"{human_time(v['extrapolated_s'])} | {v['ratio']:.3f} |" for v in validation]
-    tg = targets(rows, validation, cfg.get("batch_size", 1000), cfg.get("dtype", "float32"))
-    lines += ["", "| target | measured | required | |", "| --- | ---: | ---: | --- |"]
-    for t in tg:
-        pct = "matmul" in t["target"]
-        val = "-" if t["value"] is None else (f"{t['value']:.0%}" if pct else f"{t['value']:.3g}")
-        thr = f"{t['threshold']:.0%}" if pct else f"{t['threshold']:g}"
-        lines.append(f"| {t['target']} | {val} | {t['comparison']} {thr} | {t['status']} |")
-    table = million_table(rows)
-    if table:
-        lines += ["", "| network | P | method | one gradient (N = 60,000) | one epoch (6000 x N = 10) |",
-                  "| --- | ---: | --- | ---: | ---: |"]
-        for t in table:
-            g = ("~" if t["gradient_extrapolated"] else "") + human_time(t["gradient_s"])
-            e = ("~" if t["epoch_extrapolated"] else "") + human_time(t["epoch_s"])
-            lines.append(f"| [{t['sizes'].replace('-', ', ')}] | {t['P']:,} | {t['method']} | {g} | {e} |")
-    return "\n".join(lines)
-
-
-__all__ += ["compare"]  # re-exported for callers that print the comparison
