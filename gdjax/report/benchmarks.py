@@ -124,6 +124,9 @@ def fd_vs_grad_validation(data) -> str:
                  ["l", "l", "r", "r", "r", "r", "r"])
 
 
+fd_vs_grad_quick_validation = renderer("fd_vs_grad.quick_validation", "fd_vs_grad")(fd_vs_grad_validation)
+
+
 def _round_ratios(loop_row, row) -> list[float]:
     """Per-round fd-loop / kernel time (same round index), for the median and spread."""
     return [a / b for a, b in zip(loop_row["times_s"], row["times_s"])]
