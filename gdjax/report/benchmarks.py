@@ -100,7 +100,7 @@ def fd_vs_grad_targets(data) -> str:
     return table(["target", "measured", "status", "how"], body, ["l", "r", "l", "l"])
 
 
-@renderer("fd_vs_grad.million", "fd_vs_grad")
+@renderer("fd_vs_grad.million", "fd_vs_grad_full")
 def fd_vs_grad_million(data) -> str:
     """The million weights: one gradient over N examples, forward pass, reverse and the FD kernel."""
     rows = select(data["rows"], group="million")
