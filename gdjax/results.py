@@ -233,14 +233,31 @@ def _git_commit() -> str | None:
     return commit if out.returncode == 0 and commit else None
 
 
+# What a run writes, or prose: changes there do not make a tree "dirty" for a result (a sweep rewrites its own
+# committed JSON-lines file while it runs, and the pages are rendered from the results).
+NOT_CODE = (":(exclude)benchmarks/results", ":(exclude)results", ":(exclude)figures", ":(exclude,glob)**/*.md")
+
+
 def _git_dirty() -> bool | None:
-    """True when the checkout has uncommitted changes to tracked files (untracked files are ignored)."""
+    """True when the checkout has uncommitted changes to tracked code: results folders, figures and Markdown
+    pages are left out (`NOT_CODE`), untracked files are ignored. None outside a git checkout."""
     try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                             text=True, timeout=10, cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *NOT_CODE],
+                             capture_output=True, text=True, timeout=10, cwd=_repo_root())
     except (OSError, subprocess.SubprocessError):
         return None
     return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
+def _repo_root() -> Path:
+    """The checkout this module lives in (pathspecs of `git status` are relative to the current directory)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=10,
+                             cwd=here)
+    except (OSError, subprocess.SubprocessError):
+        return here
+    return Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else here
 
 
 RUNS_DIR = "runs"  # git-ignored: where a user's runs go unless an explicit output is given

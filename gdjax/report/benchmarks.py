@@ -100,7 +100,7 @@ def fd_vs_grad_targets(data) -> str:
     return table(["target", "measured", "status", "how"], body, ["l", "r", "l", "l"])
 
 
-@renderer("fd_vs_grad.million", "fd_vs_grad")
+@renderer("fd_vs_grad.million", "fd_vs_grad_full")
 def fd_vs_grad_million(data) -> str:
     """The million weights: one gradient over N examples, forward pass, reverse and the FD kernel."""
     rows = select(data["rows"], group="million")
@@ -122,6 +122,9 @@ def fd_vs_grad_validation(data) -> str:
              fmt_s(v["whole_s"]), fmt_s(v["extrapolated_s"]), fmt_g(v["ratio"])] for v in data["validation"]]
     return table(["method", "network", "P", "N", "whole", "extrapolated", "extrapolated / whole"], body,
                  ["l", "l", "r", "r", "r", "r", "r"])
+
+
+fd_vs_grad_quick_validation = renderer("fd_vs_grad.quick_validation", "fd_vs_grad")(fd_vs_grad_validation)
 
 
 def _round_ratios(loop_row, row) -> list[float]:
