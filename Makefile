@@ -29,7 +29,7 @@ data: $(STAMP)  ## get Fashion-MNIST (Debian's dataset-fashion-mnist via apt-get
 test: $(STAMP)  ## run the test suite (CPU, a few minutes)
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
-bench: $(STAMP)  ## the main job: FD vs jax.grad (<= 5 min on 2 CPU cores) into runs/, printed beside the reference
+bench: $(STAMP)  ## the main job: FD vs jax.grad into runs/, printed beside the committed reference
 	$(BIN)/python benchmarks/fd_vs_grad.py $(BENCH_ARGS)
 
 .PHONY: bench-full bench-gpu bench-reference
@@ -57,7 +57,7 @@ gradcheck: $(STAMP)  ## check_grad vs jax check_grads and torch gradcheck: plant
 	$(BIN)/python benchmarks/gradcheck.py $(BENCH_ARGS)
 
 .PHONY: bench-budget
-bench-budget: data  ## which estimator trains best at equal seconds / forward passes (Fashion-MNIST, ~40 min)
+bench-budget: data  ## which estimator trains best at equal seconds / forward passes (Fashion-MNIST)
 	$(BIN)/python benchmarks/equal_budget.py $(BENCH_ARGS)
 
 reproduce: data  ## run every experiment of the lecture into runs/reproduce-<date>/ (results/ stays the reference)

@@ -114,18 +114,18 @@ def kernel_vs_loop(sizes, ns, budget: float, deadline: float, tiny: bool = False
 def main(argv=None) -> int:
     t0 = time.perf_counter()
     try:
-        args = parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    try:
         import jax  # noqa: F401
 
         from gdjax import results
         from gdjax.bench import run as bench_run
-    except ImportError as err:
-        print(f"bench_gpu: error: {err}; install gdjax's dependencies into this python "
-              f"(python3 -m pip install -e . --no-deps, plus the missing package)", file=sys.stderr)
-        return 2
+    except ImportError as err:  # a CPU machine's bare python3, or a GPU image missing a dependency
+        print(f"bench_gpu: {err} in {sys.executable}: this target runs on a GPU machine's own python with jax "
+              f"(CUDA) and gdjax's dependencies; on a CPU use `make bench`; nothing measured", file=sys.stderr)
+        return 3 if "--require-gpu" in (sys.argv[1:] if argv is None else argv) else 0
+    try:
+        args = parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
     device, reason = gpu_device(args.allow_cpu)
     if device is None:
         print(f"bench_gpu: no NVIDIA GPU visible to JAX here ({reason}); nothing measured")
