@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from conftest import IN_CI, load_script
+from conftest import load_script, skip_or_fail
 
 eb = load_script("benchmarks/equal_budget.py")
 
@@ -27,9 +27,7 @@ def _have_fashion_mnist() -> bool:
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     if not _have_fashion_mnist():
-        if IN_CI:
-            pytest.fail("Fashion-MNIST IDX files not found (install dataset-fashion-mnist or set GDJAX_DATA_DIR)")
-        pytest.skip("Fashion-MNIST IDX files not found (CI installs dataset-fashion-mnist)")
+        skip_or_fail("Fashion-MNIST IDX files not found (`make data`: dataset-fashion-mnist, or GDJAX_DATA_DIR)")
     out = tmp_path_factory.mktemp("budget")
     assert eb.main(["--quick", "--out", str(out)]) == 0
     return out, json.loads((out / "equal_budget.json").read_text())
