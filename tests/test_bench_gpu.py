@@ -6,7 +6,7 @@ import json
 import jax
 import pytest
 
-from conftest import load_script
+from conftest import load_script, skip_or_fail
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_plan_runs_on_cpu_tiny(script, tmp_path, capsys):
 def test_without_gpu_one_line(script, tmp_path, capsys):
     """On a machine without a GPU: one line, exit 0 (3 with --require-gpu), nothing written."""
     if jax.default_backend() == "gpu":
-        pytest.skip("a GPU is present: the no-GPU message cannot be shown here")
+        skip_or_fail("a GPU is present: the no-GPU message cannot be shown here (CI machines have no GPU)")
     assert script.main(["--out", str(tmp_path / "x")]) == 0
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "no NVIDIA GPU" in out
