@@ -23,7 +23,8 @@ one-hot random labels, N examples, float32) and each rung, one gradient:
     within this run (the machine is shared: compare ratios, not absolute times).
   A method that can be timed on part of its directions (`est.subset`: the FD kernel) first runs a pilot: its
   own compiled program (same chunk size, same loop body, whole chunks) on the first K directions, K fitting a
-  twentieth of `--time-budget`, scaled by total / covered directions (`pilot_s`). When that predicts more than
+  twentieth of `--time-budget`, and on K / 4, extrapolated to every direction from the two
+  (`gdjax.bench.policy.extrapolate`: a fixed cost per call plus a cost per direction; `pilot_s`). When that predicts more than
   half the budget, the pilot is the result: `extrapolated: true`, `measured_directions`, `scale`, and the error
   over K evenly spread components (the method on the cost restricted to them, `error_on`); otherwise the whole
   gradient is timed. Every other rung is timed whole.
@@ -41,6 +42,7 @@ options) or 1.
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -54,6 +56,7 @@ import numpy as np  # noqa: E402
 
 import gdjax  # noqa: E402
 from gdjax import profiling, results  # noqa: E402
+from gdjax.bench.measure import time_parts  # noqa: E402
 from gdjax.gradients import method_info  # noqa: E402
 
 NAME = "estimators"
@@ -201,22 +204,26 @@ def _extrapolate(row: dict, est, prob: Problem, args) -> bool:
     gradient over half the budget, fill `row` with the extrapolation (and the error on K spread components)
     and return True; else False (the caller times the whole gradient)."""
     p = int(prob.ref.size)
-    sub = est.subset(prob.params, prob.batch, pilot_directions(p, prob.t_forward, args.time_budget))
+    n = pilot_directions(p, prob.t_forward, args.time_budget)
+    sub = est.subset(prob.params, prob.batch, n)
     if sub.covered >= sub.total:
         return False
-    fn = jax.jit(sub.fn) if sub.jittable else sub.fn
-    timing = timed(fn, (prob.params, prob.batch), args)
-    scale = sub.total / sub.covered
-    row["pilot_s"] = timing.median_s * scale
+    parts = time_parts(est, prob.params, prob.batch, n, args.repeats, args.time_budget)
+    covered, total = parts["covered"], parts["total"]
+    timing = parts["timing"]
+    row["pilot_s"] = timing.median_s
     if row["pilot_s"] <= args.time_budget / 2:
         return False
-    row.update({"extrapolated": True, "measured_directions": int(sub.covered), "scale": scale,
-                "note": f"timed on {sub.covered} of {sub.total} directions (its own program), scaled by {scale:.4g}"})
-    _put_timing(row, timing, scale)
+    row.update({"extrapolated": True, "measured_directions": int(covered[0]),
+                "scale": timing.median_s / statistics.median(parts["times"]),
+                "note": f"timed on {' and '.join(map(str, covered))} of {total} directions (its own program: "
+                        f"fixed cost per call + cost per direction)"})
+    _put_timing(row, timing, 1.0)
+    row["measured_median_s"] = statistics.median(parts["times"])
     if est.structured:  # a restricted cost is not a gdjax MLP cost: no error measured
         row.update({"rel_error": None, "cosine": None, "error_on": "none (structured method, extrapolated)"})
         return True
-    idx = common.spread_indices(p, sub.covered)
+    idx = common.spread_indices(p, int(covered[0]))
     sub_cost, theta0 = common.restrict_cost(prob.cost, prob.params, idx)
     g = jax.jit(gdjax.gradient(sub_cost, row["method"], **row["options"]))(theta0, prob.batch)
     row["rel_error"], row["cosine"] = common.errors(common.flat_numpy(g), prob.ref[idx])

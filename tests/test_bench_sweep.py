@@ -57,14 +57,14 @@ def test_results_schema(sweep):
 
 def test_whole_points(sweep):
     """Every point whose whole gradient fits the budget is timed whole (fails if the policy extrapolates what
-    fits); extrapolated rows, where a slow machine makes some, carry their scale = total / covered."""
+    fits); extrapolated rows, where a slow machine makes some, carry the parts they were timed on."""
     _, _, data = sweep
     by = {(r["sizes"], r["method"]): r for r in data["rows"]}
     assert by[("48-24-4", "fd-forward")]["how"] == "whole"
     assert all(by[(s, m)]["how"] == "whole" for s in ("4-3-2", "48-24-4") for m in ("forward-pass", "reverse"))
     for r in data["rows"]:
         if r["how"] == "extrapolated":
-            assert r["scale"] == pytest.approx(r["total_directions"] / r["measured_directions"]) and r["scale"] > 1
+            assert r["measured_directions"] < r["total_directions"] and r["scale"] > 1 and r["subset_times"]
         else:
             assert r["scale"] == 1 and (r["rel_error"] is not None or r["method"] == "forward-pass")
 

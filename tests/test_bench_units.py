@@ -49,6 +49,21 @@ def test_policy():
     assert policy.predict_from_count(100.0, 0.01, False, [(10, 5, 0.001)], 20, 5) == pytest.approx(0.004)
 
 
+def test_extrapolate_recovers_a_fixed_cost_per_call():
+    """Two parts of a program whose calls cost a + b n give back a + b total exactly, where scaling one part by
+    total / covered overstates by a (total / covered - 1); with one part it is proportional; a noisy negative
+    slope is taken as 0 (never below the bigger part's own time)."""
+    a, b, total = 0.05, 1e-4, 40_000
+    t = lambda n: a + b * n  # noqa: E731
+    assert policy.extrapolate(t(4000), 4000, total, t(1000), 1000) == pytest.approx(a + b * total)
+    assert policy.extrapolate(t(4000), 4000, total) == pytest.approx(t(4000) * total / 4000)
+    assert policy.extrapolate(t(4000), 4000, total) > 1.1 * (a + b * total)  # the bias two parts remove
+    assert policy.extrapolate(0.3, 4000, total, 0.4, 1000) == pytest.approx(0.3)
+    assert policy.extrapolate(0.3, 4000, total, 0.1, 4000) == pytest.approx(0.3 * total / 4000)  # same size
+    with pytest.raises(ValueError, match="covered_big"):
+        policy.extrapolate(1.0, 0, total)
+
+
 def _row(method, t, xla=None, analytic=None, how="whole", sizes="784-30-10", group="sweep", n=1000, **kw):
     return {"group": group, "status": "ok", "sizes": sizes, "P": 23_860, "batch_size": n, "dtype": "float32",
             "method": method, "median_s": t, "xla_flops": xla, "analytic_flops": analytic, "how": how,
@@ -101,16 +116,23 @@ def test_validation_catches_a_2x_error():
     assert check is not None and check["ratio_cpu"] > 1.6, check
 
 
-def test_extrapolated_point():
-    """Over the budget, a method with a subset is timed on part of its own program and scaled by total /
-    covered, flagged, with no error claimed; without a subset it is skipped with the prediction noted."""
+def test_extrapolated_point(monkeypatch):
+    """Over the budget, a method with a subset is timed on two parts of its own program (40 directions and a
+    quarter of them) and extrapolated from both, flagged, with no error claimed; without a subset it is skipped
+    with the prediction noted."""
     cost, params, batch = make_problem((48, 24, 4), 64, "float32")
     b = sub_batch(batch, 64)
     kw = dict(dtype="float32", t_forward=1e-3, forward_flops=1e6, reference=None, key=None, repeats=2, budget=1e-4)
+    monkeypatch.setattr(policy, "subset_directions", lambda *a, **k: 40)
     row, check = measure_method(config.Point("sweep", (48, 24, 4), 64, "fd-loop"), cost, params, b, **kw)
+    assert row["measured_directions"] == 40 and row["measured_directions_small"] == 10
     assert check is None and row["how"] == "extrapolated" and row["rel_error"] is None
     assert row["total_directions"] == row["P"] + 1 and row["measured_directions"] < row["total_directions"]
-    assert row["scale"] == pytest.approx(row["total_directions"] / row["measured_directions"])
+    # the time is the median of the per-round extrapolations from the two parts' times
+    small = row["subset_small_times"] or [None] * len(row["subset_times"])
+    per_round = [policy.extrapolate(t, row["measured_directions"], row["total_directions"], s,
+                                    row["measured_directions_small"]) for t, s in zip(row["subset_times"], small)]
+    assert row["median_s"] == pytest.approx(sorted(per_round)[len(per_round) // 2])
     assert row["median_s"] == pytest.approx(row["measured_median_s"] * row["scale"])
     assert row["xla_flops"] == pytest.approx((row["P"] + 1) * 1e6)  # fd-loop: evaluations x forward FLOPs
     assert "timed on" in row["note"]

@@ -39,6 +39,7 @@ def test_quick_run_rows_extrapolation_and_figures(tmp_path):
     fd = ladder["fd-forward"]  # a near-zero budget: the pilot on part of the directions is the result
     assert fd["extrapolated"] and fd["measured_directions"] < p + 1 and fd["scale"] > 1
     assert fd["median_s"] == pytest.approx(fd["measured_median_s"] * fd["scale"])
+    # one part only (a quarter of its directions is the same whole chunks): scaled by total / covered
     assert fd["scale"] == pytest.approx((p + 1) / fd["measured_directions"])  # forward: P + 1 directions
     assert fd["rel_error"] < 1e-2 and "components" in fd["error_on"]
     assert fd["evaluations"] == p + 1 and ladder["reverse"]["evaluations"] is None

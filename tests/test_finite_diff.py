@@ -307,10 +307,10 @@ def test_memory_budget_reads_its_platform(monkeypatch):
     (a budget that ignored its argument would give the CPU's numbers for a GPU)."""
     monkeypatch.setitem(_budget.MEMORY_BUDGET, "gpu", 2**20)
     assert _budget.memory_budget("gpu") == 2**20 and _budget.memory_budget("cpu") == 256 * 2**20
-    assert _budget.cache_budget("gpu") is None and _budget.cache_budget("cpu") == 4 * 2**20
+    assert _budget.cache_budget("gpu") is None and _budget.cache_budget("cpu") == 8 * 2**20
     # a 10^4-parameter leaf, float32, no activations, 10^6 directions (these sizes divide 10^6 evenly):
     assert _budget.default_chunk_size(10**4, 4, 0, 10**6, platform="gpu") == 2**20 // 120_000  # 1 MiB / 3 copies
-    assert _budget.default_chunk_size(10**4, 4, 0, 10**6, platform="cpu") == 4 * 2**20 // 40_000  # the cache bound
+    assert _budget.default_chunk_size(10**4, 4, 0, 10**6, platform="cpu") == 8 * 2**20 // 40_000  # the cache bound
     with pytest.raises(TypeError, match="platform"):
         _budget.memory_budget(3)
 

@@ -29,7 +29,7 @@ from gdjax.bench.problem import flat_numpy, relative_error
 from gdjax.gradients import gradient, method_info
 from gdjax.nn import MLP, param_count
 
-__all__ = ["base_row", "measure_forward", "measure_method"]
+__all__ = ["base_row", "measure_forward", "measure_method", "time_parts"]
 
 
 def base_row(point: Point, dtype: str) -> dict:
@@ -54,25 +54,6 @@ def _stats(exe, scale: float = 1.0) -> dict:
     for k in ("argument_bytes", "output_bytes", "temp_bytes", "total_bytes", "device_peak_bytes"):
         out[f"memory_{k}"] = mem.get(k)
     return out
-
-
-def _time_with_output(fn, args, repeats: int, budget: float, predicted: float):
-    """Time `fn(*args)` and keep one output (for the error). The first call is a warm-up when the call is
-    predicted to take at most a quarter of the budget, else it is the first timed call (a jitted program is
-    compiled ahead of time and fd-loop's per-direction programs by its pilot, so what a long first call adds is
-    negligible beside it); more calls follow, up to `repeats` timed ones, while their total stays within half
-    the budget. Returns (Timing, output)."""
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - t0
-    if predicted <= budget / 4:
-        return profiling.time_fn(fn, *args, repeats=repeats, warmup=0, max_time=budget / 2), out
-    times = [first]
-    while len(times) < repeats and sum(times) + statistics.median(times) <= budget / 2:
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return profiling.Timing(statistics.median(times), min(times), max(times), None, tuple(times)), out
 
 
 def _put_timing(row: dict, timing: profiling.Timing, scale: float) -> None:
@@ -136,15 +117,13 @@ def measure_method(point: Point, cost, params, batch, *, dtype: str, t_forward: 
         predicted = policy.predict_from_count(evals, t_forward, est.exact, history, p, point.batch_size, fe)
     row["predicted_s"] = predicted
     if policy.fits_whole(predicted, budget):
-        whole_fn = _measure_whole(row, est, params, batch, key, repeats, budget, reference, forward_flops, evals,
-                                  program)
-        check = None
+        n_val = None
         if validate and pilot is not None:
-            n_val = policy.validation_directions(pilot["s"], pilot["covered"], pilot["total"], budget,
-                                                 row["median_s"])
-            if n_val is not None:
-                check = _validate(row, est, whole_fn, (params, batch, key), n_val, repeats, budget)
-                check.update(method=point.method, sizes=row["sizes"], P=p, batch_size=point.batch_size)
+            n_val = policy.validation_directions(pilot["s"], pilot["covered"], pilot["total"], budget, predicted)
+        check = _measure_whole(row, est, params, batch, key, repeats, budget, reference, forward_flops, evals,
+                               program, n_val)
+        if check is not None:
+            check.update(method=point.method, sizes=row["sizes"], P=p, batch_size=point.batch_size)
         return row, check
     if pilot is None:
         row.update({"status": "skipped", "how": None,
@@ -152,19 +131,28 @@ def measure_method(point: Point, cost, params, batch, *, dtype: str, t_forward: 
                             f"and this method cannot be timed on a subset of its directions"})
         return row, None
     n = policy.subset_directions(pilot["s"], pilot["covered"], pilot["total"], budget)
-    part = _measure_subset(est, params, batch, n, repeats, budget)
-    scale = part["total"] / part["covered"]
-    _put_timing(row, part["timing"], scale)
+    part = time_parts(est, params, batch, n, repeats, budget / 4)
+    _put_timing(row, part["timing"], 1.0)
+    row.update({"measured_median_s": statistics.median(part["times"]),
+                "scale": part["timing"].median_s / statistics.median(part["times"]),
+                "subset_times": part["times"], "subset_small_times": part["small_times"]})
+    scale = part["total"] / part["covered"][0]
     flops = part["xla_flops"] * scale if part.get("xla_flops") is not None else None
     if not part["jittable"] and evals is not None and forward_flops is not None:
         flops = float(evals) * forward_flops
     row.update({k: v for k, v in part.items() if k.startswith("memory_")})
     row.update({"how": "extrapolated", "compile_s": part["compile_s"], "xla_flops": flops,
-                "measured_directions": part["covered"], "total_directions": part["total"], "rel_error": None,
+                "measured_directions": part["covered"][0], "total_directions": part["total"],
+                "measured_directions_small": part["covered"][1] if len(part["covered"]) > 1 else None,
+                "rel_error": None,
                 "forward_equivalents": None if flops is None or not forward_flops else flops / forward_flops,
-                "note": f"timed on {part['covered']} of {part['total']} directions of the method's own program, "
-                        f"scaled by {scale:.4g}"})
+                "note": f"timed on {_covered_text(part)} of {part['total']} directions of the method's own "
+                        f"program (fixed cost per call + cost per direction, `policy.extrapolate`)"})
     return row, None
+
+
+def _covered_text(part: dict) -> str:
+    return " and ".join(str(c) for c in part["covered"])
 
 
 def _pilot(est, params, batch) -> dict:
@@ -177,21 +165,80 @@ def _pilot(est, params, batch) -> dict:
     return {"s": time.perf_counter() - t0, "covered": sub.covered, "total": sub.total}
 
 
-def _measure_subset(est, params, batch, n_directions: int, repeats: int, budget: float) -> dict:
-    """Time the method's own program on its first `n_directions` (rounded up to whole chunks)."""
-    sub = est.subset(params, batch, n_directions)
-    out = {"covered": sub.covered, "total": sub.total, "jittable": sub.jittable, "compile_s": None}
-    fn = sub.fn
-    if sub.jittable:
-        fn, out["compile_s"] = _compile(sub.fn, params, batch)
-        out.update(_stats(fn))
-    timing = profiling.time_fn(fn, params, batch, repeats=repeats, warmup=1, max_time=budget / 4)
-    scale = sub.total / sub.covered
-    out.update(timing=timing, median_s=timing.median_s * scale, min_s=timing.min_s * scale)
+def _subset_programs(est, params, batch, n_directions: int) -> dict:
+    """The method's own program on its first `n_directions` (rounded up to whole chunks) and, where it can be
+    smaller, on a quarter of those (for `policy.extrapolate`): {fns, covered (one count per program), total,
+    jittable, compile_s (both compilations; None when driven from Python), XLA FLOPs and memory of the bigger}."""
+    big = est.subset(params, batch, n_directions)
+    subs = [big]
+    small = est.subset(params, batch, max(1, big.covered // 4))
+    if small.covered < big.covered:
+        subs.append(small)
+    out = {"fns": [], "covered": [s.covered for s in subs], "total": big.total, "jittable": big.jittable,
+           "compile_s": 0.0 if big.jittable else None}
+    for i, sub in enumerate(subs):
+        fn = sub.fn
+        if sub.jittable:
+            fn, seconds = _compile(sub.fn, params, batch)
+            out["compile_s"] += seconds
+            if i == 0:
+                out.update(_stats(fn))
+        out["fns"].append(fn)
     return out
 
 
-def _measure_whole(row, est, params, batch, key, repeats, budget, reference, forward_flops, evals, program=None):
+def time_parts(est, params, batch, n_directions: int, repeats: int, max_time: float) -> dict:
+    """Time the method's own program on its first `n_directions` and on a quarter of those
+    (`_subset_programs`), interleaved, `repeats` rounds (fewer past `max_time` s), and extrapolate each round
+    to the whole gradient (`policy.extrapolate`). Returns the `_subset_programs` dict plus timing (a
+    `profiling.Timing` of the extrapolations), times and small_times (the parts' seconds; None without a
+    smaller part)."""
+    part = _subset_programs(est, params, batch, n_directions)
+    wall, _ = _rounds([(f, (params, batch)) for f in part["fns"]], repeats, max_time, warm=True)
+    big, small = wall[0], wall[1] if len(wall) > 1 else [None] * len(wall[0])  # one part only: proportional
+    return {**part, "timing": _extrapolated(part, big, small), "times": big,
+            "small_times": small if small[0] is not None else None}
+
+
+def _rounds(calls, rounds: int, max_time: float, warm: bool) -> tuple[list[list[float]], list[list[float]]]:
+    """Call each `(fn, args)` of `calls` once per round, interleaved, so that all see the same load: `rounds`
+    rounds, fewer once `max_time` seconds are spent (at least one). `warm`: one untimed call of each first.
+    Returns (wall seconds, process CPU seconds), one list per call."""
+    if warm:
+        for fn, args in calls:
+            jax.block_until_ready(fn(*args))
+    wall, cpu = [[] for _ in calls], [[] for _ in calls]
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for (fn, args), w, c in zip(calls, wall, cpu):
+            t0, c0 = time.perf_counter(), time.process_time()
+            jax.block_until_ready(fn(*args))
+            w.append(time.perf_counter() - t0)
+            c.append(time.process_time() - c0)
+        if time.perf_counter() - start > max_time:
+            break
+    return wall, cpu
+
+
+def _extrapolated(part: dict, big: list[float], small: list) -> profiling.Timing:
+    """Per-round extrapolations of the whole program from its parts' times (`policy.extrapolate`)."""
+    covered, total = part["covered"], part["total"]
+    est = [policy.extrapolate(b, covered[0], total, s, covered[1] if len(covered) > 1 else None)
+           for b, s in zip(big, small)]
+    return profiling.Timing(statistics.median(est), min(est), max(est), None, tuple(est))
+
+
+def _measure_whole(row, est, params, batch, key, repeats, budget, reference, forward_flops, evals, program=None,
+                   n_val: int | None = None):
+    """Time the whole gradient (and its error, from the first call's output). With `n_val` directions, also
+    validate: time the parts an extrapolated point would use (`_subset_programs`) and return the validation
+    entry {whole_s, extrapolated_s, ratio (of medians), ratio_min (best of each), ratio_cpu (of process CPU
+    seconds, which other load disturbs far less than wall time; None when not interleaved), covered, total}.
+
+    A whole call predicted at most a quarter of the budget is timed `repeats` times (at least 3 when
+    validating), interleaved with the parts: the whole and its extrapolation see the same load, and the same
+    whole calls give the row its time. A longer one is timed while the calls stay within half the budget (the
+    first call, after ahead-of-time compilation, counts), and its parts after it."""
     args = (params, batch, key)
     if est.jittable:
         fn, compile_s = program or _compile(lambda p, b, k: est(p, b, k), *args)
@@ -199,44 +246,53 @@ def _measure_whole(row, est, params, batch, key, repeats, budget, reference, for
     else:  # driven from Python (fd-loop): its programs were compiled by the pilot's calls
         fn, compile_s = (lambda p, b, k: est(p, b, k)), None
         row.update(_stats_unjittable(evals, forward_flops))
-    timing, out = _time_with_output(fn, args, repeats, budget, row["predicted_s"])
-    _put_timing(row, timing, 1.0)
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - t0
+    cheap = row["predicted_s"] <= budget / 4
+    part = _subset_programs(est, params, batch, n_val) if n_val is not None else None
+    sub_args = (params, batch)
+    check = None
+    if cheap:
+        calls = [(fn, args)] + ([(f, sub_args) for f in part["fns"]] if part else [])
+        if part:
+            for f in part["fns"]:
+                jax.block_until_ready(f(*sub_args))  # warm-up (the whole's first call was its own)
+        wall, cpu = _rounds(calls, max(repeats, 3) if part else repeats, budget / 2, warm=False)
+        whole = wall[0]
+        if part:
+            check = _check(part, whole, wall[1:], cpu)
+    else:
+        whole = [first]
+        while len(whole) < repeats and sum(whole) + statistics.median(whole) <= budget / 2:
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            whole.append(time.perf_counter() - t0)
+        if part:
+            wall, _ = _rounds([(f, sub_args) for f in part["fns"]], min(repeats, 2), budget / 8, warm=True)
+            check = _check(part, whole, wall, None)
+    _put_timing(row, profiling.Timing(statistics.median(whole), min(whole), max(whole), None, tuple(whole)), 1.0)
     flops = row.get("xla_flops")
     row.update({"how": "whole", "compile_s": compile_s,
                 "measured_directions": None, "total_directions": None,
                 "rel_error": relative_error(flat_numpy(out), reference()),
                 "forward_equivalents": None if flops is None or not forward_flops else flops / forward_flops})
-    return fn
+    return check
 
 
-def _validate(row, est, whole_fn, args, n_directions: int, repeats: int, budget: float) -> dict:
-    """Time the subset an extrapolated point would use beside the whole gradient: {whole_s, extrapolated_s,
-    ratio (of medians), ratio_min (best call of each), ratio_cpu (of the process CPU seconds, which other load
-    on the machine disturbs far less than wall time; None when not interleaved), covered, total}.
-
-    When a whole call is cheap (a quarter of the budget), whole and subset calls alternate, `repeats` rounds
-    (at least 3), so that both see the same load; otherwise the subset is timed after the whole measurement."""
-    sub = est.subset(args[0], args[1], n_directions)
-    fn = _compile(sub.fn, args[0], args[1])[0] if sub.jittable else sub.fn
-    scale = sub.total / sub.covered
-    jax.block_until_ready(fn(args[0], args[1]))  # warm-up
-    cpu = None
-    if row["median_s"] <= budget / 4:
-        whole, part, cpu_whole, cpu_part = [], [], [], []
-        for _ in range(max(repeats, 3)):
-            for f, a, wall, cpu_s in ((whole_fn, args, whole, cpu_whole), (fn, args[:2], part, cpu_part)):
-                t0, c0 = time.perf_counter(), time.process_time()
-                jax.block_until_ready(f(*a))
-                wall.append(time.perf_counter() - t0)
-                cpu_s.append(time.process_time() - c0)
-        cpu = statistics.median(cpu_part) * scale / statistics.median(cpu_whole)
-    else:
-        whole = list(row.get("times") or [row["median_s"]])
-        part = list(profiling.time_fn(fn, args[0], args[1], repeats=min(repeats, 2), warmup=0,
-                                      max_time=budget / 8).times)
-    w, e = statistics.median(whole), statistics.median(part) * scale
-    return {"whole_s": w, "extrapolated_s": e, "ratio": e / w, "ratio_min": min(part) * scale / min(whole),
-            "ratio_cpu": cpu, "covered": sub.covered, "total": sub.total}
+def _check(part: dict, whole: list[float], parts: list[list[float]], cpu) -> dict:
+    """The validation entry from the whole's times and its parts' (per round when interleaved)."""
+    big, small = parts[0], parts[1] if len(parts) > 1 else [None] * len(parts[0])
+    ext = _extrapolated(part, big, small)
+    best = _extrapolated(part, [min(big)], [min(small) if small[0] is not None else None])
+    ratio_cpu = None
+    if cpu is not None:
+        cpu_small = cpu[2] if len(cpu) > 2 else [None] * len(cpu[1])
+        ratio_cpu = _extrapolated(part, cpu[1], cpu_small).median_s / statistics.median(cpu[0])
+    w = statistics.median(whole)
+    return {"whole_s": w, "extrapolated_s": ext.median_s, "ratio": ext.median_s / w,
+            "ratio_min": best.median_s / min(whole), "ratio_cpu": ratio_cpu, "covered": part["covered"][0],
+            "total": part["total"]}
 
 
 def _stats_unjittable(evals, forward_flops) -> dict:

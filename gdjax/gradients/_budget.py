@@ -3,7 +3,7 @@
 A chunk of c directions holds c perturbed copies of one leaf and c sets of activations. Its size is bounded by
 a memory budget (any platform) and, on a CPU, by a cache budget for its stack of copies (measured below).
 
-    >>> default_chunk_size(784 * 30, 4, 2**20, 784 * 30 + 1, platform="cpu")   # 44: 4 MiB / 94 KB copies
+    >>> default_chunk_size(784 * 30, 4, 2**20, 784 * 30 + 1, platform="cpu")   # 89: 8 MiB / 94 KB copies
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ MEMORY_BUDGET = {"cpu": DEFAULT_MEMORY_BUDGET, "gpu": DEFAULT_MEMORY_BUDGET, "tp
 # On a CPU, also bytes of one chunk's stack of perturbed copies. Too narrow a chunk makes the batched first-layer
 # matmul narrow (slow per FLOP) and pays the loop's fixed cost per chunk more often; too wide a one moves its
 # copies and activations out of the caches. Measured on the 2-core EPYC of this project (1 MiB L2 per core, 32 MiB
-# L3; [784, 30, 10], fd-forward, float32, chunks of the 94 KB weight copies, medians of 5-9 interleaved runs, the
-# copies kept in a buffer edited in place, `perturb_stack`): N = 10: chunk 22 0.20 s, 32 0.18 s, 48 0.18 s,
-# 64 0.18 s, 96 0.20 s; N = 100: chunk 22 1.29 s, 48 1.23 s, 64 1.27 s, 96 1.14 s; at N = 1000 chunks 22 to 64
-# were within noise (9.6-11.3 s). 4 MiB gives chunk 44, in the flat part of all three.
+# L3; [784, 30, 10], fd-forward, float32, whole gradients, chunks of the 94 KB weight copies, medians of 3
+# interleaved rounds, `benchmarks/fd_kernel.py --chunks 64,96,128,256`): N = 10: chunk 44 76 ms, 64 68 ms,
+# 96 67 ms, 128 71 ms, 256 112 ms; N = 1000: chunk 44 5.18 s, 64 4.63 s, 96 4.34 s, 128 4.24 s, 256 4.06 s.
+# 8 MiB gives chunk 89, between the best of both (64-128); wider chunks lose at small N.
 # Accelerators have fast memory and want wide chunks to fill their cores: no such limit there.
-CACHE_BUDGET = {"cpu": 4 * 2**20}
+CACHE_BUDGET = {"cpu": 8 * 2**20}
 MAX_CHUNK = 1024
 
 
@@ -57,7 +57,7 @@ def default_chunk_size(n_params: int, itemsize: int, activation_bytes: int, n_di
       budget // (3 * n_params * itemsize + activation_bytes)   (the copy, a relayout, slack; the activations,
                                                                see `intermediate_bytes`; budget default
                                                                `memory_budget(platform)`)
-      cache // (n_params * itemsize)                           (cache default `cache_budget(platform)`: 4 MiB on CPU)
+      cache // (n_params * itemsize)                           (cache default `cache_budget(platform)`: 8 MiB on CPU)
       MAX_CHUNK,
     and at least 1. The directions are then split into the fewest chunks of at most that size (a multiple of
     n_devices of them) and the chunk size evened out over them, so that padding wastes less than one direction
