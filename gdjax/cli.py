@@ -363,7 +363,7 @@ def _add_report(sub):
     p = sub.add_parser("report", help="render the results tables of README.md and docs/ from the results files",
                        description="Rewrite every <!-- report:NAME --> block of README.md and docs/*.md from the "
                                    "committed results JSON; --check changes nothing and fails on a difference or "
-                                   "on stale results (see gdjax/report/provenance.py).")
+                                   "on stale results (see gdjax/provenance.py).")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 with the diff if a table differs")
     p.add_argument("--no-provenance", action="store_true", help="with --check: check the rendering only")
     p.add_argument("--root", default=".", help="repository root (default: the current directory)")

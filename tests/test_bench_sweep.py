@@ -129,6 +129,25 @@ def test_resume_skips_finished_points(sweep, tmp_path, monkeypatch):
     assert [r["median_s"] for r in rows[:5]] == [r["median_s"] for r in finished[:5]]
 
 
+def test_resume_measures_again_what_other_code_wrote(sweep, tmp_path, monkeypatch, capsys):
+    """Rows stamped by another version of the code (a commit unknown here) are not reused by --resume: they are
+    measured again and a line says so; rows of this code are kept (fails if resume trusted any old row)."""
+    _, out, _ = sweep
+    finished = results.read_jsonl(out / "fd_vs_grad.jsonl")
+    assert all("git_commit" in r and "git_dirty" in r for r in finished)  # every row carries its stamp
+    jsonl = tmp_path / "fd_vs_grad.jsonl"
+    for i, r in enumerate(finished):
+        results.append_jsonl(jsonl, {**r, "git_commit": "0" * 40, "git_dirty": False} if i in (2, 4) else r)
+    measured = []
+    real = bench_sweep._measure_point
+    monkeypatch.setattr(bench_sweep, "_measure_point",
+                        lambda point, *a, **k: measured.append(point.id("float32")) or real(point, *a, **k))
+    assert cli.main([*ARGS, "--out", str(tmp_path), "--resume", "--no-plots", "--sizes", SIZES]) == 0
+    assert measured == [finished[2]["id"], finished[4]["id"]]
+    assert "2 of 8 points" in capsys.readouterr().out
+    assert len(results.read_jsonl(jsonl)) == 8  # rewritten: no stale duplicates left behind
+
+
 def test_default_run_goes_to_runs_and_prints_beside_reference(tmp_path, monkeypatch, capsys):
     """Without --out a run writes a fresh runs/bench-<date>/ under the working directory, never the committed
     reference, and prints itself beside the reference it is given."""

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from gdjax import cli, report
-from gdjax.report import _core, provenance, reproduce
+from gdjax import provenance
+from gdjax.report import _core, reproduce
 from gdjax.results import load_results
 
 ROOT = Path(__file__).resolve().parents[1]

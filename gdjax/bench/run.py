@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gdjax import results
+from gdjax import provenance, results
 from gdjax.bench import analysis, report
 from gdjax.bench.config import BENCH_NAME, BenchConfig
 from gdjax.bench.sweep import run_sweep
@@ -46,13 +46,17 @@ def run(config: BenchConfig, out_dir, *, name: str = BENCH_NAME, resume: bool = 
     """
     out_dir = Path(out_dir)
     json_path, jsonl_path = out_dir / f"{name}.json", out_dir / f"{name}.jsonl"
-    done = results.read_jsonl(jsonl_path) if resume and jsonl_path.exists() else []
-    if writer and not resume and jsonl_path.exists():
-        jsonl_path.unlink()  # a fresh sweep
-    on_row = (lambda r: results.append_jsonl(jsonl_path, r)) if writer else None
+    env = results.environment()
+    stamp = {"git_commit": env["git_commit"], "git_dirty": env["git_dirty"]}
+    done = _resumable(jsonl_path, stamp) if resume and jsonl_path.exists() else []
+    if writer and jsonl_path.exists():
+        jsonl_path.unlink()  # a fresh sweep, or one resumed from the rows kept (rewritten below)
+        for r in done:
+            results.append_jsonl(jsonl_path, r)
+    on_row = (lambda r: results.append_jsonl(jsonl_path, {**r, **stamp})) if writer else None
     out = run_sweep(config, done=done, progress=progress, quick=quick, on_row=on_row, deadline=deadline)
     ref = out["reference"]
-    meta = {**results.environment(), "benchmark": BENCH_NAME, "dtype": config.dtype,
+    meta = {**env, "benchmark": BENCH_NAME, "dtype": config.dtype,
             "matmul_gflops": {config.dtype: ref["best_gflops"]}, "matmul_shape": ref["best_shape"],
             "resumed_points": sum(1 for r in done if r.get("id") in {x["id"] for x in out["rows"]}),
             "not_run": out["not_run"],
@@ -73,6 +77,18 @@ def run(config: BenchConfig, out_dir, *, name: str = BENCH_NAME, resume: bool = 
             else:
                 written += plotting.plot_fd_vs_grad(data, out_dir, stem=name)
     return data, written
+
+
+def _resumable(jsonl_path: Path, stamp: dict) -> list[dict]:
+    """The rows of an interrupted sweep that the current code may reuse (`provenance.reusable`: written by the
+    same code); the others are measured again, and a line says how many and why."""
+    rows = results.read_jsonl(jsonl_path)
+    producers = (f"benchmarks/{BENCH_NAME}.py", *provenance.LIBRARY)
+    kept = [r for r in rows if provenance.reusable(r, stamp, producers)]
+    if len(kept) < len(rows):
+        print(f"resume: {len(rows) - len(kept)} of {len(rows)} points in {jsonl_path} were written by other code "
+              f"(their git_commit / git_dirty); measuring them again")
+    return kept
 
 
 def summary(data: dict, reference: Path | None = None) -> str:

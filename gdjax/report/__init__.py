@@ -9,7 +9,7 @@ output and nothing else:
 
 `update(root)` rewrites every marked block in place; `update(root, check=True)` changes nothing and returns a
 unified diff of every block that differs from its rendering. `stale_sources(root)` applies the provenance rule
-of `gdjax.report.provenance` to every results file the pages use. Renderers: `gdjax.report.benchmarks`,
+of `gdjax.provenance` to every results file the pages use. Renderers: `gdjax.report.benchmarks`,
 `gdjax.report.experiments` (one small function per table, registered with the file it reads). A new table is
 one more function there (or in a new module imported below), and its marker in a page.
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from gdjax.report import benchmarks as _benchmarks  # noqa: F401  (registers the renderers)
 from gdjax.report import experiments as _experiments  # noqa: F401
 from gdjax.report._core import RENDERERS, SOURCES, RenderError, Renderer, Source, render
-from gdjax.report.provenance import staleness
+from gdjax.provenance import staleness
 
 __all__ = ["RENDERERS", "SOURCES", "RenderError", "Renderer", "Source", "render", "pages", "markers", "render_text",
            "update", "used_sources", "stale_sources", "command"]

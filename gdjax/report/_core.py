@@ -19,12 +19,12 @@ import statistics
 from dataclasses import dataclass
 from typing import Callable
 
+from gdjax.provenance import LIBRARY
+
 __all__ = ["Source", "Renderer", "RenderError", "MissingRow", "SOURCES", "RENDERERS", "source", "renderer",
            "render", "select", "one", "table", "fmt_s", "fmt_g", "fmt_int", "fmt_e", "fmt_pct", "fmt_x", "median_spread",
            "target_note"]
 
-# Code that writes every result: the library (minus this package, which only reads results).
-LIBRARY = ("gdjax", ":(exclude)gdjax/report", ":(glob)benchmarks/_*.py", "pyproject.toml")
 
 
 @dataclass(frozen=True)

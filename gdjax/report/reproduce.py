@@ -6,14 +6,14 @@
     python -m gdjax.report.reproduce --only bench-fd-kernel,experiments
 
 Resumable: a step is skipped when every results file it writes is fresh by the provenance rule
-(`gdjax.report.provenance`), so after an interruption the same command continues with the first step that has
+(`gdjax.provenance`), so after an interruption the same command continues with the first step that has
 not finished. Each step is a Makefile target (the maintainers' targets that write the committed reference, not
 a user's run); the total wall time is printed at the end.
 
-A results file records `git_dirty`, which counts the results written by the previous steps as uncommitted
-changes; so each step must start with the results folders committed. `--commit` (the Makefile's default) commits
-the results folders, and only them, after each step; without it, the run stops with a message when results are
-pending.
+`--commit` (the Makefile's default) commits the results folders, and only them, after each step, so that
+each step's results land as soon as it finishes (`git_dirty` ignores results folders, so the pending results of
+earlier steps never make a later step's results dirty); without it, a step does not start while results
+written earlier are uncommitted (commit them by hand, so that each lands as its own commit).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gdjax.report import SOURCES, stale_sources
-from gdjax.report.provenance import git
+from gdjax.provenance import git
 
 __all__ = ["Step", "STEPS", "plan", "main"]
 
@@ -51,7 +51,6 @@ def _make(target, *args) -> tuple[str, ...]:
 
 STEPS = (
     Step("bench", _make("bench-reference"), ("fd_vs_grad",)),
-    Step("bench-full", _make("bench-full"), ("fd_vs_grad_full",)),  # the target resumes (--resume)
     Step("bench-fd-kernel", _make("bench-fd-kernel", f"BENCH_ARGS={REFERENCE}"), ("fd_kernel",)),
     Step("bench-estimators", _make("bench-estimators", f"BENCH_ARGS={REFERENCE}"), ("estimators",)),
     Step("bench-budget", _make("bench-budget", f"BENCH_ARGS={REFERENCE}"), ("equal_budget",)),
@@ -61,6 +60,8 @@ STEPS = (
          ("scaling_devices",)),
     Step("experiments", _make("reproduce-reference"),
          ("taylor", "fd_step", "learning_rate", "landscape", "batch_average", "fd_training", "nielsen_mnist")),
+    # last: hours long, so that an interrupted reproduce-all has everything else; the target resumes (--resume)
+    Step("bench-full", _make("bench-full"), ("fd_vs_grad_full",)),
 )
 
 

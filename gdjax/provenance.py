@@ -20,7 +20,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-__all__ = ["git", "staleness"]
+__all__ = ["LIBRARY", "git", "staleness", "reusable"]
+
+# Code that writes every result: the library (minus gdjax/report, which only reads results), the benchmarks'
+# shared helpers and the package metadata (git pathspecs).
+LIBRARY = ("gdjax", ":(exclude)gdjax/report", ":(glob)benchmarks/_*.py", "pyproject.toml")
 
 
 def git(root, *args) -> subprocess.CompletedProcess:
@@ -70,3 +74,15 @@ def staleness(meta: dict, producers, root=".") -> str | None:
         first = status.stdout.strip().splitlines()[0][3:]
         return f"the code that writes it has uncommitted changes (e.g. {first})"
     return None
+
+
+def reusable(stamp: dict, current: dict, producers, root=".") -> bool:
+    """May a resumed run reuse a row stamped `{git_commit, git_dirty}` by an earlier run? Yes when it was
+    written by this very state of the code (same commit, same dirty flag: e.g. a user's own interrupted run),
+    or when it is fresh by `staleness` for `producers`; no when that cannot be decided (no git)."""
+    if stamp.get("git_commit") == current.get("git_commit") and stamp.get("git_dirty") == current.get("git_dirty"):
+        return True
+    try:
+        return staleness(stamp, producers, root) is None
+    except OSError:
+        return False
