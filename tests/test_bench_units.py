@@ -49,6 +49,14 @@ def test_policy():
     assert policy.predict_from_count(100.0, 0.01, False, [(10, 5, 0.001)], 20, 5) == pytest.approx(0.004)
 
 
+def test_timing_rounds():
+    """Repeats as asked; at least 3 when validated in the same rounds; many for calls of a few milliseconds
+    (fails if a short call were timed only `repeats` times, or a long one many times)."""
+    assert policy.timing_rounds(1.0, 2) == 2 and policy.timing_rounds(1.0, 2, validating=True) == 3
+    assert policy.timing_rounds(1e-3, 3) == policy.SHORT_ROUNDS > 3
+    assert policy.timing_rounds(policy.SHORT_CALL_S, 3) == 3
+
+
 def test_extrapolate_recovers_a_fixed_cost_per_call():
     """Two parts of a program whose calls cost a + b n give back a + b total exactly, where scaling one part by
     total / covered overstates by a (total / covered - 1); with one part it is proportional; a noisy negative

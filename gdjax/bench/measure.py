@@ -67,7 +67,9 @@ def measure_forward(point: Point, cost, params, batch, *, dtype: str, repeats: i
     row = base_row(point, dtype)
     exe, compile_s = _compile(cost, params, batch)
     row.update(_stats(exe))
-    timing = profiling.time_fn(exe, params, batch, repeats=max(repeats, 5), warmup=1, max_time=budget / 4)
+    first = profiling.time_fn(exe, params, batch, repeats=1, warmup=1).median_s
+    timing = profiling.time_fn(exe, params, batch, repeats=policy.timing_rounds(first, max(repeats, 5)), warmup=0,
+                               max_time=budget / 4)
     _put_timing(row, timing, 1.0)
     row.update({"how": "whole", "evaluations": 1.0, "analytic_flops": row["forward_flops"], "compile_s": compile_s,
                 "forward_equivalents": 1.0, "rel_error": None, "measured_directions": None,
@@ -258,7 +260,7 @@ def _measure_whole(row, est, params, batch, key, repeats, budget, reference, for
         if part:
             for f in part["fns"]:
                 jax.block_until_ready(f(*sub_args))  # warm-up (the whole's first call was its own)
-        wall, cpu = _rounds(calls, max(repeats, 3) if part else repeats, budget / 2, warm=False)
+        wall, cpu = _rounds(calls, policy.timing_rounds(first, repeats, part is not None), budget / 2, warm=False)
         whole = wall[0]
         if part:
             check = _check(part, whole, wall[1:], cpu)

@@ -26,6 +26,8 @@ SUBSET_SHARE = 1 / 32  # an extrapolated point spends about this share of the bu
 VALIDATION_SHARE = 0.125  # a validation subset covers at most this share of the directions (a real extrapolation)
 VALIDATION_MIN_DIRECTIONS = 16  # fewer directions are no test of a per-direction extrapolation
 VALIDATION_MIN_SHARE = 1 / 256  # nor are whole gradients far below the budget (dominated by a call's fixed cost)
+SHORT_CALL_S = 0.05  # a call this short is at the mercy of the scheduler: time it SHORT_ROUNDS times
+SHORT_ROUNDS = 21
 GRIEWANK = 5.0  # reverse mode costs at most ~5 forward passes: the prediction for autodiff methods without a count
 
 
@@ -66,6 +68,14 @@ def extrapolate(t_big: float, covered_big: int, total: int, t_small: float | Non
         return float(t_big) * total / covered_big
     slope = max(float(t_big) - float(t_small), 0.0) / (covered_big - covered_small)
     return float(t_big) + slope * (total - covered_big)
+
+
+def timing_rounds(first_s: float, repeats: int, validating: bool = False) -> int:
+    """Timed calls of a whole gradient whose first call took `first_s`: `repeats` (at least 3 when its
+    extrapolation is validated in the same rounds), and SHORT_ROUNDS for calls under SHORT_CALL_S (their
+    median over 3 calls moved by 2x between runs on a shared 2-core machine)."""
+    rounds = max(repeats, 3) if validating else repeats
+    return max(rounds, SHORT_ROUNDS) if first_s < SHORT_CALL_S else rounds
 
 
 def fits_whole(predicted_s: float, budget: float) -> bool:
