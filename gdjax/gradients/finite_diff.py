@@ -365,14 +365,19 @@ def fd_loop(cost, scheme: str = "forward", eps: float | None = None) -> Estimato
         vals = [[step(leaves, batch, pl.idx, pl.t, j) for j in range(m)] for step, pl, m in zip(steps, plans, limits)]
         return plans, finish, vals
 
+    def gathered(vals):
+        """Per leaf, its cost values as one array: each scalar fetched from the device (what a Python loop pays
+        per direction, so the subset pays it too)."""
+        return [jnp.asarray(np.asarray(jax.device_get(v))) for v in vals]
+
     def fn(params, batch, key):
         plans, finish, vals = values(params, batch)
-        return finish(plans, [jnp.asarray(np.asarray(jax.device_get(v))) for v in vals])
+        return finish(plans, gathered(vals))
 
     def subset(params, batch, n_directions):
         lengths = plan_lengths(scheme, [leaf.size for leaf in jax.tree_util.tree_leaves(params)])
         limits, covered, total = _chunked.prefix(lengths, [1] * len(lengths), n_directions)
-        return Subset(lambda params, batch: jnp.stack([v for vs in values(params, batch, limits)[2] for v in vs]),
+        return Subset(lambda params, batch: jnp.concatenate(gathered(v for v in values(params, batch, limits)[2] if v)),
                       covered, total, jittable=False)
 
     return Estimator(method, fn, functools.partial(n_directions, scheme), jittable=False, subset=subset,
