@@ -184,13 +184,17 @@ def figure_bars(data: dict, sizes: str = "784-30-10"):
 
 def figure_validation(data: dict):
     """The validation of the extrapolation: extrapolated / whole time at every point measured both ways, vs P,
-    one marker per method, with the +-15% band of the target."""
+    one marker per method (hollow where the point is not counted toward the target), with the +-15% band."""
     val = data.get("validation") or []
     methods = list(dict.fromkeys(v["method"] for v in val))
     fig, ax = plt.subplots(figsize=(8, 4))
     for m in methods:
         vs = [v for v in val if v["method"] == m]
-        ax.plot([v["P"] for v in vs], [v["ratio"] for v in vs], "o", color=_color(m, methods), label=m)
+        for counted in (True, False):  # hollow: shorter than one subset call, not counted toward the target
+            pts = [v for v in vs if v.get("counted", True) == counted]
+            if pts:
+                ax.plot([v["P"] for v in pts], [v["ratio"] for v in pts], "o", color=_color(m, methods),
+                        mfc=None if counted else "none", label=m if counted or len(pts) == len(vs) else None)
     ax.axhline(1.0, color="black", lw=1)
     ax.axhspan(0.85, 1.15, color="green", alpha=0.1, label="target: within 15%")
     ax.set_xscale("log")

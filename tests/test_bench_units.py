@@ -161,12 +161,15 @@ def test_targets_and_million_table():
     """Targets from planted rows: values, thresholds, PASS/SHORT, and the validation's worst ratio."""
     rows = [_row("forward-pass", 0.001), _row("fd-forward", 10.0, peak_fraction=0.9), _row("fd-loop", 30.0),
             _row("reverse", 0.0025)]
-    val = [{"ratio": 1.1}, {"ratio": 0.8}]
+    val = [{"ratio": 1.1}, {"ratio": 0.8}, {"ratio": 0.5, "counted": False}]  # the last: too short to count
     tg = {t["target"]: t for t in analysis.targets(rows, val)}
     assert tg["fd-loop / FD kernel time at [784,30,10]"]["value"] == pytest.approx(3.0)
     assert tg["FD kernel / matmul reference at [784,30,10]"]["status"] == "PASS"
     assert tg["reverse / forward-pass time at [784,30,10]"]["status"] == "SHORT"  # 2.5 > 2
     assert tg["worst |extrapolated / whole - 1|"]["value"] == pytest.approx(0.2)
+    assert "2 of 3 validated points" in tg["worst |extrapolated / whole - 1|"]["how"]
+    assert policy.counts_for_target(policy.SUBSET_SHARE * 30.0, 30.0)
+    assert not policy.counts_for_target(0.5 * policy.SUBSET_SHARE * 30.0, 30.0)
     mil = [_row(m, t, group="million", n=n, how=h) for m, n, t, h in
            [("fd-forward", 60000, 100.0, "extrapolated"), ("fd-forward", 10, 0.5, "extrapolated"),
             ("reverse", 60000, 0.2, "whole"), ("reverse", 10, 1e-4, "whole")]]

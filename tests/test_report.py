@@ -83,12 +83,15 @@ def test_validation_and_top_level_targets_on_planted_data():
                          "how": "2 points"},
                         {"target": "kernel", "value": None, "threshold": 0.85, "comparison": ">=", "how": "-"}],
             "validation": [{"method": "fd-forward", "sizes": "784-30-10", "P": 23860, "batch_size": 1000,
-                            "whole_s": 10.0, "extrapolated_s": 11.5, "ratio": 1.15}]}
+                            "whole_s": 10.0, "extrapolated_s": 11.5, "ratio": 1.15},
+                           {"method": "fd-loop", "sizes": "32-32-10", "P": 1386, "batch_size": 1000,
+                            "whole_s": 0.15, "extrapolated_s": 0.1, "ratio": 0.667, "counted": False}]}
     targets = report.render("fd_vs_grad.targets", data).splitlines()
     assert targets[2].count(" | ") == 3 and "\\|x / w - 1\\|" in targets[2] and "**short**" in targets[2]
     assert "not measured" in targets[3]
-    row = report.render("fd_vs_grad.validation", data).splitlines()[2]
-    assert row == "| `fd-forward` | [784, 30, 10] | 23,860 | 1000 | 10.0 s | 11.5 s | 1.15 |"
+    rows = report.render("fd_vs_grad.validation", data).splitlines()[2:]
+    assert rows[0] == "| `fd-forward` | [784, 30, 10] | 23,860 | 1000 | 10.0 s | 11.5 s | 1.15 | yes |"
+    assert rows[1].endswith("| 0.667 | no (shorter than one subset call) |")
 
 
 def _summary(**kw):

@@ -120,8 +120,9 @@ def measure_method(point: Point, cost, params, batch, *, dtype: str, t_forward: 
     row["predicted_s"] = predicted
     if policy.fits_whole(predicted, budget):
         n_val = None
-        if validate and pilot is not None:
-            n_val = policy.validation_directions(pilot["s"], pilot["covered"], pilot["total"], budget, predicted)
+        if validate and pilot is not None:  # the directions to validate on, given the first whole call's time
+            def n_val(first_s):
+                return policy.validation_directions(pilot["s"], pilot["covered"], pilot["total"], budget, first_s)
         check = _measure_whole(row, est, params, batch, key, repeats, budget, reference, forward_flops, evals,
                                program, n_val)
         if check is not None:
@@ -231,9 +232,9 @@ def _extrapolated(part: dict, big: list[float], small: list) -> profiling.Timing
 
 
 def _measure_whole(row, est, params, batch, key, repeats, budget, reference, forward_flops, evals, program=None,
-                   n_val: int | None = None):
-    """Time the whole gradient (and its error, from the first call's output). With `n_val` directions, also
-    validate: time the parts an extrapolated point would use (`_subset_programs`) and return the validation
+                   n_val=None):
+    """Time the whole gradient (and its error, from the first call's output). With `n_val(first_s)`, the
+    directions to validate on given the first call's seconds (None: no validation), also validate: time the parts an extrapolated point would use (`_subset_programs`) and return the validation
     entry {whole_s, extrapolated_s, ratio (of medians), ratio_min (best of each), ratio_cpu (of process CPU
     seconds, which other load disturbs far less than wall time; None when not interleaved), covered, total}.
 
@@ -252,7 +253,8 @@ def _measure_whole(row, est, params, batch, key, repeats, budget, reference, for
     out = jax.block_until_ready(fn(*args))
     first = time.perf_counter() - t0
     cheap = first <= budget / 4
-    part = _subset_programs(est, params, batch, n_val) if n_val is not None else None
+    n_dirs = n_val(first) if n_val is not None else None
+    part = _subset_programs(est, params, batch, n_dirs) if n_dirs is not None else None
     sub_args = (params, batch)
     check = None
     if cheap:
@@ -263,7 +265,7 @@ def _measure_whole(row, est, params, batch, key, repeats, budget, reference, for
         wall, cpu = _rounds(calls, policy.timing_rounds(first, repeats, part is not None), budget / 2, warm=False)
         whole = wall[0]
         if part:
-            check = _check(part, whole, wall[1:], cpu)
+            check = _check(part, whole, wall[1:], cpu, budget)
     else:
         whole = [first]
         while len(whole) < repeats and sum(whole) + statistics.median(whole) <= budget / 2:
@@ -272,7 +274,7 @@ def _measure_whole(row, est, params, batch, key, repeats, budget, reference, for
             whole.append(time.perf_counter() - t0)
         if part:
             wall, _ = _rounds([(f, sub_args) for f in part["fns"]], min(repeats, 2), budget / 8, warm=True)
-            check = _check(part, whole, wall, None)
+            check = _check(part, whole, wall, None, budget)
     _put_timing(row, profiling.Timing(statistics.median(whole), min(whole), max(whole), None, tuple(whole)), 1.0)
     flops = row.get("xla_flops")
     row.update({"how": "whole", "compile_s": compile_s,
@@ -282,8 +284,9 @@ def _measure_whole(row, est, params, batch, key, repeats, budget, reference, for
     return check
 
 
-def _check(part: dict, whole: list[float], parts: list[list[float]], cpu) -> dict:
-    """The validation entry from the whole's times and its parts' (per round when interleaved)."""
+def _check(part: dict, whole: list[float], parts: list[list[float]], cpu, budget: float) -> dict:
+    """The validation entry from the whole's times and its parts' (per round when interleaved); `counted`:
+    whether it counts toward the validation target (`policy.counts_for_target`)."""
     big, small = parts[0], parts[1] if len(parts) > 1 else [None] * len(parts[0])
     ext = _extrapolated(part, big, small)
     best = _extrapolated(part, [min(big)], [min(small) if small[0] is not None else None])
@@ -294,7 +297,7 @@ def _check(part: dict, whole: list[float], parts: list[list[float]], cpu) -> dic
     w = statistics.median(whole)
     return {"whole_s": w, "extrapolated_s": ext.median_s, "ratio": ext.median_s / w,
             "ratio_min": best.median_s / min(whole), "ratio_cpu": ratio_cpu, "covered": part["covered"][0],
-            "total": part["total"]}
+            "total": part["total"], "counted": policy.counts_for_target(w, budget)}
 
 
 def _stats_unjittable(evals, forward_flops) -> dict:

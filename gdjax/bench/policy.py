@@ -78,6 +78,14 @@ def timing_rounds(first_s: float, repeats: int, validating: bool = False) -> int
     return max(rounds, SHORT_ROUNDS) if first_s < SHORT_CALL_S else rounds
 
 
+def counts_for_target(whole_s: float, budget: float) -> bool:
+    """Does a validated point count toward the validation target? Only where the whole gradient takes at least
+    what one subset call of an extrapolated point takes (SUBSET_SHARE x budget): the regime extrapolation is
+    used in. Shorter ones are still validated and listed, but there a call's fixed cost and the scheduler's
+    noise, not its directions, set the time (at [32, 32, 10] fd-loop's whole gradient takes ~0.15 s)."""
+    return whole_s >= SUBSET_SHARE * budget
+
+
 def fits_whole(predicted_s: float, budget: float) -> bool:
     """Time the whole gradient when it is predicted to take at most `budget` seconds."""
     return predicted_s <= budget

@@ -63,11 +63,14 @@ def format_table(rows: Sequence[dict]) -> str:
 
 def format_validation(validation: Sequence[dict]) -> str:
     """Each point measured whole and also extrapolated from a subset: both times and their ratio."""
-    lines = ["validation of the extrapolation (the same point, whole and from a subset of its directions):",
+    lines = ["validation of the extrapolation (the same point, whole and from a subset of its directions;",
+             "  * = shorter than one extrapolation subset call: listed, not counted toward the target):",
              f"  {'network':<16}{'N':>7} {'method':<22}{'whole':>10}{'extrap.':>10}{'ratio':>8}{'subset':>16}"]
     for v in validation:
+        mark = "" if v.get("counted", True) else " *"
         lines.append(f"  {v['sizes']:<16}{v['batch_size']:>7} {v['method']:<22}{human_time(v['whole_s']):>10}"
-                     f"{human_time(v['extrapolated_s']):>10}{v['ratio']:>8.3f}{v['covered']:>8}/{v['total']:<7}")
+                     f"{human_time(v['extrapolated_s']):>10}{v['ratio']:>8.3f}{v['covered']:>8}/{v['total']:<7}"
+                     f"{mark}")
     if not validation:
         lines.append("  (no point was both measured whole and large enough to extrapolate)")
     return "\n".join(lines)

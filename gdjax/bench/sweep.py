@@ -25,7 +25,8 @@ from gdjax.nn import param_count
 
 DATA_BYTES = 1 << 30  # the most example data (inputs + activations of one pass) one point holds; beyond it the
 #                       point is timed on the first examples and scaled by N / n (flagged `batch_scaled`)
-VALIDATION_FIELDS = ("whole_s", "extrapolated_s", "ratio", "ratio_min", "ratio_cpu", "covered", "total")
+VALIDATION_FIELDS = ("whole_s", "extrapolated_s", "ratio", "ratio_min", "ratio_cpu", "covered", "total",
+                     "counted")
 
 __all__ = ["run_sweep", "reference_shapes", "measure_reference", "apply_reference", "validation_rows",
            "DATA_BYTES"]

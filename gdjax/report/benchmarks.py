@@ -119,9 +119,10 @@ def fd_vs_grad_million(data) -> str:
 def fd_vs_grad_validation(data) -> str:
     """Each validated point: the whole gradient's time, what extrapolation predicted, and their ratio."""
     body = [[f"`{v['method']}`", f"[{v['sizes'].replace('-', ', ')}]", f"{v['P']:,}", v["batch_size"],
-             fmt_s(v["whole_s"]), fmt_s(v["extrapolated_s"]), fmt_g(v["ratio"])] for v in data["validation"]]
-    return table(["method", "network", "P", "N", "whole", "extrapolated", "extrapolated / whole"], body,
-                 ["l", "l", "r", "r", "r", "r", "r"])
+             fmt_s(v["whole_s"]), fmt_s(v["extrapolated_s"]), fmt_g(v["ratio"]),
+             "yes" if v.get("counted", True) else "no (shorter than one subset call)"] for v in data["validation"]]
+    return table(["method", "network", "P", "N", "whole", "extrapolated", "extrapolated / whole",
+                  "counted toward the target"], body, ["l", "l", "r", "r", "r", "r", "r", "l"])
 
 
 fd_vs_grad_quick_validation = renderer("fd_vs_grad.quick_validation", "fd_vs_grad")(fd_vs_grad_validation)
