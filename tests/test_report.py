@@ -136,7 +136,7 @@ def _tree(tmp_path, body="| stale | table |\n"):
     (tmp_path / src).parent.mkdir(parents=True)
     shutil.copy(ROOT / src, tmp_path / src)
     readme = tmp_path / "README.md"
-    readme.write_text(f"# title\n\n<!-- report:fd_vs_grad.targets -->\n{body}<!-- /report:fd_vs_grad.targets -->\n"
+    readme.write_text(f"# title\n\n<!-- report:fd_vs_grad.quick_targets -->\n{body}<!-- /report:fd_vs_grad.quick_targets -->\n"
                       "after\n")
     return readme
 
@@ -155,8 +155,8 @@ def test_check_prints_a_diff_and_changes_nothing(tmp_path):
     assert readme.read_text() == before
     assert report.command(tmp_path, stdout=io.StringIO()) == 0
     after = readme.read_text()
-    assert after.startswith("# title\n\n<!-- report:fd_vs_grad.targets -->\n| target |") and after.endswith(
-        "<!-- /report:fd_vs_grad.targets -->\nafter\n")
+    assert after.startswith("# title\n\n<!-- report:fd_vs_grad.quick_targets -->\n| target |") and after.endswith(
+        "<!-- /report:fd_vs_grad.quick_targets -->\nafter\n")
     assert report.update(tmp_path, check=True) == ""
 
 
@@ -164,18 +164,17 @@ def test_missing_column_names_the_file_and_the_column(tmp_path):
     """A results file without a column a renderer reads: the error names the marker, the file and the column
     (fails on a bare KeyError)."""
     readme = _tree(tmp_path)
-    readme.write_text(readme.read_text().replace("fd_vs_grad.targets", "fd_vs_grad.methods"))
-    path = tmp_path / report.SOURCES["fd_vs_grad"].path
-    data = json.loads(path.read_text())
+    readme.write_text(readme.read_text().replace("fd_vs_grad.quick_targets", "fd_vs_grad.methods"))
+    data = json.loads((tmp_path / report.SOURCES["fd_vs_grad"].path).read_text())
     for row in data["rows"]:
         row.pop("rel_error", None)
-    path.write_text(json.dumps(data))
-    with pytest.raises(report.RenderError, match=r"fd_vs_grad.methods.*fd_vs_grad.json.*'rel_error'"):
+    (tmp_path / report.SOURCES["fd_vs_grad_full"].path).write_text(json.dumps(data))  # the methods table's file
+    with pytest.raises(report.RenderError, match=r"fd_vs_grad.methods.*fd_vs_grad_full.json.*'rel_error'"):
         report.update(tmp_path, check=True)
 
 
 @pytest.mark.parametrize("text, message", [
-    ("<!-- report:fd_vs_grad.targets -->\nx\n", "has no <!-- /report:fd_vs_grad.targets -->"),
+    ("<!-- report:fd_vs_grad.quick_targets -->\nx\n", "has no <!-- /report:fd_vs_grad.quick_targets -->"),
     ("<!-- report:no.such -->\nx\n<!-- /report:no.such -->\n", "unknown report marker 'no.such'"),
 ])
 def test_bad_markers_are_errors(text, message):

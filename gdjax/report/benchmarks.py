@@ -5,6 +5,8 @@ Each renderer reads only its file's `rows`, `config` and `meta`; `~` marks a tim
 
 from __future__ import annotations
 
+from gdjax.bench.analysis import million_table
+from gdjax.bench.config import EPOCH_BATCH, EPOCH_STEPS, MILLION_EXAMPLES
 from gdjax.report._core import (fmt_e, fmt_g, fmt_int, fmt_pct, fmt_s, fmt_x, median_spread, one, renderer, select, source,
                                 table, target_note)
 
@@ -59,7 +61,7 @@ def _lecture_rows(data):
     return sorted(rows, key=lambda r: r["median_s"])
 
 
-@renderer("fd_vs_grad.headline", "fd_vs_grad")
+@renderer("fd_vs_grad.headline", "fd_vs_grad_full")
 def fd_vs_grad_headline(data) -> str:
     """[784, 30, 10]: time per gradient, / reverse, % of the matmul rate, relative error, per method."""
     rows = _lecture_rows(data)
@@ -79,7 +81,7 @@ def fd_vs_grad_headline(data) -> str:
                          "rel. error vs f64 grad"], body)
 
 
-@renderer("fd_vs_grad.methods", "fd_vs_grad")
+@renderer("fd_vs_grad.methods", "fd_vs_grad_full")
 def fd_vs_grad_methods(data) -> str:
     """The methods: theoretical cost and error order beside the measured error at [784, 30, 10]."""
     rows = [r for r in _lecture_rows(data) if r["method"] != "forward-pass"]
@@ -91,7 +93,7 @@ def fd_vs_grad_methods(data) -> str:
                  ["l", "l", "l", "r"])
 
 
-@renderer("fd_vs_grad.targets", "fd_vs_grad")
+@renderer("fd_vs_grad.targets", "fd_vs_grad_full")
 def fd_vs_grad_targets(data) -> str:
     """The benchmark's targets, each met or short as the committed run measured it."""
     targets = data["targets"] if "targets" in data else data["config"]["targets"]  # top level since the rework
@@ -102,17 +104,28 @@ def fd_vs_grad_targets(data) -> str:
 
 @renderer("fd_vs_grad.million", "fd_vs_grad_full")
 def fd_vs_grad_million(data) -> str:
-    """The million weights: one gradient over N examples, forward pass, reverse and the FD kernel."""
-    rows = select(data["rows"], group="million")
-    keys = list(dict.fromkeys((r["sizes"], r["batch_size"]) for r in rows))
+    """The million weights: per network and method, one gradient over 60,000 examples (and / reverse), and one
+    epoch of 6000 mini-batch gradients (N = 10); `~` where extrapolated."""
+    tab = million_table(data["rows"])
+    if not tab:
+        one(data["rows"], group="million")  # raises MissingRow naming the selection
     body = []
-    for sizes, n in keys:
-        at = select(rows, sizes=sizes, batch_size=n)
-        fd, rev = one(at, method="fd-forward"), one(at, method="reverse")
-        body.append([f"[{sizes.replace('-', ', ')}]", f"{fd['P']:,}", f"{n:,}", _time(one(at, method="forward-pass")),
-                     _time(rev), _time(fd), ("~" if fd["extrapolated"] or rev["extrapolated"] else "")
-                     + fmt_x(fd["median_s"] / rev["median_s"])])
-    return table(["network", "P", "N", "forward pass", "`reverse`", "`fd-forward`", "FD / reverse"], body)
+    for sizes in dict.fromkeys(t["sizes"] for t in tab):
+        at = [t for t in tab if t["sizes"] == sizes]
+        rev = next((t for t in at if t["method"] == "reverse"), None)
+        for t in sorted(at, key=lambda t: t["gradient_s"] or float("inf")):
+            grad, epoch = t["gradient_s"], t["epoch_s"]
+            over = grad / rev["gradient_s"] if grad and rev and rev["gradient_s"] else None
+            flag = "~" if t["gradient_extrapolated"] else ""
+            body.append([f"[{sizes.replace('-', ', ')}]", f"{t['P']:,}", _label(t["method"]),
+                         flag + fmt_s(grad) if grad is not None else "-",
+                         ("~" if flag or (rev and rev["gradient_extrapolated"]) else "") + fmt_x(over)
+                         if over is not None else "-",
+                         ("~" if t["epoch_extrapolated"] else "") + fmt_s(epoch) if epoch is not None else "-"])
+    head = (f"One gradient on {MILLION_EXAMPLES:,} examples and one epoch = {EPOCH_STEPS:,} gradients on "
+            f"mini-batches of {EPOCH_BATCH} (`~`: timed on a subset of directions and extrapolated):\n\n")
+    return head + table(["network", "P", "method", f"gradient (N = {MILLION_EXAMPLES:,})", "/ reverse",
+                         f"epoch ({EPOCH_STEPS:,} x N = {EPOCH_BATCH})"], body, ["l", "r", "l", "r", "r", "r"])
 
 
 @renderer("fd_vs_grad.validation", "fd_vs_grad_full")
@@ -126,6 +139,7 @@ def fd_vs_grad_validation(data) -> str:
 
 
 fd_vs_grad_quick_validation = renderer("fd_vs_grad.quick_validation", "fd_vs_grad")(fd_vs_grad_validation)
+fd_vs_grad_quick_targets = renderer("fd_vs_grad.quick_targets", "fd_vs_grad")(fd_vs_grad_targets)
 
 
 def _round_ratios(loop_row, row) -> list[float]:
