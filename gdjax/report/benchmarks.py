@@ -70,7 +70,7 @@ def fd_vs_grad_headline(data) -> str:
     meta = data["meta"]
     cores = f", {meta['cpu_count']} cores" if meta.get("platform") == "cpu" and meta.get("cpu_count") else ""
     head = (f"[784, 30, 10], P = {r0['P']:,}, N = {r0['batch_size']}, {r0['dtype']}, on {meta['device_kind']}{cores}"
-            f" (`~`: timed on a subset of directions and scaled, `extrapolated` in the JSON):\n\n")
+            f" (`~`: timed on two parts of the method's own program and extrapolated, `extrapolated` in the JSON):\n\n")
     # the reworked bench measures forward-pass equivalents (XLA FLOPs); older files count cost evaluations
     cost, title = ("forward_equivalents", "forward-pass equivalents (XLA FLOPs)") if "forward_equivalents" in r0 \
         else ("evaluations", "cost evaluations")
