@@ -31,7 +31,6 @@ def test_parse_sizes():
 def test_policy():
     """Whole when the prediction fits; subsets sized to the budget share and capped; validation only where a
     subset is a real part (fails on an inverted comparison or a missing cap)."""
-    assert policy.predict_from_pilot(0.02, 44, 23_861) == pytest.approx(0.02 * 23_861 / 44)
     assert policy.fits_whole(10.0, 40.0) and not policy.fits_whole(41.0, 40.0)
     n = policy.subset_directions(0.02, 44, 23_861, 40.0)
     assert n == int(policy.SUBSET_SHARE * 40.0 / (0.02 / 44))
@@ -47,6 +46,25 @@ def test_policy():
     assert policy.predict_from_count(100.0, 0.01, False) == pytest.approx(1.0)
     assert policy.predict_from_count(None, 0.01, True) == pytest.approx(policy.GRIEWANK * 0.01)
     assert policy.predict_from_count(100.0, 0.01, False, [(10, 5, 0.001)], 20, 5) == pytest.approx(0.004)
+
+
+def test_pilot_counts_a_fixed_cost_once():
+    """The pilot predicts a whole gradient from two parts of the program, so a call's fixed cost is counted
+    once: a subset costing 30 ms + 0.1 ms per direction over 2000 directions is predicted near 0.23 s, where
+    scaling the one-chunk part by total / covered would say 1.7 s (fails if the pilot were proportional)."""
+    import time as _time
+
+    from gdjax.bench.measure import _pilot
+    from gdjax.gradients.registry import Subset
+
+    class Fake:
+        def subset(self, params, batch, n):
+            covered = min(2000, -(-n // 40) * 40)  # whole chunks of 40
+            return Subset(lambda p, b: _time.sleep(0.03 + 1e-4 * covered), covered, 2000, jittable=False)
+
+    pilot = _pilot(Fake(), None, None)
+    assert pilot["covered"] == 40 and pilot["total"] == 2000
+    assert 0.2 < pilot["predicted"] < 0.4, pilot
 
 
 def test_timing_rounds():

@@ -110,7 +110,7 @@ def measure_method(point: Point, cost, params, batch, *, dtype: str, t_forward: 
     pilot = _pilot(est, params, batch) if est.subset is not None else None
     program = None
     if pilot is not None:
-        predicted = policy.predict_from_pilot(pilot["s"], pilot["covered"], pilot["total"])
+        predicted = pilot["predicted"]
     else:  # no subset: compile first, and predict from the program's own FLOPs where XLA counts them
         if est.jittable:
             program = _compile(lambda p_, b, k: est(p_, b, k), params, batch, key)
@@ -159,13 +159,20 @@ def _covered_text(part: dict) -> str:
 
 
 def _pilot(est, params, batch) -> dict:
-    """One timed call of a one-chunk subset (after its compilation and a warm-up): {s, covered, total}."""
-    sub = est.subset(params, batch, 1)
-    fn = jax.jit(sub.fn) if sub.jittable else sub.fn
-    jax.block_until_ready(fn(params, batch))
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(params, batch))
-    return {"s": time.perf_counter() - t0, "covered": sub.covered, "total": sub.total}
+    """Timed calls of a one-chunk subset and of one about four times larger (each after its compilation and a
+    warm-up): {s, covered, total} of the small one, and `predicted`, the whole gradient's seconds from both
+    (`policy.extrapolate`: a call's fixed cost counted once, not total / covered times)."""
+    parts = []
+    for n in (1, None):
+        sub = est.subset(params, batch, 1 if n else 4 * parts[0]["covered"])
+        fn = jax.jit(sub.fn) if sub.jittable else sub.fn
+        jax.block_until_ready(fn(params, batch))
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(params, batch))
+        parts.append({"s": time.perf_counter() - t0, "covered": sub.covered, "total": sub.total})
+    small, big = parts
+    return {**small, "predicted": policy.extrapolate(big["s"], big["covered"], big["total"], small["s"],
+                                                     small["covered"])}
 
 
 def _subset_programs(est, params, batch, n_directions: int) -> dict:

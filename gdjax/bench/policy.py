@@ -2,7 +2,7 @@
 
 Every decision is a pure function of measured times, so it can be tested without timing anything:
 
-    >>> predicted = predict_from_pilot(pilot_s=0.02, covered=44, total=23_861)      # 10.8 s
+    >>> predicted = extrapolate(0.08, 176, 23_861, t_small=0.02, covered_small=44)  # 8.2 s (the pilot's two parts)
     >>> fits_whole(predicted, budget=40.0)                                          # True: time it whole
     >>> subset_directions(pilot_s=0.02, covered=44, total=23_861, budget=4.0)       # 275: ~0.125 s of directions
 
@@ -29,13 +29,6 @@ VALIDATION_MIN_SHARE = 1 / 256  # nor are whole gradients far below the budget (
 SHORT_CALL_S = 0.05  # a call this short is at the mercy of the scheduler: time it SHORT_ROUNDS times
 SHORT_ROUNDS = 21
 GRIEWANK = 5.0  # reverse mode costs at most ~5 forward passes: the prediction for autodiff methods without a count
-
-
-def predict_from_pilot(pilot_s: float, covered: int, total: int) -> float:
-    """Predicted seconds of the whole gradient from one timed call of a subset: pilot_s * total / covered."""
-    if covered <= 0 or total <= 0:
-        raise ValueError(f"covered and total must be positive direction counts, got {covered} and {total}")
-    return float(pilot_s) * total / covered
 
 
 def predict_from_count(evaluations: float | None, t_forward: float, exact: bool,
