@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["environment", "output_dir", "write_json", "write_bytes", "save_results", "load_results", "append_jsonl",
-           "read_jsonl", "save_npz", "load_npz", "csv_path", "to_jsonable"]
+           "write_jsonl", "read_jsonl", "save_npz", "load_npz", "csv_path", "to_jsonable"]
 
 
 def to_jsonable(obj):
@@ -183,7 +183,7 @@ def append_jsonl(path, row: dict) -> Path:
         raise TypeError(f"row must be a dict, got {type(row).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(to_jsonable(row), allow_nan=False)
+    line = _jsonl_line(row)
     with open(path, "a+b") as f:
         f.seek(0, os.SEEK_END)
         prefix = b""
@@ -195,6 +195,19 @@ def append_jsonl(path, row: dict) -> Path:
         f.flush()
         os.fsync(f.fileno())
     return path
+
+
+def _jsonl_line(row: dict) -> str:
+    return json.dumps(to_jsonable(row), allow_nan=False)
+
+
+def write_jsonl(path, rows) -> Path:
+    """Replace `path` with `rows`, one JSON line each, atomically (`write_bytes`): e.g. the rows a resumed
+    sweep keeps, so an interruption leaves the old file or the new one, never fewer rows."""
+    rows = list(rows)
+    if not all(isinstance(r, dict) for r in rows):
+        raise TypeError("rows must be dicts")
+    return write_bytes(path, "".join(_jsonl_line(r) + "\n" for r in rows).encode("utf-8"))
 
 
 def read_jsonl(path) -> list[dict]:

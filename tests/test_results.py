@@ -145,3 +145,17 @@ def test_git_dirty_counts_code_not_results_or_pages(tmp_path, monkeypatch):
     assert results._git_dirty() is False  # outputs and pages only
     (tmp_path / "gdjax/x.py").write_text("b\n")
     assert results._git_dirty() is True
+
+
+def test_write_jsonl_replaces_the_file_with_the_rows(tmp_path):
+    """write_jsonl replaces the file (fails if it appended) and read_jsonl gives the rows back; a non-dict row
+    is a TypeError and leaves the file as it was."""
+    path = tmp_path / "s.jsonl"
+    results.append_jsonl(path, {"id": "old"})
+    results.write_jsonl(path, [{"id": "a", "x": 1.5}, {"id": "b"}])
+    assert results.read_jsonl(path) == [{"id": "a", "x": 1.5}, {"id": "b"}]
+    with pytest.raises(TypeError, match="dicts"):
+        results.write_jsonl(path, [{"id": "c"}, 3])
+    assert [r["id"] for r in results.read_jsonl(path)] == ["a", "b"]
+    results.write_jsonl(path, [])
+    assert results.read_jsonl(path) == []

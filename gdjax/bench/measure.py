@@ -205,7 +205,7 @@ def time_parts(est, params, batch, n_directions: int, repeats: int, max_time: fl
     smaller part)."""
     part = _subset_programs(est, params, batch, n_directions)
     wall, _ = _rounds([(f, (params, batch)) for f in part["fns"]], repeats, max_time, warm=True)
-    big, small = wall[0], wall[1] if len(wall) > 1 else [None] * len(wall[0])  # one part only: proportional
+    big, small = _big_small(wall)
     return {**part, "timing": _extrapolated(part, big, small), "times": big,
             "small_times": small if small[0] is not None else None}
 
@@ -230,6 +230,12 @@ def _rounds(calls, rounds: int, max_time: float, warm: bool) -> tuple[list[list[
     return wall, cpu
 
 
+def _big_small(times: list[list[float]]) -> tuple[list[float], list]:
+    """(the bigger part's times, the smaller part's) from one list per part; Nones when there is one part only
+    (then `policy.extrapolate` scales in proportion)."""
+    return times[0], times[1] if len(times) > 1 else [None] * len(times[0])
+
+
 def _extrapolated(part: dict, big: list[float], small: list) -> profiling.Timing:
     """Per-round extrapolations of the whole program from its parts' times (`policy.extrapolate`)."""
     covered, total = part["covered"], part["total"]
@@ -241,14 +247,15 @@ def _extrapolated(part: dict, big: list[float], small: list) -> profiling.Timing
 def _measure_whole(row, est, params, batch, key, repeats, budget, reference, forward_flops, evals, program=None,
                    n_val=None):
     """Time the whole gradient (and its error, from the first call's output). With `n_val(first_s)`, the
-    directions to validate on given the first call's seconds (None: no validation), also validate: time the parts an extrapolated point would use (`_subset_programs`) and return the validation
-    entry {whole_s, extrapolated_s, ratio (of medians), ratio_min (best of each), ratio_cpu (of process CPU
-    seconds, which other load disturbs far less than wall time; None when not interleaved), covered, total}.
+    directions to validate on given the first call's seconds (None: no validation), also validate: time the
+    parts an extrapolated point would use (`_subset_programs`) and return the validation entry {whole_s,
+    extrapolated_s, ratio (of medians), ratio_min (best of each), ratio_cpu (of process CPU seconds, which other
+    load disturbs far less than wall time; None when not interleaved), covered, total, counted}.
 
-    A whole call whose first run (after ahead-of-time compilation) took at most a quarter of the budget is timed `repeats` times (at least 3 when
-    validating), interleaved with the parts: the whole and its extrapolation see the same load, and the same
-    whole calls give the row its time. A longer one is timed while the calls stay within half the budget (the
-    first call, after ahead-of-time compilation, counts), and its parts after it."""
+    A whole call whose first run (after ahead-of-time compilation) took at most a quarter of the budget is timed
+    `policy.timing_rounds` times, interleaved with the parts: the whole and its extrapolation see the same load,
+    and the same whole calls give the row its time. A longer one is timed while the calls stay within half the
+    budget (the first call counts), and its parts after it."""
     args = (params, batch, key)
     if est.jittable:
         fn, compile_s = program or _compile(lambda p, b, k: est(p, b, k), *args)
@@ -294,13 +301,12 @@ def _measure_whole(row, est, params, batch, key, repeats, budget, reference, for
 def _check(part: dict, whole: list[float], parts: list[list[float]], cpu, budget: float) -> dict:
     """The validation entry from the whole's times and its parts' (per round when interleaved); `counted`:
     whether it counts toward the validation target (`policy.counts_for_target`)."""
-    big, small = parts[0], parts[1] if len(parts) > 1 else [None] * len(parts[0])
+    big, small = _big_small(parts)
     ext = _extrapolated(part, big, small)
     best = _extrapolated(part, [min(big)], [min(small) if small[0] is not None else None])
     ratio_cpu = None
     if cpu is not None:
-        cpu_small = cpu[2] if len(cpu) > 2 else [None] * len(cpu[1])
-        ratio_cpu = _extrapolated(part, cpu[1], cpu_small).median_s / statistics.median(cpu[0])
+        ratio_cpu = _extrapolated(part, *_big_small(cpu[1:])).median_s / statistics.median(cpu[0])
     w = statistics.median(whole)
     return {"whole_s": w, "extrapolated_s": ext.median_s, "ratio": ext.median_s / w,
             "ratio_min": best.median_s / min(whole), "ratio_cpu": ratio_cpu, "covered": part["covered"][0],

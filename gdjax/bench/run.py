@@ -50,9 +50,7 @@ def run(config: BenchConfig, out_dir, *, name: str = BENCH_NAME, resume: bool = 
     stamp = {"git_commit": env["git_commit"], "git_dirty": env["git_dirty"]}
     done = _resumable(jsonl_path, stamp) if resume and jsonl_path.exists() else []
     if writer and jsonl_path.exists():
-        jsonl_path.unlink()  # a fresh sweep, or one resumed from the rows kept (rewritten below)
-        for r in done:
-            results.append_jsonl(jsonl_path, r)
+        results.write_jsonl(jsonl_path, done)  # a fresh sweep (no rows), or one resumed from the rows kept
     on_row = (lambda r: results.append_jsonl(jsonl_path, {**r, **stamp})) if writer else None
     out = run_sweep(config, done=done, progress=progress, quick=quick, on_row=on_row, deadline=deadline)
     ref = out["reference"]
