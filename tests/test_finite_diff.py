@@ -135,13 +135,37 @@ def test_defaults():
 def test_lecture_net_default_chunks():
     net = MLP((784, 30, 10))
     params = jax.eval_shape(net.init, jax.random.key(0))  # shapes are all the defaults look at
-    batch = Batch(jax.ShapeDtypeStruct((1000, 784), jnp.float32), jax.ShapeDtypeStruct((1000, 10), jnp.float32))
     cost = gdjax.make_cost(net)
-    per_direction = 3 * 784 * 30 * 4 + _budget.intermediate_bytes(cost, params, batch)
-    gpu = finite_diff.leaf_chunk_sizes(cost, params, batch, "forward", platform="gpu")[0]  # the 784 x 30 weights
-    cpu = finite_diff.leaf_chunk_sizes(cost, params, batch, "forward", platform="cpu")[0]
-    assert gpu * per_direction <= _budget.memory_budget("gpu") < (gpu + 1) * per_direction * 1.01  # fills it
-    assert cpu * 784 * 30 * 4 <= _budget.CACHE_BUDGET["cpu"] and 1 < cpu < gpu
+    copy = 784 * 30 * 4  # bytes of one perturbed copy of the 784 x 30 weights
+    cpu = {}
+    for n in (10, 1000):
+        batch = Batch(jax.ShapeDtypeStruct((n, 784), jnp.float32), jax.ShapeDtypeStruct((n, 10), jnp.float32))
+        per_direction = 3 * copy + _budget.intermediate_bytes(cost, params, batch)
+        gpu = finite_diff.leaf_chunk_sizes(cost, params, batch, "forward", platform="gpu")[0]
+        cpu[n] = finite_diff.leaf_chunk_sizes(cost, params, batch, "forward", platform="cpu")[0]
+        assert gpu * per_direction <= _budget.memory_budget("gpu") and 1 < cpu[n] <= gpu
+        if n == 1000:  # 23520 directions at the largest chunk, 314, even out to 75 chunks of 314: it fills the budget
+            assert _budget.memory_budget("gpu") < (gpu + 1) * per_direction * 1.01
+    # few examples per copy: the copies fit the base cache budget; many: the widest budget (compute-bound)
+    assert cpu[10] * copy <= _budget.CACHE_BUDGET["cpu"] < (cpu[10] + 1) * copy
+    wide = _budget.REUSE_CAP * _budget.CACHE_BUDGET["cpu"]
+    assert cpu[1000] * copy <= wide < (cpu[1000] + 1) * copy * 1.01 and cpu[1000] > 2 * cpu[10]
+
+
+def test_cache_budget_grows_with_examples_per_copy():
+    base = _budget.CACHE_BUDGET["cpu"]
+    assert _budget.cache_budget("cpu", 1) == _budget.cache_budget("cpu", _budget.REUSE_EXAMPLES - 1) == base
+    assert _budget.cache_budget("cpu", 2 * _budget.REUSE_EXAMPLES) == 2 * base
+    assert _budget.cache_budget("cpu", 10**6) == _budget.REUSE_CAP * base  # capped
+    assert _budget.cache_budget("gpu", 10**6) is None
+    batch = Batch(jnp.zeros((7, 3)), jnp.zeros((7, 2)))
+    assert _budget.batch_examples(batch) == 7 and _budget.batch_examples(jnp.float32(1.0)) == 1
+    # the same leaf, directions and budget: more examples per copy -> a wider default chunk on a CPU only
+    narrow = _budget.default_chunk_size(10**4, 4, 0, 10**6, platform="cpu", n_examples=1)
+    wide = _budget.default_chunk_size(10**4, 4, 0, 10**6, platform="cpu", n_examples=10**4)
+    assert (narrow, wide) == (base // 40_000, _budget.REUSE_CAP * base // 40_000)  # 4 x 10^4-byte copies
+    assert (_budget.default_chunk_size(10**4, 4, 0, 10**6, platform="gpu", n_examples=1)
+            == _budget.default_chunk_size(10**4, 4, 0, 10**6, platform="gpu", n_examples=10**4))
 
 
 def test_map_directions_matches_vmap_with_padding():

@@ -4,6 +4,7 @@ A chunk of c directions holds c perturbed copies of one leaf and c sets of activ
 a memory budget (any platform) and, on a CPU, by a cache budget for its stack of copies (measured below).
 
     >>> default_chunk_size(784 * 30, 4, 2**20, 784 * 30 + 1, platform="cpu")   # 89: 8 MiB / 94 KB copies
+    >>> default_chunk_size(784 * 30, 4, 2**20, 784 * 30 + 1, platform="cpu", n_examples=1000)   # 265: 24 MiB
 """
 
 from __future__ import annotations
@@ -19,13 +20,19 @@ DEFAULT_MEMORY_BUDGET = 256 * 2**20
 MEMORY_BUDGET = {"cpu": DEFAULT_MEMORY_BUDGET, "gpu": DEFAULT_MEMORY_BUDGET, "tpu": DEFAULT_MEMORY_BUDGET}
 # On a CPU, also bytes of one chunk's stack of perturbed copies. Too narrow a chunk makes the batched first-layer
 # matmul narrow (slow per FLOP) and pays the loop's fixed cost per chunk more often; too wide a one moves its
-# copies and activations out of the caches. Measured on the 2-core EPYC of this project (1 MiB L2 per core, 32 MiB
-# L3; [784, 30, 10], fd-forward, float32, whole gradients, chunks of the 94 KB weight copies, medians of 3
-# interleaved rounds, `benchmarks/fd_kernel.py --chunks 64,96,128,256`): N = 10: chunk 44 76 ms, 64 68 ms,
-# 96 67 ms, 128 71 ms, 256 112 ms; N = 1000: chunk 44 5.18 s, 64 4.63 s, 96 4.34 s, 128 4.24 s, 256 4.06 s.
-# 8 MiB gives chunk 89, between the best of both (64-128); wider chunks lose at small N.
+# copies and activations out of the caches. How much that costs depends on how many examples use each copy:
+# with few, the kernel is memory-bound and wants its copies in L2; with many, it is compute-bound and wants the
+# widest matmul whose copies still fit L3. So the budget is CACHE_BUDGET times a reuse factor,
+# min(REUSE_CAP, max(1, n_examples // REUSE_EXAMPLES)). Measured on the 2-core EPYC of this project (1 MiB L2 per
+# core, 32 MiB L3; [784, 30, 10], fd-forward, float32, whole gradients, chunks of the 94 KB weight copies, medians
+# of 3 interleaved rounds, `benchmarks/fd_kernel.py --chunks ...`):
+#   N = 10:   chunk 44 76 ms, 64 68 ms, 96 67 ms, 128 71 ms, 256 112 ms        (8 MiB -> chunk 89)
+#   N = 100:  chunk 89 494 ms, 180 472 ms, 256 453 ms, 360 557 ms            (24 MiB -> chunk 265)
+#   N = 1000: chunk 89 4.68 s, 180 4.19 s, 256 4.12 s, 360 5.27 s            (24 MiB -> chunk 265)
 # Accelerators have fast memory and want wide chunks to fill their cores: no such limit there.
 CACHE_BUDGET = {"cpu": 8 * 2**20}
+REUSE_EXAMPLES = 32
+REUSE_CAP = 3
 MAX_CHUNK = 1024
 
 
@@ -42,29 +49,40 @@ def memory_budget(platform: str | None = None) -> int:
     return MEMORY_BUDGET.get(_platform(platform), DEFAULT_MEMORY_BUDGET)
 
 
-def cache_budget(platform: str | None = None) -> int | None:
-    """Bytes one chunk's stack of perturbed copies may take on `platform` (default: JAX's default backend),
-    None for no limit; see CACHE_BUDGET."""
-    return CACHE_BUDGET.get(_platform(platform))
+def cache_budget(platform: str | None = None, n_examples: int = 1) -> int | None:
+    """Bytes one chunk's stack of perturbed copies may take on `platform` (default: JAX's default backend) when
+    each copy is used by `n_examples` examples, None for no limit; see CACHE_BUDGET."""
+    base = CACHE_BUDGET.get(_platform(platform))
+    if base is None:
+        return None
+    return base * min(REUSE_CAP, max(1, int(n_examples) // REUSE_EXAMPLES))
+
+
+def batch_examples(batch) -> int:
+    """Examples in `batch`: the longest leading axis of its array leaves (1 for a batch of scalars)."""
+    lengths = [leaf.shape[0] for leaf in jax.tree_util.tree_leaves(batch) if getattr(leaf, "ndim", 0) >= 1]
+    return int(max(lengths, default=1))
 
 
 def default_chunk_size(n_params: int, itemsize: int, activation_bytes: int, n_directions: int,
                        n_devices: int = 1, budget: int | None = None, cache: int | None | str = "auto",
-                       platform: str | None = None) -> int:
+                       platform: str | None = None, n_examples: int = 1) -> int:
     """Directions per chunk: the chunk fits the memory budget, and on a CPU its copies fit the cache budget.
 
     `n_params` is the size of what one direction copies (the perturbed leaf). The largest chunk is the smallest of
       budget // (3 * n_params * itemsize + activation_bytes)   (the copy, a relayout, slack; the activations,
                                                                see `intermediate_bytes`; budget default
                                                                `memory_budget(platform)`)
-      cache // (n_params * itemsize)                           (cache default `cache_budget(platform)`: 8 MiB on CPU)
+      cache // (n_params * itemsize)                           (cache default `cache_budget(platform, n_examples)`:
+                                                               on CPU 8 MiB, up to 24 MiB when each copy serves
+                                                               96 or more examples)
       MAX_CHUNK,
     and at least 1. The directions are then split into the fewest chunks of at most that size (a multiple of
     n_devices of them) and the chunk size evened out over them, so that padding wastes less than one direction
     per chunk (23861 directions at a largest chunk of 314 give 76 chunks of 314).
     """
     budget = memory_budget(platform) if budget is None else budget
-    cache = cache_budget(platform) if cache == "auto" else cache
+    cache = cache_budget(platform, n_examples) if cache == "auto" else cache
     largest = budget // max(3 * n_params * itemsize + activation_bytes, 1)
     if cache is not None:
         largest = min(largest, cache // max(n_params * itemsize, 1))
@@ -97,13 +115,14 @@ def leaf_chunk_sizes(cost: Callable, params, batch, lengths: list[int], chunk_si
 
     `chunk_size` (the same for every leaf) or, when None, `default_chunk_size` of the leaf: one direction copies
     the leaf (`copy_factor` x its bytes: 2 for complex copies) and holds `activation_factor` x the cost's
-    intermediate bytes (2 for forward mode: primal and tangent).
+    intermediate bytes (2 for forward mode: primal and tangent); the cache budget is the one for the batch's
+    `batch_examples`.
     """
     leaves = jax.tree_util.tree_leaves(params)
     if chunk_size is not None:
         return [min(chunk_size, m) for m in lengths]
     act = intermediate_bytes(cost, params, batch) * activation_factor
-    budget, cache = memory_budget(platform), cache_budget(platform)
+    budget, cache = memory_budget(platform), cache_budget(platform, batch_examples(batch))
     return [min(default_chunk_size(leaf.size, jnp.dtype(leaf.dtype).itemsize * copy_factor, act, m, n_devices,
                                    budget, cache), m) for leaf, m in zip(leaves, lengths)]
 

@@ -33,11 +33,12 @@ Default chunk size, per leaf (`_budget.default_chunk_size`): the largest chunk s
   * its memory fits a budget of 256 MiB: per direction, 3 copies of the leaf (the perturbed copy, a relayout,
     slack) plus every intermediate array of one cost evaluation (from the cost's jaxpr, an upper bound: XLA fuses
     most elementwise ones away), so memory grows with chunk_size * (leaf + activations), never with P^2;
-  * on a CPU, its stack of perturbed copies fits 8 MiB: wide enough for an efficient batched matmul, narrow
-    enough for the copies and activations to stay in cache (measured: see `_budget.CACHE_BUDGET`);
+  * on a CPU, its stack of perturbed copies fits 8 MiB, or 24 MiB when each copy serves 96 or more examples:
+    wide enough for an efficient batched matmul, narrow enough for the copies and activations to stay in cache
+    (measured: see `_budget.CACHE_BUDGET`);
   * at most `MAX_CHUNK`; then evened out so that padding wastes less than one direction per chunk.
-For the lecture's [784, 30, 10] net in float32 on CPU this gives chunks of 89 for the 784 x 30 weights (any N)
-and, on a GPU, 314 (N = 1000) or 905 (N = 10).
+For the lecture's [784, 30, 10] net in float32 on CPU this gives chunks of 89 (N = 10) or 265 (N = 1000) for the
+784 x 30 weights and, on a GPU, 314 (N = 1000) or 905 (N = 10).
 
 Sharding: with several devices (`devices=None` means every device of the global `jax.devices()`), the
 padded direction axis is split across a 1-D mesh (`gdjax.sharding.device_mesh`) with `jax.shard_map`; each device maps
