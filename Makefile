@@ -43,7 +43,7 @@ bench-gpu:  ## on one NVIDIA GPU, with the machine's own python3 and jax (<= 8 m
 	PYTHONPATH=. python3 benchmarks/bench_gpu.py $(BENCH_ARGS)
 
 bench-fd-kernel: $(STAMP)  ## the FD kernel vs its ceiling (a big matmul) and fd-loop, whole gradients, N = 10 and 1000
-	$(BIN)/python benchmarks/fd_kernel.py --chunks 5,44,256 $(BENCH_ARGS)
+	$(BIN)/python benchmarks/fd_kernel.py --chunks 44,128,272 $(BENCH_ARGS)
 
 bench-estimators: $(STAMP)  ## the estimator ladder (layer-aware FD, node perturbation, SPSA, ...)
 	$(BIN)/python benchmarks/estimators.py $(BENCH_ARGS)

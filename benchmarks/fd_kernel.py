@@ -2,7 +2,7 @@
 """The FD kernel against its ceiling (a big matmul) and its baseline (fd-loop), measured side by side.
 
     python benchmarks/fd_kernel.py                        # [784,30,10], N = 10 and 1000: ~3 min on a 2-core CPU
-    python benchmarks/fd_kernel.py --chunks 5,44,256      # also the kernel at chunk sizes 5, 44 and 256
+    python benchmarks/fd_kernel.py --chunks 44,128,272    # also the kernel at chunk sizes 44, 128 and 272
     python benchmarks/fd_kernel.py --quick                # a tiny net: seconds
 
 The lecture's net by default: sigmoid hidden and output units, quadratic cost, N(0, 1) weights, x ~ U[0, 1],

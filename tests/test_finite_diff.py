@@ -119,17 +119,24 @@ def test_defaults():
     P, act = 10_000, 50_000
     largest = 2**26 // (3 * P * 4 + act)
     for n in (10**6, 10**6 + 1, 3 * largest + 1):
-        c = _budget.default_chunk_size(P, 4, act, n, budget=2**26, cache=None)
+        c = _budget.default_chunk_size(P, 4, act, n, budget=2**26, cache=None, align=1)
         n_chunks = -(-n // c)
         assert c <= largest and n_chunks == -(-n // largest)  # within budget, the fewest chunks ...
         assert n_chunks * c - n < n_chunks  # ... evened out: less than one padded direction per chunk
     # 5 chunks' worth over 4 devices: 8 chunks (a multiple of the devices), evened out
-    assert _budget.default_chunk_size(P, 4, act, 5 * largest, 4, 2**26, None) == -(-5 * largest // 8)
+    assert _budget.default_chunk_size(P, 4, act, 5 * largest, 4, 2**26, None, align=1) == -(-5 * largest // 8)
     assert _budget.default_chunk_size(P, 4, act, 10, n_devices=4, cache=None) == 3  # never more than per device
     assert _budget.default_chunk_size(10**9, 8, 0, 10) == 1  # huge P: one direction at a time
     assert _budget.default_chunk_size(1, 4, 0, 10**9) == _budget.MAX_CHUNK
     # the cache limit on CPU: the stack of copies (c * P * itemsize) within the cache budget
-    assert _budget.default_chunk_size(P, 4, act, 10**6, budget=2**26, cache=2**20) == 2**20 // (P * 4)
+    assert _budget.default_chunk_size(P, 4, act, 10**6, budget=2**26, cache=2**20, align=1) == 2**20 // (P * 4)
+    # aligned: a multiple of `align` at most the largest chunk, padding under `align` directions per chunk
+    for n in (10**6, 10**6 + 1, 12_345):
+        c = _budget.default_chunk_size(P, 4, act, n, budget=2**26, cache=None, align=16)
+        n_chunks = -(-n // c)
+        assert c % 16 == 0 and c <= largest and n_chunks * c - n < 16 * n_chunks
+    assert _budget.default_chunk_size(P, 4, act, 10**6, budget=2**26, cache=2**22, align=16) == 96  # 104 -> 96
+    assert _budget.default_chunk_size(P, 4, act, 10**6, budget=2**26, cache=2**21, align=16) == 52  # < 64: as is
 
 
 def test_lecture_net_default_chunks():
@@ -147,9 +154,11 @@ def test_lecture_net_default_chunks():
         if n == 1000:  # 23520 directions at the largest chunk, 314, even out to 75 chunks of 314: it fills the budget
             assert _budget.memory_budget("gpu") < (gpu + 1) * per_direction * 1.01
     # few examples per copy: the copies fit the base cache budget; many: the widest budget (compute-bound)
-    assert cpu[10] * copy <= _budget.CACHE_BUDGET["cpu"] < (cpu[10] + 1) * copy
+    # (both multiples of 16, within 16 directions of the budget)
+    assert cpu[10] * copy <= _budget.CACHE_BUDGET["cpu"] < (cpu[10] + 16) * copy
     wide = _budget.REUSE_CAP * _budget.CACHE_BUDGET["cpu"]
-    assert cpu[1000] * copy <= wide < (cpu[1000] + 1) * copy * 1.01 and cpu[1000] > 2 * cpu[10]
+    assert cpu[1000] * copy <= wide < (cpu[1000] + 16) * copy and cpu[1000] > 2 * cpu[10]
+    assert cpu[10] % 16 == 0 and cpu[1000] % 16 == 0
 
 
 def test_cache_budget_grows_with_examples_per_copy():
@@ -163,7 +172,7 @@ def test_cache_budget_grows_with_examples_per_copy():
     # the same leaf, directions and budget: more examples per copy -> a wider default chunk on a CPU only
     narrow = _budget.default_chunk_size(10**4, 4, 0, 10**6, platform="cpu", n_examples=1)
     wide = _budget.default_chunk_size(10**4, 4, 0, 10**6, platform="cpu", n_examples=10**4)
-    assert (narrow, wide) == (base // 40_000, _budget.REUSE_CAP * base // 40_000)  # 4 x 10^4-byte copies
+    assert (narrow, wide) == (base // 40_000 // 16 * 16, _budget.REUSE_CAP * base // 40_000 // 16 * 16)
     assert (_budget.default_chunk_size(10**4, 4, 0, 10**6, platform="gpu", n_examples=1)
             == _budget.default_chunk_size(10**4, 4, 0, 10**6, platform="gpu", n_examples=10**4))
 
@@ -334,7 +343,7 @@ def test_memory_budget_reads_its_platform(monkeypatch):
     assert _budget.cache_budget("gpu") is None and _budget.cache_budget("cpu") == 8 * 2**20
     # a 10^4-parameter leaf, float32, no activations, 10^6 directions (these sizes divide 10^6 evenly):
     assert _budget.default_chunk_size(10**4, 4, 0, 10**6, platform="gpu") == 2**20 // 120_000  # 1 MiB / 3 copies
-    assert _budget.default_chunk_size(10**4, 4, 0, 10**6, platform="cpu") == 8 * 2**20 // 40_000  # the cache bound
+    assert _budget.default_chunk_size(10**4, 4, 0, 10**6, platform="cpu") == 8 * 2**20 // 40_000 // 16 * 16  # cache
     with pytest.raises(TypeError, match="platform"):
         _budget.memory_budget(3)
 

@@ -36,8 +36,9 @@ Default chunk size, per leaf (`_budget.default_chunk_size`): the largest chunk s
   * on a CPU, its stack of perturbed copies fits 8 MiB, or 24 MiB when each copy serves 96 or more examples:
     wide enough for an efficient batched matmul, narrow enough for the copies and activations to stay in cache
     (measured: see `_budget.CACHE_BUDGET`);
-  * at most `MAX_CHUNK`; then evened out so that padding wastes less than one direction per chunk.
-For the lecture's [784, 30, 10] net in float32 on CPU this gives chunks of 89 (N = 10) or 265 (N = 1000) for the
+  * at most `MAX_CHUNK`; on a CPU a multiple of 16 from 64 up (measured: see `_budget.ALIGN`); then evened out
+    so that padding wastes fewer than 16 directions per chunk (one on other platforms).
+For the lecture's [784, 30, 10] net in float32 on CPU this gives chunks of 80 (N = 10) or 256 (N = 1000) for the
 784 x 30 weights and, on a GPU, 314 (N = 1000) or 905 (N = 10).
 
 Sharding: with several devices (`devices=None` means every device of the global `jax.devices()`), the
