@@ -31,7 +31,9 @@ at or above it, or "not reached" with the best accuracy seen.
 
 Output: `runs/bench-budget-<date>/equal_budget.json` (git-ignored) unless `--out`; rows: one per (net, method,
 seed) run; `summary`: per (net, method) mean and spread over seeds; `tuning`: the learning-rate grids; every
-finished run or tuning point is appended to `equal_budget.jsonl` beside it, which `--resume` reads back.
+finished run or tuning point is appended to `equal_budget.jsonl` beside it, stamped with the commit, which
+`--resume` reads back: it reuses the lines written by the current code (`gdjax.provenance.reusable`) and trains
+the others again.
 Figures (drawn from the JSON): equal_budget_curves.{png,svg} (test accuracy vs seconds and vs forward-pass
 equivalents, mean over seeds with a min-max band) and equal_budget_bars.{png,svg}.
 """
@@ -93,7 +95,8 @@ def parse_args(argv):
     p.add_argument("--methods", default=None, help=f"comma-separated labels from: {', '.join(METHODS)}")
     p.add_argument("--nets", default=None, help=f"comma-separated from: {', '.join(NETS)}")
     p.add_argument("--data-dir", default=None, help="folder of the Fashion-MNIST IDX files (default: searched)")
-    p.add_argument("--resume", action="store_true", help="skip runs already in the .jsonl beside the JSON")
+    p.add_argument("--resume", action="store_true", help="skip runs already in the .jsonl beside the JSON "
+                   "(those written by the current code)")
     p.add_argument("--plot-only", default=None, metavar="FILE.json", help="redraw the figures of a results JSON")
     args = p.parse(argv, defaults=DEFAULTS, quick=QUICK)
     if args.plot_only is not None:
@@ -298,6 +301,22 @@ def load_data(args):
                                  n_train=n, n_val=args.val, n_test=int(ds.test.x.shape[0]))
 
 
+def _resumable(jsonl: Path, stamp: dict) -> list[dict]:
+    """The finished runs and tuning points of an interrupted run that the current code may reuse
+    (`gdjax.provenance.reusable`: written by the same code), without their stamp. The others are trained again:
+    the .jsonl is rewritten (atomically) with the kept lines, and a line says how many were dropped and why."""
+    from gdjax import provenance, results
+
+    rows = results.read_jsonl(jsonl)
+    producers = (f"benchmarks/{NAME}.py", *provenance.LIBRARY)
+    kept = [r for r in rows if provenance.reusable(r, stamp, producers)]
+    if len(kept) < len(rows):
+        print(f"resume: {len(rows) - len(kept)} of {len(rows)} runs in {jsonl} were written by other code (their "
+              f"git_commit / git_dirty); training them again", flush=True)
+        results.write_jsonl(jsonl, kept)
+    return [{k: v for k, v in r.items() if k not in stamp} for r in kept]
+
+
 def _key(row) -> tuple:
     return (row["phase"], row["net"], row["method"], row.get("learning_rate") if row["phase"] == "tune" else None,
             row.get("seed"), row.get("budget_seconds"), row.get("budget_fpe"))
@@ -312,9 +331,11 @@ def run(args) -> int:
         return 0
     load0 = common.load_average()
     jsonl = args.path.with_suffix(".jsonl")
-    done = {_key(r): r for r in results.read_jsonl(jsonl)} if args.resume else {}
     if not args.resume and jsonl.exists():
         raise common.UsageError(f"{jsonl} exists: add --resume to continue it, or choose another --out")
+    env = results.environment()
+    stamp = {"git_commit": env["git_commit"], "git_dirty": env["git_dirty"]}
+    done = {_key(r): r for r in _resumable(jsonl, stamp)} if args.resume else {}
     data = load_data(args)
     t_start = time.perf_counter()
     rows, tuning = [], []
@@ -330,7 +351,7 @@ def run(args) -> int:
                     done[key] = {"phase": "tune", "net": net, "method": label, "learning_rate": lr, "seed": 0,
                                  "budget_seconds": args.tune_seconds, "budget_fpe": None, "val_acc": curve[-1][2],
                                  "steps": steps, "diverged": div}
-                    results.append_jsonl(jsonl, done[key])
+                    results.append_jsonl(jsonl, {**done[key], **stamp})
                 trials.append(done[key])
             best = max(trials, key=lambda r: (not r["diverged"], r["val_acc"]))
             tuning.append({"net": net, "method": label, "grid": grid, "val_acc": [r["val_acc"] for r in trials],
@@ -342,7 +363,7 @@ def run(args) -> int:
                     curve, steps, div = tr.run(seed, best["learning_rate"], args.seconds, args.fpe, args.cap,
                                                data.test_x, data.test_y, True)
                     done[key] = run_row(curve, steps, div, args, net, label, seed, best["learning_rate"], tr)
-                    results.append_jsonl(jsonl, done[key])
+                    results.append_jsonl(jsonl, {**done[key], **stamp})
                 rows.append(done[key])
                 r = done[key]
                 print(f"{net:8s} {label:30s} seed {seed} lr {r['learning_rate']:.3g}: acc@{args.seconds:g}s "

@@ -6,6 +6,7 @@ test skips outside CI and fails under CI=true.
 
 import json
 import math
+import shutil
 
 import pytest
 
@@ -71,6 +72,36 @@ def test_resume_trains_nothing_again(quick_run, monkeypatch):
     assert eb.main(["--quick", "--out", str(out), "--resume"]) == 0
     again = json.loads((out / "equal_budget.json").read_text())
     assert again["rows"] == data["rows"] and again["tuning"] == data["tuning"]
+
+
+def test_resume_retrains_only_runs_of_other_code(quick_run, tmp_path, monkeypatch):
+    """Catches a --resume that reuses a run written by other code (a stale commit), or one that throws away the
+    runs of the current code: one line of the .jsonl gets a foreign commit, and exactly that run is trained again."""
+    src, data = quick_run
+    out = tmp_path / "run"
+    shutil.copytree(src, out)
+    jsonl = out / "equal_budget.jsonl"
+    lines = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    assert all({"git_commit", "git_dirty"} <= set(r) for r in lines)  # every line is stamped
+    i = next(k for k, r in enumerate(lines) if r["phase"] == "run")
+    lines[i]["git_commit"] = "f" * 40  # not a commit of this repository
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    calls = []
+    real = eb.Trainer
+
+    class Counting(real):
+        def run(self, *args, **kwargs):
+            calls.append(args[:2])
+            return super().run(*args, **kwargs)
+
+    monkeypatch.setattr(eb, "Trainer", Counting)
+    assert eb.main(["--quick", "--out", str(out), "--resume"]) == 0
+    assert calls == [(lines[i]["seed"], lines[i]["learning_rate"])]
+    again = json.loads((out / "equal_budget.json").read_text())
+    assert [(r["net"], r["method"], r["seed"]) for r in again["rows"]] == [
+        (r["net"], r["method"], r["seed"]) for r in data["rows"]]
+    stamps = {r["git_commit"] for r in map(json.loads, jsonl.read_text().splitlines())}
+    assert "f" * 40 not in stamps and len(stamps) == 1
 
 
 @pytest.mark.parametrize("argv, needle", [

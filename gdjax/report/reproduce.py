@@ -53,7 +53,7 @@ STEPS = (
     Step("bench", _make("bench-reference"), ("fd_vs_grad",)),
     Step("bench-fd-kernel", _make("bench-fd-kernel", f"BENCH_ARGS={REFERENCE}"), ("fd_kernel",)),
     Step("bench-estimators", _make("bench-estimators", f"BENCH_ARGS={REFERENCE}"), ("estimators",)),
-    Step("bench-budget", _make("bench-budget", f"BENCH_ARGS={REFERENCE}"), ("equal_budget",)),
+    Step("bench-budget", _make("bench-budget", f"BENCH_ARGS={REFERENCE} --resume"), ("equal_budget",)),
     Step("gradcheck", _make("gradcheck", f"BENCH_ARGS={REFERENCE}"), ("gradcheck",)),
     Step("bench-throughput", _make("bench-throughput", f"BENCH_ARGS={REFERENCE}"), ("training_throughput",)),
     Step("scaling-devices", (sys.executable, "benchmarks/scaling_devices.py", "--repeats", "9", REFERENCE),
