@@ -301,29 +301,13 @@ def load_data(args):
                                  n_train=n, n_val=args.val, n_test=int(ds.test.x.shape[0]))
 
 
-def _resumable(jsonl: Path, stamp: dict) -> list[dict]:
-    """The finished runs and tuning points of an interrupted run that the current code may reuse
-    (`gdjax.provenance.reusable`: written by the same code), without their stamp. The others are trained again:
-    the .jsonl is rewritten (atomically) with the kept lines, and a line says how many were dropped and why."""
-    from gdjax import provenance, results
-
-    rows = results.read_jsonl(jsonl)
-    producers = (f"benchmarks/{NAME}.py", *provenance.LIBRARY)
-    kept = [r for r in rows if provenance.reusable(r, stamp, producers)]
-    if len(kept) < len(rows):
-        print(f"resume: {len(rows) - len(kept)} of {len(rows)} runs in {jsonl} were written by other code (their "
-              f"git_commit / git_dirty); training them again", flush=True)
-        results.write_jsonl(jsonl, kept)
-    return [{k: v for k, v in r.items() if k not in stamp} for r in kept]
-
-
 def _key(row) -> tuple:
     return (row["phase"], row["net"], row["method"], row.get("learning_rate") if row["phase"] == "tune" else None,
             row.get("seed"), row.get("budget_seconds"), row.get("budget_fpe"))
 
 
 def run(args) -> int:
-    from gdjax import results
+    from gdjax import provenance, results
 
     if args.plot_only is not None:
         for p in plot(args.plot_only):
@@ -335,7 +319,8 @@ def run(args) -> int:
         raise common.UsageError(f"{jsonl} exists: add --resume to continue it, or choose another --out")
     env = results.environment()
     stamp = {"git_commit": env["git_commit"], "git_dirty": env["git_dirty"]}
-    done = {_key(r): r for r in _resumable(jsonl, stamp)} if args.resume else {}
+    kept = results.resume_jsonl(jsonl, stamp, (f"benchmarks/{NAME}.py", *provenance.LIBRARY), "runs") if args.resume else []
+    done = {_key(r): {k: v for k, v in r.items() if k not in stamp} for r in kept}
     data = load_data(args)
     t_start = time.perf_counter()
     rows, tuning = [], []

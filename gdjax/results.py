@@ -236,6 +236,27 @@ def read_jsonl(path) -> list[dict]:
     return rows
 
 
+def resume_jsonl(path, stamp: dict, producers, what: str = "rows", rewrite: bool = True) -> list[dict]:
+    """The rows of an interrupted run's JSON-lines file that the current code may reuse
+    (`provenance.reusable`: written by the same code, judged by their `git_commit` / `git_dirty` against
+    `stamp` for the files `producers`). When some are not, a line says how many `what` were dropped and why,
+    and (with `rewrite`, for the one process that writes) the file is rewritten atomically with the kept rows.
+    [] when the file does not exist.
+
+      >>> done = resume_jsonl(out / "fd_vs_grad.jsonl", stamp, ("benchmarks/fd_vs_grad.py", *provenance.LIBRARY))
+    """
+    from gdjax import provenance
+
+    rows = read_jsonl(path)
+    kept = [r for r in rows if provenance.reusable(r, stamp, producers)]
+    if len(kept) < len(rows):
+        print(f"resume: {len(rows) - len(kept)} of {len(rows)} {what} in {path} were written by other code "
+              f"(their git_commit / git_dirty); running them again", flush=True)
+        if rewrite:
+            write_jsonl(path, kept)
+    return kept
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,

@@ -41,6 +41,7 @@ def test_policy():
     assert policy.validation_directions(1e-9, 1, 100, 1.0) is None  # 12 directions: no test of an extrapolation
     assert policy.validation_directions(1e-9, 44, 1000, 1.0, whole_s=1e-3) is None  # far below the budget
     assert policy.validation_directions(1e-9, 44, 1000, 1.0, whole_s=0.1) == 125
+    assert policy.validation_directions(0.01, 200, 1000, 1.0, chunk=50) == 125  # a chunk fits the share
     # no subset: FLOP-measured forward-pass equivalents first, then the count, then Griewank for autodiff
     assert policy.predict_from_count(100.0, 0.01, False, forward_equivalents=7.0) == pytest.approx(0.07)
     assert policy.predict_from_count(100.0, 0.01, False) == pytest.approx(1.0)
@@ -62,9 +63,36 @@ def test_pilot_counts_a_fixed_cost_once():
             covered = min(2000, -(-n // 40) * 40)  # whole chunks of 40
             return Subset(lambda p, b: _time.sleep(0.03 + 1e-4 * covered), covered, 2000, jittable=False)
 
-    pilot = _pilot(Fake(), None, None)
+    pilot = _pilot(Fake(), None, None, budget=100.0)
     assert pilot["covered"] == 40 and pilot["total"] == 2000
     assert 0.2 < pilot["predicted"] < 0.4, pilot
+
+
+def test_pilot_grows_past_a_dominant_fixed_cost():
+    """Where a call's fixed cost (here 50 ms) dwarfs one chunk's directions (40 x 0.05 ms), the pilot grows
+    until its last part takes twice the one-chunk part, so its slope is measured, not noise: it stops at 2,560
+    directions (128 + 50 ms), and predicts ~0.55 s (fails if it stopped at 4 chunks or grew without end)."""
+    import time as _time
+
+    from gdjax.bench.measure import _pilot
+    from gdjax.gradients.registry import Subset
+
+    calls = []
+
+    class Fake:
+        def subset(self, params, batch, n):
+            covered = min(10_000, -(-n // 40) * 40)
+            calls.append(covered)
+            return Subset(lambda p, b: _time.sleep(0.05 + 5e-5 * covered), covered, 10_000, jittable=False)
+
+    pilot = _pilot(Fake(), None, None, budget=100.0)
+    assert calls == [40, 160, 640, 2560], calls
+    assert pilot["last"]["covered"] == 2560 and pilot["covered"] == 40
+    assert 0.4 < pilot["predicted"] < 0.7, pilot
+    assert policy.pilot_grows(0.05, 0.06, 160, 10_000, 100.0)  # the fixed cost still dominates
+    assert not policy.pilot_grows(0.05, 0.11, 160, 10_000, 100.0)  # the directions do
+    assert not policy.pilot_grows(0.05, 0.06, 10_000, 10_000, 100.0)  # nothing left to add
+    assert not policy.pilot_grows(1.0, 1.5, 160, 10_000, 40.0)  # over SUBSET_SHARE of the budget
 
 
 def test_timing_rounds():

@@ -82,11 +82,11 @@ def measure_method(point: Point, cost, params, batch, *, dtype: str, t_forward: 
                    options: dict | None = None):
     """One gradient method at one point: (row, validation entry or None).
 
-    Whole when the whole gradient is predicted to fit `budget` seconds: predicted from one timed call of a
-    one-chunk subset of the method's own program (`est.subset`) where the method has one, else from its
-    evaluation count x `t_forward` (and `history`, see `policy.predict_from_count`). Otherwise, when the method
-    has a subset, timed on about budget/32 seconds of its directions and scaled by total / covered (flagged);
-    else skipped (status "skipped", the prediction noted). A whole measurement of a method with a subset is
+    Whole when the whole gradient is predicted to fit `budget` seconds: predicted by the pilot (`_pilot`: timed
+    parts of the method's own program, `est.subset`) where the method has one, else from its evaluation count x
+    `t_forward` (and `history`, see `policy.predict_from_count`). Otherwise, when the method has a subset, two
+    parts of it (about budget/32 s of directions, and a quarter of those) are timed and extrapolated
+    (`policy.extrapolate`, flagged); else skipped (status "skipped", the prediction noted). A whole measurement of a method with a subset is
     validated (when `validate`): the subset an extrapolated point would use is timed too, and the entry
     {method, sizes, P, batch_size, whole_s, extrapolated_s, ratio (medians), ratio_min (best of each),
     ratio_cpu (process CPU time), covered, total} returned.
@@ -107,7 +107,7 @@ def measure_method(point: Point, cost, params, batch, *, dtype: str, t_forward: 
                 "exact": est.exact, "options": ", ".join(f"{k}={v}" for k, v in sorted(est.options.items())),
                 "analytic_flops": None if evals is None or est.structured else float(evals) * row["forward_flops"]})
     key = key if est.stochastic else None
-    pilot = _pilot(est, params, batch) if est.subset is not None else None
+    pilot = _pilot(est, params, batch, budget) if est.subset is not None else None
     program = None
     if pilot is not None:
         predicted = pilot["predicted"]
@@ -121,8 +121,11 @@ def measure_method(point: Point, cost, params, batch, *, dtype: str, t_forward: 
     if policy.fits_whole(predicted, budget):
         n_val = None
         if validate and pilot is not None:  # the directions to validate on, given the first whole call's time
+            last = pilot["last"]
+
             def n_val(first_s):
-                return policy.validation_directions(pilot["s"], pilot["covered"], pilot["total"], budget, first_s)
+                return policy.validation_directions(last["s"], last["covered"], pilot["total"], budget, first_s,
+                                                    chunk=pilot["covered"])
         check = _measure_whole(row, est, params, batch, key, repeats, budget, reference, forward_flops, evals,
                                program, n_val)
         if check is not None:
@@ -133,7 +136,7 @@ def measure_method(point: Point, cost, params, batch, *, dtype: str, t_forward: 
                     "note": f"predicted {predicted:.3g} s per gradient, over the --time-budget of {budget:g} s, "
                             f"and this method cannot be timed on a subset of its directions"})
         return row, None
-    n = policy.subset_directions(pilot["s"], pilot["covered"], pilot["total"], budget)
+    n = policy.subset_directions(pilot["last"]["s"], pilot["last"]["covered"], pilot["total"], budget)
     part = time_parts(est, params, batch, n, repeats, budget / 4)
     _put_timing(row, part["timing"], 1.0)
     row.update({"measured_median_s": statistics.median(part["times"]),
@@ -158,21 +161,28 @@ def _covered_text(part: dict) -> str:
     return " and ".join(str(c) for c in part["covered"])
 
 
-def _pilot(est, params, batch) -> dict:
-    """Timed calls of a one-chunk subset and of one about four times larger (each after its compilation and a
-    warm-up): {s, covered, total} of the small one, and `predicted`, the whole gradient's seconds from both
-    (`policy.extrapolate`: a call's fixed cost counted once, not total / covered times)."""
-    parts = []
-    for n in (1, None):
-        sub = est.subset(params, batch, 1 if n else 4 * parts[0]["covered"])
-        fn = jax.jit(sub.fn) if sub.jittable else sub.fn
-        jax.block_until_ready(fn(params, batch))
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(params, batch))
-        parts.append({"s": time.perf_counter() - t0, "covered": sub.covered, "total": sub.total})
-    small, big = parts
-    return {**small, "predicted": policy.extrapolate(big["s"], big["covered"], big["total"], small["s"],
-                                                     small["covered"])}
+def _pilot(est, params, batch, budget: float) -> dict:
+    """Timed calls of a one-chunk subset and of parts `policy.PILOT_GROWTH` times larger, until the directions,
+    not a call's fixed cost, set the time (`policy.pilot_grows`): {s, covered, total} of the one chunk, `last`
+    ({s, covered} of the largest part), and `predicted`, the whole gradient's seconds from the one chunk and the
+    largest part (`policy.extrapolate`: a call's fixed cost counted once, not total / covered times)."""
+    chunk = _time_subset(est, params, batch, 1)
+    last = _time_subset(est, params, batch, policy.PILOT_GROWTH * chunk["covered"])
+    while policy.pilot_grows(chunk["s"], last["s"], last["covered"], last["total"], budget):
+        last = _time_subset(est, params, batch, policy.PILOT_GROWTH * last["covered"])
+    return {**chunk, "last": last, "predicted": policy.extrapolate(last["s"], last["covered"], last["total"],
+                                                                   chunk["s"], chunk["covered"])}
+
+
+def _time_subset(est, params, batch, n_directions: int) -> dict:
+    """One timed call (after its compilation and a warm-up call) of the method's own program on its first
+    `n_directions`: {s, covered, total}."""
+    sub = est.subset(params, batch, n_directions)
+    fn = jax.jit(sub.fn) if sub.jittable else sub.fn
+    jax.block_until_ready(fn(params, batch))
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(params, batch))
+    return {"s": time.perf_counter() - t0, "covered": sub.covered, "total": sub.total}
 
 
 def _subset_programs(est, params, batch, n_directions: int) -> dict:

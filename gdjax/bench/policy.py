@@ -14,6 +14,11 @@ the first chunks of a scan run up to 2x slower per direction than later ones), s
 scaled by total / covered, which overstated small points by ~20%: two parts of the same program, on n and on
 about n / 4 directions, give the cost per direction and the fixed cost (`extrapolate`).
 
+The pilot (one chunk, then parts PILOT_GROWTH times larger) grows until its directions, not the call's fixed
+cost, set its time (`pilot_grows`). Where the fixed cost is large (fd-layerwise at [784, 1250, 10], N = 60,000:
+a ~1.1 s forward pass per call, ~0.3 ms per direction), a part of one and four chunks differed by noise alone
+and predicted 7,464 s for a gradient the two larger parts put at ~344 s.
+
     >>> extrapolate(t_big=1.0, covered_big=4000, total=40_000, t_small=0.3, covered_small=1000)   # 7.3 s
 """
 
@@ -26,6 +31,8 @@ SUBSET_SHARE = 1 / 32  # an extrapolated point spends about this share of the bu
 VALIDATION_SHARE = 0.125  # a validation subset covers at most this share of the directions (a real extrapolation)
 VALIDATION_MIN_DIRECTIONS = 16  # fewer directions are no test of a per-direction extrapolation
 VALIDATION_MIN_SHARE = 1 / 256  # nor are whole gradients far below the budget (dominated by a call's fixed cost)
+PILOT_GROWTH = 4  # each pilot part covers this many times the directions of the one before
+PILOT_DOMINANT = 2.0  # the pilot stops growing once its last part takes this many times the one-chunk part
 SHORT_CALL_S = 0.05  # a call this short is at the mercy of the scheduler: time it SHORT_ROUNDS times
 SHORT_ROUNDS = 21
 GRIEWANK = 5.0  # reverse mode costs at most ~5 forward passes: the prediction for autodiff methods without a count
@@ -63,6 +70,13 @@ def extrapolate(t_big: float, covered_big: int, total: int, t_small: float | Non
     return float(t_big) + slope * (total - covered_big)
 
 
+def pilot_grows(t_chunk: float, t_last: float, covered_last: int, total: int, budget: float) -> bool:
+    """Should the pilot time a part PILOT_GROWTH times larger than its last one? Yes while the last part took
+    under PILOT_DOMINANT times the one-chunk part (the fixed cost per call still dominates, so their difference
+    is mostly noise), stays under SUBSET_SHARE of the budget, and covers fewer than all directions."""
+    return covered_last < total and t_last < PILOT_DOMINANT * t_chunk and t_last < SUBSET_SHARE * budget
+
+
 def timing_rounds(first_s: float, repeats: int, validating: bool = False) -> int:
     """Timed calls of a whole gradient whose first call took `first_s`: `repeats` (at least 3 when its
     extrapolation is validated in the same rounds), and SHORT_ROUNDS for calls under SHORT_CALL_S (their
@@ -94,14 +108,15 @@ def subset_directions(pilot_s: float, covered: int, total: int, budget: float,
 
 
 def validation_directions(pilot_s: float, covered: int, total: int, budget: float,
-                          whole_s: float | None = None) -> int | None:
+                          whole_s: float | None = None, chunk: int | None = None) -> int | None:
     """Directions for the subset that validates a whole measurement: what an extrapolated point would time
-    (`subset_directions`), but never more than VALIDATION_SHARE of the total. None when the point is too small
-    for a real extrapolation: one pilot's worth covers more than that share, the share is under
+    (`subset_directions` of the pilot part that took `pilot_s` on `covered` directions), but never more than
+    VALIDATION_SHARE of the total. None when the point is too small for a real extrapolation: one chunk
+    (`chunk` directions, default `covered`) covers more than that share, the share is under
     VALIDATION_MIN_DIRECTIONS, or the whole gradient took under VALIDATION_MIN_SHARE of the budget (such a
     point is never near extrapolation, and the fixed cost of a call, not its directions, sets its time)."""
     cap = int(VALIDATION_SHARE * total)
-    if covered > cap or cap < VALIDATION_MIN_DIRECTIONS:
+    if (covered if chunk is None else chunk) > cap or cap < VALIDATION_MIN_DIRECTIONS:
         return None
     if whole_s is not None and whole_s < VALIDATION_MIN_SHARE * budget:
         return None

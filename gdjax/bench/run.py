@@ -48,7 +48,8 @@ def run(config: BenchConfig, out_dir, *, name: str = BENCH_NAME, resume: bool = 
     json_path, jsonl_path = out_dir / f"{name}.json", out_dir / f"{name}.jsonl"
     env = results.environment()
     stamp = {"git_commit": env["git_commit"], "git_dirty": env["git_dirty"]}
-    done = _resumable(jsonl_path, stamp) if resume and jsonl_path.exists() else []
+    producers = (f"benchmarks/{BENCH_NAME}.py", *provenance.LIBRARY)
+    done = results.resume_jsonl(jsonl_path, stamp, producers, "points", rewrite=writer) if resume else []
     if writer and jsonl_path.exists():
         results.write_jsonl(jsonl_path, done)  # a fresh sweep (no rows), or one resumed from the rows kept
     on_row = (lambda r: results.append_jsonl(jsonl_path, {**r, **stamp})) if writer else None
@@ -75,18 +76,6 @@ def run(config: BenchConfig, out_dir, *, name: str = BENCH_NAME, resume: bool = 
             else:
                 written += plotting.plot_fd_vs_grad(data, out_dir, stem=name)
     return data, written
-
-
-def _resumable(jsonl_path: Path, stamp: dict) -> list[dict]:
-    """The rows of an interrupted sweep that the current code may reuse (`provenance.reusable`: written by the
-    same code); the others are measured again, and a line says how many and why."""
-    rows = results.read_jsonl(jsonl_path)
-    producers = (f"benchmarks/{BENCH_NAME}.py", *provenance.LIBRARY)
-    kept = [r for r in rows if provenance.reusable(r, stamp, producers)]
-    if len(kept) < len(rows):
-        print(f"resume: {len(rows) - len(kept)} of {len(rows)} points in {jsonl_path} were written by other code "
-              f"(their git_commit / git_dirty); measuring them again")
-    return kept
 
 
 def summary(data: dict, reference: Path | None = None) -> str:

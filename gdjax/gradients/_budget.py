@@ -26,9 +26,9 @@ MEMORY_BUDGET = {"cpu": DEFAULT_MEMORY_BUDGET, "gpu": DEFAULT_MEMORY_BUDGET, "tp
 # min(REUSE_CAP, max(1, n_examples // REUSE_EXAMPLES)). Measured on the 2-core EPYC of this project (1 MiB L2 per
 # core, 32 MiB L3; [784, 30, 10], fd-forward, float32, whole gradients, chunks of the 94 KB weight copies, medians
 # of 3 interleaved rounds, `benchmarks/fd_kernel.py --chunks ...`):
-#   N = 10:   chunk 44 76 ms, 64 68 ms, 96 67 ms, 128 71 ms, 256 112 ms        (8 MiB -> chunk 89)
-#   N = 100:  chunk 89 494 ms, 180 472 ms, 256 453 ms, 360 557 ms            (24 MiB -> chunk 265)
-#   N = 1000: chunk 89 4.68 s, 180 4.19 s, 256 4.12 s, 360 5.27 s            (24 MiB -> chunk 265)
+#   N = 10:   chunk 44 76 ms, 64 68 ms, 96 67 ms, 128 71 ms, 256 112 ms        (8 MiB -> chunk 80)
+#   N = 100:  chunk 89 494 ms, 180 472 ms, 256 453 ms, 360 557 ms            (24 MiB -> chunk 256)
+#   N = 1000: chunk 89 4.68 s, 180 4.19 s, 256 4.12 s, 360 5.27 s            (24 MiB -> chunk 256)
 # Accelerators have fast memory and want wide chunks to fill their cores: no such limit there.
 CACHE_BUDGET = {"cpu": 8 * 2**20}
 REUSE_EXAMPLES = 32
@@ -134,9 +134,9 @@ def leaf_chunk_sizes(cost: Callable, params, batch, lengths: list[int], chunk_si
     if chunk_size is not None:
         return [min(chunk_size, m) for m in lengths]
     act = intermediate_bytes(cost, params, batch) * activation_factor
-    platform = _platform(platform)
+    platform, n_examples = _platform(platform), batch_examples(batch)
     return [min(default_chunk_size(leaf.size, jnp.dtype(leaf.dtype).itemsize * copy_factor, act, m, n_devices,
-                                   platform=platform, n_examples=batch_examples(batch)), m)
+                                   platform=platform, n_examples=n_examples), m)
             for leaf, m in zip(leaves, lengths)]
 
 
