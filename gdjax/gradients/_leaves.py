@@ -1,0 +1,83 @@
+"""The one leaf policy: which leaves of a params pytree are differentiated, perturbed and updated.
+
+A researcher's params are any pytree: a tuple of `Layer(w, b)`, a dict holding a step counter and a mask, an
+Equinox module (whose leaves include activation functions and static fields), a Flax NNX state with RNG
+counters and keys. gdjax differentiates, perturbs and updates only the **inexact array leaves** (a `jax.Array`
+or `numpy.ndarray` of a floating or complex dtype, as `equinox.is_inexact_array`); every other leaf (int and
+bool arrays, PRNG keys, Python scalars, functions, strings, None) passes through untouched and never changes.
+A Python float is *not* differentiated (it is usually a hyperparameter such as a dropout rate); wrap it in
+`jnp.asarray` to train it.
+
+The result convention, for every gradient method and `check_grad`: a gradient is a pytree with the structure
+of `params`, the derivative at each differentiated leaf and **None** at every other leaf (as
+`equinox.filter_grad`). `optax.apply_updates` and `gdjax.train.make_step` skip the None leaves.
+
+    >>> diff, static = partition(params)          # diff: inexact arrays (None elsewhere); static: the rest
+    >>> params == combine(diff, static)            # the same pytree back
+    >>> g = jax.grad(restrict(cost, static))(diff, batch)   # None where params has no inexact array
+
+Every method sees only `diff` (a pytree whose leaves are all inexact arrays, None elsewhere, so it flattens to
+the differentiated leaves alone) and a cost closed over `static`: `restrict(cost, static)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_differentiable(leaf) -> bool:
+    """True for a JAX or NumPy array of a floating or complex dtype (never a PRNG key, int, bool or Python scalar)."""
+    if not isinstance(leaf, jax.Array | np.ndarray):
+        return False
+    dtype = leaf.dtype
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        return False
+    return bool(jnp.issubdtype(dtype, jnp.inexact))
+
+
+def _is_none(x) -> bool:
+    return x is None
+
+
+def partition(params) -> tuple:
+    """Split `params` into `(diff, static)`, two pytrees of its structure with None in the other's places.
+
+    `diff` holds the differentiable leaves (`is_differentiable`), `static` every other leaf.
+    """
+    diff = jax.tree_util.tree_map(lambda x: x if is_differentiable(x) else None, params)
+    static = jax.tree_util.tree_map(lambda x: None if is_differentiable(x) else x, params)
+    return diff, static
+
+
+def combine(diff, static):
+    """Inverse of `partition`: at each leaf the non-None of `diff` and `static`."""
+    return jax.tree_util.tree_map(lambda d, s: s if d is None else d, diff, static, is_leaf=_is_none)
+
+
+def restrict(fn: Callable, static) -> Callable:
+    """`fn(params, *args)` as a function of the differentiable part only: `g(diff, *args) = fn(combine(diff, static), *args)`."""
+
+    def restricted(diff, *args, **kwargs):
+        return fn(combine(diff, static), *args, **kwargs)
+
+    return restricted
+
+
+def n_differentiable(params) -> int:
+    """Number of scalars in the differentiable leaves of `params` (what a gradient method sees as P)."""
+    return sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(params) if is_differentiable(x))
+
+
+def describe_static(params, limit: int = 4) -> str:
+    """A short description of the leaves passed through, e.g. "2 leaves passed through: ['step'] int32, ..."."""
+    paths = [(jax.tree_util.keystr(p), x) for p, x in jax.tree_util.tree_leaves_with_path(params)
+             if not is_differentiable(x)]
+    if not paths:
+        return "no leaves passed through"
+    shown = ", ".join(f"{p} {getattr(x, 'dtype', type(x).__name__)}" for p, x in paths[:limit])
+    more = f", ... ({len(paths) - limit} more)" if len(paths) > limit else ""
+    return f"{len(paths)} leaves passed through untouched: {shown}{more}"
