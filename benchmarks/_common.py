@@ -180,7 +180,11 @@ def run_main(command: str, parse: Callable, run: Callable, argv=None) -> int:
     """`parse(argv) -> args`, then `run(args) -> int | None`: a script's main. A bad option (argparse's own
     errors, or a UsageError / ValueError / TypeError raised by `parse`) is one line `<command>: error: ...` on
     stderr and returns 2; any other error during the run returns 1 with one line (GDJAX_TRACEBACK=1 re-raises
-    it, for debugging)."""
+    it, for debugging). The run's provenance stamp is taken first (`gdjax.provenance.start`): a results file
+    is stamped with the checkout as it was when the run started, and refused as reference when it changed."""
+    from gdjax import provenance
+
+    provenance.start()  # the run's stamp, verified when its results are written (gdjax.results.write_json)
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parse(argv)
@@ -220,8 +224,8 @@ def load_average() -> float | None:
 
 
 def meta(load_start: float | None = None, **extra) -> dict:
-    """`gdjax.results.environment()` (device, versions, git commit and git_dirty, date, command) with the load
-    average at the start (given) and now, and `extra`."""
+    """`gdjax.results.environment()` (device, versions, the git stamp taken when `run_main` started, date,
+    command) with the load average at the start (given) and now, and `extra`."""
     env = results.environment()
     env.update({"load_avg_1min_start": load_start, "load_avg_1min_end": load_average(), **extra})
     return env

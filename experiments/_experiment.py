@@ -153,8 +153,9 @@ def output_dirs(name: str, cfg) -> tuple[Path, Path]:
 
 def main_wrapper(name: str, config_cls, quick: dict, run: Callable, plot: Callable, argv=None) -> int:
     """Parse argv, run, save results and figure, print where they went; errors: one line on stderr, exit 2."""
-    from gdjax import plotting, results
+    from gdjax import plotting, provenance, results
 
+    provenance.start()  # the run's stamp, verified when its results are written
     argv = sys.argv[1:] if argv is None else list(argv)
     if "-h" in argv or "--help" in argv:
         fields = ", ".join(f"{f.name}={getattr(config_cls(), f.name)!r}" for f in dataclasses.fields(config_cls))

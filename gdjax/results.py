@@ -22,13 +22,14 @@ import math
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from gdjax import provenance
 
 __all__ = ["environment", "output_dir", "write_json", "write_bytes", "save_results", "load_results", "append_jsonl",
            "write_jsonl", "read_jsonl", "save_npz", "load_npz", "csv_path", "to_jsonable"]
@@ -87,7 +88,15 @@ def write_bytes(path, data: bytes) -> Path:
 
 
 def write_json(path, obj) -> Path:
-    """Write `obj` as indented JSON to `path` atomically (parents created); returns the path."""
+    """Write `obj` as indented JSON to `path` atomically (parents created); returns the path.
+
+    A results dict (`{"meta": ..., "rows": ...}` whose meta carries `git_commit`, i.e. `environment()`) is
+    verified first (`gdjax.provenance.finish`): written with the run's start stamp, marked `git_dirty: true`
+    when the checkout changed during the run, and refused (`ProvenanceError`) in a committed reference folder.
+    """
+    if isinstance(obj, dict) and isinstance(obj.get("meta"), dict) and "git_commit" in obj["meta"] \
+            and "rows" in obj:
+        obj = {**obj, "meta": provenance.finish(obj["meta"], path)}
     text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n"
     return _atomic_write_text(path, text)
 
@@ -245,8 +254,6 @@ def resume_jsonl(path, stamp: dict, producers, what: str = "rows", rewrite: bool
 
       >>> done = resume_jsonl(out / "fd_vs_grad.jsonl", stamp, ("benchmarks/fd_vs_grad.py", *provenance.LIBRARY))
     """
-    from gdjax import provenance
-
     rows = read_jsonl(path)
     kept = [r for r in rows if provenance.reusable(r, stamp, producers)]
     if len(kept) < len(rows):
@@ -255,43 +262,6 @@ def resume_jsonl(path, stamp: dict, producers, what: str = "rows", rewrite: bool
         if rewrite:
             write_jsonl(path, kept)
     return kept
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and commit else None
-
-
-# What a run writes, or prose: changes there do not make a tree "dirty" for a result (a sweep rewrites its own
-# committed JSON-lines file while it runs, and the pages are rendered from the results).
-NOT_CODE = (":(exclude)benchmarks/results", ":(exclude)results", ":(exclude)figures", ":(exclude,glob)**/*.md")
-
-
-def _git_dirty() -> bool | None:
-    """True when the checkout has uncommitted changes to tracked code: results folders, figures and Markdown
-    pages are left out (`NOT_CODE`), untracked files are ignored. None outside a git checkout."""
-    try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *NOT_CODE],
-                             capture_output=True, text=True, timeout=10, cwd=_repo_root())
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return bool(out.stdout.strip()) if out.returncode == 0 else None
-
-
-def _repo_root() -> Path:
-    """The checkout this module lives in (pathspecs of `git status` are relative to the current directory)."""
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=10,
-                             cwd=here)
-    except (OSError, subprocess.SubprocessError):
-        return here
-    return Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else here
 
 
 RUNS_DIR = "runs"  # git-ignored: where a user's runs go unless an explicit output is given
@@ -317,8 +287,12 @@ def environment() -> dict:
     """Where and how a result was produced: device, software versions, git commit, date, command line.
 
     Returns a flat dict: device_kind, device_name, platform, device_count, jax, jaxlib, python, numpy,
-    cpu_count, machine, os, git_commit (None outside a git checkout), git_dirty (True when tracked files had
-    uncommitted changes: such results are not reference results), date (UTC ISO 8601), command.
+    cpu_count, machine, os, torch (its version when the run imported torch, else None), git_commit (None
+    outside a git checkout), git_dirty (True when tracked code had uncommitted changes when the run started:
+    such results are not reference results), provenance (the script, the imported gdjax and whether it lies in
+    the checkout, when the run started: `gdjax.provenance.Stamp.meta`), date (UTC ISO 8601, now), command.
+    The git fields come from the stamp the run took when it started (`gdjax.provenance.start`, or now when no
+    producer started one); writing the file verifies them (`write_json`).
     """
     import jax
     import jaxlib
@@ -336,8 +310,8 @@ def environment() -> dict:
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "os": platform.platform(),
-        "git_commit": _git_commit(),
-        "git_dirty": _git_dirty(),
+        "torch": getattr(sys.modules.get("torch"), "__version__", None),  # only where the run imported torch
+        **provenance.current().meta(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(sys.argv) if sys.argv else None,
     }

@@ -91,6 +91,9 @@ def test_environment_fields():
     assert env["cpu_count"] == os.cpu_count()
     assert env["date"].endswith("+00:00")
     assert env["git_commit"] is None or len(env["git_commit"]) == 40
+    prov = env["provenance"]  # the run's start stamp: the script, the imported gdjax and whether it is the checkout's
+    assert {"script", "gdjax", "gdjax_in_checkout", "started", "tree"} <= set(prov)
+    assert prov["started"] <= env["date"]
     json.dumps(env)  # plain JSON
     assert not any(isinstance(v, float) and math.isnan(v) for v in env.values())
 
@@ -119,32 +122,6 @@ def test_npz_round_trip_atomic_and_without_pickle(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         results.save_npz(path, {"0/w": np.zeros(1000)})
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["a.npz"]
-
-
-def test_git_dirty_counts_code_not_results_or_pages(tmp_path, monkeypatch):
-    """Catches: a sweep that rewrites its own committed JSON-lines file (or a rendered page) marking its result as
-    written from a dirty tree, and a changed source file NOT marking it."""
-    import subprocess
-
-    from gdjax import results
-
-    def git(*args):
-        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path, check=True,
-                       capture_output=True)
-
-    for rel in ("gdjax/x.py", "benchmarks/results/cpu/r.jsonl", "results/e.json", "figures/f.svg", "docs/p.md"):
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_text("a\n")
-    git("init", "-q")
-    git("add", "-A")
-    git("commit", "-qm", "init")
-    monkeypatch.setattr(results, "_repo_root", lambda: tmp_path)
-    assert results._git_dirty() is False
-    for rel in ("benchmarks/results/cpu/r.jsonl", "results/e.json", "figures/f.svg", "docs/p.md"):
-        (tmp_path / rel).write_text("b\n")
-    assert results._git_dirty() is False  # outputs and pages only
-    (tmp_path / "gdjax/x.py").write_text("b\n")
-    assert results._git_dirty() is True
 
 
 def test_write_jsonl_replaces_the_file_with_the_rows(tmp_path):

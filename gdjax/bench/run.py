@@ -46,6 +46,7 @@ def run(config: BenchConfig, out_dir, *, name: str = BENCH_NAME, resume: bool = 
     """
     out_dir = Path(out_dir)
     json_path, jsonl_path = out_dir / f"{name}.json", out_dir / f"{name}.jsonl"
+    provenance.start()  # the stamp of this run, verified when its JSON is written
     env = results.environment()
     stamp = {"git_commit": env["git_commit"], "git_dirty": env["git_dirty"]}
     producers = (f"benchmarks/{BENCH_NAME}.py", *provenance.LIBRARY)
