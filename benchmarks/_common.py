@@ -40,7 +40,8 @@ from gdjax.bench.report import human_time  # noqa: E402,F401  (re-exported)
 
 __all__ = [  # the problem (re-exported from gdjax.bench), options, output, record, timing, targets
     "make_problem", "sub_batch", "problem", "flat_numpy", "reference_gradient", "restrict_cost", "spread_indices",
-    "relative_error", "errors", "UsageError", "int_list", "sizes_list", "require", "output_path", "Parser",
+    "relative_error", "errors", "UsageError", "int_list", "sizes_list", "require", "require_for_reference",
+    "output_path", "Parser",
     "run_main", "wrote", "load_average", "meta", "interleaved_rounds", "round_ratio", "time_stats", "human_time",
     "fit_slope", "TARGETS", "target_status"]
 
@@ -140,6 +141,25 @@ def output_path(command: str, out, name: str) -> Path:
                 raise UsageError(f"--out: {path} is a folder; give a folder or a path ending in .json")
             break
     return path
+
+
+def require_for_reference(path, package: str, rows: str, skipped: bool = False) -> None:
+    """UsageError (before any work) when `path` is in the committed reference folders
+    (`gdjax.provenance.is_reference`) and the optional `package` the reference's `rows` need is not installed,
+    or was switched off (`skipped`, e.g. --no-torch): a reference run never drops rows (and their targets)
+    silently. A user's run (runs/, any other --out) may go without them."""
+    import importlib.util
+
+    from gdjax import provenance
+
+    if not provenance.is_reference(path):
+        return
+    if skipped:
+        raise UsageError(f"{path} is the committed reference, which needs {rows}: drop the option that skips "
+                         f"them, or write elsewhere (--out)")
+    if importlib.util.find_spec(package) is None:
+        raise UsageError(f"{path} is the committed reference, which needs {rows}, and {package} is not installed "
+                         f"(pip install '.[{package}]'), or write elsewhere (--out)")
 
 
 class Parser(OneLineParser):

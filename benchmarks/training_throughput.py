@@ -5,7 +5,8 @@ hidden and output units, quadratic cost, plain SGD eta = 3.0, mini-batch 10 (100
   gdjax:   `gdjax.train.make_epoch` jitted once (donated state): shuffle, then 1000 steps under one `lax.scan`;
            per-step metrics (cost, gradient norm) stay on the device; one host sync per epoch.
   PyTorch: the usual eager loop (randperm, index, forward, loss.backward(), optimizer.step()) with
-           torch.optim.SGD; optional (`pip install torch==2.13.0`, CPU build): skipped with a message without it.
+           torch.optim.SGD; optional (`pip install torch==2.13.0`, CPU build): skipped with a message without it,
+           except when writing the committed reference, which then fails before any work.
            Timed with torch's default thread count and with 1 thread; the faster is the baseline ("torch"), the
            other is kept as "torch-slower-threads".
   NumPy:   Nielsen's network.py style: for every mini-batch, backpropagation one example at a time (the four
@@ -70,6 +71,8 @@ def parse_args(argv):
     if args.numpy_examples and not args.batch_size <= args.numpy_examples <= args.n:
         raise common.UsageError(f"--numpy-examples must be 0 or lie in [--batch-size, --n] = "
                                 f"[{args.batch_size}, {args.n}], got {args.numpy_examples}")
+    common.require_for_reference(args.path, "torch", "the PyTorch rows (--no-torch, or torch missing)",
+                                 skipped=args.no_torch)
     return args
 
 

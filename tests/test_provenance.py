@@ -196,3 +196,23 @@ def test_a_script_stamps_its_own_start(repo, tmp_path):
     assert meta["git_commit"] == _git(repo, "rev-parse", "HEAD") and meta["provenance"]["script"] == "bench.py"
     assert meta["git_dirty"] is True and "lib/x.py" in meta["provenance"]["changed"] or \
         "uncommitted" in meta["provenance"]["changed"]
+
+
+@pytest.mark.parametrize("extra", [["--no-torch"], []])
+def test_reference_throughput_run_needs_torch(extra, capsys, monkeypatch):
+    """A run into the committed reference folder without the PyTorch rows (switched off, or torch not installed)
+    fails with one line before any work, instead of writing a reference without them and their targets; the
+    same options into another folder are accepted (fails if rows were dropped silently)."""
+    import importlib.util
+
+    from conftest import load_script
+
+    mod = load_script("benchmarks/training_throughput.py")
+    if not extra:  # torch missing, whether or not this machine has it
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    monkeypatch.setattr(mod, "numpy_problem", lambda *a: pytest.fail("worked before checking the options"))
+    assert mod.main(["--quick", *extra, "--out", str(ROOT / "benchmarks" / "results" / "cpu")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "committed reference" in err and "PyTorch" in err and "\n" not in err
+    assert mod.parse_args(["--quick", *extra, "--out", "/tmp/elsewhere"]).no_torch == bool(extra)

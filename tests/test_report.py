@@ -62,36 +62,146 @@ def test_each_renderer_renders_its_committed_file(name):
 
 
 def test_headline_marks_extrapolated_times_and_uses_the_files_errors():
-    """The headline's error column is the file's rel_error (fails if a renderer reads the wrong column) and
-    each extrapolated time carries `~` (fails if the flag is ignored)."""
-    data = load_results(ROOT / report.SOURCES["fd_vs_grad"].path)
+    """The headline's error column is the file's rel_error and each extrapolated time carries `~`: on the
+    committed file with one row changed (a distinctive error, extrapolated within the validated factor) and
+    another one extrapolated beyond it, so that the test fails if a renderer read another column or file (the
+    committed quick and full files give the same error at this point), ignored the flag, or did not mark an
+    extrapolation that reaches further than any the run validated."""
+    import copy
+
+    from gdjax.bench import analysis
+
+    data = copy.deepcopy(load_results(ROOT / report.SOURCES["fd_vs_grad"].path))
+    rows = {r["method"]: r for r in data["rows"] if r["group"] == "sweep" and r["sizes"] == "784-30-10"}
+    largest = analysis.validated_factor(data["validation"])
+    rows["fd-forward"].update(rel_error=3.21e-3, extrapolated=True, total_directions=23861,
+                              measured_directions=int(23861 / (largest * 0.5)) + 1)
+    rows["fd-central"].update(extrapolated=True, total_directions=47720, measured_directions=int(47720 / (largest * 3)))
     text = report.render("fd_vs_grad.headline", data)
-    row = next(r for r in data["rows"] if r["group"] == "sweep" and r["sizes"] == "784-30-10"
-               and r["method"] == "fd-forward")
-    line = next(line for line in text.splitlines() if "`fd-forward`" in line)
-    assert _core.fmt_e(row["rel_error"]) in line
-    assert ("~" in line) == bool(row["extrapolated"])
+    line = {m: next(x for x in text.splitlines() if f"`{m}`" in x) for m in ("fd-forward", "fd-central", "reverse")}
+    assert "3.2e-03" in line["fd-forward"] and "| ~" in line["fd-forward"] and "unvalidated" not in line["fd-forward"]
+    assert "x: unvalidated)" in line["fd-central"] and "`unvalidated`" in text.splitlines()[0]
+    assert "~" not in line["reverse"] and _core.fmt_e(rows["reverse"]["rel_error"]) in line["reverse"]
 
 
-def test_validation_and_top_level_targets_on_planted_data():
-    """The full sweep's layout (top-level `targets` and `validation`, as benchmarks/fd_vs_grad.py writes them):
-    the validation ratio and times come from the entries, a '|' inside a target's name is escaped so the
-    table keeps its columns, and a target without a value reads 'not measured' (fails if a renderer still
-    read config.targets only, or a pipe split a cell)."""
-    data = {"meta": {}, "config": {}, "rows": [],
-            "targets": [{"target": "worst |x / w - 1|", "value": 0.2, "threshold": 0.15, "comparison": "<=",
-                         "how": "2 points"},
-                        {"target": "kernel", "value": None, "threshold": 0.85, "comparison": ">=", "how": "-"}],
-            "validation": [{"method": "fd-forward", "sizes": "784-30-10", "P": 23860, "batch_size": 1000,
-                            "whole_s": 10.0, "extrapolated_s": 11.5, "ratio": 1.15},
-                           {"method": "fd-loop", "sizes": "32-32-10", "P": 1386, "batch_size": 1000,
-                            "whole_s": 0.15, "extrapolated_s": 0.1, "ratio": 0.667, "counted": False}]}
-    targets = report.render("fd_vs_grad.targets", data).splitlines()
-    assert targets[2].count(" | ") == 3 and "\\|x / w - 1\\|" in targets[2] and "**short**" in targets[2]
-    assert "not measured" in targets[3]
-    rows = report.render("fd_vs_grad.validation", data).splitlines()[2:]
-    assert rows[0] == "| `fd-forward` | [784, 30, 10] | 23,860 | 1000 | 10.0 s | 11.5 s | 1.15 | yes |"
-    assert rows[1].endswith("| 0.667 | no (shorter than one subset call) |")
+def test_a_row_above_the_reference_is_flagged():
+    """A method measured above 100% of the matmul reference (a reference that is no ceiling for that program)
+    renders with '!' and a note saying so, never as a plain percentage (fails if the renderer printed 112%
+    as if it were a rate under the ceiling)."""
+    base = {"group": "sweep", "sizes": "784-30-10", "P": 23860, "batch_size": 1000, "dtype": "float32",
+            "extrapolated": False, "rel_error": 1e-7, "forward_equivalents": 2.0}
+    rows = [{**base, "method": "reverse", "median_s": 3e-3, "peak_fraction": 0.5},
+            {**base, "method": "forward", "median_s": 2e-3, "peak_fraction": 1.12, "over_reference": True}]
+    text = report.render("fd_vs_grad.headline", {"meta": {"device_kind": "cpu"}, "config": {}, "rows": rows})
+    assert "| 110%! |" in text and "above 100% of the matmul reference" in text
+    assert "| 50% |" in text
+
+
+def _bench_rows(fd_s=3.0, loop_s=7.5, fwd_s=1e-3, rev_s=1.8e-3, peak=0.8):
+    """Rows of a planted fd_vs_grad run at [784, 30, 10] (and two more nets for the slope)."""
+    base = {"group": "sweep", "status": "ok", "dtype": "float32", "batch_size": 1000, "extrapolated": False}
+    rows = [{**base, "sizes": "784-30-10", "P": 23860, "method": m, "median_s": t, "peak_fraction": p}
+            for m, t, p in (("forward-pass", fwd_s, 0.2), ("reverse", rev_s, 0.25), ("fd-forward", fd_s, peak),
+                            ("fd-loop", loop_s, 0.3))]
+    for sizes, P, ratio in (("100-100-10", 11110, 800.0), ("200-200-10", 42210, 3000.0)):
+        rows += [{**base, "sizes": sizes, "P": P, "method": "reverse", "median_s": 1e-3},
+                 {**base, "sizes": sizes, "P": P, "method": "fd-forward", "median_s": ratio * 1e-3}]
+    return rows
+
+
+def _bench_data(**kw):
+    from gdjax.bench import analysis
+
+    rows = _bench_rows(**kw)
+    validation = [{"method": "fd-forward", "sizes": "784-30-10", "P": 23860, "batch_size": 1000, "whole_s": 10.0,
+                   "extrapolated_s": 11.5, "ratio": 1.15, "covered": 3000, "total": 23861},
+                  {"method": "fd-loop", "sizes": "32-32-10", "P": 1386, "batch_size": 1000, "whole_s": 0.15,
+                   "extrapolated_s": 0.1, "ratio": 0.1 / 0.15, "counted": False, "covered": 200, "total": 1387}]
+    return {"meta": {}, "config": {"batch_size": 1000, "dtype": "float32"}, "rows": rows, "validation": validation,
+            "targets": analysis.targets(rows, validation)}
+
+
+def test_targets_are_recomputed_from_the_rows():
+    """The targets table comes from the rows, not the stored list: a stored value edited to 'met' still renders
+    the rows' value and status, and the consistency check names the edit, so that `--check` fails (fails if
+    the renderer read `targets`, or the check compared nothing). The worst validation deviation is taken over
+    every validated point and, labelled apart, over the counted ones; a '|' in a name is escaped."""
+    data = _bench_data()
+    assert _core.inconsistencies("fd_vs_grad", data) == []
+    lines = report.render("fd_vs_grad.targets", data).splitlines()
+    loop = next(x for x in lines if x.startswith("| fd-loop / FD kernel"))
+    assert "| 2.50 | target >= 2.5: met |" in loop
+    every = next(x for x in lines if "every validated point" in x)
+    counted = next(x for x in lines if "points >= one subset call" in x)
+    assert "| 0.333 | target <= 0.15: **short** |" in every and "\\|extrapolated / whole - 1\\|" in every
+    assert "| 0.150 | target <= 0.15: met |" in counted and "1 of 2 points" in counted
+    forged = _bench_data(loop_s=6.0)  # the rows say 2.0: short
+    forged["targets"] = _bench_data()["targets"]  # ... the stored list says 2.5: met
+    loop = next(x for x in report.render("fd_vs_grad.targets", forged).splitlines() if x.startswith("| fd-loop"))
+    assert "| 2.00 | target >= 2.5: **short** |" in loop
+    problems = _core.inconsistencies("fd_vs_grad", forged)
+    assert any("fd-loop / FD kernel" in p and "value" in p for p in problems)
+    assert any("fd-loop / FD kernel" in p and "status" in p for p in problems)
+
+
+def test_validation_table_on_planted_data():
+    """The validation table: ratio from the times, the factor (whole / timed directions) of every point, the
+    counted flag, and the worst deviation over all points and over the counted ones."""
+    data = _bench_data()
+    text = report.render("fd_vs_grad.validation", data)
+    rows = text.splitlines()[2:4]
+    assert rows[0] == "| `fd-forward` | [784, 30, 10] | 23,860 | 1000 | 10.0 s | 11.5 s | 1.15 | 7.95x | yes |"
+    assert rows[1].endswith("| 0.667 | 6.93x | no (shorter than one subset call) |")
+    assert "0.333 over all 2 points, 0.150 over the 1 that" in text and "validated: 7.95x" in text
+    data["validation"][0]["ratio"] = 1.05  # a stored ratio its own times contradict
+    assert any("ratio 1.05" in p for p in _core.inconsistencies("fd_vs_grad", data))
+
+
+def test_check_fails_on_a_planted_target_value(tmp_path):
+    """End to end: the committed quick run with one stored target value edited (the rows unchanged): the table
+    still renders from the rows, and `report --check --no-provenance` exits 1 naming the file and the target
+    (fails if an edited target value could pass the check)."""
+    readme = _tree(tmp_path)
+    report.update(tmp_path)
+    path = tmp_path / report.SOURCES["fd_vs_grad"].path
+    data = json.loads(path.read_text())
+    out, err = io.StringIO(), io.StringIO()
+    assert report.command(tmp_path, check=True, provenance=False, stdout=out, stderr=err) == 0, out.getvalue()
+    data["targets"][1]["value"] = 2.9
+    path.write_text(json.dumps(data))
+    out, err = io.StringIO(), io.StringIO()
+    assert report.command(tmp_path, check=True, provenance=False, stdout=out, stderr=err) == 1
+    assert f"inconsistent: {report.SOURCES['fd_vs_grad'].path}: stored target " in out.getvalue()
+    assert "2.9" in out.getvalue() and "contradict" in err.getvalue()
+    assert readme.exists()
+
+
+def test_version_mismatch_is_a_note_not_a_failure(tmp_path, monkeypatch):
+    """A results file written under another jax: `report --check` prints a note and still passes (a user on a
+    newer jax can check the committed tree), while the reproduce plan counts it as stale (a regeneration
+    redoes it). Fails if versions were ignored, or made --check fail."""
+    _tree(tmp_path)
+    report.update(tmp_path)
+    path = tmp_path / report.SOURCES["fd_vs_grad"].path
+    data = json.loads(path.read_text())
+    data["meta"]["jax"] = "0.0.1"
+    path.write_text(json.dumps(data))
+    out = io.StringIO()
+    assert report.command(tmp_path, check=True, provenance=False, stdout=out, stderr=io.StringIO()) == 0
+    assert "note: " in out.getvalue() and "written under jax 0.0.1" in out.getvalue()
+    src = report.SOURCES["fd_vs_grad"]
+    monkeypatch.setattr(report, "staleness", lambda *a: None)  # fresh by provenance: only the version differs
+    assert report.stale_sources(tmp_path, [src]) == []
+    assert "jax 0.0.1" in report.stale_sources(tmp_path, [src], versions=True)[0][1]
+
+
+def test_producers_include_the_drivers():
+    """The Makefile and the reproduce driver (which choose the reference runs' options) produce every file,
+    the experiments' driver the experiments' (fails if changing `--repeats` or a target's flags left the
+    results 'fresh')."""
+    for src in report.SOURCES.values():
+        assert {"Makefile", "gdjax/report/reproduce.py"} <= set(src.producers), src.name
+    assert "experiments/run_all.py" in report.SOURCES["taylor"].producers
 
 
 def _summary(**kw):

@@ -25,11 +25,11 @@ from pathlib import Path
 
 from gdjax.report import benchmarks as _benchmarks  # noqa: F401  (registers the renderers)
 from gdjax.report import experiments as _experiments  # noqa: F401
-from gdjax.report._core import RENDERERS, SOURCES, RenderError, Renderer, Source, render
-from gdjax.provenance import staleness
+from gdjax.report._core import RENDERERS, SOURCES, RenderError, Renderer, Source, inconsistencies, render
+from gdjax.provenance import staleness, version_notes
 
 __all__ = ["RENDERERS", "SOURCES", "RenderError", "Renderer", "Source", "render", "pages", "markers", "render_text",
-           "update", "used_sources", "stale_sources", "command"]
+           "update", "used_sources", "stale_sources", "inconsistent_sources", "version_mismatches", "command"]
 
 _OPEN = re.compile(r"^<!-- report:(?P<name>[\w.\-]+) -->$", re.MULTILINE)
 _BLOCK = re.compile(r"^(?P<open><!-- report:(?P<name>[\w.\-]+) -->\n)(?P<body>.*?)(?P<close>^<!-- /report:(?P=name) -->$)",
@@ -103,28 +103,52 @@ def used_sources(root=".") -> list[Source]:
     return [SOURCES[n] for n in dict.fromkeys(names)]
 
 
-def stale_sources(root=".", sources=None) -> list[tuple[Source, str]]:
-    """(source, reason) for every results file (default: those the pages use) that is not fresh."""
+def _existing(root, sources):
     from gdjax.results import load_results
 
-    out = []
     for src in used_sources(root) if sources is None else sources:
         path = Path(root) / src.path
-        if not path.is_file():
+        yield src, (load_results(path) if path.is_file() else None)
+
+
+def stale_sources(root=".", sources=None, versions: bool = False) -> list[tuple[Source, str]]:
+    """(source, reason) for every results file (default: those the pages use) that is not fresh by the
+    provenance rule; with `versions`, also every file written under other versions of jax, jaxlib or torch
+    than the installed ones (`gdjax.provenance.version_notes`: what a regeneration must redo)."""
+    out = []
+    for src, data in _existing(root, sources):
+        if data is None:
             out.append((src, "the file does not exist"))
             continue
-        reason = staleness(load_results(path)["meta"], src.producers, root)
+        reason = staleness(data["meta"], src.producers, root)
+        if reason is None and versions:
+            reason = "; ".join(version_notes(data["meta"])) or None
         if reason:
             out.append((src, reason))
     return out
+
+
+def version_mismatches(root=".", sources=None) -> list[tuple[Source, str]]:
+    """(source, note) for every existing results file written under other package versions than installed."""
+    return [(src, note) for src, data in _existing(root, sources) if data is not None
+            for note in version_notes(data["meta"])]
+
+
+def inconsistent_sources(root=".", sources=None) -> list[tuple[Source, str]]:
+    """(source, problem) for every stored value of a results file (targets, ratios) that its own rows
+    contradict (`gdjax.report._core.consistency`)."""
+    return [(src, problem) for src, data in _existing(root, sources) if data is not None
+            for problem in inconsistencies(src.name, data)]
 
 
 def command(root=".", check: bool = False, provenance: bool = True, stdout=None, stderr=None) -> int:
     """What `gdjax report [--check] [--no-provenance]` does; returns the exit status.
 
     Without `check`: rewrite the tables in place, print what changed, 0. With `check`: 1 and the diff when a
-    table differs from its rendering, 1 and the reasons when a used results file is stale (unless not
-    `provenance`), else 0.
+    table differs from its rendering; 1 and the values when a used results file stores a target or ratio its
+    own rows contradict; 1 and the reasons when a used results file is stale (unless not `provenance`);
+    else 0. A file written under other versions of jax, jaxlib or torch than the installed ones is a `note:`
+    line, not a failure (the committed tree checks on any machine; `make reproduce-all` regenerates such files).
     """
     import sys
 
@@ -141,6 +165,17 @@ def command(root=".", check: bool = False, provenance: bool = True, stdout=None,
         print(f"rewrote the tables of {', '.join(changed)}", file=stdout)
     else:
         print("every table matches its results file", file=stdout)
+    if check:
+        bad = inconsistent_sources(root)
+        for src, problem in bad:
+            print(f"inconsistent: {src.path}: {problem}", file=stdout)
+        if bad:
+            print(f"gdjax report: error: {len(bad)} stored value(s) contradict their own rows (see above): the "
+                  f"file was edited, or written by other code; regenerate it (make reproduce-all, step "
+                  f"{bad[0][0].step})", file=stderr)
+            status = 1
+        for src, note in version_mismatches(root):
+            print(f"note: {src.path}: {note} (renders as committed; make reproduce-all regenerates it)", file=stdout)
     if check and provenance:
         stale = stale_sources(root)
         for src, reason in stale:

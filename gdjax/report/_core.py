@@ -19,9 +19,10 @@ import statistics
 from dataclasses import dataclass
 from typing import Callable
 
-from gdjax.provenance import LIBRARY
+from gdjax.provenance import DRIVERS, LIBRARY
 
-__all__ = ["Source", "Renderer", "RenderError", "MissingRow", "SOURCES", "RENDERERS", "source", "renderer",
+__all__ = ["Source", "Renderer", "RenderError", "MissingRow", "SOURCES", "RENDERERS", "CHECKS", "source", "renderer",
+           "consistency", "inconsistencies",
            "render", "select", "one", "table", "fmt_s", "fmt_g", "fmt_int", "fmt_e", "fmt_pct", "fmt_x", "median_spread",
            "target_note"]
 
@@ -61,10 +62,11 @@ RENDERERS: dict[str, Renderer] = {}
 
 
 def source(name: str, path: str, producers, step: str) -> Source:
-    """Register a results file; `producers` are extra pathspecs besides the library (`LIBRARY`)."""
+    """Register a results file; `producers` are extra pathspecs besides the library (`LIBRARY`) and the
+    drivers that choose the reference runs' options (`DRIVERS`: the Makefile, the reproduce driver)."""
     if name in SOURCES:
         raise ValueError(f"results source {name!r} is registered twice")
-    src = Source(name, path, tuple(producers) + LIBRARY, step)
+    src = Source(name, path, tuple(producers) + LIBRARY + DRIVERS, step)
     SOURCES[name] = src
     return src
 
@@ -81,6 +83,34 @@ def renderer(name: str, source_name: str):
         return fn
 
     return register
+
+
+CHECKS: dict[str, list[Callable[[dict], list[str]]]] = {}
+
+
+def consistency(source_name: str):
+    """Decorator: register `fn(data) -> [one line per problem]`, which recomputes from a file's rows what the
+    file also stores (its targets, its ratios) and names every stored value that disagrees. `gdjax report
+    --check` fails on any (an edited target value is caught even though the tables render from the rows)."""
+
+    def register(fn):
+        if source_name not in SOURCES:
+            raise ValueError(f"consistency check {fn.__name__}: unknown results source {source_name!r}")
+        CHECKS.setdefault(source_name, []).append(fn)
+        return fn
+
+    return register
+
+
+def inconsistencies(source_name: str, data: dict) -> list[str]:
+    """Every problem the consistency checks of `source_name` find in `data` (a missing column is one too)."""
+    out = []
+    for fn in CHECKS.get(source_name, []):
+        try:
+            out += fn(data)
+        except (KeyError, MissingRow, TypeError, ZeroDivisionError) as err:
+            out.append(f"{fn.__name__}: cannot recompute from the rows ({type(err).__name__}: {err})")
+    return out
 
 
 def render(name: str, data: dict) -> str:

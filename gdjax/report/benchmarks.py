@@ -5,10 +5,11 @@ Each renderer reads only its file's `rows`, `config` and `meta`; `~` marks a tim
 
 from __future__ import annotations
 
+from gdjax.bench import analysis
 from gdjax.bench.analysis import million_table
 from gdjax.bench.config import EPOCH_BATCH, EPOCH_STEPS, MILLION_EXAMPLES
-from gdjax.report._core import (fmt_e, fmt_g, fmt_int, fmt_pct, fmt_s, fmt_x, median_spread, one, renderer, select, source,
-                                table, target_note)
+from gdjax.report._core import (consistency, fmt_e, fmt_g, fmt_int, fmt_pct, fmt_s, fmt_x, median_spread, one, renderer,
+                                select, source, table, target_note)
 
 CPU = "benchmarks/results/cpu"
 LECTURE = "784-30-10"
@@ -50,8 +51,28 @@ def _label(method: str) -> str:
     return LABELS.get(method, f"`{method}`")
 
 
-def _time(row) -> str:
-    return ("~" if row["extrapolated"] else "") + fmt_s(row["median_s"])
+def _time(row, validation=None) -> str:
+    """A row's time, `~` when extrapolated; with the run's `validation`, an extrapolation that reaches further
+    than any the run validated says so: '~7.6 days (34,268x: unvalidated)'."""
+    text = ("~" if row["extrapolated"] else "") + fmt_s(row["median_s"])
+    if validation is not None and analysis.unvalidated(row, validation):
+        text += f" ({fmt_int(analysis.extrapolation_factor(row))}x: unvalidated)"
+    return text
+
+
+def _unvalidated_note(data) -> str:
+    """The sentence that defines 'unvalidated' for a run: the largest extrapolation factor it validated."""
+    largest = analysis.validated_factor(data.get("validation") or [])
+    reach = f"{fmt_g(largest)}x" if largest else "nothing"
+    return (f"`unvalidated`: extrapolated over more directions than the largest factor (whole / timed directions) "
+            f"this run checked against a whole gradient ({reach})")
+
+
+def _pct_of_matmul(row) -> str:
+    """% of the matmul reference; above 100% flagged '!' (the reference is then not this machine's ceiling for
+    that program: see the row's `over_reference_reason`)."""
+    f = row.get("peak_fraction")
+    return fmt_pct(f) + ("!" if f is not None and f > 1 else "")
 
 
 def _lecture_rows(data):
@@ -69,13 +90,18 @@ def fd_vs_grad_headline(data) -> str:
     r0 = rows[0]
     meta = data["meta"]
     cores = f", {meta['cpu_count']} cores" if meta.get("platform") == "cpu" and meta.get("cpu_count") else ""
+    validation = data.get("validation") or []
+    over = any((r.get("peak_fraction") or 0) > 1 for r in rows)
     head = (f"[784, 30, 10], P = {r0['P']:,}, N = {r0['batch_size']}, {r0['dtype']}, on {meta['device_kind']}{cores}"
-            f" (`~`: timed on two parts of the method's own program and extrapolated, `extrapolated` in the JSON):\n\n")
+            f" (`~`: timed on two parts of the method's own program and extrapolated, `extrapolated` in the JSON"
+            + ("; " + _unvalidated_note(data) if any(analysis.unvalidated(r, validation) for r in rows) else "")
+            + ("; `!`: above 100% of the matmul reference, which is then no ceiling for that program" if over else "")
+            + "):\n\n")
     # the reworked bench measures forward-pass equivalents (XLA FLOPs); older files count cost evaluations
     cost, title = ("forward_equivalents", "forward-pass equivalents (XLA FLOPs)") if "forward_equivalents" in r0 \
         else ("evaluations", "cost evaluations")
-    body = [[_label(r["method"]), fmt_int(r[cost]) if cost == "evaluations" else fmt_g(r[cost]), _time(r),
-             ("~" if r["extrapolated"] else "") + fmt_g(r["median_s"] / rev), fmt_pct(r["peak_fraction"]),
+    body = [[_label(r["method"]), fmt_int(r[cost]) if cost == "evaluations" else fmt_g(r[cost]), _time(r, validation),
+             ("~" if r["extrapolated"] else "") + fmt_g(r["median_s"] / rev), _pct_of_matmul(r),
              fmt_e(r["rel_error"])] for r in rows]
     return head + table(["method", title, "time per gradient", "/ reverse", "% of matmul rate",
                          "rel. error vs f64 grad"], body)
@@ -93,13 +119,51 @@ def fd_vs_grad_methods(data) -> str:
                  ["l", "l", "l", "r"])
 
 
+def _bench_targets(data) -> list[dict]:
+    """The benchmark's targets recomputed from the file's rows and validation (`analysis.targets`), never read
+    from its stored `targets` list (which `fd_vs_grad_stored_targets` checks against these)."""
+    cfg = data["config"]
+    return analysis.targets(data["rows"], data.get("validation") or [], cfg.get("batch_size", 1000),
+                            cfg.get("dtype", "float32"))
+
+
 @renderer("fd_vs_grad.targets", "fd_vs_grad_full")
 def fd_vs_grad_targets(data) -> str:
-    """The benchmark's targets, each met or short as the committed run measured it."""
-    targets = data["targets"] if "targets" in data else data["config"]["targets"]  # top level since the rework
+    """The benchmark's targets, each met or short, recomputed from the committed run's rows."""
     body = [[t["target"], fmt_g(t["value"]), target_note(t["value"], t["threshold"], t["comparison"]), t["how"]]
-            for t in targets]
+            for t in _bench_targets(data)]
     return table(["target", "measured", "status", "how"], body, ["l", "r", "l", "l"])
+
+
+def _stored_mismatch(stored, recomputed, key="target", fields=("value", "status")) -> list[str]:
+    """One line per stored target whose fields differ from the recomputed ones (relative 1e-9 for numbers)."""
+    import math
+
+    fresh = {t[key]: t for t in recomputed}
+    out = []
+    for t in stored:
+        r = fresh.get(t[key])
+        if r is None:
+            continue  # a target this code no longer computes: the rendering shows the recomputed ones
+        for f in fields:
+            a, b = t.get(f), r.get(f)
+            same = (a == b) if not (isinstance(a, float) and isinstance(b, float)) else math.isclose(a, b, rel_tol=1e-9)
+            if not same:
+                out.append(f"stored target {t[key]!r} has {f} {a!r}, its rows give {b!r}")
+    return out
+
+
+@consistency("fd_vs_grad")
+@consistency("fd_vs_grad_full")
+def fd_vs_grad_stored_targets(data) -> list[str]:
+    """The stored `targets` against the targets recomputed from the rows (an edited value or status is caught),
+    and each validation entry's `ratio` against its times."""
+    out = _stored_mismatch(data.get("targets") or [], _bench_targets(data))
+    for v in data.get("validation") or []:
+        if abs(v["ratio"] - v["extrapolated_s"] / v["whole_s"]) > 1e-9 * abs(v["ratio"]):
+            out.append(f"validation {v['method']} {v['sizes']} N={v['batch_size']}: ratio {v['ratio']!r} is not "
+                       f"extrapolated_s / whole_s = {v['extrapolated_s'] / v['whole_s']!r}")
+    return out
 
 
 @renderer("fd_vs_grad.million", "fd_vs_grad_full")
@@ -117,25 +181,43 @@ def fd_vs_grad_million(data) -> str:
             grad, epoch = t["gradient_s"], t["epoch_s"]
             over = grad / rev["gradient_s"] if grad and rev and rev["gradient_s"] else None
             flag = "~" if t["gradient_extrapolated"] else ""
+            full = analysis.find(analysis.ok_rows(data["rows"], "million"), sizes, t["method"], MILLION_EXAMPLES)
             body.append([f"[{sizes.replace('-', ', ')}]", f"{t['P']:,}", _label(t["method"]),
-                         flag + fmt_s(grad) if grad is not None else "-",
+                         _time(full, data.get("validation") or []) if grad is not None else "-",
                          ("~" if flag or (rev and rev["gradient_extrapolated"]) else "") + fmt_x(over)
                          if over is not None else "-",
-                         ("~" if t["epoch_extrapolated"] else "") + fmt_s(epoch) if epoch is not None else "-"])
+                         _epoch(t, data) if epoch is not None else "-"])
     head = (f"One gradient on {MILLION_EXAMPLES:,} examples and one epoch = {EPOCH_STEPS:,} gradients on "
-            f"mini-batches of {EPOCH_BATCH} (`~`: timed on a subset of directions and extrapolated):\n\n")
+            f"mini-batches of {EPOCH_BATCH} (`~`: timed on a subset of directions and extrapolated; "
+            f"{_unvalidated_note(data)}):\n\n")
     return head + table(["network", "P", "method", f"gradient (N = {MILLION_EXAMPLES:,})", "/ reverse",
                          f"epoch ({EPOCH_STEPS:,} x N = {EPOCH_BATCH})"], body, ["l", "r", "l", "r", "r", "r"])
 
 
+def _epoch(t, data) -> str:
+    """An epoch's time (6000 x one mini-batch gradient), flagged as the mini-batch row is."""
+    mini = analysis.find(analysis.ok_rows(data["rows"], "million"), t["sizes"], t["method"], EPOCH_BATCH)
+    return "-" if mini is None else _time({**mini, "median_s": t["epoch_s"]}, data.get("validation") or [])
+
+
 @renderer("fd_vs_grad.validation", "fd_vs_grad_full")
 def fd_vs_grad_validation(data) -> str:
-    """Each validated point: the whole gradient's time, what extrapolation predicted, and their ratio."""
+    """Each validated point: the whole gradient's time, what extrapolation predicted, their ratio, and how far
+    the extrapolation reached (whole / timed directions); the worst deviation over every point and over the
+    points that take at least one subset call."""
     body = [[f"`{v['method']}`", f"[{v['sizes'].replace('-', ', ')}]", f"{v['P']:,}", v["batch_size"],
-             fmt_s(v["whole_s"]), fmt_s(v["extrapolated_s"]), fmt_g(v["ratio"]),
+             fmt_s(v["whole_s"]), fmt_s(v["extrapolated_s"]), fmt_g(v["extrapolated_s"] / v["whole_s"]),
+             f"{fmt_g(v['total'] / v['covered'])}x",
              "yes" if v.get("counted", True) else "no (shorter than one subset call)"] for v in data["validation"]]
-    return table(["method", "network", "P", "N", "whole", "extrapolated", "extrapolated / whole",
-                  "counted toward the target"], body, ["l", "l", "r", "r", "r", "r", "r", "l"])
+    worst, n = analysis.validation_worst(data["validation"])
+    worst_c, n_c = analysis.validation_worst(data["validation"], counted_only=True)
+    largest = analysis.validated_factor(data["validation"])
+    return (table(["method", "network", "P", "N", "whole", "extrapolated", "extrapolated / whole",
+                   "factor (whole / timed directions)", "at least one subset call"], body,
+                  ["l", "l", "r", "r", "r", "r", "r", "r", "l"])
+            + f"\n\nWorst |extrapolated / whole - 1|: {fmt_g(worst)} over all {n} points, {fmt_g(worst_c)} over the "
+              f"{n_c} that take at least one subset call; the largest factor validated: "
+              f"{fmt_g(largest) + 'x' if largest else '-'}.")
 
 
 fd_vs_grad_quick_validation = renderer("fd_vs_grad.quick_validation", "fd_vs_grad")(fd_vs_grad_validation)
@@ -145,6 +227,39 @@ fd_vs_grad_quick_targets = renderer("fd_vs_grad.quick_targets", "fd_vs_grad")(fd
 def _round_ratios(loop_row, row) -> list[float]:
     """Per-round fd-loop / kernel time (same round index), for the median and spread."""
     return [a / b for a, b in zip(loop_row["times_s"], row["times_s"])]
+
+
+def _kernel_targets(data) -> list[dict]:
+    """The FD kernel's targets recomputed from the rows' per-round times (never from the stored
+    `config.target_results`): at the default chunk of `fd-forward`, the median over rounds of its counted FLOPs
+    rate over the same round's matmul (`of_matmul_n1000`), and of fd-loop's time over its own in the same round
+    (`loop_over_kernel_n*`); thresholds from the run's `config.targets`."""
+    import statistics
+
+    rows, thresholds = data["rows"], data["config"]["targets"]
+    out = []
+    for name, threshold in thresholds.items():
+        n = int(name.rsplit("_n", 1)[1])
+        kernel = next((r for r in rows if r["method"] == "fd-forward" and r["default_chunk"] and r["batch_size"] == n),
+                      None)
+        value = bound = None
+        if kernel is not None and name.startswith("of_matmul"):
+            value = statistics.median(kernel["work_flops"] / t / m for t, m in zip(kernel["times_s"], kernel["matmul_rates"]))
+            bound = 1.0
+        elif kernel is not None:
+            loop = one(rows, batch_size=n, method="fd-loop")
+            value = statistics.median(_round_ratios(loop, kernel))
+            bound = statistics.median(a / (kernel["work_flops"] / m) for a, m in zip(loop["times_s"], kernel["matmul_rates"]))
+        out.append({"target": name, "value": value, "threshold": threshold, "bound": bound,
+                    "status": "n/a" if value is None else ("PASS" if value >= threshold else "SHORT")})
+    return out
+
+
+@consistency("fd_kernel")
+def fd_kernel_stored_targets(data) -> list[str]:
+    """The stored `config.target_results` against the targets recomputed from the per-round times."""
+    return _stored_mismatch(data["config"].get("target_results") or [], _kernel_targets(data),
+                            fields=("value", "status"))
 
 
 @renderer("fd_kernel.table", "fd_kernel")
@@ -161,16 +276,19 @@ def fd_kernel_table(data) -> str:
                      "" if r is loop else fmt_g(r["bound_loop_over_kernel"])])
     cfg = data["config"]
     head = (f"{cfg['rounds']} interleaved rounds, [{', '.join(map(str, cfg['sizes']))}], {cfg['dtype']}; "
-            f"median (min-max) over the rounds; the speed-up is taken within each round:\n\n")
-    return head + table(["N", "method", "chunk", "seconds per gradient", "% of matmul", "x faster than fd-loop",
-                         "bound"], body, ["r", "l", "r", "r", "r", "r", "r"])
+            f"median (min-max) over the rounds; the speed-up is taken within each round; the rate is counted "
+            f"evaluations x the forward pass's XLA FLOPs over the same round's matmul, not the README's "
+            f"\"% of matmul rate\":\n\n")
+    return head + table(["N", "method", "chunk", "seconds per gradient", "counted FLOPs / same-round matmul",
+                         "x faster than fd-loop", "bound"], body, ["r", "l", "r", "r", "r", "r", "r"])
 
 
 @renderer("fd_kernel.targets", "fd_kernel")
 def fd_kernel_targets(data) -> str:
-    """The FD kernel's targets: median over rounds, met or short, with the bound of a kernel at 100% of matmul."""
+    """The FD kernel's targets recomputed from its rows: median over rounds, met or short, with the bound of a
+    kernel at 100% of the same-round matmul."""
     body = [[f"`{t['target']}`", fmt_g(t["value"]), target_note(t["value"], t["threshold"], ">="),
-             fmt_g(t["bound"])] for t in data["config"]["target_results"]]
+             fmt_g(t["bound"])] for t in _kernel_targets(data)]
     return table(["target", "measured (median over rounds)", "status", "bound"], body, ["l", "r", "l", "r"])
 
 
@@ -202,15 +320,38 @@ def estimators_training(data) -> str:
     return head + table(["rung", "epochs", "train cost", "test accuracy", "training time"], body)
 
 
+def _throughput_ratio(data, row) -> float:
+    """median(row's epoch times) / median(gdjax's), from the times (not the stored `ratio_vs_gdjax`)."""
+    import statistics
+
+    base = one(data["rows"], impl="gdjax")
+    return statistics.median(row["times_s"]) / statistics.median(base["times_s"])
+
+
+@consistency("training_throughput")
+def training_throughput_stored_ratios(data) -> list[str]:
+    """Each row's stored `ratio_vs_gdjax` and `target_status` against the ones its times give."""
+    out = []
+    for r in data["rows"]:
+        ratio = _throughput_ratio(data, r)
+        if abs(r["ratio_vs_gdjax"] - ratio) > 1e-9 * ratio:
+            out.append(f"row {r['impl']}: stored ratio_vs_gdjax {r['ratio_vs_gdjax']!r}, its times give {ratio!r}")
+        if r.get("target_ratio") is not None:
+            status = "PASS" if ratio >= r["target_ratio"] else "SHORT"
+            if r.get("target_status") != status:
+                out.append(f"row {r['impl']}: stored target_status {r.get('target_status')!r}, its times give {status!r}")
+    return out
+
+
 @renderer("training_throughput.table", "training_throughput")
 def training_throughput_table(data) -> str:
     """One epoch of the lecture's training: gdjax against PyTorch eager and a NumPy loop, with the targets."""
     body = []
     for r in data["rows"]:
-        target = "" if r.get("target_ratio") is None else target_note(r["ratio_vs_gdjax"], r["target_ratio"], ">=")
+        ratio = _throughput_ratio(data, r)
+        target = "" if r.get("target_ratio") is None else target_note(ratio, r["target_ratio"], ">=")
         name = r["impl"] + (f" {r['version']}, {r['threads']} thread(s)" if r.get("threads") else "")
-        body.append([name, median_spread(r["times_s"], fmt_s), fmt_g(r["examples_per_s"]),
-                     fmt_x(r["ratio_vs_gdjax"]), target])
+        body.append([name, median_spread(r["times_s"], fmt_s), fmt_g(r["examples_per_s"]), fmt_x(ratio), target])
     cfg = data["config"]
     head = (f"One epoch of {cfg['n']:,} examples, [{', '.join(map(str, cfg['sizes']))}], mini-batch "
             f"{cfg['batch_size']}, eta {cfg['eta']:g}, all in the same run; median (min-max) over repeats:\n\n")

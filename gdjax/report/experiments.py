@@ -8,7 +8,8 @@ from gdjax.report._core import fmt_e, fmt_g, fmt_s, fmt_x, median_spread, one, r
 
 EXPERIMENTS = ("taylor", "fd_step", "learning_rate", "landscape", "batch_average", "fd_training", "nielsen_mnist")
 for _name in EXPERIMENTS:
-    source(_name, f"results/{_name}.json", [f"experiments/{_name}.py", "experiments/_experiment.py"], "experiments")
+    source(_name, f"results/{_name}.json",
+           [f"experiments/{_name}.py", "experiments/_experiment.py", "experiments/run_all.py"], "experiments")
 
 
 @renderer("nielsen_mnist.final", "nielsen_mnist")

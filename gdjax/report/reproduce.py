@@ -6,7 +6,8 @@
     python -m gdjax.report.reproduce --only bench-fd-kernel,experiments
 
 Resumable: a step is skipped when every results file it writes is fresh by the provenance rule
-(`gdjax.provenance`), so after an interruption the same command continues with the first step that has
+(`gdjax.provenance`) and was written under the installed versions of jax, jaxlib (and torch, where the run
+used it), so after an interruption the same command continues with the first step that has
 not finished. Each step is a Makefile target (the maintainers' targets that write the committed reference, not
 a user's run); the total wall time is printed at the end.
 
@@ -26,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gdjax.report import SOURCES, stale_sources
-from gdjax.provenance import git
+from gdjax.provenance import REFERENCE_DIRS, git
 
 __all__ = ["Step", "STEPS", "plan", "main"]
 
-OUTPUT_DIRS = ("benchmarks/results", "results", "figures")  # what the steps write (and --commit commits)
+OUTPUT_DIRS = REFERENCE_DIRS  # what the steps write (and --commit commits)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def plan(root=".", steps=STEPS, force: bool = False) -> list[tuple[Step, str | N
     """(step, why it runs) per step; why is None when every results file of the step is fresh (skipped)."""
     out = []
     for step in steps:
-        stale = stale_sources(root, [SOURCES[n] for n in step.sources])
+        stale = stale_sources(root, [SOURCES[n] for n in step.sources], versions=True)
         more = f" (and {len(stale) - 1} more)" if len(stale) > 1 else ""
         why = "--force" if force else (f"{stale[0][0].path}: {stale[0][1]}{more}" if stale else None)
         out.append((step, why))
