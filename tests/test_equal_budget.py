@@ -60,9 +60,56 @@ def test_quick_run_schema_and_consistency(quick_run):
         else:
             assert r["seconds_to_target"] is None and r["best_acc"] < r["target"]
         assert math.isclose(r["final_fpe"], r["steps"] * r["fpe_per_step"])
-    s = data["summary"][0]
-    accs = [r["acc_at_seconds"] for r in data["rows"] if (r["net"], r["method"]) == (s["net"], s["method"])]
-    assert math.isclose(s["acc_at_seconds_mean"], sum(accs) / len(accs))
+    _assert_summary_matches_rows(data["summary"], data["rows"])
+
+
+FIELDS = ("acc_at_seconds", "acc_at_fpe", "seconds_to_target", "fpe_to_target", "best_acc", "steps")
+
+
+def _assert_summary_matches_rows(summary, rows):
+    """Every summary row against an independent recomputation from the runs (statistics, not the script's
+    numpy): one row per (net, method) in order, its seeds, targets reached, divergences, and mean / std / min /
+    max / n of every field over the seeds that have it (None where no seed has it)."""
+    import statistics
+
+    keys = list(dict.fromkeys((r["net"], r["method"]) for r in rows))
+    assert [(s["net"], s["method"]) for s in summary] == keys
+    for s in summary:
+        runs = [r for r in rows if (r["net"], r["method"]) == (s["net"], s["method"])]
+        assert s["seeds"] == len(runs) and s["learning_rate"] == runs[0]["learning_rate"]
+        assert s["reached_target"] == sum(bool(r["reached_target"]) for r in runs)
+        assert s["diverged"] == sum(bool(r["diverged"]) for r in runs)
+        for field in FIELDS:
+            vals = [r[field] for r in runs if r[field] is not None]
+            assert s[f"{field}_n"] == len(vals), field
+            if not vals:
+                assert s[f"{field}_mean"] is None and s[f"{field}_min"] is None, field
+                continue
+            assert math.isclose(s[f"{field}_mean"], statistics.fmean(vals), rel_tol=1e-12), field
+            assert s[f"{field}_min"] == min(vals) and s[f"{field}_max"] == max(vals), field
+            std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            assert math.isclose(s[f"{field}_std"], std, rel_tol=1e-9, abs_tol=1e-15), field
+
+
+def test_summary_of_planted_runs():
+    """`summarise` on planted runs (two methods, three seeds, one seed that never reached the target, one
+    diverged): every summary row equals the independent recomputation, so that a mean over the wrong seeds, a
+    None counted as 0, a min / max swap or a population std fails (runs here without the dataset)."""
+    rows = []
+    for method, lr in (("reverse", 3.0), ("spsa-k1", 0.03)):
+        for seed in range(3):
+            reached = not (method == "spsa-k1" and seed == 1)
+            rows.append({"net": "lecture", "method": method, "learning_rate": lr, "seed": seed,
+                         "fpe_per_step": 3.0, "reached_target": reached, "diverged": method == "spsa-k1" and seed == 2,
+                         "acc_at_seconds": 0.5 + 0.1 * seed + (0.2 if method == "reverse" else 0.0),
+                         "acc_at_fpe": None if seed == 0 else 0.3 * seed,
+                         "seconds_to_target": (1.0 + seed ** 2) if reached else None,
+                         "fpe_to_target": (100.0 * (seed + 1)) if reached else None,
+                         "best_acc": 0.9 - 0.05 * seed, "steps": 10 * (seed + 1)})
+    summary = eb.summarise(rows)
+    _assert_summary_matches_rows(summary, rows)
+    spsa = summary[1]
+    assert spsa["reached_target"] == 2 and spsa["seconds_to_target_n"] == 2 and spsa["acc_at_fpe_n"] == 2
 
 
 def test_resume_trains_nothing_again(quick_run, monkeypatch):
@@ -131,3 +178,13 @@ def test_grid_and_budget_helpers():
     assert eb.at_budget(curve, 0, 1.0) == (0.5, 1.0)
     assert eb.at_budget(curve, 1, 25.0) == (0.5, 30.0)
     assert eb.at_budget(curve, 0, 3.0) == (None, None)
+
+
+def test_committed_summary_matches_its_runs():
+    """The committed reference's summary (what the README's table renders) against its own runs: fails when a
+    summary row was edited, or the file was written by a summarise that disagrees with its rows."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu" / "equal_budget.json"
+    data = json.loads(path.read_text())
+    _assert_summary_matches_rows(data["summary"], data["rows"])

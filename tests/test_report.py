@@ -538,3 +538,15 @@ def test_headline_uses_measured_forward_equivalents_when_the_file_has_them():
     text = report.render("fd_vs_grad.headline", {"meta": {"device_kind": "cpu"}, "config": {}, "rows": rows})
     assert "| method | forward-pass equivalents (XLA FLOPs) |" in text
     assert "| `reverse` (`jax.grad`) | 2.14 | 3.00 ms | 1.00 | 50% | 1.0e-07 |" in text
+
+
+def test_ci_script_sets_ci_itself():
+    """`.ci/run` exports CI=true before running the tests (fails if a runner that does not set CI would let the
+    tests that need a dataset, torch or a GPU skip instead of failing), and installs the torch extra they need."""
+    import re
+
+    text = (ROOT / ".ci" / "run").read_text()
+    lines = [x.strip() for x in text.splitlines() if x.strip() and not x.strip().startswith("#")]
+    ci = next(i for i, x in enumerate(lines) if re.fullmatch(r"export CI=(true|1)", x))
+    test = next(i for i, x in enumerate(lines) if x.startswith("make test"))
+    assert ci < test and "torch" in next(x for x in lines if x.startswith("export EXTRAS"))

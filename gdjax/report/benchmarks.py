@@ -378,6 +378,25 @@ def _mean_spread(entry, key, fmt=fmt_g) -> str:
     return f"{fmt(entry[f'{key}_mean'])} ({fmt(entry[f'{key}_min'])}-{fmt(entry[f'{key}_max'])})"
 
 
+@consistency("equal_budget")
+def equal_budget_stored_summary(data) -> list[str]:
+    """Each stored summary entry (what the table renders) against its runs: seeds, targets reached, and the
+    mean / min / max over seeds of every number the table shows."""
+    out = []
+    for e in data["summary"]:
+        runs = select(data["rows"], net=e["net"], method=e["method"])
+        if len(runs) != e["seeds"] or sum(bool(r["reached_target"]) for r in runs) != e["reached_target"]:
+            out.append(f"summary {e['net']} {e['method']}: seeds / reached_target differ from its {len(runs)} runs")
+        for key in ("acc_at_seconds", "acc_at_fpe", "seconds_to_target", "fpe_to_target", "best_acc"):
+            vals = [r[key] for r in runs if r[key] is not None]
+            want = (sum(vals) / len(vals), min(vals), max(vals)) if vals else (None, None, None)
+            have = (e[f"{key}_mean"], e[f"{key}_min"], e[f"{key}_max"])
+            if any((a is None) != (b is None) or (a is not None and abs(a - b) > 1e-9 * max(abs(b), 1e-300))
+                   for a, b in zip(have, want)):
+                out.append(f"summary {e['net']} {e['method']}: {key} mean/min/max {have}, its runs give {want}")
+    return out
+
+
 @renderer("equal_budget.table", "equal_budget")
 def equal_budget_table(data) -> str:
     """Per net and method at its chosen learning rate: test accuracy at equal seconds and at equal forward-pass
