@@ -550,3 +550,21 @@ def test_ci_script_sets_ci_itself():
     ci = next(i for i, x in enumerate(lines) if re.fullmatch(r"export CI=(true|1)", x))
     test = next(i for i, x in enumerate(lines) if x.startswith("make test"))
     assert ci < test and "torch" in next(x for x in lines if x.startswith("export EXTRAS"))
+
+
+def test_stochastic_errors_say_how_many_keys():
+    """A stochastic estimator's error is one random draw unless the row has a spread over keys: the methods
+    table says '(one key)' for the former and 'mean +- std (n keys, k = ...)' for the latter, and nothing for a
+    deterministic method (fails if a single draw read as the method's error)."""
+    base = {"group": "sweep", "sizes": "784-30-10", "P": 23860, "batch_size": 1000, "dtype": "float32",
+            "extrapolated": False, "median_s": 1e-3}
+    rows = [{**base, "method": "spsa", "rel_error": 4.1},
+            {**base, "method": "forward-gradient", "rel_error": 110.0, "rel_error_std": 94.0, "keys": 20,
+             "num_directions": 1},
+            {**base, "method": "reverse", "rel_error": 2e-7}]
+    text = report.render("fd_vs_grad.methods", {"meta": {}, "config": {}, "rows": rows})
+    line = {m: next(x for x in text.splitlines() if x.startswith(f"| `{m}`")) for m in ("spsa", "forward-gradient",
+                                                                                         "reverse")}
+    assert line["spsa"].endswith("| 4.1e+00 (one key) |")
+    assert line["forward-gradient"].endswith("| 110 +- 94 (20 keys, k = 1) |")
+    assert line["reverse"].endswith("| 2.0e-07 |")
