@@ -212,8 +212,10 @@ def test_targets_and_million_table():
     assert tg["fd-loop / FD kernel time at [784,30,10]"]["value"] == pytest.approx(3.0)
     assert tg["FD kernel / matmul reference at [784,30,10]"]["status"] == "PASS"
     assert tg["reverse / forward-pass time at [784,30,10]"]["status"] == "SHORT"  # 2.5 > 2
-    assert tg["worst |extrapolated / whole - 1|"]["value"] == pytest.approx(0.2)
-    assert "2 of 3 validated points" in tg["worst |extrapolated / whole - 1|"]["how"]
+    counted = tg["worst |extrapolated / whole - 1|, points >= one subset call"]
+    assert counted["value"] == pytest.approx(0.2) and "2 of 3 points" in counted["how"]
+    every = tg["worst |extrapolated / whole - 1|, every validated point"]  # the short point counts here
+    assert every["value"] == pytest.approx(0.5) and every["status"] == "SHORT" and "3 points" in every["how"]
     assert policy.counts_for_target(policy.SUBSET_SHARE * 30.0, 30.0)
     assert not policy.counts_for_target(0.5 * policy.SUBSET_SHARE * 30.0, 30.0)
     mil = [_row(m, t, group="million", n=n, how=h) for m, n, t, h in
