@@ -5,10 +5,12 @@ By default everything goes to one fresh git-ignored folder, runs/reproduce-<date
 committed results/ and figures/ (maintainers: `make reproduce-reference`).
 
 Each experiment runs in its own Python process (so one experiment's JAX settings never leak into the next), in
-the order below; the script prints each one's wall time and exits non-zero (one line on stderr) if any failed.
+the order below; the script prints each one's wall time and exits non-zero (one line on stderr) if any failed,
+or, with `--reference`, if the checkout changed between the start of the first and the end of the last (each
+experiment also refuses to write the reference when the checkout changed during its own run).
 
-    python experiments/run_all.py                      # default configs (~5-10 min on a 2-core CPU)
-    python experiments/run_all.py --quick              # tiny configs (seconds each; the smoke tests)
+    python experiments/run_all.py                      # default configs
+    python experiments/run_all.py --quick              # tiny configs (the smoke tests)
     python experiments/run_all.py --only taylor,fd_step --out /tmp/r
 
 Extra key=value arguments are passed to every experiment (only keys every experiment has: results_dir,
@@ -81,6 +83,9 @@ def main(argv=None) -> int:
         names, passthrough = parse(argv)
     except ValueError as err:
         return _error(str(err))
+    from gdjax import provenance
+
+    stamp = provenance.start()  # each experiment verifies its own run; this one the whole set's
     t_all = time.perf_counter()
     failed, times = [], {}
     for name in names:
@@ -98,6 +103,12 @@ def main(argv=None) -> int:
     print(f"output: {', '.join(a for a in passthrough if a != '--quick')}")
     if failed:
         print(f"run_all: error: {len(failed)} experiment(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    changed = provenance.changes(stamp)
+    if changed and "--reference" in passthrough:  # the experiments of one reference come from one state of the code
+        print(f"run_all: error: the checkout changed while the experiments ran ({changed}): the reference mixes "
+              f"states of the code; rerun make reproduce-reference from a checkout that stays unchanged",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -255,7 +255,8 @@ def resume_jsonl(path, stamp: dict, producers, what: str = "rows", rewrite: bool
       >>> done = resume_jsonl(out / "fd_vs_grad.jsonl", stamp, ("benchmarks/fd_vs_grad.py", *provenance.LIBRARY))
     """
     rows = read_jsonl(path)
-    kept = [r for r in rows if provenance.reusable(r, stamp, producers)]
+    root = provenance.current().root or "."  # the checkout of the run (the producers' pathspecs are relative to it)
+    kept = [r for r in rows if provenance.reusable(r, stamp, producers, root)]
     if len(kept) < len(rows):
         print(f"resume: {len(rows) - len(kept)} of {len(rows)} {what} in {path} were written by other code "
               f"(their git_commit / git_dirty); running them again", flush=True)

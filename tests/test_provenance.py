@@ -216,3 +216,18 @@ def test_reference_throughput_run_needs_torch(extra, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert "committed reference" in err and "PyTorch" in err and "\n" not in err
     assert mod.parse_args(["--quick", *extra, "--out", "/tmp/elsewhere"]).no_torch == bool(extra)
+
+
+def test_run_all_reference_fails_when_the_checkout_changed(monkeypatch, capsys):
+    """`run_all.py --reference` stamps itself at the start and, when the checkout changed by the end, exits 1 with
+    one line (the committed experiments would mix states of the code); the same change on a user's run is no
+    error. The experiments themselves are not run here (subprocess.call is a stub)."""
+    from conftest import load_script
+
+    run_all = load_script("experiments/run_all.py")
+    monkeypatch.setattr(run_all.subprocess, "call", lambda *a, **k: 0)
+    monkeypatch.setattr(provenance, "changes", lambda stamp: "HEAD moved during the run (from a to b)")
+    assert run_all.main(["--only", "taylor", "--reference"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "checkout changed" in err and "HEAD moved" in err and "\n" not in err
+    assert run_all.main(["--only", "taylor", "--out", "/tmp/not-run"]) == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from gdjax.bench.analysis import validated_factor, validation_worst
 from gdjax.bench.config import EPOCH_BATCH, EPOCH_STEPS, MILLION_EXAMPLES
 
 __all__ = ["human_time", "format_table", "format_validation", "format_targets", "format_million",
@@ -73,6 +74,13 @@ def format_validation(validation: Sequence[dict]) -> str:
                      f"{mark}")
     if not validation:
         lines.append("  (no point was both measured whole and large enough to extrapolate)")
+    else:
+        worst, n = validation_worst(validation)
+        worst_c, n_c = validation_worst(validation, counted_only=True)
+        lines.append(f"  worst |extrapolated / whole - 1|: {worst:.3f} over all {n} points, "
+                     + (f"{worst_c:.3f} over the {n_c} counted" if worst_c is not None else "none counted")
+                     + f"; largest factor validated (whole / timed directions): {validated_factor(validation):.3g}x"
+                     + " (an extrapolation further out is unvalidated)")
     return "\n".join(lines)
 
 
