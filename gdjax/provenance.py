@@ -321,14 +321,15 @@ def installed_version(package: str) -> str | None:
         return None
 
 
-def version_notes(meta: dict, installed=None) -> list[str]:
+def version_notes(meta: dict, installed=None, rows=()) -> list[str]:
     """One line per package of `VERSIONED` that the file records (`meta[package]`, None or absent when the run
-    did not use it) at another version than the installed one (`installed`: package -> version, default read
-    from the environment). A results file written under other versions still renders; whether that is stale is
-    the caller's choice (`gdjax report --check` notes it, `make reproduce-all` regenerates it)."""
+    did not use it; for a file without it in meta, a `rows` entry's own `package` column, as the torch rows of
+    the checker's benchmark carry) at another version than the installed one (`installed`: package -> version,
+    default read from the environment). A results file written under other versions still renders; whether that
+    is stale is the caller's choice (`gdjax report --check` notes it, `make reproduce-all` regenerates it)."""
     notes = []
     for pkg in VERSIONED:
-        wrote = meta.get(pkg)
+        wrote = meta.get(pkg) or next((r[pkg] for r in rows if isinstance(r.get(pkg), str)), None)
         if not wrote:
             continue
         have = installed.get(pkg) if installed is not None else installed_version(pkg)

@@ -168,6 +168,8 @@ def test_version_notes():
     have = {"jax": "0.4.30", "jaxlib": "0.4.31", "torch": None}
     assert provenance.version_notes(meta, have) == ["written under jaxlib 0.4.30, installed: 0.4.31"]
     assert provenance.version_notes({**meta, "torch": "2.1"}, have)[-1] == "written under torch 2.1, installed: none"
+    rows = [{"tool": "torch.autograd.gradcheck", "torch": "2.1"}]  # an older file: torch's version in its rows only
+    assert provenance.version_notes(meta, have, rows)[-1] == "written under torch 2.1, installed: none"
 
 
 def test_a_script_stamps_its_own_start(repo, tmp_path):
@@ -194,8 +196,8 @@ def test_a_script_stamps_its_own_start(repo, tmp_path):
     assert proc.wait(timeout=120) == 0
     meta = json.loads(out.read_text())["meta"]
     assert meta["git_commit"] == _git(repo, "rev-parse", "HEAD") and meta["provenance"]["script"] == "bench.py"
-    assert meta["git_dirty"] is True and "lib/x.py" in meta["provenance"]["changed"] or \
-        "uncommitted" in meta["provenance"]["changed"]
+    assert meta["git_dirty"] is True
+    assert "lib/x.py" in meta["provenance"]["changed"] or "uncommitted" in meta["provenance"]["changed"]
 
 
 @pytest.mark.parametrize("extra", [["--no-torch"], []])

@@ -228,13 +228,20 @@ def test_equal_budget_and_gradcheck_on_planted_data():
             {"section": "false_alarm", "arch": "conv", "act": "tanh", "dtype": "float64", "cases": 25,
              "check_grad_failures": 0, "check_grads_failures": 2, "max_err_over_tol": 0.3},
             {"section": "speed", "sizes": "784-30-10", "batch": 10, "dtype": "float64", "n_params": 23860,
-             "tool": "gdjax.check_grad", "call": "first", "seconds": 2.0, "torch_slow_over_this": 4.0, "target": 5.0}]
+             "tool": "gdjax.check_grad", "call": "first", "seconds": 2.0, "torch_slow_over_this": 4.0, "target": 5.0,
+             "status": "SHORT"},
+            {"section": "speed", "sizes": "784-30-10", "batch": 10, "dtype": "float64", "n_params": 23860,
+             "tool": "torch.autograd.gradcheck", "call": "slow mode", "seconds": 8.0}]
     data = {"meta": {}, "config": {}, "rows": rows}
     assert report.render("gradcheck.detection", data).splitlines()[2] == (
         "| `one-entry` | mlp | float32 | `[0].w` | 20 | 100% | 20/20 | 15% |")
     assert report.render("gradcheck.false_alarms", data).splitlines()[2] == "| conv | tanh | float64 | 25 | 0 | 2 | 0.300 |"
     speed = report.render("gradcheck.speed", data)
     assert speed.startswith("[784, 30, 10], N = 10, float64, P = 23,860") and "4.00x | target >= 5: **short**" in speed
+    assert _core.inconsistencies("gradcheck", data) == []
+    rows[3]["seconds"] = 12.0  # torch slow mode: the ratio from the times is now 6: met; the stored 4.0 and SHORT contradict it
+    assert "6.00x | target >= 5: met" in report.render("gradcheck.speed", data)
+    assert len(_core.inconsistencies("gradcheck", data)) == 2
 
 
 # --- rendering and --check on a temporary tree ---------------------------------------------------------------

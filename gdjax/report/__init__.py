@@ -122,7 +122,7 @@ def stale_sources(root=".", sources=None, versions: bool = False) -> list[tuple[
             continue
         reason = staleness(data["meta"], src.producers, root)
         if reason is None and versions:
-            reason = "; ".join(version_notes(data["meta"])) or None
+            reason = "; ".join(version_notes(data["meta"], rows=data["rows"])) or None
         if reason:
             out.append((src, reason))
     return out
@@ -131,7 +131,7 @@ def stale_sources(root=".", sources=None, versions: bool = False) -> list[tuple[
 def version_mismatches(root=".", sources=None) -> list[tuple[Source, str]]:
     """(source, note) for every existing results file written under other package versions than installed."""
     return [(src, note) for src, data in _existing(root, sources) if data is not None
-            for note in version_notes(data["meta"])]
+            for note in version_notes(data["meta"], rows=data["rows"])]
 
 
 def inconsistent_sources(root=".", sources=None) -> list[tuple[Source, str]]:

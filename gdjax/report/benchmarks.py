@@ -464,12 +464,39 @@ def gradcheck_false_alarms(data) -> str:
                   "worst error / tolerance"], body, ["l", "l", "l", "r", "r", "r", "r"])
 
 
+def _torch_slow_over(data, row) -> float | None:
+    """torch.autograd.gradcheck's slow-mode seconds over this row's, from the rows' times (None for the rows
+    that carry no ratio, or without a torch row)."""
+    if row.get("torch_slow_over_this") is None and row.get("target") is None:
+        return None
+    slow = select(data["rows"], section="speed", tool="torch.autograd.gradcheck", call="slow mode")
+    return slow[0]["seconds"] / row["seconds"] if slow else None
+
+
+@consistency("gradcheck")
+def gradcheck_stored_speed(data) -> list[str]:
+    """Each speed row's stored ratio to torch's slow mode and its status against the ones the times give."""
+    out = []
+    for r in select(data["rows"], section="speed"):
+        ratio = _torch_slow_over(data, r)
+        stored = r.get("torch_slow_over_this")
+        if (stored is None) != (ratio is None) or (ratio is not None and abs(stored - ratio) > 1e-9 * ratio):
+            out.append(f"speed row {r['tool']} ({r['call']}): stored torch_slow_over_this {stored!r}, its times give "
+                       f"{ratio!r}")
+        if r.get("target") is not None and ratio is not None and r.get("status") is not None:
+            status = "PASS" if ratio >= r["target"] else "SHORT"
+            if r["status"] != status:
+                out.append(f"speed row {r['tool']} ({r['call']}): stored status {r['status']!r}, its times give "
+                           f"{status!r}")
+    return out
+
+
 @renderer("gradcheck.speed", "gradcheck")
 def gradcheck_speed(data) -> str:
     """Seconds per check of each tool, first call and repeated, with torch.gradcheck's slow mode as the unit."""
     body = []
     for r in select(data["rows"], section="speed"):
-        ratio = r.get("torch_slow_over_this")
+        ratio = _torch_slow_over(data, r)
         target = "" if r.get("target") is None or ratio is None else target_note(ratio, r["target"], ">=")
         body.append([r["tool"], r["call"], fmt_s(r["seconds"]), fmt_x(ratio), target])
     r0 = one(data["rows"], section="speed")
