@@ -233,3 +233,31 @@ def test_run_all_reference_fails_when_the_checkout_changed(monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert "checkout changed" in err and "HEAD moved" in err and "\n" not in err
     assert run_all.main(["--only", "taylor", "--out", "/tmp/not-run"]) == 0
+
+
+def test_a_benchmark_run_that_changed_refuses_the_reference(monkeypatch, capsys, tmp_path):
+    """Through a benchmark's `run_main`: the run starts its stamp, the checkout 'changes' during the run (stubbed),
+    and writing into the committed reference folder fails with one line and exit 1, writing nothing; the same
+    run into a user's folder writes, marked dirty (fails if the stamp were not verified on the producers' path)."""
+    from conftest import load_script
+
+    common = load_script("benchmarks/_common.py")
+    target = ROOT / "benchmarks" / "results" / "cpu" / "_provenance_test_refused.json"
+    monkeypatch.setattr(provenance, "changes", lambda stamp: "bench.py was modified during the run")
+
+    def run(path):
+        results.save_results(path, _rows(), meta=common.meta(None))
+        return 0
+
+    try:
+        assert common.run_main("probe", lambda argv: target, run, []) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("probe: error: ProvenanceError: refusing to write the reference") and "\n" not in err
+        assert not target.exists() and not results.csv_path(target).exists()
+    finally:
+        for p in (target, results.csv_path(target)):
+            p.unlink(missing_ok=True)
+    out = tmp_path / "mine.json"
+    assert common.run_main("probe", lambda argv: out, run, []) == 0
+    meta = json.loads(out.read_text())["meta"]
+    assert meta["git_dirty"] is True and "modified during the run" in meta["provenance"]["changed"]
