@@ -575,3 +575,18 @@ def test_stochastic_errors_say_how_many_keys():
     assert line["spsa"].endswith("| 4.1e+00 (one key) |")
     assert line["forward-gradient"].endswith("| 110 +- 94 (20 keys, k = 1) |")
     assert line["reverse"].endswith("| 2.0e-07 |")
+
+
+def test_headline_shows_both_forward_equivalents_when_the_rows_have_them():
+    """Rows that carry forward-pass equivalents by dot/convolution FLOPs beside all XLA FLOPs (the random-number
+    generator's integer operations count among the latter) get both columns, each labelled (fails if the
+    generator's work were shown as forward passes without saying so)."""
+    base = {"group": "sweep", "sizes": "784-30-10", "P": 23860, "batch_size": 1000, "dtype": "float32",
+            "extrapolated": False, "peak_fraction": 0.2, "rel_error": 4.0}
+    rows = [{**base, "method": "reverse", "median_s": 3e-3, "forward_equivalents": 2.0, "forward_equivalents_dot": 2.0},
+            {**base, "method": "spsa", "median_s": 9e-3, "forward_equivalents": 19.0, "forward_equivalents_dot": 2.1}]
+    text = report.render("fd_vs_grad.headline", {"meta": {"device_kind": "cpu"}, "config": {}, "rows": rows})
+    header = next(x for x in text.splitlines() if x.startswith("| method |"))
+    assert header.startswith("| method | forward-pass equivalents (all XLA FLOPs, random-number generation included) "
+                             "| forward-pass equivalents (dot and convolution FLOPs) | time per gradient |")
+    assert "| `spsa` | 19.0 | 2.10 | 9.00 ms |" in text

@@ -100,11 +100,15 @@ def fd_vs_grad_headline(data) -> str:
     # the reworked bench measures forward-pass equivalents (XLA FLOPs); older files count cost evaluations
     cost, title = ("forward_equivalents", "forward-pass equivalents (XLA FLOPs)") if "forward_equivalents" in r0 \
         else ("evaluations", "cost evaluations")
-    body = [[_label(r["method"]), fmt_int(r[cost]) if cost == "evaluations" else fmt_g(r[cost]), _time(r, validation),
+    dot = any("forward_equivalents_dot" in r for r in rows)  # dot/convolution FLOPs only: no random numbers
+    if dot:
+        title = "forward-pass equivalents (all XLA FLOPs, random-number generation included)"
+    body = [[_label(r["method"]), fmt_int(r[cost]) if cost == "evaluations" else fmt_g(r[cost]),
+             *([fmt_g(r.get("forward_equivalents_dot"))] if dot else []), _time(r, validation),
              ("~" if r["extrapolated"] else "") + fmt_g(r["median_s"] / rev), _pct_of_matmul(r),
              _error(r)] for r in rows]
-    return head + table(["method", title, "time per gradient", "/ reverse", "% of matmul rate",
-                         "rel. error vs f64 grad"], body)
+    return head + table(["method", title, *(["forward-pass equivalents (dot and convolution FLOPs)"] if dot else []),
+                         "time per gradient", "/ reverse", "% of matmul rate", "rel. error vs f64 grad"], body)
 
 
 def _stochastic(method: str) -> bool:
