@@ -270,7 +270,10 @@ def _kernel_targets(data) -> list[dict]:
     rows, thresholds = data["rows"], data["config"]["targets"]
     out = []
     for name, threshold in thresholds.items():
-        n = int(name.rsplit("_n", 1)[1])
+        field, _, n = name.rpartition("_n")
+        if field not in KERNEL_TARGETS or not n.isdigit():
+            raise KeyError(f"config.targets[{name!r}] (known: <{'|'.join(KERNEL_TARGETS)}>_n<N>)")
+        n = int(n)
         kernel = next((r for r in rows if r["method"] == "fd-forward" and r["default_chunk"] and r["batch_size"] == n),
                       None)
         value = bound = None
