@@ -2,15 +2,16 @@
 
 The fixture was written by tests/data/make_structured_golden.py (tiny float64 nets: sigmoid, tanh and relu
 hidden units; sigmoid, softmax and identity outputs; both losses; one and two hidden layers; with and without
-weight decay) for backprop,
-layer-aware FD, node perturbation, the activity-perturbed forward gradient (fixed key), the output and the cost.
-Tolerance 1e-12 relative to each array's largest entry (plus 1e-15 absolute for all-zero arrays): the same
-operations in float64 give the same bits, but XLA may reassociate a sum (a matmul split otherwise, the
-1/N of the batch mean applied before or after the weight-gradient matmul), which moves a result by a few
-eps_mach = 2.2e-16 times its scale; an FD quotient amplifies that by at most |C| / h ~ 1e5 in the worst case
-(eps 1e-5), so its rounding stays below 1e-10 of the scale. We assert 1e-9 for the FD quotients for that
-reason and 1e-12 for everything else. Any change of an activation, a loss, the forward pass, a step or a key
-split moves the numbers by far more (at least the truncation error, ~1e-5 relative).
+weight decay) for backprop, layer-aware FD, node perturbation, the activity-perturbed forward gradient (fixed
+key), the output and the cost, from the code before `gdjax.models` existed.
+On the machine that wrote the fixture (CPU, jax 0.10) every array but backprop's is reproduced bit for bit;
+backprop differs by at most 4e-16 of its scale, because it applies the batch mean's 1/N after the weight
+gradient's matmul (`models.mlp.layer_grads`, shared with node perturbation) instead of to the output error
+before it. The asserted tolerance leaves room for other XLA versions and CPUs, which may order a float64 sum
+differently: 1e-12 of each array's largest entry (plus 1e-15 absolute for all-zero arrays) for values computed
+directly, and 1e-9 for the FD quotients of layer-aware FD and node perturbation, whose rounding is amplified by
+|C| / h <= 1e5 (eps >= 1e-5). Any change of an activation, a loss, the forward pass, a step or a key split
+moves the numbers by far more (at least the truncation error, ~1e-5 relative).
 """
 
 import numpy as np

@@ -309,9 +309,14 @@ def _node_kernel(cost: Cost, scheme: str, chunk_size):
     @jax.jit
     def fn(params, batch, h):
         inputs = [s.a_in for s in cost.net.states(params, batch.x)]
-        return layer_grads(params, inputs, node_deltas(cost, params, batch, h, scheme, chunk_size), cost.l2)
+        return grads_from_deltas(cost, params, inputs, node_deltas(cost, params, batch, h, scheme, chunk_size))
 
     return fn
+
+
+def grads_from_deltas(cost: Cost, params, inputs, deltas):
+    """The gradient from per-example errors of every layer: `models.mlp.layer_grads` with the cost's L2 term."""
+    return layer_grads(params, inputs, deltas, cost.l2)
 
 
 @register("node-perturbation", kind="fd", structured=True, subset=True,
