@@ -18,7 +18,7 @@ Adding an activation is this file only: define the object and register it (or re
 
 `derivative` and the difference form are optional: without a derivative, sigma'(z) comes from `jax.jvp` of `fn`;
 without a difference form, `sigma(z + dz) - sigma(z)` is computed directly, which in float32 loses
-`log10(|sigma| / |d sigma|)` digits of a small change (give `diff_prep`/`diff` for full precision). Hidden
+`log10(|sigma| / |d sigma|)` digits of a small change (give `prep`/`difference` for full precision). Hidden
 activations are elementwise; an output activation may act on the last axis (softmax), and then implements
 `vjp` and the difference form along an `axis` itself (see `Softmax`).
 """
@@ -36,7 +36,7 @@ Array = jax.Array
 
 @dataclass(frozen=True, eq=False)
 class Activation:
-    """An elementwise activation `a = sigma(z)`; hashable by identity (a jit static argument via `MLP`).
+    """An elementwise activation `a = sigma(z)`, hashable by identity; an `MLP` names it, the registry maps back.
 
     Fields (what a newcomer fills in):
       name: the registry name, e.g. "sigmoid".
