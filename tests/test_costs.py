@@ -248,3 +248,37 @@ def test_bad_batches(key):
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
         one_hot(np.array([0, 3]), 3)  # labels out of range are refused before they reach a cost
 
+
+
+def test_params_of_another_network_are_refused(key):
+    """Params of a different MLP are refused by the cost with a ValueError naming the expected and the given layer
+    shapes and the fix, before any work: called directly, under jit, grad, vmap and the FD kernel's vmapped
+    perturbed copies (the check reads static shapes only, so it holds under every transformation). Without it, a
+    (3, 5, 2) network's params run through a (3, 4, 2) cost with no error at all (the forward pass takes its
+    shapes from the params) and give a cost and gradient of the wrong network."""
+    import gdjax
+
+    cost = make_cost(MLP((3, 4, 2)), "quadratic")
+    other = MLP((3, 5, 2)).init(key, dtype="float64")
+    batch = Batch(jnp.ones((2, 3)), jnp.eye(2))
+    match = (r"expected \[w \(3, 4\), b \(4,\)\], \[w \(4, 2\), b \(2,\)\]; "
+             r"got \[w \(3, 5\), b \(5,\)\], \[w \(5, 2\), b \(2,\)\].*net.init\(key\)")
+    calls = {
+        "direct": lambda p: cost(p, batch),
+        "jit": lambda p: jax.jit(cost)(p, batch),
+        "grad": lambda p: jax.grad(cost)(p, batch),
+        "vmap": lambda p: jax.vmap(cost, (0, None))(jax.tree_util.tree_map(lambda a: a[None], p), batch),
+        "fd-forward": lambda p: gdjax.gradient(cost, "fd-forward")(p, batch),
+        "per_example": lambda p: cost.per_example(p, batch.x[0], batch.y[0]),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=match):
+            call(other)
+    with pytest.raises(ValueError, match=r"got \[w \(3, 4\), b \(4,\)\]$|got \[w \(3, 4\), b \(4,\)\]\."):
+        cost((Layer(jnp.ones((3, 4)), jnp.ones(4)),), batch)  # a layer missing
+    with pytest.raises(ValueError, match="got a dict"):
+        cost({"w": jnp.ones((3, 4))}, batch)
+    # the right shapes pass every path, also vmapped over a stack of params (each copy has the unmapped shapes)
+    good = cost.net.init(key, dtype="float64")
+    stacked = jax.tree_util.tree_map(lambda a: jnp.stack([a, 2 * a]), good)
+    np.testing.assert_allclose(jax.vmap(cost, (0, None))(stacked, batch)[0], cost(good, batch), rtol=1e-14)

@@ -28,7 +28,8 @@ from jax.flatten_util import ravel_pytree
 
 import gdjax
 from gdjax.data import Batch, one_hot
-from gdjax.gradients import _difference, _steps, gradient, method_info, n_params, structured
+from gdjax.gradients import _steps, gradient, method_info, n_params, structured
+from gdjax.models.activations import ACTIVATIONS
 from gdjax.nn import MLP, Layer
 
 EPS64 = float(jnp.finfo(jnp.float64).eps)
@@ -74,7 +75,7 @@ def assert_no_kink_crossing(cost, params, batch, eps):
     """
     if cost.net.activation != "relu":
         return
-    _, zs = structured._states(cost, params, batch.x)
+    zs = [s.z for s in cost.net.states(params, batch.x)]
     bound = eps * max(1.0, float(jnp.max(jnp.abs(flat(params))))) * max(1.0, float(jnp.max(jnp.abs(batch.x))))
     for k, z in enumerate(zs[:-1]):
         assert float(jnp.min(jnp.abs(z))) > bound, f"layer {k}: data within {bound:g} of a relu kink"
@@ -152,13 +153,13 @@ def test_equal_to_fd_kernel():
             np.testing.assert_allclose(la.b, lb.b, rtol=1e-9, atol=atol)
 
 
-@pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu", "identity"])
+@pytest.mark.parametrize("act", list(ACTIVATIONS))  # every registered hidden activation
 def test_activation_difference_form(act):
     """act(z + dz) - act(z) from the difference form equals the direct subtraction, computed in float64."""
     z = jnp.linspace(-6.0, 6.0, 41, dtype=jnp.float64)[:, None]
     dz = jnp.array([-0.3, -1e-4, 0.0, 1e-6, 0.02, 2.0], jnp.float64)[None, :]
-    got = _difference.act_diff(act, _difference.act_prep(act, z), dz, _difference.act_transform(act, dz))
-    f = gdjax.ACTIVATIONS[act]
+    f = ACTIVATIONS[act]
+    got = f.diff(f.diff_prep(z), dz)
     np.testing.assert_allclose(jnp.broadcast_to(got, (41, 6)), f(z + dz) - f(z), rtol=1e-9, atol=1e-15)
 
 
@@ -176,7 +177,8 @@ def test_loss_difference_form_matches_cost(out, loss):
     dz = 1e-3 * jax.random.normal(kd, (5, n), jnp.float64)
     y = one_hot(np.arange(5) % n, n, "float64")
     direct = (cost.per_example_batch(eye, Batch(z + dz, y)) - cost.per_example_batch(eye, Batch(z, y)))
-    got = _difference.loss_diff(cost, _difference.loss_prep(cost, z, y), dz, y)
+    loss, out = cost.loss_fn, cost.net.output_fn
+    got = loss.diff(loss.diff_prep(z, y, out), dz, y, out)
     np.testing.assert_allclose(got, direct, rtol=1e-9)
 
 

@@ -1,90 +1,71 @@
-"""The network in difference form: the change of an activation or of the loss when a pre-activation moves by
-d, computed without subtracting two nearly equal numbers (layer-aware FD, `gdjax.gradients.structured`).
+"""The network in difference form: the change of the per-example losses when units' pre-activations move by d,
+computed without subtracting two nearly equal numbers (layer-aware FD and node perturbation,
+`gdjax.gradients.structured`).
 
-Each function takes what it needs of the unperturbed values, computed once (`act_prep`, `loss_prep`), and the
-change d; `act_transform(name, d)` is the one transcendental of d that `act_diff` needs:
-sigmoid `s(z+d) - s(z) = s(z) s(-z) expm1(d) / (1 + s(z) expm1(d))`; tanh `tanh(d) (1 - tanh(z)^2) / (1 +
-tanh(z) tanh(d))`; relu `max(d, -z)` for z >= 0, `max(z + d, 0)` else; the loss from the change of the logits
-(binary cross-entropy `log1p(s(z) expm1(d))`, categorical `log1p(sum_k softmax(z)_k expm1(d_k))`).
+The unperturbed forward pass is computed once (`prepared`); a change then runs through the layers after the
+perturbed unit on differences only: each hidden layer turns the change of its pre-activation into the change of
+its activation with the activation object's exact identity (`Activation.diff`, e.g. sigmoid
+`s(z+d) - s(z) = s(z) s(-z) expm1(d) / (1 + s(z) expm1(d))`), the next layer's pre-activation changes by a
+matmul of that change, and the loss object turns the change of the logits into the change of each example's
+loss (`Loss.diff`, e.g. binary cross-entropy `log1p(s(z) expm1(d))`). Nothing here names an activation or a
+loss: they come from `cost.net.activation_fn`, `cost.net.output_fn` and `cost.loss_fn`.
 
-    >>> da = act_diff("tanh", act_prep("tanh", z), d, act_transform("tanh", d))   # tanh(z + d) - tanh(z)
+    >>> prep = prepared(cost, params, batch)
+    >>> dC = loss_changes(cost, params, prep, k, None, dz)   # (units of layer k, N) per-example loss changes
 """
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from gdjax.costs import Cost
 
 
-def act_prep(name: str, z):
-    """What `act_diff` needs of the unperturbed pre-activation z (computed once, reused for every direction)."""
-    if name == "sigmoid":
-        return (jax.nn.sigmoid(z), jax.nn.sigmoid(-z))
-    if name == "tanh":
-        return (jnp.tanh(z), 4.0 * jax.nn.sigmoid(2.0 * z) * jax.nn.sigmoid(-2.0 * z))  # tanh z, 1 - tanh^2 z
-    return (z,)
+def prepared(cost: Cost, params, batch):
+    """What the difference form needs of the unperturbed network, computed once.
+
+    Returns `(inputs, hprep, lprep, y_t)`: per layer the input activations `a_in: (N, n_in)`; per hidden layer
+    the activation's `diff_prep` of its pre-activation transposed `(n_out, N)`; the loss' `diff_prep` of the
+    logits `(1, n_out, N)` (outputs on axis -2); and the targets transposed `(n_out, N)`.
+    """
+    states = cost.net.states(params, batch.x)
+    act = cost.net.activation_fn
+    hprep = [act.diff_prep(s.z.T) for s in states[:-1]]
+    y_t = batch.y.T
+    lprep = cost.loss_fn.diff_prep(states[-1].z.T, y_t, cost.net.output_fn, axis=0)
+    return [s.a_in for s in states], hprep, _lead(lprep), y_t
 
 
-def act_transform(name: str, dz):
-    """The one transcendental of the change dz that `act_diff` needs (it depends on dz only)."""
-    if name == "sigmoid":
-        return jnp.expm1(dz)
-    if name == "tanh":
-        return jnp.tanh(dz)
-    return dz
+def _lead(tree):
+    """Every array of a nested tuple with a new leading axis of 1."""
+    return tuple(_lead(t) if isinstance(t, tuple) else t[None] for t in tree)
 
 
-def act_diff(name: str, prep, dz, t):
-    """act(z + dz) - act(z) without cancellation; `prep = act_prep(name, z)`, `t = act_transform(name, dz)`."""
-    if name == "sigmoid":
-        s, c = prep
-        return s * c * t / (1.0 + s * t)
-    if name == "tanh":
-        th, sech2 = prep
-        return t * sech2 / (1.0 + th * t)
-    if name == "relu":
-        (z,) = prep
-        return jnp.where(z >= 0, jnp.maximum(dz, -z), jnp.maximum(z + dz, 0))
-    return dz  # identity
+def rows(a, i):
+    """The rows of `a` of the perturbed units: every row (i None), a slice, or unit indices (a scalar: one row)."""
+    if i is None:
+        return a
+    return a[i] if isinstance(i, slice) else a[jnp.reshape(i, (-1,))]
 
 
-def loss_prep(cost: Cost, z, y, axis: int = -1):
-    """What `loss_diff` needs of the unperturbed logits z and targets y (outputs along `axis`)."""
-    out = cost.net.output
-    if cost.loss == "quadratic":
-        if out == "sigmoid":
-            return (jax.nn.sigmoid(z), jax.nn.sigmoid(-z), jax.nn.sigmoid(z) - y)
-        if out == "softmax":
-            s = jax.nn.softmax(z, axis=axis)
-            return (s, s - y)
-        return (z - y,)  # identity output
-    if out == "sigmoid":
-        return (jax.nn.sigmoid(z),)  # binary cross-entropy
-    return (jax.nn.softmax(z, axis=axis),)  # categorical cross-entropy (softmax or identity output)
+def loss_changes(cost: Cost, params, prep, k: int, i, dz):
+    """Per-example loss changes `(B, N)` when units of layer k move their pre-activations by `dz: (B, N)`.
 
-
-def loss_diff(cost: Cost, prep, dz, y, axis: int = -1):
-    """Per-example change of the loss when the logits move by dz (outputs along `axis`, summed), no cancellation."""
-    out = cost.net.output
-    if cost.loss == "quadratic":
-        if out == "sigmoid":
-            s, c, r = prep
-            e = jnp.expm1(dz)
-            da = s * c * e / (1.0 + s * e)
-        elif out == "softmax":
-            s, r = prep
-            e = jnp.expm1(dz)
-            ebar = jnp.sum(s * e, axis=axis, keepdims=True)
-            da = s * (e - ebar) / (1.0 + ebar)
-        else:
-            (r,) = prep
-            da = dz
-        return jnp.sum(da * (r + 0.5 * da), axis=axis)  # 0.5|a + da - y|^2 - 0.5|a - y|^2
-    if out == "sigmoid":
-        (s,) = prep
-        return jnp.sum(jnp.log1p(s * jnp.expm1(dz)) - y * dz, axis=axis)
-    (s,) = prep
-    ebar = jnp.sum(s * jnp.expm1(dz), axis=axis)
-    return jnp.sum(y, axis=axis) * jnp.log1p(ebar) - jnp.sum(y * dz, axis=axis)
+    The change of the unit's activation, a rank-1 update `da * W[i, :]` of the next layer's pre-activation, the
+    remaining layers on differences, then the loss change from the logits' change; no two nearly equal numbers
+    are subtracted. `prep = prepared(cost, params, batch)`. `i`: one unit for every row (a scalar, may be
+    traced: layer-aware FD's block of inputs of unit i), or row b perturbs unit `i[b]` (an index array or a
+    slice; None: row b is unit b, all of the layer's units; node perturbation). The L2 term is not included.
+    """
+    act = cost.net.activation_fn
+    _, hprep, lprep, y_t = prep
+    n_layers = len(params)
+    if k == n_layers - 1:
+        dzo = dz[:, None, :] * rows(jnp.eye(params[k].w.shape[1], dtype=dz.dtype), i)[:, :, None]
+    else:
+        da = act.diff(tuple(rows(p, i) for p in hprep[k]), dz)
+        dzo = da[:, None, :] * rows(params[k + 1].w, i)[:, :, None]  # rank-1 update of the next layer
+        for m in range(k + 1, n_layers - 1):
+            da = act.diff(tuple(p[None] for p in hprep[m]), dzo)
+            dzo = jnp.einsum("mo,bmn->bon", params[m + 1].w, da)
+    return cost.loss_fn.diff(lprep, dzo, y_t[None], cost.net.output_fn, axis=-2)

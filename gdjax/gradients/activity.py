@@ -41,10 +41,11 @@ import jax
 import jax.numpy as jnp
 
 from gdjax import _checks
+from gdjax.costs import require_mlp_cost
 from gdjax.data import check_batch
+from gdjax.gradients import _validate
 from gdjax.gradients.registry import Estimator, no_count, register
-from gdjax.gradients.structured import _check_params, _require_cost, _states, grads_from_deltas
-from gdjax.nn import Layer
+from gdjax.models.mlp import Layer, layer_grads
 
 
 def activity_deltas(cost, params, batch, key, num_directions: int) -> list:
@@ -81,16 +82,17 @@ def forward_gradient_activity(cost, *, num_directions=1) -> Estimator:
     Options: num_directions k >= 1 (tangents per example and layer, averaged). Needs a `gdjax.make_cost` cost.
     Evaluations: None (jvp tangent passes are not cost evaluations; see the module docstring).
     """
-    cost = _require_cost(cost, "forward-gradient-activity")
+    cost = require_mlp_cost(cost, "forward-gradient-activity")
     k = _checks.positive_int(num_directions, "num_directions (random tangents per example and layer)")
 
     @jax.jit
     def kernel(params, batch, key):
-        inputs, _ = _states(cost, params, batch.x)
-        return grads_from_deltas(cost, params, inputs, activity_deltas(cost, params, batch, key, k))
+        inputs = [s.a_in for s in cost.net.states(params, batch.x)]
+        return layer_grads(params, inputs, activity_deltas(cost, params, batch, key, k), cost.l2)
 
     def fn(params, batch, key):
-        _check_params(cost, params)
+        cost.net.check_params(params)
+        _validate.check_params(params, "forward-gradient-activity")
         check_batch(batch, net=cost.net)
         return kernel(params, batch, key)
 

@@ -1,7 +1,9 @@
 """Gradient estimators that read the network's structure: layer-aware finite differences, node perturbation.
 
-Both need a cost built by `gdjax.make_cost` (they read `cost.net`, `cost.loss`, `cost.l2`); any other cost
-raises TypeError. Params are real (float32/float64) MLP params, a tuple of `Layer(w, b)`.
+Both need a cost built by `gdjax.make_cost`; any other cost raises TypeError. They read the network through
+the "affine layer + elementwise activation" protocol of `gdjax.models` (`cost.net.states`, the activation and
+loss objects' difference forms, `layer_grads`), never an activation's or a loss' name. Params are real
+(float32/float64) MLP params, a tuple of `Layer(w, b)`.
 
 "fd-layerwise" / "fd-layerwise-central" give the numbers of the FD kernel ("fd-forward" / "fd-central", same
 eps, same steps h = eps * max(1, |v|) taken as representable): one perturbation per parameter,
@@ -13,13 +15,13 @@ remaining layers. One step of a `lax.map` handles one unit and a block of its in
 `(block, n_next, N)` program (examples on the minor axis), all inside one jitted program per
 (cost, scheme, chunk_size); eps is a traced argument, so another eps reuses the compilation.
 
-Precision: the change is carried in *difference form* all the way, never as the difference of two large
-numbers. Each layer turns the change of its pre-activation into the change of its activation with an exact
-identity (sigmoid: `s(z+d) - s(z) = s(z) s(-z) expm1(d) / (1 + s(z) expm1(d))`; tanh:
-`tanh(d) (1 - tanh(z)^2) / (1 + tanh(z) tanh(d))`; relu: `max(d, -z)` for z >= 0, `max(z + d, 0)` else), and
-the per-example loss change comes from the change of the logits (binary cross-entropy: `softplus(z+d) -
-softplus(z) = log1p(s(z) expm1(d))`; categorical: `logsumexp(z+d) - logsumexp(z) = log1p(sum_k softmax(z)_k
-expm1(d_k))`). The per-example changes are then averaged. So `C' - C` keeps its relative precision in float32,
+Precision: the change is carried in *difference form* all the way (`gdjax.gradients._difference`), never as
+the difference of two large numbers. Each layer turns the change of its pre-activation into the change of its
+activation with its activation object's exact identity (sigmoid: `s(z+d) - s(z) = s(z) s(-z) expm1(d) / (1 +
+s(z) expm1(d))`; tanh: `tanh(d) (1 - tanh(z)^2) / (1 + tanh(z) tanh(d))`; relu: `max(d, -z)` for z >= 0,
+`max(z + d, 0)` else), and the per-example loss change comes from the loss object's change of the logits
+(binary cross-entropy: `softplus(z+d) - softplus(z) = log1p(s(z) expm1(d))`; categorical: `logsumexp(z+d) -
+logsumexp(z) = log1p(sum_k softmax(z)_k expm1(d_k))`). The per-example changes are then averaged. So `C' - C` keeps its relative precision in float32,
 where the FD kernel's `C(p + eps e) - C(p)` loses `log10(C / (C' - C))` digits; in float64 both agree to rounding.
 
 "node-perturbation" perturbs each unit's pre-activation instead of each weight: shifting `z_i` by eps for
@@ -48,59 +50,24 @@ import jax.numpy as jnp
 from jax import lax
 
 from gdjax import _checks, sharding
-from gdjax.costs import Cost
+from gdjax.costs import Cost, require_mlp_cost
 from gdjax.data import check_batch
-from gdjax.gradients import _chunked, _difference, _validate
+from gdjax.gradients import _chunked, _validate
+from gdjax.gradients._difference import loss_changes, prepared, rows
 from gdjax.gradients._steps import fd_steps, step_factor
 from gdjax.gradients.registry import Estimator, Subset, register
-from gdjax.nn import ACTIVATIONS, Layer
+from gdjax.models.mlp import Layer, layer_grads
 
 SCHEMES = ("forward", "central")
 # Elements (chunk * N * widest layer after the perturbed one) one chunk of directions may hold.
 _CHUNK_ELEMENTS = 2**21
 
 
-# --- option checks ------------------------------------------------------------------------------------------
-
-def _require_cost(cost, method: str) -> Cost:
-    if not isinstance(cost, Cost):
-        raise TypeError(
-            f"method {method!r} reads the network's structure and needs a cost built by "
-            f"gdjax.make_cost(net, loss), got {type(cost).__name__}; for other costs use a black-box method "
-            "(fd-forward, fd-central, spsa, forward-gradient)"
-        )
-    return cost
-
-
-def _check_params(cost: Cost, params) -> jnp.dtype:
-    sizes = cost.net.sizes
-    ok = isinstance(params, tuple | list) and len(params) == len(sizes) - 1 and all(
-        isinstance(layer, Layer) and layer.w.shape == (n_in, n_out) and layer.b.shape == (n_out,)
-        for layer, n_in, n_out in zip(params, sizes[:-1], sizes[1:])
-    )
-    if not ok:
-        raise ValueError(
-            f"params must be a tuple of Layer(w, b) matching the cost's network {sizes} "
-            "(build them with net.init(key))"
-        )
-    dtype = params[0].w.dtype
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"structured estimators need real float32/float64 params, got {dtype}")
-    return dtype
-
-
-def _states(cost: Cost, params, x):
-    """The unperturbed forward pass: per layer its input activations `a: (N, n_in)` and pre-activations `z`."""
-    act = ACTIVATIONS[cost.net.activation]
-    inputs, zs = [], []
-    a = x
-    for k, layer in enumerate(params):
-        inputs.append(a)
-        z = a @ layer.w + layer.b[None, :]
-        zs.append(z)
-        if k < len(params) - 1:
-            a = act(z)
-    return inputs, zs
+def _params_dtype(cost: Cost, params, method: str) -> jnp.dtype:
+    """The params' dtype, after checking they are the cost's network's layers of real floating arrays."""
+    cost.net.check_params(params)
+    _validate.check_params(params, method)
+    return params[0].w.dtype
 
 
 def _default_chunk(n_examples: int, width: int, n_cols: int) -> int:
@@ -115,49 +82,6 @@ def _layer_blocks(params, k: int, n_examples: int, chunk_size) -> tuple[int, int
     block = -(-n_cols // -(-n_cols // block))  # the same number of blocks, as even as possible
     n_blocks = -(-n_cols // block)
     return block, n_blocks, n_blocks * block - n_cols
-
-
-def _prepared(cost: Cost, params, batch):
-    """What the difference form needs of the unperturbed network, computed once: per layer the input
-    activations `a: (N, n_in)`, per hidden layer `act_prep` of its pre-activation transposed `(n_out, N)`, the
-    loss' `loss_prep` of the logits `(1, n_out, N)`, and the targets transposed `(n_out, N)`."""
-    inputs, zs = _states(cost, params, batch.x)
-    hprep = [_difference.act_prep(cost.net.activation, z.T) for z in zs[:-1]]
-    y_t = batch.y.T
-    lprep = tuple(p[None] for p in _difference.loss_prep(cost, zs[-1].T, y_t, axis=0))
-    return inputs, hprep, lprep, y_t
-
-
-def _rows(a, i):
-    """The rows of `a` of the perturbed units: every row (i None), a slice, or unit indices (a scalar: one row)."""
-    if i is None:
-        return a
-    return a[i] if isinstance(i, slice) else a[jnp.reshape(i, (-1,))]
-
-
-def _loss_changes(cost: Cost, params, prep, k: int, i, dz):
-    """Per-example loss changes `(B, N)` when units of layer k move their pre-activations by `dz: (B, N)`.
-
-    In difference form (module docstring): the change of the unit's activation, a rank-1 update `da * W[i, :]`
-    of the next layer's pre-activation, the remaining layers on differences, then the loss change from the
-    logits' change; no two nearly equal numbers are subtracted. `prep = _prepared(cost, params, batch)`.
-    `i`: one unit for every row (a scalar, may be traced: layer-aware FD's block of inputs of unit i), or row b
-    perturbs unit `i[b]` (an index array or a slice; None: row b is unit b, all of the layer's units; node
-    perturbation). The L2 term is not included.
-    """
-    act = cost.net.activation
-    _, hprep, lprep, y_t = prep
-    n_layers = len(params)
-    if k == n_layers - 1:
-        dzo = dz[:, None, :] * _rows(jnp.eye(params[k].w.shape[1], dtype=dz.dtype), i)[:, :, None]
-    else:
-        prep_i = tuple(_rows(p, i) for p in hprep[k])
-        da = _difference.act_diff(act, prep_i, dz, _difference.act_transform(act, dz))
-        dzo = da[:, None, :] * _rows(params[k + 1].w, i)[:, :, None]  # rank-1 update of the next layer
-        for m in range(k + 1, n_layers - 1):
-            da = _difference.act_diff(act, tuple(p[None] for p in hprep[m]), dzo, _difference.act_transform(act, dzo))
-            dzo = jnp.einsum("mo,bmn->bon", params[m + 1].w, da)
-    return _difference.loss_diff(cost, lprep, dzo, y_t[None], axis=-2)
 
 
 def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mesh=None, loop: bool = True,
@@ -188,7 +112,7 @@ def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mes
       >>> d = layerwise_differences(cost, params, batch, h)   # d[l][0, j, i] ~ 1e-3 * dC/dw_l[j, i]
     """
     dtype = params[0].w.dtype
-    prep = _prepared(cost, params, batch)
+    prep = prepared(cost, params, batch)
     inputs = prep[0]
     n = batch.x.shape[0]
     out = []
@@ -207,7 +131,7 @@ def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mes
             c = lax.dynamic_slice_in_dim(cols, jb * block, block)  # (block, N)
             hb = lax.dynamic_slice_in_dim(hs[:, i], jb * block, block, axis=1)  # (S, block)
             # h: (block,) steps of one set (+ or -); the change of z_i per direction and example is h a_j
-            return jax.vmap(lambda h: jnp.mean(_loss_changes(cost, params, prep, k, i, h[:, None] * c), axis=-1))(hb)
+            return jax.vmap(lambda h: jnp.mean(loss_changes(cost, params, prep, k, i, h[:, None] * c), axis=-1))(hb)
 
         units, jblocks = jnp.meshgrid(jnp.arange(n_out), jnp.arange(n_blocks), indexing="ij")
         ij = (units.ravel(), jblocks.ravel())
@@ -245,7 +169,7 @@ def layerwise_subset(cost: Cost, params, batch, n: int, *, scheme: str = "forwar
     per_step = [block * n_sets for block, _, _ in blocks]  # directions one loop step evaluates
     lengths = [layer.w.shape[1] * nb * d for layer, (_, nb, _), d in zip(params, blocks, per_step)]
     limits, covered, total = _chunked.prefix(lengths, per_step, n, 1 if mesh is None else mesh.size)
-    h = step_factor(scheme, eps, _check_params(cost, params), method)
+    h = step_factor(scheme, eps, _params_dtype(cost, params, method), method)
 
     def fn(params, batch):
         steps = _layer_steps(params, jnp.asarray(h, params[0].w.dtype), scheme)[1]
@@ -276,14 +200,14 @@ def _layerwise_kernel(cost: Cost, scheme: str, chunk_size, mesh):
 
 
 def _layerwise(cost, scheme: str, eps, chunk_size, method: str, devices=None, mesh=None) -> Estimator:
-    cost = _require_cost(cost, method)
+    cost = require_mlp_cost(cost, method)
     eps = _validate.eps_option(eps)
     chunk_size = _validate.chunk_option(chunk_size)
     mesh = sharding.resolve_mesh(devices, mesh)
     kernel = _layerwise_kernel(cost, scheme, chunk_size, mesh)
 
     def fn(params, batch, key=None):
-        dtype = _check_params(cost, params)
+        dtype = _params_dtype(cost, params, method)
         check_batch(batch, net=cost.net)
         return kernel(params, batch, jnp.asarray(step_factor(scheme, eps, dtype, method), dtype))
 
@@ -327,7 +251,7 @@ def node_deltas(cost: Cost, params, batch, eps: float, scheme: str = "forward", 
 
     Shifting `z_i` by h for every example is shifting the bias `b_i` by h: the step is the FD kernel's for `b_i`,
     `h_i = eps * max(1, |b_i|)`, taken as representable (`fd_steps`). Each example's loss change is computed in
-    difference form from the unperturbed forward pass (`_loss_changes`: only the layers after the unit, on
+    difference form from the unperturbed forward pass (`_difference.loss_changes`: only the layers after the unit, on
     differences), so in float32 it keeps its relative precision where `C_x(b + h e_i) - C_x(b)` would lose
     `log10(C_x / (h dC_x/dz_i))` digits (about 1% of the gradient on the lecture net at the default step).
 
@@ -340,7 +264,7 @@ def node_deltas(cost: Cost, params, batch, eps: float, scheme: str = "forward", 
     Example:
       >>> deltas = node_deltas(cost, params, batch, 1e-3)     # deltas[l][x, i] ~ dC_x / dz_{l,i}
     """
-    prep = _prepared(cost, params, batch)
+    prep = prepared(cost, params, batch)
     ones = jnp.ones((1, batch.x.shape[0]), params[0].w.dtype)
     out = []
     for k, layer in enumerate(params):
@@ -350,8 +274,8 @@ def node_deltas(cost: Cost, params, batch, eps: float, scheme: str = "forward", 
         steps, den = fd_steps(layer.b, eps, scheme)
 
         def per_units(i, k=k, steps=steps, den=den):  # i: units (None: all), one row each -> (units, N)
-            d = [_loss_changes(cost, params, prep, k, i, _rows(s, i)[:, None] * ones) for s in steps]
-            return (d[0] if scheme == "forward" else d[0] - d[1]) / _rows(den, i)[:, None]
+            d = [loss_changes(cost, params, prep, k, i, rows(s, i)[:, None] * ones) for s in steps]
+            return (d[0] if scheme == "forward" else d[0] - d[1]) / rows(den, i)[:, None]
 
         if chunk_size is None:  # every unit at once, as dense (units, N) arrays: no gathers
             d = per_units(None if n_out == layer.b.shape[0] else slice(0, n_out))
@@ -368,7 +292,7 @@ def node_subset(cost: Cost, params, batch, n: int, *, scheme: str = "forward", e
     sizes = list(cost.net.sizes[1:])
     chunks = [min(chunk_size or s, s) for s in sizes]
     limits = _chunked.prefix(sizes, chunks, n)[0]  # whole chunks; lax.map runs a remainder unpadded
-    h = step_factor(scheme, eps, _check_params(cost, params), "node-perturbation")
+    h = step_factor(scheme, eps, _params_dtype(cost, params, "node-perturbation"), "node-perturbation")
 
     @jax.jit
     def fn(params, batch):
@@ -384,29 +308,15 @@ def _node_kernel(cost: Cost, scheme: str, chunk_size):
 
     @jax.jit
     def fn(params, batch, h):
-        inputs, _ = _states(cost, params, batch.x)
+        inputs = [s.a_in for s in cost.net.states(params, batch.x)]
         return grads_from_deltas(cost, params, inputs, node_deltas(cost, params, batch, h, scheme, chunk_size))
 
     return fn
 
 
 def grads_from_deltas(cost: Cost, params, inputs, deltas):
-    """The weight and bias gradients from per-example errors dC_x/dz of every layer (backprop's last two equations).
-
-    Args:
-      params: tuple of Layer(w: (n_in, n_out), b: (n_out,)).
-      inputs: per layer, the layer's input activations a: (N, n_in).
-      deltas: per layer, the (estimated) per-example errors delta: (N, n_out).
-    Returns:
-      tuple of Layer(a^T delta / N + l2 w, mean(delta)), the gradient of the batch-mean cost.
-    """
-    grads = []
-    for layer, a, delta in zip(params, inputs, deltas):
-        gw = a.T @ delta / a.shape[0]
-        if cost.l2:
-            gw = gw + cost.l2 * layer.w
-        grads.append(Layer(gw, jnp.mean(delta, axis=0)))
-    return tuple(grads)
+    """The gradient from per-example errors of every layer: `models.mlp.layer_grads` with the cost's L2 term."""
+    return layer_grads(params, inputs, deltas, cost.l2)
 
 
 @register("node-perturbation", kind="fd", structured=True, subset=True,
@@ -422,7 +332,7 @@ def node_perturbation(cost, *, eps=None, scheme="forward", chunk_size=None) -> E
     afterwards. The L2 term's gradient l2 * w is added exactly. `est.subset(params, batch, n)` times the program
     on its first n units (`node_subset`).
     """
-    cost = _require_cost(cost, "node-perturbation")
+    cost = require_mlp_cost(cost, "node-perturbation")
     eps = _validate.eps_option(eps)
     scheme = _checks.choice(scheme, SCHEMES, "scheme")
     chunk_size = _validate.chunk_option(chunk_size)
@@ -430,7 +340,7 @@ def node_perturbation(cost, *, eps=None, scheme="forward", chunk_size=None) -> E
     kernel = _node_kernel(cost, scheme, chunk_size)
 
     def fn(params, batch, key=None):
-        dtype = _check_params(cost, params)
+        dtype = _params_dtype(cost, params, "node-perturbation")
         check_batch(batch, net=cost.net)
         return kernel(params, batch, jnp.asarray(step_factor(scheme, eps, dtype, "node-perturbation"), dtype))
 
