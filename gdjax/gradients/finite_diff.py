@@ -58,7 +58,8 @@ import numpy as np
 
 from gdjax import _checks, sharding
 from gdjax.costs import Cost
-from gdjax.gradients import _budget, _chunked, _leaf_stack, _validate
+from gdjax.gradients import _budget, _chunked, _leaf_stack, _plan, _validate
+from gdjax.gradients._plan import DirectionPlan, KernelPlan, Layout
 from gdjax.gradients._steps import (
     SCHEMES, LeafPlan, default_eps, leaf_combine, leaf_plan, n_directions, plan_lengths, step_factor,
 )
@@ -94,33 +95,50 @@ def _prepare(cost, params, batch, scheme: str, method: str):
     return jax.tree_util.tree_flatten(params)
 
 
-def _leaf_values(cost, leaves, treedef, batch, k: int, pl: LeafPlan, chunk_size: int, mesh):
-    """The costs at every point of leaf k's plan, chunk by chunk; only leaf k is batched."""
-    axis = _leaf_stack.leaf_axis(leaves[k].ndim)
+def _leaf_values(cost, leaves, treedef, batch, k: int, pl: LeafPlan, width: int, carry: bool, mesh):
+    """The costs at every point of leaf k's points `pl`, `width` at a time; only leaf k is batched.
 
+    `carry`: the chunk's copies live in one buffer carried from chunk to chunk (`_leaf_stack.perturb_stack`), else
+    each chunk writes fresh copies (`_leaf_stack.fresh_stack`). Width 1 evaluates one copy at a time, without vmap.
+    """
+    axis = _leaf_stack.leaf_axis(leaves[k].ndim)
     dtype = jnp.result_type(leaves[k].dtype, pl.t.dtype)
+
+    def evaluate(lv, b, stack):
+        def one(leaf):
+            return cost(_leaf_stack.replace_leaf(lv, treedef, k, leaf), b)
+
+        if width == 1:  # one direction per step of the loop: the cost as the user wrote it, no batch axis
+            return one(jnp.squeeze(stack, axis))[None]
+        return jax.vmap(one, in_axes=axis)(stack)
+
+    if not carry:
+        def fresh_fn(operands, xs):
+            lv, b = operands
+            return evaluate(lv, b, _leaf_stack.fresh_stack(lv[k], *xs, axis, dtype))
+
+        return _chunked.map_directions(fresh_fn, (leaves, batch), (pl.idx, pl.t), width, mesh)
 
     def chunk_fn(operands, state, xs):
         lv, b = operands
         state = _leaf_stack.perturb_stack(lv[k], state, *xs, axis)
-        values = jax.vmap(lambda leaf: cost(_leaf_stack.replace_leaf(lv, treedef, k, leaf), b), in_axes=axis)(
-            state.stack)
-        return state, values
+        return state, evaluate(lv, b, state.stack)
 
     def init(operands):
-        return _leaf_stack.leaf_stack(operands[0][k], chunk_size, axis, dtype)
+        return _leaf_stack.leaf_stack(operands[0][k], width, axis, dtype)
 
-    return _chunked.map_directions(chunk_fn, (leaves, batch), (pl.idx, pl.t), chunk_size, mesh, init=init)
+    return _chunked.map_directions(chunk_fn, (leaves, batch), (pl.idx, pl.t), width, mesh, init=init)
 
 
 def leaf_chunk_sizes(cost, params, batch, scheme: str = "central", n_devices: int = 1,
-                     platform: str | None = None, chunk_size: int | None = None) -> list[int]:
+                     platform: str | None = None, chunk_size: int | None = None, device=None) -> list[int]:
     """Directions per chunk of every leaf's plan: `chunk_size`, or the budget default (`_budget`), at most the
-    leaf's directions. Complex copies count twice the bytes, in the copies and the activations."""
+    leaf's directions. Complex copies count twice the bytes, in the copies and the activations. `device` (e.g. a
+    mesh's first device) sets the memory budget (`_budget.memory_budget`)."""
     factor = 2 if scheme == "complex" else 1
     sizes = [leaf.size for leaf in jax.tree_util.tree_leaves(params)]
     return _budget.leaf_chunk_sizes(cost, params, batch, plan_lengths(scheme, sizes), chunk_size, n_devices,
-                                    platform, copy_factor=factor, activation_factor=factor)
+                                    platform, copy_factor=factor, activation_factor=factor, device=device)
 
 
 def fd_chunk_size(cost, params, batch, scheme: str = "central", n_devices: int = 1) -> int:
@@ -130,89 +148,86 @@ def fd_chunk_size(cost, params, batch, scheme: str = "central", n_devices: int =
     return sizes[max(range(len(leaves)), key=lambda k: leaves[k].size)]
 
 
-def _mesh_chunks(cost, params, batch, scheme, chunk_size, mesh) -> list[int]:
-    return leaf_chunk_sizes(cost, params, batch, scheme, 1 if mesh is None else mesh.size,
-                            _budget.mesh_platform(mesh), chunk_size)
+def _lengths(params, scheme) -> tuple[int, ...]:
+    return tuple(plan_lengths(scheme, [leaf.size for leaf in jax.tree_util.tree_leaves(params)]))
 
 
-def _multi_plan(plans: list[LeafPlan], chunk_size: int, n_devices: int) -> tuple[LeafPlan, int]:
-    """One plan holding the plans of several step scales (the same directions) one after another, each padded to
-    whole chunks with copies of its first point (as `map_directions` pads a plan), so that every chunk holds the
-    directions it holds in the one-scale program; returns it and the length n of each scale's own plan."""
-    n = plans[0].idx.shape[0]
-    pad = _chunked.padded_length(n, chunk_size, n_devices) - n
+def _direction_plan(cost, params, batch, scheme, chunk_size, mesh, layout: Layout | None) -> DirectionPlan:
+    """The kernel's `DirectionPlan`: each leaf's directions (`plan_lengths`), run by `layout`, or by chunks of
+    `chunk_size` (None: the memory-budget default, `leaf_chunk_sizes`) with the carried buffer; widths at most the
+    leaf's directions (not per device: a given width keeps the chunks, and the result, identical on any number of
+    devices; the default is already per device)."""
+    lengths = _lengths(params, scheme)
+    n_dev = 1 if mesh is None else mesh.size
+    if layout is None:
+        widths = leaf_chunk_sizes(cost, params, batch, scheme, n_dev, _budget.mesh_platform(mesh), chunk_size,
+                                  _budget.mesh_device(mesh))
+        layout = Layout(tuple(widths), True)
+    elif not isinstance(layout, Layout) or len(layout.widths) != len(lengths):
+        raise ValueError(f"layout must be a _plan.Layout with one width per leaf ({len(lengths)} leaves), "
+                         f"got {layout!r}; take it from finite_diff.plan_for(...).layout")
+    return DirectionPlan(lengths, Layout(tuple(min(int(w), m) for w, m in zip(layout.widths, lengths)),
+                                         bool(layout.carry)), n_dev)
 
-    def cat(field):
-        return jnp.concatenate([jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad,))])
-                                for a in (getattr(p, field) for p in plans)])
 
-    return LeafPlan(cat("idx"), cat("t"), None), n
-
-
-def _kernel(cost, params, batch, scheme, eps, chunk_size, mesh, method, limits=None, scales=None):
-    """Per-leaf flat derivatives `[(size_k,)]` and the leaves; see `fd_gradient`.
-
-    `limits`: optional per-leaf number of directions to evaluate (a prefix of each leaf's plan, 0 to skip the
-    leaf); then the raw cost values of those directions are returned instead of derivatives (for `fd_subset`).
-    `scales`: optional step scales (`fd_multi_step`); then each leaf's entry is a list, one array per scale.
-    """
-    leaves, treedef = _prepare(cost, params, batch, scheme, method)
-    chunks = _mesh_chunks(cost, params, batch, scheme, chunk_size, mesh)
-    bases, out = None, [None] * len(leaves)
+def _points(leaves, scheme, eps, method, scale: float = 1.0) -> list[LeafPlan]:
+    """Every leaf's points (`leaf_plan`) at step factor `eps` x `scale`; the forward scheme's base point C(v)
+    first in the first leaf's."""
+    out = []
     for k, leaf in enumerate(leaves):
-        first = scheme == "forward" and k == 0
         factor = step_factor(scheme, eps, leaf.dtype, method)
-        # chunks[k] is at most the leaf's directions (not per device: a given chunk_size keeps the chunks, and
-        # the result, identical on any number of devices; the default is already per device)
-        if limits is not None:
-            if limits[k]:
-                pl = leaf_plan(leaf, scheme, factor, with_base=first)
-                prefix = pl._replace(idx=pl.idx[:limits[k]], t=pl.t[:limits[k]])
-                out[k] = _leaf_values(cost, leaves, treedef, batch, k, prefix, chunks[k], mesh)
-            continue
-        plans = [leaf_plan(leaf, scheme, step_factor(scheme, factor * s, leaf.dtype, method), with_base=first)
-                 for s in (scales or (1.0,))]
-        if scales is None:
-            values = [_leaf_values(cost, leaves, treedef, batch, k, plans[0], chunks[k], mesh)]
-        else:
-            pl, n = _multi_plan(plans, chunks[k], 1 if mesh is None else mesh.size)
-            # a leaf of one chunk per scale: all its scales in one chunk, no loop (as the kernel runs it; a loop
-            # per small leaf doubled the compile time of the lecture net's check)
-            chunk = chunks[k] * (len(plans) if n <= chunks[k] else 1)
-            values = jnp.split(_leaf_values(cost, leaves, treedef, batch, k, pl, chunk, mesh), len(plans))
-            values = [v[:n] for v in values]
-        if first:  # the forward scheme's base C(v): evaluated with every scale (the same point each time)
-            bases, values = [v[0] for v in values], [v[1:] for v in values]
-        derivs = [leaf_combine(scheme, p.den, v, b).astype(leaf.dtype)
-                  for p, v, b in zip(plans, values, bases or [None] * len(plans))]
-        out[k] = derivs[0] if scales is None else derivs
-    return out, leaves, treedef
+        out.append(leaf_plan(leaf, scheme, step_factor(scheme, factor * scale, leaf.dtype, method),
+                             with_base=scheme == "forward" and k == 0))
+    return out
+
+
+def _values(cost, leaves, treedef, batch, points: list[LeafPlan], plan: DirectionPlan, mesh, limits=None) -> list:
+    """The kernel: per leaf, the costs at its points (the first `limits[k]`, None where 0), run as `plan` says."""
+
+    def evaluate(k, m, width, carry):
+        pl = points[k]
+        if m < pl.idx.shape[0]:
+            pl = pl._replace(idx=pl.idx[:m], t=pl.t[:m])
+        return _leaf_values(cost, leaves, treedef, batch, k, pl, width, carry, mesh)
+
+    return plan.run(evaluate, limits)
+
+
+def _combine(scheme, leaves, points: list[LeafPlan], values: list) -> list:
+    """Per-leaf flat derivatives `(size_k,)` in the leaf's dtype from every leaf's values (`_values`); the forward
+    scheme's base C(v) is the first value of the first leaf."""
+    base = None
+    if scheme == "forward":
+        base, values = values[0][0], [values[0][1:], *values[1:]]
+    return [leaf_combine(scheme, p.den, v, base).astype(leaf.dtype) for leaf, p, v in zip(leaves, points, values)]
 
 
 def fd_subset(cost, params, batch, n: int, *, scheme: str = "central", eps: float | None = None,
-              chunk_size: int | None = None, mesh=None, method: str | None = None) -> Subset:
+              chunk_size: int | None = None, mesh=None, method: str | None = None,
+              layout: Layout | None = None) -> Subset:
     """The FD kernel's own program on its first `n` directions (leaf after leaf), for timing part of it.
 
-    Same chunk size, same carried buffer and `lax.scan` body as `fd_gradient`; each leaf's prefix is whole
-    chunks (at least two where the leaf has two, so that the loop is the whole kernel's loop).
+    Same layout (chunk widths, carried buffer or not) and loop body as `fd_gradient`; each leaf's prefix is whole
+    chunks (at least two where the leaf has two, so that the loop is the whole kernel's loop):
+    `DirectionPlan.prefix`.
     Returns:
       a `Subset`: `fn(params, batch)` returns the cost values of the covered directions.
     """
     n = _checks.positive_int(n, "n_directions")
     method = method or f"fd-{scheme}"
-    lengths = plan_lengths(scheme, [leaf.size for leaf in jax.tree_util.tree_leaves(params)])
-    chunks = _mesh_chunks(cost, params, batch, scheme, chunk_size, mesh)
-    limits, covered, total = _chunked.prefix(lengths, chunks, n, 1 if mesh is None else mesh.size)
+    plan = _direction_plan(cost, params, batch, scheme, chunk_size, mesh, layout)
+    limits, covered, total = plan.prefix(n)
 
     def fn(params, batch):
-        values, _, _ = _kernel(cost, params, batch, scheme, eps, chunk_size, mesh, method, limits=limits)
+        leaves, treedef = _prepare(cost, params, batch, scheme, method)
+        values = _values(cost, leaves, treedef, batch, _points(leaves, scheme, eps, method), plan, mesh, limits)
         return jnp.concatenate([jnp.ravel(v) for v in values if v is not None])
 
     return Subset(fn, covered, total)
 
 
 def fd_gradient(cost, params, batch, *, scheme: str = "central", eps: float | None = None,
-                chunk_size: int | None = None, mesh=None, method: str | None = None):
+                chunk_size: int | None = None, mesh=None, method: str | None = None, layout: Layout | None = None):
     """The FD kernel, un-jitted: a pytree like `params`, the finite-difference gradient of `cost`.
 
     The directions are taken leaf by leaf (`_leaf_stack.perturb_stack`): for leaf k, `chunk_size` perturbed
@@ -227,26 +242,33 @@ def fd_gradient(cost, params, batch, *, scheme: str = "central", eps: float | No
       eps: step factor (see the module docstring), None for the default of each leaf's dtype.
       chunk_size: directions per chunk (per device), None for the memory-budget default of each leaf.
       mesh: a Mesh over which to split the directions (`sharding.resolve_mesh`), or None.
+      layout: a `Layout` (e.g. `plan_for(...).layout`: widths per leaf, carried buffer or not) instead of
+        `chunk_size`.
     Returns:
       pytree like `params` (same structure and dtypes).
     """
-    derivs, leaves, treedef = _kernel(cost, params, batch, scheme, eps, chunk_size, mesh, method or f"fd-{scheme}")
+    method = method or f"fd-{scheme}"
+    leaves, treedef = _prepare(cost, params, batch, scheme, method)
+    plan = _direction_plan(cost, params, batch, scheme, chunk_size, mesh, layout)
+    points = _points(leaves, scheme, eps, method)
+    derivs = _combine(scheme, leaves, points, _values(cost, leaves, treedef, batch, points, plan, mesh))
     return jax.tree_util.tree_unflatten(treedef, [d.reshape(leaf.shape) for d, leaf in zip(derivs, leaves)])
 
 
 def fd_multi_step(cost, params, batch, *, scheme: str = "central", eps: float | None = None,
-                  scales: tuple = (1.0, 0.5), chunk_size: int | None = None, mesh=None, method: str | None = None):
+                  scales: tuple = (1.0, 0.5), chunk_size: int | None = None, mesh=None, method: str | None = None,
+                  layout: Layout | None = None):
     """The FD kernel at several step scales in ONE program, un-jitted: a list of pytrees like `params`, the
     gradient at steps `scale * h` for each scale (h the kernel's step for `eps`), as `fd_gradient(eps=scale *
     eps)` would give each (the same points and chunks; for a gradient checker's error estimate).
 
-    Each leaf's plan holds the points of every scale one after another (`_multi_plan`), run by the kernel's own
-    chunk body (`_leaf_values`, same chunk size, same carried buffer), so a second scale costs its evaluations
-    but no second compilation or dispatch; a leaf whose plan is one chunk runs all its scales as one chunk,
-    without a loop, as the kernel runs it. Each scale's values are then the kernel's (bit for bit on CPU in
-    the tests; XLA may fuse a program differently, so to rounding in general). (Evaluating every scale inside
-    one chunk body instead compiled and ran slower: one scan body with two vmapped costs, measured on the
-    lecture net in float64 at N = 10 on a 2-core CPU.)
+    The kernel's plan tiled (`DirectionPlan.tiled`): each leaf's points of every scale one after another, each
+    padded to whole chunks, run by the kernel's own chunk body (same widths, same carried buffer), so a second
+    scale costs its evaluations but no second compilation or dispatch; a leaf whose plan is one chunk runs all
+    its scales as one chunk, without a loop, as the kernel runs it. Each scale's values are then the kernel's
+    (bit for bit on CPU in the tests; XLA may fuse a program differently, so to rounding in general).
+    (Evaluating every scale inside one chunk body instead compiled and ran slower: one scan body with two
+    vmapped costs, measured on the lecture net in float64 at N = 10 on a 2-core CPU.)
     Args: as `fd_gradient`; scales: a tuple of positive floats (each step factor must stay above the
     dtype's machine epsilon for the real schemes).
     """
@@ -254,10 +276,19 @@ def fd_multi_step(cost, params, batch, *, scheme: str = "central", eps: float | 
     eps, chunk_size = _check_options(scheme, eps, chunk_size, method)
     if not (isinstance(scales, tuple) and scales and all(isinstance(s, float | int) and s > 0 for s in scales)):
         raise ValueError(f"scales must be a non-empty tuple of positive numbers, e.g. (1.0, 0.5), got {scales!r}")
-    derivs, leaves, treedef = _kernel(cost, params, batch, scheme, eps, chunk_size, mesh, method,
-                                      scales=tuple(float(s) for s in scales))
-    return [jax.tree_util.tree_unflatten(treedef, [d[s].reshape(leaf.shape) for d, leaf in zip(derivs, leaves)])
-            for s in range(len(scales))]
+    leaves, treedef = _prepare(cost, params, batch, scheme, method)
+    plan = _direction_plan(cost, params, batch, scheme, chunk_size, mesh, layout)
+    copies = len(scales)
+    per_scale = [_points(leaves, scheme, eps, method, float(s)) for s in scales]
+    tiled = [LeafPlan(plan.tile(k, [p[k].idx for p in per_scale]), plan.tile(k, [p[k].t for p in per_scale]), None)
+             for k in range(len(leaves))]
+    values = _values(cost, leaves, treedef, batch, tiled, plan.tiled(copies), mesh)
+    split = [plan.untile(k, v, copies) for k, v in enumerate(values)]
+    out = []
+    for s, points in enumerate(per_scale):
+        derivs = _combine(scheme, leaves, points, [sp[s] for sp in split])
+        out.append(jax.tree_util.tree_unflatten(treedef, [d.reshape(leaf.shape) for d, leaf in zip(derivs, leaves)]))
+    return out
 
 
 def _check_options(scheme, eps, chunk_size, method):
