@@ -50,7 +50,9 @@ inside or outside a loop differently (usually bitwise).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
@@ -65,8 +67,9 @@ from gdjax.gradients._steps import (
 )
 from gdjax.gradients.registry import Estimator, Subset, register
 
-__all__ = ["SCHEMES", "LeafPlan", "default_eps", "fd_chunk_size", "fd_gradient", "fd_loop",
-           "fd_subset", "leaf_chunk_sizes", "leaf_combine", "leaf_plan", "n_directions"]
+__all__ = ["SCHEMES", "KernelPlan", "LeafPlan", "Layout", "clear_plans", "default_eps", "fd_chunk_size",
+           "fd_gradient", "fd_loop", "fd_multi_step", "fd_subset", "leaf_chunk_sizes", "leaf_combine", "leaf_plan",
+           "n_directions", "plan_for", "plan_key", "set_plan_cache"]
 
 
 def _complexify(params):
@@ -305,25 +308,179 @@ def _check_analytic(cost, scheme, method):
         )
 
 
+CHUNK_MODES = ("auto", "budget")
+
+
+def _chunk_mode(chunk_size):
+    """The estimators' `chunk_size` option: None or "auto" (measure the layout, the default), "budget" (the
+    memory-budget default, nothing measured) or an integer >= 1 (that width for every leaf, nothing measured)."""
+    if chunk_size is None:
+        return "auto"
+    if isinstance(chunk_size, str):
+        if chunk_size not in CHUNK_MODES:
+            raise ValueError(f"chunk_size must be an integer >= 1, 'auto' (measure the layout: the default, also "
+                             f"None) or 'budget' (the memory-budget default, nothing measured); got {chunk_size!r}")
+        return chunk_size
+    return _validate.chunk_option(chunk_size)
+
+
+def _abstract(tree):
+    """Shapes and dtypes only (what the memory-budget default reads), so that it can be computed under a tracer."""
+    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), tree)
+
+
+def _device_kind(mesh) -> str:
+    device = jax.devices()[0] if mesh is None else _budget.mesh_device(mesh)
+    return f"{device.platform}:{getattr(device, 'device_kind', '')}"
+
+
+def plan_key(cost, params, batch, scheme: str, chunk_size="auto", mesh=None) -> tuple:
+    """The in-process cache key of a plan: the cost, the params' and batch's structure, shapes and dtypes, the
+    scheme, the chunk_size mode and the devices (a different cost or shape plans again; eps does not matter)."""
+    devices = None if mesh is None else tuple(d.id for d in mesh.devices.flat)
+    return ("fd", scheme, chunk_size, _plan.callable_key(cost), _plan.shape_key(params), _plan.shape_key(batch),
+            devices, _device_kind(mesh))
+
+
+def _default_layout(cost, params, batch, scheme, mesh) -> Layout:
+    plan = _direction_plan(cost, _abstract(params), _abstract(batch), scheme, None, mesh, None)
+    return plan.layout
+
+
+def _measure(cost, params, batch, scheme, method, mesh, default: Layout) -> KernelPlan:
+    """`_plan.choose` on the FD kernel: each candidate timed on the first directions of the largest leaf."""
+    lengths = _lengths(params, scheme)
+    big = max(range(len(lengths)), key=lambda k: lengths[k])
+    n_dev = 1 if mesh is None else mesh.size
+
+    def part(layout, n):
+        plan = DirectionPlan(lengths, layout, n_dev)
+        limit, covered, _ = _chunked.prefix([lengths[big]], [plan.widths[big]], n, n_dev)
+        limits = [0] * len(lengths)
+        limits[big] = limit[0]
+
+        def fn(params, batch):
+            leaves, treedef = jax.tree_util.tree_flatten(params)
+            points = _points(leaves, scheme, None, method)
+            return _values(cost, leaves, treedef, batch, points, plan, mesh, limits)[big]
+
+        return sharding.jit_replicated(fn, mesh), (params, batch), covered, plan.total
+
+    def objective():
+        t0 = time.perf_counter()
+        compiled = jax.jit(cost).lower(params, batch).compile()
+        compile_s = time.perf_counter() - t0
+        jax.block_until_ready(compiled(params, batch))
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            jax.block_until_ready(compiled(params, batch))
+            best = min(best, time.perf_counter() - t0)
+        return compile_s, best
+
+    return _plan.choose(default, lengths, part, objective, sum(lengths), n_dev)
+
+
+def plan_for(cost, params, batch, *, scheme: str = "central", chunk_size=None, mesh=None,
+             method: str | None = None) -> KernelPlan:
+    """The layout the FD kernel runs with for these arguments, and how it was chosen (a `_plan.KernelPlan`).
+
+    `chunk_size`: None or "auto" (the default): measured on the first call for a new key (`plan_key`: cost,
+    shapes, dtypes, scheme, devices) and cached in the process, and on disk under `set_plan_cache(path)`; an
+    integer: that width for every leaf; "budget": the memory-budget default. Under a tracer (inside jax.jit,
+    lax.scan, ...) nothing can be timed: the plan cached for the key, else the budget default (source "traced").
+
+        >>> plan = finite_diff.plan_for(cost, params, batch, scheme="forward")
+        >>> plan.widths, plan.layout.carry, plan.source, plan.planning_s    # e.g. (80, 10, 30, 10), True, ...
+        >>> [(c.name, c.predicted_s) for c in plan.candidates]                # each candidate's prediction
+        >>> fd_gradient(cost, params, batch, scheme="forward", layout=plan.layout)   # run it
+    """
+    method = method or f"fd-{scheme}"
+    _checks.choice(scheme, SCHEMES, f"scheme of {method!r}")
+    mode = _chunk_mode(chunk_size)
+    key = plan_key(cost, params, batch, scheme, mode, mesh)
+    hit = _plan.cached(key)
+    if hit is not None:
+        return hit
+    traced = _plan.is_traced(params, batch)
+    if isinstance(mode, int):
+        layout = Layout(tuple(min(mode, m) for m in _lengths(params, scheme)), True)
+        plan = KernelPlan(layout, "fixed", layout, note=f"chunk_size={mode} fixed by the caller")
+    else:
+        default = _default_layout(cost, params, batch, scheme, mesh)
+        if mode == "budget":
+            plan = KernelPlan(default, "budget", default, note="chunk_size='budget': the memory-budget default")
+        elif traced:
+            return KernelPlan(default, "traced", default, note="called under a tracer (jax.jit, lax.scan, ...): "
+                              "nothing to time and no plan of this key yet, so the memory-budget default")
+        else:
+            plan = _auto_plan(cost, params, batch, scheme, method, mesh, default)
+    _plan.store(key, plan, keep=cost)
+    return plan
+
+
+def _auto_plan(cost, params, batch, scheme, method, mesh, default: Layout) -> KernelPlan:
+    """A measured plan, read from the disk cache when one is set and holds this program's."""
+    _prepare(cost, params, batch, scheme, method)  # the checks, before any work
+    fp = None
+    if _plan.cache_dir() is not None:
+        kind = _device_kind(mesh)
+        lowered = jax.jit(functools.partial(fd_gradient, cost, scheme=scheme, mesh=mesh, method=method,
+                                            layout=default)).lower(params, batch)
+        fp = _plan.fingerprint(lowered.as_text(), kind)
+        layout = _plan.load(fp, len(default.widths))
+        if layout is not None:
+            return KernelPlan(layout, "disk", default, fingerprint=fp,
+                              note=f"read from {_plan.disk_path(fp)}")
+    plan = dataclasses.replace(_measure(cost, params, batch, scheme, method, mesh, default), fingerprint=fp)
+    if fp is not None:
+        _plan.save(fp, plan, _device_kind(mesh))
+    return plan
+
+
+def set_plan_cache(path) -> None:
+    """Keep the FD kernel's measured plans on disk in `path` too (None: in the process only, the default); a
+    plan on disk is found by the lowered program's fingerprint and the device kind (`_plan.set_cache_dir`)."""
+    _plan.set_cache_dir(path)
+
+
+def clear_plans() -> None:
+    """Forget the plans cached in this process (e.g. after changing `_budget.MEMORY_BUDGET`)."""
+    _plan.clear()
+
+
 def _kernel_builder(scheme: str):
     method = f"fd-{scheme}"
 
     def build(cost, eps=None, chunk_size=None, devices=None, mesh=None) -> Estimator:
-        eps, chunk_size = _check_options(scheme, eps, chunk_size, method)
+        _checks.choice(scheme, SCHEMES, f"scheme of {method!r}")
+        eps, mode = _validate.eps_option(eps), _chunk_mode(chunk_size)
         _check_analytic(cost, scheme, method)
         mesh = sharding.resolve_mesh(devices, mesh)
-        options = dict(scheme=scheme, eps=eps, chunk_size=chunk_size, mesh=mesh, method=method)
-        jitted = sharding.jit_replicated(functools.partial(fd_gradient, cost, **options), mesh)
+        options = dict(scheme=scheme, eps=eps, mesh=mesh, method=method)
+        programs = {}
+
+        def plan(params, batch) -> KernelPlan:
+            return plan_for(cost, params, batch, scheme=scheme, chunk_size=mode, mesh=mesh, method=method)
+
+        def program(layout: Layout):
+            if layout not in programs:  # one jitted program per layout (a layout is static)
+                programs[layout] = sharding.jit_replicated(
+                    functools.partial(fd_gradient, cost, layout=layout, **options), mesh)
+            return programs[layout]
+
+        def fn(params, batch, key):
+            return program(plan(params, batch).layout)(params, batch)
 
         def subset(params, batch, n_directions):
-            sub = fd_subset(cost, params, batch, n_directions, **options)
+            sub = fd_subset(cost, params, batch, n_directions, layout=plan(params, batch).layout, **options)
             return sub._replace(fn=sharding.jit_replicated(sub.fn, mesh))
 
-        return Estimator(method, lambda params, batch, key: jitted(params, batch),
-                         functools.partial(n_directions, scheme), subset=subset,
-                         options={"eps": eps, "chunk_size": chunk_size, "n_devices": 1 if mesh is None else mesh.size})
+        return Estimator(method, fn, functools.partial(n_directions, scheme), subset=subset, plan=plan,
+                         options={"eps": eps, "chunk_size": mode, "n_devices": 1 if mesh is None else mesh.size})
 
-    build.__doc__ = f"The FD kernel, {scheme} scheme; options eps, chunk_size, devices, mesh (module docstring)."
+    build.__doc__ = (f"The FD kernel, {scheme} scheme; options eps, chunk_size (None/'auto': measured layout, "
+                     f"'budget', or an int), devices, mesh (module docstring).")
     return build
 
 
