@@ -50,17 +50,25 @@ def _flat(tree):
     return np.concatenate([np.ravel(np.asarray(a)) for a in jax.tree_util.tree_leaves(tree)])
 
 
-def reference_outputs() -> dict:
+def reference_outputs(only=None) -> dict:
+    """Every configuration's output by name, or only those named in `only` (a set of names)."""
     out = {}
+
+    def want(name):
+        return only is None or name in only or name.replace("/covered_total", "") in only
     for name, (cost, params, batch) in {"mlp": mlp_case(), "dict": dict_case()}.items():
         for scheme in finite_diff.SCHEMES:
             if name == "dict" and scheme == "complex":
                 continue
             for chunk in (None, 1, 4, 7):
+                if not want(f"{name}/grad/{scheme}/{chunk}"):
+                    continue
                 fn = jax.jit(lambda p, b, s=scheme, c=chunk: finite_diff.fd_gradient(cost, p, b, scheme=s,
                                                                                      chunk_size=c))
                 out[f"{name}/grad/{scheme}/{chunk}"] = _flat(fn(params, batch))
         for scheme, n, chunk in (("forward", 9, 4), ("central", 9, 4), ("forward", 1, None), ("central", 30, 7)):
+            if not want(f"{name}/subset/{scheme}/{n}/{chunk}"):
+                continue
             sub = finite_diff.fd_subset(cost, params, batch, n, scheme=scheme, chunk_size=chunk)
             out[f"{name}/subset/{scheme}/{n}/{chunk}"] = np.asarray(jax.jit(sub.fn)(params, batch))
             out[f"{name}/subset/{scheme}/{n}/{chunk}/covered_total"] = np.array([sub.covered, sub.total])
@@ -68,6 +76,8 @@ def reference_outputs() -> dict:
         if name == "mlp":
             multi.append(("complex", 4, (1.0, 0.25, 0.5)))
         for scheme, chunk, scales in multi:
+            if not want(f"{name}/multi/{scheme}/{chunk}/0"):
+                continue
             fn = jax.jit(lambda p, b, s=scheme, c=chunk, sc=scales: finite_diff.fd_multi_step(
                 cost, p, b, scheme=s, scales=sc, chunk_size=c))
             for i, g in enumerate(fn(params, batch)):

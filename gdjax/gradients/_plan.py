@@ -271,20 +271,21 @@ def candidates(default: Layout, lengths: tuple[int, ...]) -> list[tuple[str, Lay
     return unique
 
 
-def time_part(layout: Layout, fn: Callable, args: tuple, repeats: int, deadline: float) -> tuple[float, float]:
-    """Seconds of one call of `fn(*args)` (its compilation and one untimed call first), the minimum over up to
-    `repeats` timed calls (at least one; no more once `time.perf_counter()` passes `deadline`); returns
-    (seconds, seconds spent in all). `layout` names the candidate (a test replaces this function to plant one)."""
+def time_part(layout: Layout, fn: Callable, args: tuple, repeats: int, deadline: float) -> tuple[float, float, float]:
+    """Seconds of one call of the jitted `fn(*args)`, compiled ahead of time: the minimum over up to `repeats`
+    timed calls (at least one; no more once `time.perf_counter()` passes `deadline`). Returns (seconds, compile
+    seconds, seconds spent in all). `layout` names the candidate (a test replaces this function to plant one)."""
     start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
+    compiled = fn.lower(*args).compile()
+    compile_s = time.perf_counter() - start
     best = float("inf")
-    for i in range(repeats):
+    for _ in range(repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
+        jax.block_until_ready(compiled(*args))
         best = min(best, time.perf_counter() - t0)
         if time.perf_counter() > deadline:
             break
-    return best, time.perf_counter() - start
+    return best, compile_s, time.perf_counter() - start
 
 
 def choose(default: Layout, lengths: tuple[int, ...], part: Callable, objective: Callable, n_total: int,
@@ -295,7 +296,8 @@ def choose(default: Layout, lengths: tuple[int, ...], part: Callable, objective:
       default: the memory-budget layout; lengths: directions of each leaf.
       part: `part(layout, n) -> (fn, args, covered, total)`: a jittable program of `layout` over the first `n`
         directions of the largest leaf, its arguments, the directions it evaluates and the whole program's.
-      objective: `objective() -> (compile_s, seconds)`: the cost's own compilation and one evaluation.
+      objective: `objective() -> (compile_s, seconds)`: the cost's own compilation and one evaluation (the
+        prediction of the gradient's time, and of a compilation, before any candidate is measured).
       n_total: the whole gradient's directions (without padding), to predict its time before measuring.
     Returns:
       a `KernelPlan` with source "measured" (or "budget" when its budget cannot afford a measurement).
@@ -315,20 +317,20 @@ def choose(default: Layout, lengths: tuple[int, ...], part: Callable, objective:
     for i, (name, layout) in enumerate(cands):
         n = min(lengths[big], max(layout.widths[big], MIN_PART))
         spent = time.perf_counter() - start
-        if i > 0:
-            estimate = compile_s + (REPEATS + 1) * n * per_direction
+        if i > 0:  # its compilation (as the default's) and its calls (at the fastest rate seen so far)
+            estimate = compile_s + REPEATS * 2 * n * per_direction
             if spent + estimate > budget:
                 measured.append(Candidate(layout, name, note=f"not measured: {spent:.3g} s spent + about "
                                                              f"{estimate:.3g} s over the budget {budget:.3g} s"))
                 continue
         fn, args, covered, total = part(layout, n)
         t0 = time.perf_counter()
-        seconds, used = time_part(layout, fn, args, REPEATS, start + budget)
+        seconds, compiled_s, used = time_part(layout, fn, args, REPEATS, start + budget)
         used = max(used, time.perf_counter() - t0)
         pred = seconds * total / covered
         measured.append(Candidate(layout, name, seconds, covered, total, pred, used))
-        if i == 0:  # the default's measurement predicts the gradient better than the objective's time
-            predicted, per_direction = pred, seconds / covered
+        if i == 0:  # the default's measurement predicts the gradient (and a compilation) better than the objective
+            predicted, per_direction, compile_s = pred, seconds / covered, compiled_s
             budget = min(MAX_SECONDS, FRACTION * predicted)
         per_direction = min(per_direction, seconds / covered)
     timed = [c for c in measured if c.predicted_s is not None]

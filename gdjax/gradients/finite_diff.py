@@ -8,20 +8,21 @@ The lecture's gradient: perturb each of the P parameters in turn and re-evaluate
               subtractive cancellation, so h can be tiny and the result is exact to rounding (analytic costs only)
 
 The FD kernel evaluates all the perturbed costs in ONE jitted program, leaf by leaf of the params pytree:
-for leaf k, `chunk_size` perturbed copies of that leaf at a time under `vmap` (the other leaves unbatched, so
+for leaf k, `widths[k]` perturbed copies of that leaf at a time under `vmap` (the other leaves unbatched, so
 what depends only on them is computed once per chunk), the chunks in sequence under `lax.scan`, the chunks
 split over the devices of a mesh when there are several (`gdjax.gradients._chunked`). It never builds a
-P x P matrix: a chunk holds `chunk_size` copies of one leaf. The batch is shared by every direction (vmap
-in_axes None), so XLA turns the first layer of all the perturbed networks into one matmul
-`(N, n_in) @ (n_in, chunk_size * n_hidden)`, which is where the time goes. The chunk's copies live in one buffer
-carried from chunk to chunk (`_leaf_stack.perturb_stack`): each chunk restores the entries the previous one set
-and sets its own, 2 x chunk_size scattered entries, instead of writing chunk_size fresh copies of the leaf
-(1.3-1.5x faster at N = 10 on a 2-core CPU, the same at N = 1000). The cost is a black box: only its
-parameter pytree is used, never the network's structure (that is "fd-layerwise", gdjax.gradients.structured).
+P x P matrix: a chunk holds `widths[k]` copies of one leaf. The batch is shared by every direction (vmap
+in_axes None), so for an MLP XLA turns the first layer of all the perturbed networks into one matmul
+`(N, n_in) @ (n_in, width * n_hidden)`. By default the chunk's copies live in one buffer carried from chunk to
+chunk (`_leaf_stack.perturb_stack`: each chunk restores the entries the previous one set and sets its own, 2 x
+width scattered entries, instead of writing width fresh copies); a width of 1 evaluates one copy at a time
+without vmap (the cost as written, in a loop). The cost is a black box: only its parameter pytree is used,
+never the network's structure (that is "fd-layerwise", gdjax.gradients.structured).
 
-    >>> est = gradient(cost, "fd-central", chunk_size=128)     # or eps=..., devices=..., mesh=...
+    >>> est = gradient(cost, "fd-central")                      # or eps=..., chunk_size=..., devices=..., mesh=...
     >>> g = est(params, batch)                                  # same pytree as jax.grad(cost)(params, batch)
     >>> est.evaluations(n_params(params))                       # 2P
+    >>> est.plan(params, batch).widths                          # the layout it runs with (see below)
 
 "fd-loop" is the baseline the kernel is measured against: the same directions and arithmetic, one jitted cost
 call per direction driven from Python.
@@ -29,23 +30,45 @@ call per direction driven from Python.
 The steps (defaults, `eps=None`: sqrt(eps_m) forward, cbrt(eps_m) central, eps_m^2 complex, times max(1, |v_i|)
 for the real schemes, taken as exactly representable) are the one step rule of `gdjax.gradients._steps`.
 
-Default chunk size, per leaf (`_budget.default_chunk_size`): the largest chunk such that
-  * its memory fits a budget of 256 MiB: per direction, 3 copies of the leaf (the perturbed copy, a relayout,
-    slack) plus every intermediate array of one cost evaluation (from the cost's jaxpr, an upper bound: XLA fuses
-    most elementwise ones away), so memory grows with chunk_size * (leaf + activations), never with P^2;
+The program is described once by a `_plan.DirectionPlan` (each leaf's directions, the `Layout` that runs them:
+a chunk width per leaf and the carried buffer or fresh copies); `fd_gradient` runs it whole, `fd_subset` a prefix
+of it (for timing part of the kernel), `fd_multi_step` its directions at several step sizes in one program.
+
+The layout (`chunk_size` option of the estimators):
+  * None or "auto" (default): measured. The first call for a new key (`plan_key`: the cost, the params' and
+    batch's structure, shapes and dtypes, the scheme, the devices) times candidate layouts on a small part of the
+    largest leaf's directions, the budget default first, then one direction at a time, fresh copies, narrower
+    widths (`_plan.candidates`), within a planning budget (`_plan.FRACTION` = 0.1 of the predicted gradient time,
+    at most `_plan.MAX_SECONDS`; nothing is measured when one compilation exceeds it), and keeps the fastest. The
+    plan is cached in the process and, after `set_plan_cache(path)`, on disk (keyed by the lowered program and
+    the device kind). Under a tracer (the estimator inside a user's jax.jit or lax.scan) nothing can be timed:
+    the plan cached for the key, else the budget default. `est.plan(params, batch)` or `plan_for(...)` returns
+    the `KernelPlan`: widths, carry, source, candidates with their measured times, planning seconds.
+  * "budget": the memory-budget default below, nothing measured.
+  * an integer: that width for every leaf (at most its directions), nothing measured.
+The un-jitted functions (`fd_gradient`, `fd_subset`, `fd_multi_step`) take `chunk_size` (an integer, or None for
+the budget default) or `layout=` (e.g. `plan_for(...).layout`); they never measure.
+
+Budget default, per leaf (`_budget.default_chunk_size`): the largest chunk such that
+  * its memory fits the memory budget (`_budget.memory_budget`: 0.25 of the memory the device reports free,
+    `memory_stats()`, on GPUs and TPUs; 256 MiB on a CPU or without statistics; `_budget.MEMORY_BUDGET[platform]`
+    overrides it): per direction, 3 copies of the leaf (the perturbed copy, a relayout, slack) plus every
+    intermediate array of one cost evaluation (from the cost's jaxpr, an upper bound: XLA fuses most elementwise
+    ones away), so memory grows with chunk_size * (leaf + activations), never with P^2;
   * on a CPU, its stack of perturbed copies fits 8 MiB, or 24 MiB when each copy serves 96 or more examples:
     wide enough for an efficient batched matmul, narrow enough for the copies and activations to stay in cache
     (measured: see `_budget.CACHE_BUDGET`);
   * at most `MAX_CHUNK`; on a CPU a multiple of 16 from 64 up (measured: see `_budget.ALIGN`); then evened out
     so that padding wastes fewer than 16 directions per chunk (one on other platforms).
 For the lecture's [784, 30, 10] net in float32 on CPU this gives chunks of 80 (N = 10) or 256 (N = 1000) for the
-784 x 30 weights and, on a GPU, 314 (N = 1000) or 905 (N = 10).
+784 x 30 weights.
 
 Sharding: with several devices (`devices=None` means every device of the global `jax.devices()`), the
 padded direction axis is split across a 1-D mesh (`gdjax.sharding.device_mesh`) with `jax.shard_map`; each device maps
-over its own chunks and the gradient comes back replicated. With the same chunk_size each chunk holds the same
+over its own chunks and the gradient comes back replicated. With the same widths each chunk holds the same
 directions as on one device, so the result is the same, up to an ulp of a cost value where XLA compiles a chunk
-inside or outside a loop differently (usually bitwise).
+inside or outside a loop differently (usually bitwise). Any layout gives the same gradient to the rounding of the
+cost values (the same points, evaluated by another program).
 """
 
 from __future__ import annotations
