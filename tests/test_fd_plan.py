@@ -54,11 +54,18 @@ def generous_budget(monkeypatch):
     monkeypatch.setattr(_plan, "MAX_SECONDS", 1e9)
 
 
+@pytest.fixture
+def two_candidates(monkeypatch):
+    """Only the default and the sequential layout (each candidate is a compilation; the tests using this check
+    the cache and the fallbacks, not the candidate list)."""
+    real = _plan.candidates
+    monkeypatch.setattr(_plan, "candidates", lambda default, lengths: real(default, lengths)[:2])
+
+
 # A few of the saved configurations (each a compilation): every public function, scheme, a padded chunk, chunk 1
 # (no vmap), the budget default, a cost that is not the MLP. `_fd_reference.reference_outputs()` computes all 51.
-CHECKED = {"mlp/grad/forward/None", "mlp/grad/central/1", "mlp/grad/complex/7", "dict/grad/forward/4",
-           "dict/grad/central/None", "mlp/subset/forward/9/4", "mlp/subset/central/30/7", "dict/subset/forward/1/None",
-           "mlp/multi/forward/7/0", "mlp/multi/complex/4/0", "dict/multi/central/3/0"}
+CHECKED = {"mlp/grad/forward/None", "mlp/grad/central/1", "dict/grad/central/None", "mlp/subset/forward/9/4",
+           "dict/subset/forward/1/None", "mlp/multi/forward/7/0", "mlp/multi/complex/4/0", "dict/multi/central/3/0"}
 
 
 def test_kernel_outputs_equal_the_saved_reference():
@@ -69,7 +76,7 @@ def test_kernel_outputs_equal_the_saved_reference():
     step (the forward step, sqrt(eps) in float64), 8 ulps for raw cost values."""
     ref = np.load(_fd_reference.PATH)
     out = _fd_reference.reference_outputs(CHECKED)
-    assert len(ref.files) == 52 and len(out) == 18 and set(out) <= set(ref.files)
+    assert len(ref.files) == 52 and len(out) == 14 and set(out) <= set(ref.files)
     same_jax = str(ref["jax_version"]) == jax.__version__
     for name, got in out.items():
         want = ref[name]
@@ -101,22 +108,22 @@ def test_direction_plan_prefix_and_tiling():
     assert seen == [(0, 6, 3, True), None]
 
 
-@pytest.mark.parametrize("case", ["mlp", "dict", "gmm"])
-def test_same_gradient_whatever_the_layout(case):
+@pytest.mark.parametrize("case", ["dict", "gmm"])
+def test_same_gradient_whatever_the_layout(case, monkeypatch):
     """Every candidate layout (one direction at a time without vmap, fresh copies, narrow and default widths) gives
     the budget default's gradient to the rounding of the cost values: each value may move by a few ulps of |C|
     (XLA sums in another order in a batched program), so 2 values x 4 ulps / h_i (central scheme, float64).
     A layout that mixed up directions or copies would be off by O(|g|)."""
-    cost, params, batch = {"mlp": _fd_reference.mlp_case, "dict": _fd_reference.dict_case,
-                           "gmm": lambda: _gmm.gmm_problem(3, 4, 20)}[case]()
+    cost, params, batch = {"dict": _fd_reference.dict_case, "gmm": lambda: _gmm.gmm_problem(3, 4, 20)}[case]()
     default = finite_diff.plan_for(cost, params, batch, scheme="central", chunk_size="budget").layout
     ref = flat(jax.jit(lambda p, b: finite_diff.fd_gradient(cost, p, b, scheme="central", layout=default))(
         params, batch))
     c = max(1.0, abs(float(cost(params, batch))))
     v = flat(params)
     bound = 2 * 4 * EPS64 * c / (finite_diff.default_eps("central", jnp.float64) * np.maximum(1, np.abs(v)))
+    monkeypatch.setattr(_plan, "WIDTHS", (4,))  # a narrower width than the default; more would only add compiles
     layouts = [layout for _, layout in _plan.candidates(default, finite_diff._lengths(params, "central"))]
-    assert len(layouts) >= 3
+    assert [lay.carry for lay in layouts[:3]] == [True, True, False] and len(layouts) == 4
     for layout in layouts[1:]:
         got = flat(jax.jit(lambda p, b, la=layout: finite_diff.fd_gradient(cost, p, b, scheme="central",
                                                                            layout=la))(params, batch))
@@ -153,14 +160,14 @@ def test_planted_slow_layout_is_not_picked(monkeypatch, generous_budget):
         assert plan.planning_s > 0 and json.dumps(plan.record())
 
 
-def test_cached_plan_is_reused_and_a_new_key_plans_again(count_measurements, generous_budget):
+def test_cached_plan_is_reused_and_a_new_key_plans_again(count_measurements, generous_budget, two_candidates):
     """The first call for a (cost, shapes, dtypes, scheme, devices) measures; later calls, the estimator's subset
     and its plan() reuse the plan without measuring; another batch shape or another cost measures again."""
     cost, params, batch = _gmm.gmm_problem(3, 4, 20)
     est = gradient(cost, "fd-forward")
     g1 = est(params, batch)
     n = len(count_measurements)
-    assert n >= 3 and est.plan(params, batch).source == "measured"
+    assert n == 2 and est.plan(params, batch).source == "measured"
     plan = est.plan(params, batch)
     g2 = est(jax.tree_util.tree_map(lambda a: a * 1.1, params), batch)
     sub = est.subset(params, batch, 5)
@@ -195,7 +202,7 @@ def test_fixed_chunk_size_and_budget_measure_nothing(count_measurements, generou
             gradient(cost, "fd-central", chunk_size=bad)
 
 
-def test_under_a_tracer_nothing_is_measured(count_measurements, generous_budget):
+def test_under_a_tracer_nothing_is_measured(count_measurements, generous_budget, two_candidates):
     """Called inside jax.jit (or lax.scan) the estimator cannot time anything: the budget default without error,
     or the plan already cached for the key; the gradient is the same to rounding (bound as above)."""
     cost, params, batch = _gmm.gmm_problem(3, 4, 20)
@@ -222,7 +229,7 @@ def test_under_a_tracer_nothing_is_measured(count_measurements, generous_budget)
         assert np.all(np.abs(got - concrete) <= bound)
 
 
-def test_disk_cache_is_read_without_measuring(tmp_path, count_measurements, generous_budget):
+def test_disk_cache_is_read_without_measuring(tmp_path, count_measurements, generous_budget, two_candidates):
     """With a plan cache directory the measured layout is written there, keyed by the lowered program and the
     device kind; a new process (here: the in-process cache cleared) reads it instead of measuring."""
     cost, params, batch = _gmm.gmm_problem(3, 4, 20)
@@ -314,7 +321,7 @@ def test_memory_budget_comes_from_the_device(monkeypatch):
     assert _budget.memory_budget(device=h200) == 2**20 == _budget.memory_budget("gpu")
 
 
-def test_plan_record_is_flat_and_json_ready(generous_budget):
+def test_plan_record_is_flat_and_json_ready(generous_budget, two_candidates):
     """What a benchmark row records of a plan: widths, carry, source, planning seconds and each candidate."""
     cost, params, batch = _fd_reference.dict_case()
     plan = gradient(cost, "fd-central").plan(params, batch)
