@@ -197,7 +197,7 @@ def test_fixed_chunk_size_and_budget_measure_nothing(count_measurements, generou
     budget(params, batch)
     assert count_measurements == []
     assert est.options["chunk_size"] == 7 and gradient(cost, "fd-central").options["chunk_size"] == "auto"
-    for bad, err in (("fast", ValueError), (0, ValueError), (2.5, TypeError)):
+    for bad, err in (("fast", TypeError), ("8", TypeError), (0, ValueError), (2.5, TypeError)):
         with pytest.raises(err, match="chunk_size"):
             gradient(cost, "fd-central", chunk_size=bad)
 

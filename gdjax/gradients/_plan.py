@@ -288,8 +288,8 @@ def time_part(layout: Layout, fn: Callable, args: tuple, repeats: int, deadline:
     return best, compile_s, time.perf_counter() - start
 
 
-def choose(default: Layout, lengths: tuple[int, ...], part: Callable, objective: Callable, n_total: int,
-           n_devices: int = 1) -> KernelPlan:
+def choose(default: Layout, lengths: tuple[int, ...], part: Callable, objective: Callable,
+           n_total: int) -> KernelPlan:
     """Measure the candidate layouts (`candidates`) on a part of the directions and keep the fastest.
 
     Args:

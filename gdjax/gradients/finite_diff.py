@@ -340,8 +340,8 @@ def _chunk_mode(chunk_size):
     if chunk_size is None:
         return "auto"
     if isinstance(chunk_size, str):
-        if chunk_size not in CHUNK_MODES:
-            raise ValueError(f"chunk_size must be an integer >= 1, 'auto' (measure the layout: the default, also "
+        if chunk_size not in CHUNK_MODES:  # a string that is not a mode: the wrong type (e.g. "8")
+            raise TypeError(f"chunk_size must be an integer >= 1, 'auto' (measure the layout: the default, also "
                              f"None) or 'budget' (the memory-budget default, nothing measured); got {chunk_size!r}")
         return chunk_size
     return _validate.chunk_option(chunk_size)
@@ -401,7 +401,7 @@ def _measure(cost, params, batch, scheme, method, mesh, default: Layout) -> Kern
             best = min(best, time.perf_counter() - t0)
         return compile_s, best
 
-    return _plan.choose(default, lengths, part, objective, sum(lengths), n_dev)
+    return _plan.choose(default, lengths, part, objective, sum(lengths))
 
 
 def plan_for(cost, params, batch, *, scheme: str = "central", chunk_size=None, mesh=None,
