@@ -139,7 +139,10 @@ def test_defaults():
     assert _budget.default_chunk_size(P, 4, act, 10**6, budget=2**26, cache=2**21, align=16) == 52  # < 64: as is
 
 
-def test_lecture_net_default_chunks():
+def test_lecture_net_default_chunks(monkeypatch):
+    """The budget default at the lecture net: memory-bound on a "gpu" budget of 256 MiB (fixed here, so that the
+    test reads the same on a machine with a real GPU, whose budget comes from its memory), cache-bound on CPU."""
+    monkeypatch.setitem(_budget.MEMORY_BUDGET, "gpu", 256 * 2**20)
     net = MLP((784, 30, 10))
     params = jax.eval_shape(net.init, jax.random.key(0))  # shapes are all the defaults look at
     cost = gdjax.make_cost(net)

@@ -3,8 +3,14 @@
 A chunk of c directions holds c perturbed copies of one leaf and c sets of activations. Its size is bounded by
 a memory budget (any platform) and, on a CPU, by a cache budget for its stack of copies (measured below).
 
+The memory budget comes from the device: `MEMORY_FRACTION` (0.25) of the memory it has left,
+`memory_stats()["bytes_limit"] - ["bytes_in_use"]`, where the device reports them (GPUs, TPUs). A CPU, or a
+device without statistics, gets `FALLBACK_MEMORY_BUDGET` (256 MiB). `MEMORY_BUDGET[platform] = nbytes` fixes the
+budget of a platform (e.g. `_budget.MEMORY_BUDGET["gpu"] = 8 * 2**30`), whatever the device says.
+
     >>> default_chunk_size(784 * 30, 4, 2**20, 784 * 30 + 1, platform="cpu")   # 80: 8 MiB / 94 KB copies, 16s
     >>> default_chunk_size(784 * 30, 4, 2**20, 784 * 30 + 1, platform="cpu", n_examples=1000)   # 256: 24 MiB
+    >>> memory_budget(device=jax.devices("gpu")[0])   # 0.25 x (bytes_limit - bytes_in_use) of that GPU
 """
 
 from __future__ import annotations
@@ -15,9 +21,14 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-# Bytes of perturbed parameters and activations one chunk may hold, per platform (a bound on memory).
-DEFAULT_MEMORY_BUDGET = 256 * 2**20
-MEMORY_BUDGET = {"cpu": DEFAULT_MEMORY_BUDGET, "gpu": DEFAULT_MEMORY_BUDGET, "tpu": DEFAULT_MEMORY_BUDGET}
+# Bytes of perturbed parameters and activations one chunk may hold (a bound on memory):
+# MEMORY_FRACTION of the free memory the device reports (`memory_stats()`), the fallback on a CPU (whose "device
+# memory" is the host's, shared with everything else) or where the device gives no statistics, and explicit
+# per-platform overrides (empty by default: set MEMORY_BUDGET["gpu"] = nbytes to fix a GPU's budget).
+MEMORY_FRACTION = 0.25
+FALLBACK_MEMORY_BUDGET = 256 * 2**20
+DEFAULT_MEMORY_BUDGET = FALLBACK_MEMORY_BUDGET  # the name other modules have read
+MEMORY_BUDGET: dict[str, int] = {}
 # On a CPU, also bytes of one chunk's stack of perturbed copies. Too narrow a chunk makes the batched first-layer
 # matmul narrow (slow per FLOP) and pays the loop's fixed cost per chunk more often; too wide a one moves its
 # copies and activations out of the caches. How much that costs depends on how many examples use each copy:
@@ -47,9 +58,38 @@ def _platform(platform: str | None) -> str:
     return platform
 
 
-def memory_budget(platform: str | None = None) -> int:
-    """Bytes of copies and activations one chunk may hold on `platform` (default: JAX's default backend)."""
-    return MEMORY_BUDGET.get(_platform(platform), DEFAULT_MEMORY_BUDGET)
+def _device(platform: str):
+    """The first local device of `platform`, or None where JAX has none (a "gpu" budget asked on a CPU host)."""
+    try:
+        return jax.local_devices(backend=platform)[0]
+    except (RuntimeError, ValueError, IndexError):
+        return None
+
+
+def device_memory_budget(device, fraction: float | None = None) -> int | None:
+    """`fraction` (default `MEMORY_FRACTION`) of the bytes `device` has left, `bytes_limit - bytes_in_use` from
+    `device.memory_stats()`; None for a CPU or a device without those statistics."""
+    if device is None or getattr(device, "platform", "cpu") == "cpu":
+        return None
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001  (backends without statistics raise various errors)
+        return None
+    if not stats or "bytes_limit" not in stats:
+        return None
+    free = int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    return max(int((MEMORY_FRACTION if fraction is None else fraction) * free), 1)
+
+
+def memory_budget(platform: str | None = None, device=None) -> int:
+    """Bytes of copies and activations one chunk may hold: `MEMORY_BUDGET[platform]` when set, else
+    `MEMORY_FRACTION` of what `device` (default: the first device of `platform`, JAX's default backend when None)
+    has left (`device_memory_budget`), else `FALLBACK_MEMORY_BUDGET` (CPUs, devices without statistics)."""
+    platform = _platform(platform) if device is None else getattr(device, "platform", _platform(platform))
+    if platform in MEMORY_BUDGET:
+        return int(MEMORY_BUDGET[platform])
+    from_device = device_memory_budget(device if device is not None else _device(platform))
+    return FALLBACK_MEMORY_BUDGET if from_device is None else from_device
 
 
 def cache_budget(platform: str | None = None, n_examples: int = 1) -> int | None:
@@ -122,24 +162,31 @@ def intermediate_bytes(cost: Callable, params, batch) -> int:
 
 def leaf_chunk_sizes(cost: Callable, params, batch, lengths: list[int], chunk_size: int | None = None,
                      n_devices: int = 1, platform: str | None = None, *, copy_factor: int = 1,
-                     activation_factor: int = 1) -> list[int]:
+                     activation_factor: int = 1, device=None) -> list[int]:
     """Directions per chunk of every leaf, never more than the leaf's `lengths[k]` directions.
 
     `chunk_size` (the same for every leaf) or, when None, `default_chunk_size` of the leaf: one direction copies
     the leaf (`copy_factor` x its bytes: 2 for complex copies) and holds `activation_factor` x the cost's
     intermediate bytes (2 for forward mode: primal and tangent); the cache budget is the one for the batch's
-    `batch_examples`.
+    `batch_examples`; the memory budget `memory_budget(platform, device)` (`device`: e.g. the first device of a
+    mesh; None for the platform's first device).
     """
     leaves = jax.tree_util.tree_leaves(params)
     if chunk_size is not None:
         return [min(chunk_size, m) for m in lengths]
     act = intermediate_bytes(cost, params, batch) * activation_factor
-    platform, n_examples = _platform(platform), batch_examples(batch)
+    platform = _platform(platform) if device is None else getattr(device, "platform", _platform(platform))
+    n_examples, budget = batch_examples(batch), memory_budget(platform, device)
     return [min(default_chunk_size(leaf.size, jnp.dtype(leaf.dtype).itemsize * copy_factor, act, m, n_devices,
-                                   platform=platform, n_examples=n_examples), m)
+                                   budget=budget, platform=platform, n_examples=n_examples), m)
             for leaf, m in zip(leaves, lengths)]
 
 
 def mesh_platform(mesh) -> str | None:
     """The platform of a mesh's devices (None without a mesh: JAX's default backend)."""
     return None if mesh is None else mesh.devices.flat[0].platform
+
+
+def mesh_device(mesh):
+    """The first device of a mesh (whose memory sets the budget), None without a mesh."""
+    return None if mesh is None else mesh.devices.flat[0]

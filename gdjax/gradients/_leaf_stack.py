@@ -8,6 +8,11 @@ matrix the batched matmul needs, so no transpose is made.
 
     >>> state = leaf_stack(w, 4, leaf_axis(w.ndim))                  # 4 unmodified copies of w
     >>> state = perturb_stack(w, state, idx, values, leaf_axis(w.ndim))  # copy j: w.ravel()[idx[j]] = values[j]
+    >>> stack = fresh_stack(w, idx, values, leaf_axis(w.ndim))           # the same copies, written afresh
+
+`perturb_stack` carries one buffer from chunk to chunk (2c scattered entries per chunk); `fresh_stack` writes the
+c copies of every chunk anew (c copies of the leaf per chunk, but no buffer in the loop's carry). Which is faster
+depends on the cost and the platform: the FD kernel's plan (`_plan.py`) measures both.
 """
 
 from __future__ import annotations
@@ -71,6 +76,21 @@ def perturb_stack(leaf: jax.Array, state: LeafStack, idx: jax.Array, values: jax
     stack = restored.at[_stack_coords(leaf.shape, size, idx, axis)].set(new, indices_are_sorted=False,
                                                                        unique_indices=True)
     return LeafStack(stack, idx.astype(jnp.int32))
+
+
+def fresh_stack(leaf: jax.Array, idx: jax.Array, values: jax.Array, axis: int, dtype=None) -> jax.Array:
+    """c fresh copies of `leaf` stacked on `axis`, copy j with `leaf.ravel()[idx[j]] = values[j]` (an index < 0
+    leaves its copy unchanged): what `perturb_stack` holds after the same chunk, without a carried buffer.
+
+    Args: leaf (shape S); idx (c,) int32; values (c,); dtype: the copies' dtype (default: leaf's, promoted
+    with `dtype`, e.g. complex for the complex step). Returns: shape S with c inserted at `axis`.
+    """
+    stack = leaf_stack(leaf, idx.shape[0], axis, dtype).stack
+    flat = jnp.ravel(leaf).astype(stack.dtype)
+    size = flat.shape[0]
+    new = jnp.where(idx >= 0, values.astype(flat.dtype), flat[jnp.clip(idx, 0, size - 1)])
+    return stack.at[_stack_coords(leaf.shape, size, idx, axis)].set(new, indices_are_sorted=False,
+                                                                    unique_indices=True)
 
 
 def replace_leaf(leaves: list, treedef, k: int, new) -> object:

@@ -63,6 +63,8 @@ class Estimator:
       structured: True when the method needs a cost from `gdjax.make_cost` (it reads the network).
       exact: True for autodiff / backprop (no truncation error; equal to jax.grad to rounding).
       subset: None, or `subset(params, batch, n_directions) -> Subset` (see `Subset`).
+      plan: None, or `plan(params, batch) -> KernelPlan`: the layout the estimator runs with for these
+        arguments and how it was chosen (the FD kernel's measured plan, `gradients._plan`).
       options: the resolved options (eps, chunk_size, ...) for the record.
     The capability fields are the registry entry's (`Method`); `gradient` fills them in from it.
     """
@@ -76,6 +78,7 @@ class Estimator:
     structured: bool = False
     exact: bool = False
     subset: Callable | None = field(default=None, compare=False)
+    plan: Callable | None = field(default=None, compare=False)
 
     def __call__(self, params, batch, key=None):
         if self.stochastic:
