@@ -318,7 +318,8 @@ def environment() -> dict:
 
     Returns a flat dict: device_kind, device_name, platform, device_count, jax, jaxlib, python, numpy,
     cpu_count, machine, os, git_commit (None outside a git checkout), git_dirty (True when tracked files had
-    uncommitted changes: such results are not reference results), date (UTC ISO 8601), command.
+    uncommitted changes: such results are not reference results), date (UTC ISO 8601), command,
+    matmul_precision and jax_default_matmul_precision (`_matmul_precision`).
     """
     import jax
     import jaxlib
@@ -340,4 +341,13 @@ def environment() -> dict:
         "git_dirty": _git_dirty(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(sys.argv) if sys.argv else None,
+        **_matmul_precision(),
     }
+
+
+def _matmul_precision() -> dict:
+    """matmul_precision: the precision gdjax runs its methods that are not exact at by default ("highest");
+    jax_default_matmul_precision: JAX's own setting here (None: unset, each platform's default, TF32 on GPUs)."""
+    from gdjax.gradients import _precision
+
+    return {"matmul_precision": _precision.DEFAULT, "jax_default_matmul_precision": _precision.current()}

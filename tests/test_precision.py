@@ -307,3 +307,32 @@ def test_emulated_tf32_error_rises_as_predicted():
     assert measured > 5.0, measured
     assert 0.5 < measured / predicted < 2.0, (measured, predicted)
     assert n_params(params) == 23_860
+
+
+# --- the records ----------------------------------------------------------------------------------------------
+
+def test_the_precision_is_recorded():
+    """Every results meta carries gdjax's default and JAX's setting; a benchmark row carries the precision its
+    method ran at (the option given, the policy's "highest", or for an exact method and the forward pass the
+    caller's JAX setting, "default" when unset)."""
+    from gdjax import results
+    from gdjax.bench.config import FORWARD_PASS, Point
+    from gdjax.bench.measure import measure_forward, measure_method
+    from gdjax.bench.problem import make_problem, reference_gradient, sub_batch
+
+    env = results.environment()
+    assert env["matmul_precision"] == "highest" and env["jax_default_matmul_precision"] is None
+    with jax.default_matmul_precision("tensorfloat32"):
+        assert results.environment()["jax_default_matmul_precision"] == "tensorfloat32"
+    sizes, n = (4, 3, 2), 8
+    cost, params, batch = make_problem(sizes, n, "float32")
+    b = sub_batch(batch, n)
+    fwd = measure_forward(Point("t", sizes, n, FORWARD_PASS), cost, params, b, dtype="float32", repeats=1, budget=1.0)
+    assert fwd["matmul_precision"] == "default"
+    kw = dict(dtype="float32", t_forward=fwd["median_s"], forward_flops=fwd["xla_flops_raw"], key=None, repeats=1,
+              budget=1.0, validate=False, reference=lambda: reference_gradient(cost, params, b))
+    got = {}
+    for method, options in (("fd-forward", {"matmul_precision": "tensorfloat32"}), ("reverse", None)):
+        row, _ = measure_method(Point("t", sizes, n, method), cost, params, b, options=options, **kw)
+        got[method] = row["matmul_precision"]
+    assert got == {"fd-forward": "tensorfloat32", "reverse": "default"}  # "highest": in_force(est), tested above
