@@ -93,6 +93,10 @@ def test_every_dot_and_conv_at_highest_by_default(method):
         assert all(p == ("HIGHEST", "HIGHEST") for _, p in ops), (caller, ops)
     if not method_info(method).structured:
         assert {op for op, _ in ops} == {"dot_general", "convolution"}
+    if est.subset is not None:  # the part of its program a benchmark times: the same precision
+        sub = est.subset(params, batch, 1)
+        ops = precisions(jax.jit(sub.fn).lower(params, batch).as_text())
+        assert all(p == ("HIGHEST", "HIGHEST") for _, p in ops), ops
 
 
 @pytest.mark.parametrize("method,option,expected", [

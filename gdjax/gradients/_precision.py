@@ -78,13 +78,13 @@ def apply(est, precision: str | None):
     if precision is None and est.exact:
         return dataclasses.replace(est, options={**est.options, OPTION: None})
     name = resolve(precision)
-    subset = est.subset
-    if subset is not None:
-        def subset(params, batch, n_directions, _subset=est.subset):
-            sub = _subset(params, batch, n_directions)
-            return sub._replace(fn=at_precision(sub.fn, name))
+    inner = est.subset
 
-    return dataclasses.replace(est, fn=at_precision(est.fn, name), subset=subset,
+    def subset(params, batch, n_directions):
+        sub = inner(params, batch, n_directions)
+        return sub._replace(fn=at_precision(sub.fn, name))
+
+    return dataclasses.replace(est, fn=at_precision(est.fn, name), subset=None if inner is None else subset,
                                options={**est.options, OPTION: name})
 
 
