@@ -39,7 +39,7 @@ bench-full: $(STAMP)  ## maintainers: the full sweep P = 1e2..1e6 (hours; resuma
 bench-reference: $(STAMP)  ## maintainers: rerun `make bench` into the committed benchmarks/results/<platform>/
 	$(BIN)/python benchmarks/fd_vs_grad.py --committed $(BENCH_ARGS)
 
-bench-gpu:  ## on one NVIDIA GPU, with the machine's own python3 and jax (<= 8 min): benchmarks/results/gpu/
+bench-gpu:  ## on one NVIDIA GPU, the machine's own python3 and jax (<= 8 min): float32 vs TF32 FD first, then the sweeps: benchmarks/results/gpu/
 	PYTHONPATH=. python3 benchmarks/bench_gpu.py $(BENCH_ARGS)
 
 bench-fd-kernel: $(STAMP)  ## the FD kernel vs its ceiling (a big matmul) and fd-loop, whole gradients, N = 10 and 1000

@@ -1,7 +1,8 @@
 """Strong scaling of the FD kernel: one gradient of a fixed network and batch over k devices and k processes.
 
-    python benchmarks/scaling_devices.py            # devices 1, 2, 4 and processes 1, 2 on this machine
+    python benchmarks/scaling_devices.py            # devices 1, 2 and processes 1, 2, each on its own core
     python benchmarks/scaling_devices.py --quick    # a tiny network, seconds (the test runs this)
+    python benchmarks/scaling_devices.py --no-pin   # every worker on every core (XLA's own threading)
 
 What is compared: the same FD gradient (`--method`, default the kernel's "fd-forward") with the direction axis
 split over k devices -- forced host devices on CPU (`XLA_FLAGS=--xla_force_host_platform_device_count=k`, one
@@ -11,12 +12,17 @@ same for every k, so every device runs the same kind of program on 1/k of the di
 median time per gradient (after warm-up, `block_until_ready`, `--repeats` repetitions, min and max beside it),
 speed-up t1 / tk and efficiency t1 / (k tk), where t1 is the same mode's one-device (one-process) time.
 
-Read the CPU numbers with the machine in mind: forced host devices are threads of ONE process sharing the
-machine's cores (`cpu_count` in the JSON), and XLA's CPU backend already spreads one device's matmuls over
-several threads. So on a 2-core machine the speed-up cannot exceed about 2, whatever k; with 4 devices the
-ideal efficiency there is 0.5, and anything else running on the machine shows up directly in the times.
-Processes add the cost of the gloo collectives over TCP. Real speed-ups need real devices: several GPUs
-(`--devices 1,2,4,8` on a multi-GPU host) or hosts.
+Each device or process gets its own core (on CPU, unless `--no-pin`): a k-device run is pinned to k cores and
+a k-process run pins process i to core i (`gdjax.launch.pin_command`: the affinity is set before the
+interpreter starts, so XLA's CPU client sizes its thread pools to it), and every worker runs with
+`--xla_cpu_multi_thread_eigen=false`, so one device's matmuls run on one thread instead of spreading over the
+other device's core. The one-device and one-process baselines are then one core, and t1 / tk measures the
+split of the directions, not XLA's intra-op threading. A point with more devices or processes than cores
+available runs unpinned (its row says `pinned: false`). Without pinning, forced host devices are threads of ONE
+process sharing the machine's cores and XLA already spreads one device's matmuls over several threads, so the
+speed-up cannot exceed about the core count whatever k, and anything else running on the machine shows up
+directly in the times. Processes add the cost of the gloo collectives over TCP. Real speed-ups on accelerators
+need real devices: several GPUs (`--devices 1,2,4,8` on a multi-GPU host) or hosts.
 
 The problem is the lecture's of every benchmark (`benchmarks/_common.make_problem`, drawn with NumPy: the same
 in every process). Writes runs/scaling_devices-<date>/scaling_devices.json (git-ignored; + .csv, and a .jsonl of
@@ -44,8 +50,10 @@ import _common as common  # noqa: E402
 
 NAME = "scaling_devices"
 QUICK = {"sizes": "8,8,4", "batch": 32, "chunk_size": 8, "repeats": 3, "devices": "1,2", "processes": "1,2"}
-DEFAULTS = {"sizes": "64,64,10", "batch": 256, "chunk_size": 64, "repeats": 5, "devices": "1,2,4",
+# the lecture's net: one fd-forward gradient takes over a second on one core (23,861 evaluations on 256 examples)
+DEFAULTS = {"sizes": "784,30,10", "batch": 256, "chunk_size": 64, "repeats": 5, "devices": "1,2",
             "processes": "1,2"}
+SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false"  # one thread per device's program (XLA's CPU flag)
 
 
 def parse_args(argv):
@@ -54,12 +62,14 @@ def parse_args(argv):
 
     p = common.Parser(NAME, __doc__, f"{NAME}.json",
                       quick="tiny network, 1-2 devices and processes, 3 repeats (options given explicitly still win)")
-    p.add_argument("--sizes", default=None, help="layer widths (default 64,64,10: P = 4810)")
+    p.add_argument("--sizes", default=None, help="layer widths (default 784,30,10: P = 23,860)")
     p.add_argument("--batch", type=int, default=None, help="examples in the batch (default 256)")
     p.add_argument("--method", default="fd-forward", help="a method with a `devices` option (default fd-forward)")
     p.add_argument("--chunk-size", type=int, default=None, help="directions per vmapped chunk per device (64)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    p.add_argument("--devices", default=None, help="device counts to time (default 1,2,4)")
+    p.add_argument("--devices", default=None, help="device counts to time (default 1,2)")
+    p.add_argument("--no-pin", dest="pin", action="store_false",
+                   help="do not pin workers to their own cores, nor make each device single-threaded")
     p.add_argument("--processes", default=None, help="process counts to time, one device each (1,2)")
     p.add_argument("--repeats", type=int, default=None, help="timed repetitions per point (default 5)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per measured point")
@@ -122,8 +132,13 @@ def worker(args) -> dict | None:
         "processes": info.num_processes, "median_s": timing.median_s, "min_s": timing.min_s,
         "max_s": timing.max_s, "compile_s": timing.compile_s, "times": list(timing.times),
         "platform": info.platform, "device_kind": env["device_kind"], "cpu_count": env["cpu_count"],
-        "xla_flags": os.environ.get("XLA_FLAGS", ""), "env": env,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""), "cpus": _affinity(), "env": env,
     }
+
+
+def _affinity() -> list[int] | None:
+    """The cores this process may run on (what pinning set), or None where the OS does not say."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
 
 
 # --- the driver ------------------------------------------------------------------------------------------------
@@ -135,37 +150,64 @@ def _worker_argv(args, mode: str, k: int) -> list[str]:
             "--dtype", args.dtype, "--repeats", str(args.repeats), "--seed", str(args.seed)]
 
 
-def _env(args, host_devices: int) -> dict:
+def _env(args, host_devices: int, single_thread: bool = False) -> dict:
+    """The workers' environment: forced host devices, and (pinned runs) one thread per device's program."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GDJAX_")}
-    flags = re.sub(r"--xla_force_host_platform_device_count=\S+", "", env.get("XLA_FLAGS", ""))
+    flags = re.sub(r"--xla_force_host_platform_device_count=\S+|--xla_cpu_multi_thread_eigen=\S+", "",
+                   env.get("XLA_FLAGS", ""))
     flags += f" --xla_force_host_platform_device_count={host_devices}"
-    env["XLA_FLAGS"] = flags.strip()
+    if single_thread:
+        flags += f" {SINGLE_THREAD}"
+    env["XLA_FLAGS"] = " ".join(flags.split())
     return env
 
 
+def core_plan(mode: str, k: int, cores, pin: bool) -> list[frozenset] | None:
+    """The cores of each worker process of a (mode, k) point: devices, one process on the first k cores;
+    processes, process i on core i. None (unpinned) without `pin`, on a platform that cannot pin, or when k
+    exceeds the cores available (`cores`, sorted ids)."""
+    if not pin or cores is None or k > len(cores):
+        return None
+    if mode == "devices":
+        return [frozenset(cores[:k])]
+    return [frozenset({c}) for c in cores[:k]]
+
+
 def _row_from(stdout: str) -> dict:
+    """Process 0's RESULT row, with `cpus_per_process`: each worker's cores, in process order ("[i] " prefixes
+    under launch)."""
+    cpus = {}
+    for line in stdout.splitlines():
+        m = re.match(r"(?:\[(\d+)\] )?CPUS (.*)$", line)
+        if m:
+            cpus[int(m.group(1) or 0)] = json.loads(m.group(2))
     for line in stdout.splitlines():
         if "RESULT {" in line:
-            return json.loads(line.split("RESULT ", 1)[1])
+            return {**json.loads(line.split("RESULT ", 1)[1]), "cpus_per_process": [cpus[i] for i in sorted(cpus)]}
     raise RuntimeError("the worker printed no RESULT line")
 
 
 def run_point(args, mode: str, k: int, platform: str) -> dict:
-    """Measure one (mode, k) point in fresh processes; returns process 0's row."""
+    """Measure one (mode, k) point in fresh processes, each pinned to its cores (`core_plan`) on CPU; returns
+    process 0's row, with `pinned`."""
+    from gdjax.launch import launch, pin_command
+
+    plan = core_plan(mode, k, _affinity(), args.pin and platform == "cpu")
+    single = plan is not None
     if mode == "devices":
-        env = _env(args, k if platform == "cpu" else 1)
-        proc = subprocess.run(_worker_argv(args, mode, k), env=env, text=True, capture_output=True,
-                              timeout=args.timeout)
+        env = _env(args, k if platform == "cpu" else 1, single)
+        argv = _worker_argv(args, mode, k)
+        proc = subprocess.run(argv if plan is None else pin_command(argv, plan[0]), env=env, text=True,
+                              capture_output=True, timeout=args.timeout)
         if proc.returncode:
             raise RuntimeError(f"devices k={k} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
-        return _row_from(proc.stdout)
-    from gdjax.launch import launch
-
+        return {**_row_from(proc.stdout), "pinned": single}
     out = io.StringIO()
-    result = launch(_worker_argv(args, mode, k), k, timeout_s=args.timeout, env=_env(args, 1), out=out)
+    result = launch(_worker_argv(args, mode, k), k, timeout_s=args.timeout, env=_env(args, 1, single), out=out,
+                    cpus=plan)
     if result.returncode:
         raise RuntimeError(f"processes k={k}: {result.message}\n{out.getvalue()[-2000:]}")
-    return _row_from(out.getvalue())
+    return {**_row_from(out.getvalue()), "pinned": single}
 
 
 def probe(args) -> dict:
@@ -234,7 +276,8 @@ def measure(args, platform: str, device_count: int, jsonl: Path) -> list[dict]:
         print(f"note: process scaling runs on CPU only here ({platform}: see README 'distributed')")
         points = [(m, k) for m, k in points if k <= device_count]
     same = {"sizes": ",".join(map(str, args.net)), "batch": args.batch, "method": args.method,
-            "chunk_size": args.chunk_size, "dtype": args.dtype, "repeats": args.repeats, "seed": args.seed}
+            "chunk_size": args.chunk_size, "dtype": args.dtype, "repeats": args.repeats, "seed": args.seed,
+            "pin": args.pin}
     done = {}
     if args.resume:
         done = {(r["mode"], r["k"]): r for r in results.read_jsonl(jsonl) if r.get("config") == same}
@@ -258,6 +301,7 @@ def run(args) -> int:
     """The worker's one measurement, or the driver: probe, measure every point, write, draw, print."""
     if args.worker:
         row = worker(args)
+        print("CPUS " + json.dumps(_affinity()), flush=True)  # every process: the driver checks the pinning
         if row is not None:
             print("RESULT " + json.dumps(row), flush=True)
         return 0
@@ -273,12 +317,18 @@ def run(args) -> int:
     # meta: the workers' environment (device, versions, git commit and git_dirty), this command and the load
     meta = dict(rows[0]["env"], command=" ".join([Path(sys.executable).name, *sys.argv]),
                 load_avg_1min_start=load0, load_avg_1min_end=common.load_average())
-    meta["note"] = (f"forced host devices share this machine's {meta.get('cpu_count')} cores: on CPU the speed-up "
-                    "is bounded by the core count, not by k") if dev["platform"] == "cpu" else ""
+    if dev["platform"] != "cpu":
+        meta["note"] = ""
+    elif args.pin:
+        meta["note"] = (f"each device / process pinned to its own core ({SINGLE_THREAD}); points with more "
+                        f"workers than the {len(_affinity() or [])} cores available run unpinned (pinned: false)")
+    else:
+        meta["note"] = (f"unpinned: forced host devices share this machine's {meta.get('cpu_count')} cores, so on "
+                        "CPU the speed-up is bounded by the core count, not by k")
     rows = add_ratios([{k: v for k, v in r.items() if k not in ("env", "config")} for r in rows])
     config = {"sizes": ",".join(map(str, args.net)), "batch": args.batch, "method": args.method,
               "chunk_size": args.chunk_size, "dtype": args.dtype, "repeats": args.repeats, "seed": args.seed,
-              "devices": args.device_counts, "processes": args.process_counts, "quick": args.quick}
+              "devices": args.device_counts, "processes": args.process_counts, "quick": args.quick, "pin": args.pin}
     results.save_results(path, rows, meta=meta, config=config)
     figs = plot(path)
     print(f"{'mode':>9} {'k':>3} {'median':>10} {'speed-up':>10} {'efficiency':>10}")

@@ -6,6 +6,7 @@
 Process i gets `GDJAX_COORDINATOR=host:port`, `GDJAX_NUM_PROCESSES`, `GDJAX_PROCESS_ID=i` in its environment;
 the gdjax command (or a script, through `gdjax.distributed.initialize_from_env`) reads them and joins the
 runtime first. Output lines are streamed prefixed with `[i] `; the first failure stops the others.
+`cpus=[{0}, {1}]` pins process i to its own cores (`pin_command`), for strong-scaling measurements on a CPU.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from gdjax import _checks
 from gdjax.distributed import DEFAULT_TIMEOUT_S, ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID, ENV_TIMEOUT
 
-__all__ = ["LaunchResult", "free_port", "launch"]
+__all__ = ["LaunchResult", "check_cpus", "free_port", "launch", "pin_command"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -73,6 +74,34 @@ def _resolve_command(command: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "gdjax.cli", *command]  # a bare subcommand: 'train ...'
 
 
+def check_cpus(cpus, name: str = "cpus") -> frozenset[int]:
+    """`cpus` (an iterable of core ids) as a frozenset, each a core this process may run on
+    (`os.sched_getaffinity(0)`); ValueError/TypeError naming `name` otherwise, or where the OS cannot pin."""
+    if not hasattr(os, "sched_setaffinity"):
+        raise ValueError(f"{name}: pinning processes to cores needs os.sched_setaffinity (Linux); pass {name}=None")
+    if isinstance(cpus, str | bytes) or not hasattr(cpus, "__iter__"):
+        raise TypeError(f"{name} must be a set of core ids such as {{0, 1}}, got {cpus!r}")
+    cores = frozenset(cpus)
+    if not cores or not all(isinstance(c, int) and not isinstance(c, bool) for c in cores):
+        raise TypeError(f"{name} must be a non-empty set of integer core ids such as {{0, 1}}, got {cpus!r}")
+    allowed = os.sched_getaffinity(0)
+    if not cores <= allowed:
+        raise ValueError(f"{name}: cores {sorted(cores - allowed)} are not available to this process "
+                         f"(os.sched_getaffinity(0) = {sorted(allowed)})")
+    return cores
+
+
+_PIN = "import os, sys; os.sched_setaffinity(0, {cores}); os.execvp(sys.argv[1], sys.argv[1:])"
+
+
+def pin_command(argv: Sequence[str], cpus) -> list[str]:
+    """`argv` run pinned to the cores `cpus`: this interpreter sets the CPU affinity, then execs `argv` (which
+    inherits it from its first instruction, so a runtime that sizes its thread pools from the affinity, as
+    XLA's CPU client does, sees only those cores). Example: `pin_command(["python", "x.py"], {0})`."""
+    cores = check_cpus(cpus)
+    return [sys.executable, "-c", _PIN.format(cores=sorted(cores)), *argv]
+
+
 def _pump(proc: subprocess.Popen, prefix: str, out, lock: threading.Lock) -> None:
     for line in iter(proc.stdout.readline, ""):
         with lock:
@@ -112,7 +141,7 @@ def _describe(rc: int) -> str:
 
 def launch(command: Sequence[str], processes: int, *, timeout_s: float = 600.0, host: str = "127.0.0.1",
            port: int | None = None, env: Mapping[str, str] | None = None, out=None,
-           grace_s: float = 5.0) -> LaunchResult:
+           grace_s: float = 5.0, cpus: Sequence | None = None) -> LaunchResult:
     """Run `command` as `processes` local processes joined by JAX's distributed runtime on `host` (loopback).
 
     Process i gets `GDJAX_COORDINATOR=host:port`, `GDJAX_NUM_PROCESSES=processes`, `GDJAX_PROCESS_ID=i` in
@@ -127,6 +156,7 @@ def launch(command: Sequence[str], processes: int, *, timeout_s: float = 600.0, 
       timeout_s: wall-clock bound for the whole run.
       port: the coordinator port (default: a free one).
       env: extra environment variables for every process.
+      cpus: None, or one set of core ids per process: process i runs pinned to `cpus[i]` (`pin_command`).
     Returns:
       a `LaunchResult`.
     Example:
@@ -136,6 +166,12 @@ def launch(command: Sequence[str], processes: int, *, timeout_s: float = 600.0, 
     processes = _checks.positive_int(processes, "processes")
     timeout_s = _checks.positive_float(timeout_s, "timeout_s")
     argv = _resolve_command(command)
+    if cpus is not None:
+        if isinstance(cpus, str) or not isinstance(cpus, Sequence) or len(cpus) != processes:
+            raise ValueError(f"cpus must give one set of cores per process ({processes}), got {cpus!r}")
+        pinned = [pin_command(argv, c) for c in cpus]
+    else:
+        pinned = [argv] * processes
     port = free_port(host) if port is None else _checks.positive_int(port, "port")
     coordinator = f"{host}:{port}"
     out = sys.stdout if out is None else out
@@ -150,7 +186,7 @@ def launch(command: Sequence[str], processes: int, *, timeout_s: float = 600.0, 
     result = None
     try:
         for i in range(processes):
-            proc = subprocess.Popen(argv, env={**base, ENV_PROCESS_ID: str(i)}, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(pinned[i], env={**base, ENV_PROCESS_ID: str(i)}, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                     start_new_session=True)
             procs.append(proc)

@@ -6,6 +6,8 @@ rate: the XLA cost statistics live here and nowhere else.
     >>> t = time_fn(f, params, batch, repeats=5)       # Timing(median_s, min_s, max_s, compile_s, times)
     >>> xla_flops(f, params, batch)                    # FLOPs XLA counts, while/scan bodies x trip count (or None)
     >>> memory_bytes(f, params, batch)["temp_bytes"]
+    >>> program_bytes(f, params, batch)                # argument + output + temp bytes of the program (or None)
+    >>> device_peak_bytes()                            # the device's peak bytes in use so far (GPU; None on CPU)
     >>> matmul_rate(1024, "float32") / 1e9             # GFLOP/s of a jitted n x n matmul: the ceiling
     >>> matmul_reference([(1024,) * 3, (2048,) * 3])   # {"1024x1024x1024": FLOP/s, ...}: best of several shapes
 
@@ -27,8 +29,8 @@ import jax.numpy as jnp
 
 from gdjax import _checks
 
-__all__ = ["Timing", "time_fn", "compiled", "xla_flops", "hlo_flops", "memory_bytes", "matmul_rate",
-           "matmul_reference"]
+__all__ = ["Timing", "time_fn", "compiled", "xla_flops", "hlo_flops", "memory_bytes", "program_bytes",
+           "device_peak_bytes", "matmul_rate", "matmul_reference"]
 
 
 class Timing(NamedTuple):
@@ -262,14 +264,30 @@ def memory_bytes(fn: Callable, *args, executable=None) -> dict | None:
         "generated_code_bytes": int(m.generated_code_size_in_bytes),
     }
     out["total_bytes"] = out["argument_bytes"] + out["output_bytes"] + out["temp_bytes"] - out["alias_bytes"]
-    out["device_peak_bytes"] = _device_peak_bytes()
+    out["device_peak_bytes"] = device_peak_bytes()
     return out
 
 
-def _device_peak_bytes() -> int | None:
+def program_bytes(fn: Callable, *args, executable=None) -> int | None:
+    """Bytes the compiled program of `fn(*args)` needs on its device: arguments + outputs + temporaries (less
+    what outputs alias arguments), from XLA's `memory_analysis()` (`memory_bytes(...)["total_bytes"]`); None
+    where the backend reports no analysis. A static figure, the same on every platform; the device's own peak
+    while it runs is `device_peak_bytes`.
+
+    Example: `program_bytes(jax.jit(jnp.matmul), a, b)` -> a.nbytes + b.nbytes + the output's bytes (+ temps).
+    """
+    mem = memory_bytes(fn, *args, executable=executable)
+    return None if mem is None else mem["total_bytes"]
+
+
+def device_peak_bytes(device=None) -> int | None:
+    """The most bytes `device` (default: `jax.devices()[0]`) has held at once since the process started:
+    `device.memory_stats()["peak_bytes_in_use"]` (GPUs, TPUs). None where the device keeps no statistics (the
+    CPU). The peak of the process so far, not of one program: measure the biggest program last, or read it
+    in a fresh process, to attribute it."""
     try:
-        stats = jax.devices()[0].memory_stats()
-    except Exception:
+        stats = (jax.devices()[0] if device is None else device).memory_stats()
+    except Exception:  # a backend without statistics may raise instead of returning None
         return None
     if not stats or "peak_bytes_in_use" not in stats:
         return None

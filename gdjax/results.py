@@ -291,7 +291,8 @@ def environment() -> dict:
     cpu_count, machine, os, torch (its version when the run imported torch, else None), git_commit (None
     outside a git checkout), git_dirty (True when tracked code had uncommitted changes when the run started:
     such results are not reference results), provenance (the script, the imported gdjax and whether it lies in
-    the checkout, when the run started: `gdjax.provenance.Stamp.meta`), date (UTC ISO 8601, now), command.
+    the checkout, when the run started: `gdjax.provenance.Stamp.meta`), date (UTC ISO 8601, now), command,
+    matmul_precision and jax_default_matmul_precision (`_matmul_precision`).
     The git fields come from the stamp the run took when it started (`gdjax.provenance.start`, or now when no
     producer started one); writing the file verifies them (`write_json`).
     """
@@ -315,4 +316,13 @@ def environment() -> dict:
         **provenance.current().meta(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(sys.argv) if sys.argv else None,
+        **_matmul_precision(),
     }
+
+
+def _matmul_precision() -> dict:
+    """matmul_precision: the precision gdjax runs its methods that are not exact at by default ("highest");
+    jax_default_matmul_precision: JAX's own setting here (None: unset, each platform's default, TF32 on GPUs)."""
+    from gdjax.gradients import _precision
+
+    return {"matmul_precision": _precision.DEFAULT, "jax_default_matmul_precision": _precision.current()}

@@ -25,6 +25,20 @@ def test_launcher_sets_environment_and_prefixes_output():
     assert result.coordinator.startswith("127.0.0.1:")
 
 
+def test_launcher_pins_each_process_to_its_cores():
+    """cpus=[...]: process i sees only cpus[i] (here every process the same first core, which any machine has);
+    a list that does not give one set per process is refused before anything starts."""
+    import os
+
+    core = min(os.sched_getaffinity(0))
+    out = io.StringIO()
+    result = launch(_quick("import os; print(sorted(os.sched_getaffinity(0)))"), 2, timeout_s=30, out=out,
+                    cpus=[{core}, {core}])
+    assert result.returncode == 0 and sorted(out.getvalue().splitlines()) == [f"[{i}] [{core}]" for i in range(2)]
+    with pytest.raises(ValueError, match="one set of cores per process"):
+        launch(_quick("pass"), 2, cpus=[{core}])
+
+
 def test_launcher_propagates_failure_and_stops_the_others():
     code = "import os, sys, time; sys.exit(3) if os.environ['GDJAX_PROCESS_ID'] == '1' else time.sleep(60)"
     start = time.monotonic()

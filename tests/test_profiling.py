@@ -127,3 +127,46 @@ def test_matmul_rate_float64_without_global_x64():
         warnings.simplefilter("error")  # a silent truncation to float32 would warn
         assert profiling.matmul_rate(32, "float64", repeats=1) > 0
         assert not jax.config.jax_enable_x64  # switched on only locally
+
+
+def test_program_bytes_counts_arguments_outputs_and_temporaries():
+    """argument + output (+ temp) bytes of the compiled program, grown with the arguments; None when the
+    backend gives no analysis (an executable whose memory_analysis() returns None or raises)."""
+    a, b = jnp.ones((64, 32), jnp.float32), jnp.ones((32, 16), jnp.float32)
+    small = profiling.program_bytes(jax.jit(jnp.matmul), a, b)
+    assert small >= 4 * (64 * 32 + 32 * 16 + 64 * 16)
+    assert small == profiling.memory_bytes(jax.jit(jnp.matmul), a, b)["total_bytes"]
+    big = profiling.program_bytes(jax.jit(jnp.matmul), jnp.ones((640, 32), jnp.float32), b)
+    assert big - small >= 4 * (576 * 32 + 576 * 16)  # 576 more rows of a and of the output
+
+    class NoAnalysis:
+        def memory_analysis(self):
+            return None
+
+    class Raises:
+        def memory_analysis(self):
+            raise NotImplementedError
+
+    assert profiling.program_bytes(None, executable=NoAnalysis()) is None
+    assert profiling.program_bytes(None, executable=Raises()) is None
+
+
+def test_device_peak_bytes():
+    """The device's peak_bytes_in_use where it keeps statistics (a GPU, faked here); None on the CPU, on a
+    device whose statistics lack the peak, and on one that raises."""
+    class Device:
+        def __init__(self, stats):
+            self.stats = stats
+
+        def memory_stats(self):
+            if isinstance(self.stats, Exception):
+                raise self.stats
+            return self.stats
+
+    assert profiling.device_peak_bytes(Device({"peak_bytes_in_use": 123, "bytes_in_use": 7})) == 123
+    assert profiling.device_peak_bytes(Device({"bytes_in_use": 7})) is None
+    assert profiling.device_peak_bytes(Device(None)) is None
+    assert profiling.device_peak_bytes(Device(RuntimeError("no stats"))) is None
+    if jax.devices()[0].platform == "cpu":
+        assert profiling.device_peak_bytes() is None
+        assert profiling.memory_bytes(jax.jit(jnp.sin), jnp.ones(3))["device_peak_bytes"] is None

@@ -28,23 +28,60 @@ def test_ratios_from_planted_times():
     assert rows[2]["speedup"] is None and rows[2]["efficiency"] is None
 
 
+def test_core_plan():
+    """Devices: one process on the first k cores; processes: process i on core i; unpinned (None) when asked,
+    when the OS cannot pin, or with more workers than cores. Catches two processes put on the same core."""
+    plan = load_script(SCRIPT).core_plan
+    assert plan("devices", 2, [3, 5, 7], True) == [frozenset({3, 5})]
+    assert plan("processes", 2, [3, 5, 7], True) == [frozenset({3}), frozenset({5})]
+    assert plan("processes", 1, [3, 5], True) == [frozenset({3})]
+    assert plan("devices", 3, [3, 5], True) is None and plan("devices", 1, [3], False) is None
+    assert plan("devices", 1, None, True) is None
+
+
+def test_pin_command_sets_the_affinity_before_the_program_starts():
+    """`gdjax.launch.pin_command`: the program sees only the given core from its first line (the affinity is
+    inherited through exec); cores the process may not use, or an empty set, are refused before anything runs."""
+    from gdjax.launch import pin_command
+
+    core = min(os.sched_getaffinity(0))
+    out = subprocess.run(pin_command([sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+                                     {core}), text=True, capture_output=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == f"[{core}]", out
+    with pytest.raises(ValueError, match="not available"):
+        pin_command(["true"], {max(os.sched_getaffinity(0)) + 1000})
+    with pytest.raises(TypeError, match="non-empty"):
+        pin_command(["true"], set())
+
+
 def test_quick_run_then_resume(tmp_path):
-    """Catches: a worker that does not see its k forced devices, efficiency not recomputable from the rows,
-    meta without git_dirty, and --resume that measures again (the second run must reuse every point)."""
-    argv = [sys.executable, str(ROOT / SCRIPT), "--quick", "--devices", "1,2", "--processes", "1", "--repeats", "1",
-            "--out", str(tmp_path)]
+    """Catches: a worker that does not see its k forced devices, a worker not pinned to its own cores (or two
+    processes on one core), the single-thread flag missing from a pinned worker, efficiency not recomputable
+    from the rows, meta without git_dirty, and --resume that measures again (the second run must reuse every
+    point)."""
+    argv = [sys.executable, str(ROOT / SCRIPT), "--quick", "--devices", "1,2", "--processes", "1,2", "--repeats",
+            "1", "--out", str(tmp_path)]
     proc = subprocess.run(argv, env=_env(), text=True, capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads((tmp_path / "scaling_devices.json").read_text())
     got = {(r["mode"], r["k"]): r for r in data["rows"]}
-    assert set(got) == {("devices", 1), ("devices", 2), ("processes", 1)}
+    assert set(got) == {("devices", 1), ("devices", 2), ("processes", 1), ("processes", 2)}
     assert got[("devices", 2)]["devices_total"] == 2 and got[("processes", 1)]["processes"] == 1
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) >= 2:  # every point pinned: one core per device / process
+        assert got[("devices", 1)]["cpus_per_process"] == [cores[:1]]
+        assert got[("devices", 2)]["cpus_per_process"] == [cores[:2]]
+        assert got[("processes", 1)]["cpus_per_process"] == [cores[:1]]
+        assert got[("processes", 2)]["cpus_per_process"] == [[cores[0]], [cores[1]]]
+        assert all(r["pinned"] and "--xla_cpu_multi_thread_eigen=false" in r["xla_flags"] for r in got.values())
+    else:  # one core: the 2-worker points cannot have a core each and run unpinned
+        assert not got[("devices", 2)]["pinned"] and not got[("processes", 2)]["pinned"]
     r = got[("devices", 2)]
     assert r["efficiency"] == pytest.approx(got[("devices", 1)]["median_s"] / (2 * r["median_s"]))
     assert "git_dirty" in data["meta"] and data["config"]["method"] == "fd-forward"
     assert (tmp_path / "scaling_devices.png").stat().st_size > 0 and (tmp_path / "scaling_devices.svg").exists()
     jsonl = (tmp_path / "scaling_devices.jsonl").read_text()
-    assert len(jsonl.splitlines()) == 3
+    assert len(jsonl.splitlines()) == 4
     proc = subprocess.run(argv + ["--resume"], env=_env(), text=True, capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "scaling_devices.jsonl").read_text() == jsonl  # nothing measured again

@@ -26,7 +26,7 @@ from gdjax import profiling
 from gdjax.bench import policy
 from gdjax.bench.config import Point
 from gdjax.bench.problem import flat_numpy, relative_error
-from gdjax.gradients import gradient, method_info
+from gdjax.gradients import _precision, gradient, method_info
 from gdjax.nn import MLP, param_count
 
 __all__ = ["base_row", "measure_forward", "measure_method", "time_parts"]
@@ -73,7 +73,7 @@ def measure_forward(point: Point, cost, params, batch, *, dtype: str, repeats: i
     _put_timing(row, timing, 1.0)
     row.update({"how": "whole", "evaluations": 1.0, "analytic_flops": row["forward_flops"], "compile_s": compile_s,
                 "forward_equivalents": 1.0, "rel_error": None, "measured_directions": None,
-                "total_directions": None, "options": ""})
+                "total_directions": None, "options": "", "matmul_precision": _precision.in_force()})
     return row
 
 
@@ -105,6 +105,7 @@ def measure_method(point: Point, cost, params, batch, *, dtype: str, t_forward: 
     row.update({"evaluations": None if evals is None else float(evals), "kind": method_info(point.method).kind,
                 "stochastic": est.stochastic,
                 "exact": est.exact, "options": ", ".join(f"{k}={v}" for k, v in sorted(est.options.items())),
+                "matmul_precision": _precision.in_force(est),
                 "analytic_flops": None if evals is None or est.structured else float(evals) * row["forward_flops"]})
     key = key if est.stochastic else None
     pilot = _pilot(est, params, batch, budget) if est.subset is not None else None

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import jax
 
 from gdjax import _checks
+from gdjax.gradients import _precision
 
 
 class Subset(NamedTuple):
@@ -164,7 +165,8 @@ def gradient(cost: Callable, method: str = "reverse", **options) -> Estimator:
       cost: the cost; structured methods need one from `gdjax.make_cost`.
       method: one of `available_methods()`.
       **options: method options (eps, chunk_size, num_directions, ...), validated by the method; an option
-        the method does not take raises TypeError listing its options.
+        the method does not take raises TypeError listing its options. Every method also takes
+        `matmul_precision` ("highest" by default for methods that are not exact; see `_precision.apply`).
     Returns:
       an `Estimator`, called as `est(params, batch[, key])`, returning a pytree like `params`, carrying the
       method's capabilities.
@@ -172,12 +174,16 @@ def gradient(cost: Callable, method: str = "reverse", **options) -> Estimator:
     info = method_info(method)
     if not callable(cost):
         raise TypeError(f"cost must be a callable cost(params, batch) -> scalar, got {type(cost).__name__}")
+    precision = options.pop(_precision.OPTION, None)
     unknown = sorted(set(options) - set(info.options))
     if unknown:
         valid = ", ".join(info.options) if info.options else "none"
-        raise TypeError(f"method {method!r} got unknown option(s) {', '.join(unknown)}; its options: {valid}")
+        raise TypeError(f"method {method!r} got unknown option(s) {', '.join(unknown)}; its options: {valid} "
+                        f"(and {_precision.OPTION}, which every method takes)")
+    if precision is not None:
+        _precision.resolve(precision)  # a bad name fails before any work
     est = info.builder(cost, **options)
-    return _with_capabilities(est, info)
+    return _precision.apply(_with_capabilities(est, info), precision)
 
 
 def _with_capabilities(est: Estimator, info: Method) -> Estimator:
