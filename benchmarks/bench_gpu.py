@@ -229,12 +229,13 @@ def main(argv=None) -> int:
     try:
         import jax  # noqa: F401
 
-        from gdjax import results
+        from gdjax import provenance, results
         from gdjax.bench import run as bench_run
     except ImportError as err:  # a CPU machine's bare python3, or a GPU image missing a dependency
         print(f"bench_gpu: {err} in {sys.executable}: this target runs on a GPU machine's own python with jax "
               f"(CUDA) and gdjax's dependencies; on a CPU use `make bench`; nothing measured", file=sys.stderr)
         return 3 if "--require-gpu" in (sys.argv[1:] if argv is None else argv) else 0
+    provenance.start()  # the run's stamp, verified when its results are written (gdjax.results.write_json)
     try:
         args = parse_args(argv)
     except SystemExit as e:
