@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from gdjax import _checks
 
-__all__ = ["Timing", "time_fn", "compiled", "xla_flops", "hlo_flops", "memory_bytes", "matmul_rate",
+__all__ = ["Timing", "time_fn", "compiled", "xla_flops", "hlo_flops", "dot_flops", "memory_bytes", "matmul_rate",
            "matmul_reference"]
 
 
@@ -111,7 +111,8 @@ def _first_dict(analysis):
     return None
 
 
-def xla_flops(fn: Callable, *args, executable=None, loops: bool = True) -> float | None:
+def xla_flops(fn: Callable, *args, executable=None, loops: bool = True,
+              complex_weighted: bool = False) -> float | None:
     """FLOPs of one call of `fn(*args)` from XLA's cost analysis of the compiled program.
 
     XLA's `cost_analysis` counts a while loop's body once (a `lax.scan` over K chunks reports about 1/K of the
@@ -123,6 +124,8 @@ def xla_flops(fn: Callable, *args, executable=None, loops: bool = True) -> float
       fn: a jitted function (or any jittable one); ignored when `executable` is given.
       executable: an already compiled executable (`compiled(fn, *args)`) to avoid compiling twice.
       loops: multiply loop bodies by their trip counts (True), or XLA's raw count (False).
+      complex_weighted: count complex arithmetic in real operations (`hlo_flops`): XLA counts a complex
+        multiply-add as one real one (2 FLOPs), which runs 4 real multiplies and 4 real adds (8 FLOPs).
     """
     exe = compiled(fn, *args) if executable is None else executable
     try:
@@ -132,22 +135,39 @@ def xla_flops(fn: Callable, *args, executable=None, loops: bool = True) -> float
     if not d or "flops" not in d or float(d["flops"]) < 0:
         return None
     flops = float(d["flops"])
-    if not loops:
+    if not loops and not complex_weighted:
         return flops
     try:
         text = exe.as_text()
     except Exception:
         return None
-    once, counted = hlo_flops(text, loops=False), hlo_flops(text, loops=True)
-    if counted is None:
+    once, counted = hlo_flops(text, loops=False), hlo_flops(text, loops=loops, complex_weighted=complex_weighted)
+    if counted is None or once is None:
         return None
-    return flops + counted - once  # XLA's own count plus the (trip count - 1) extra passes of every body
+    # XLA's own count plus the (trip count - 1) extra passes of every body and the complex operations' weight
+    return flops + counted - once
+
+
+def dot_flops(executable) -> float | None:
+    """FLOPs of the dots and convolutions alone of a compiled program (loop bodies x trip count, complex ones
+    weighted), from its optimised HLO (`hlo_flops(..., only_dots=True)`): the matmul work, without the random
+    number generator's integer operations, elementwise work or reductions. None when not countable."""
+    try:
+        text = executable.as_text()
+    except Exception:
+        return None
+    return hlo_flops(text, loops=True, complex_weighted=True, only_dots=True)
 
 
 _COMP = re.compile(r"^(?:ENTRY )?%([\w.\-]+) .*\{\s*$")
 _INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\((?:[^=]|/\*index=\d+\*/)*?\)|\w+\[[\d,]*\](?:\{[^}]*\})?|\w+\[\]) "
                     r"([\w\-]+)\((.*)$")
 _SHAPE = re.compile(r"\w+\[([\d,]*)\]")
+_COMPLEX = re.compile(r"^\(?c(?:64|128)\[")
+# real operations per complex one: multiply (a+bi)(c+di) = 4 multiplies + 2 adds; a dot's multiply-add 4 + 4
+# (XLA counts 2); divide by the textbook formula 6 multiplies + 3 adds + 2 divides; add / subtract / negate 2
+_COMPLEX_WEIGHT = {"dot": 4.0, "convolution": 4.0, "multiply": 6.0, "divide": 11.0, "add": 2.0, "subtract": 2.0,
+                   "negate": 2.0}
 _TRANSCENDENTAL = {"exponential", "exponential-minus-one", "log", "log-plus-one", "tanh", "logistic", "sqrt",
                    "rsqrt", "cbrt", "power", "sine", "cosine", "tan", "atan2", "erf"}
 _ELEMENTWISE = {"add", "subtract", "multiply", "divide", "maximum", "minimum", "negate", "abs", "compare",
@@ -162,7 +182,8 @@ def _elements(shape_text: str) -> int:
     return math.prod(int(d) for d in m.group(1).split(",") if d) if m.group(1) else 1
 
 
-def hlo_flops(text: str, loops: bool = True) -> float | None:
+def hlo_flops(text: str, loops: bool = True, complex_weighted: bool = False,
+              only_dots: bool = False) -> float | None:
     """FLOPs of an optimised HLO module (`compiled.as_text()`), counted from its instructions.
 
     dot: 2 x output elements x contracted size; elementwise arithmetic: one per output element (transcendental
@@ -170,6 +191,9 @@ def hlo_flops(text: str, loops: bool = True) -> float | None:
     fusions, calls and loop bodies: their computation's count. With `loops=True` a while body counts `n` times
     for its `known_trip_count` n (None when a loop has none); with `loops=False`, once, as XLA's
     `cost_analysis` does. Used by `xla_flops` for the loop correction; the absolute count is close to XLA's.
+    convolution: 2 x output elements x kernel window x input features per group. `complex_weighted`: an
+    instruction with a complex result counts its real operations (`_COMPLEX_WEIGHT`: a dot's multiply-add 4x,
+    a multiply 6x, ...; XLA counts each as one real operation). `only_dots`: dots and convolutions only.
     """
     comps: dict[str, list] = {}
     entry, current = None, None
@@ -193,17 +217,34 @@ def hlo_flops(text: str, loops: bool = True) -> float | None:
     def total(name):
         if name not in memo:
             memo[name] = None  # recursion guard
-            memo[name] = _computation_flops(comps.get(name, []), total, loops)
+            memo[name] = _computation_flops(comps.get(name, []), total, loops, complex_weighted, only_dots)
         return memo[name]
 
     return total(entry)
 
 
-def _computation_flops(instrs, total, loops):
+def _conv_flops(shape: str, rest: str, shapes: dict) -> float:
+    """2 x output elements x (kernel window x input features per group), from the kernel's shape and dim_labels."""
+    operands = re.findall(r"%([\w.\-]+)", rest.split(")")[0])
+    labels = re.search(r"dim_labels=\w+_(\w+)->", rest)
+    dims = _SHAPE.match(shapes.get(operands[1], "")) if len(operands) > 1 else None
+    if labels is None or dims is None:
+        return 0.0
+    kernel = [int(d) for d in dims.group(1).split(",") if d]
+    per_output = math.prod(d for d, c in zip(kernel, labels.group(1)) if c != "o")  # window x input features
+    return 2.0 * _elements(shape) * per_output
+
+
+def _computation_flops(instrs, total, loops, weighted=False, only_dots=False):
     shapes = {name: shape for name, shape, _, _ in instrs}
     flops = 0.0
     for name, shape, op, rest in instrs:
-        if op == "dot":
+        w = _COMPLEX_WEIGHT.get(op, 2.0) if weighted and _COMPLEX.match(shape) else 1.0
+        if only_dots and op not in ("dot", "convolution", "while", "fusion", "call", "conditional"):
+            continue
+        if op == "convolution":
+            flops += w * _conv_flops(shape, rest, shapes)
+        elif op == "dot":
             operands = re.findall(r"%([\w.\-]+)", rest.split(")")[0])
             dims = _SHAPE.match(shapes.get(operands[0], "")) if operands else None
             contract = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", rest)
@@ -211,14 +252,15 @@ def _computation_flops(instrs, total, loops):
                 continue
             lhs = [int(d) for d in dims.group(1).split(",") if d]
             k = math.prod(lhs[int(i)] for i in contract.group(1).split(",") if i)
-            flops += 2.0 * _elements(shape) * k
+            flops += w * 2.0 * _elements(shape) * k
         elif op in _ELEMENTWISE:
-            flops += _elements(shape)
+            flops += w * _elements(shape)
         elif op in ("reduce", "scatter"):
             operands = re.findall(r"%([\w.\-]+)", rest.split(")")[0])
             idx = 0 if op == "reduce" else 2
             if len(operands) > idx:
-                flops += _elements(shapes.get(operands[idx], ""))
+                src = shapes.get(operands[idx], "")
+                flops += (2.0 if weighted and _COMPLEX.match(src) else 1.0) * _elements(src)
         elif op == "while":
             body = re.search(r"body=%([\w.\-]+)", rest)
             trip = re.search(r'"known_trip_count":\{"n":"(\d+)"', rest)

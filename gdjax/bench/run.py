@@ -82,6 +82,9 @@ def summary(data: dict, reference: Path | None = None) -> str:
     """What a user reads at the end of a run: the matmul reference, the sweep table, the validation, the
     targets, the million-weights table, and, when `reference` is a results file, this run beside it."""
     cfg = data["config"]
+    if cfg.get("problem") is not None:  # `gdjax bench --problem`: one problem, no MLP targets
+        return "\n\n".join([report.format_reference(data["reference"]), format_problem(data),
+                             report.format_validation(data["validation"])])
     parts = [report.format_reference(data["reference"]), report.format_table(data["rows"]),
              report.format_validation(data["validation"]),
              report.format_targets(data["targets"], cfg["batch_size"], cfg["dtype"])]
@@ -93,3 +96,30 @@ def summary(data: dict, reference: Path | None = None) -> str:
     elif reference is not None:
         parts.append(f"no committed reference at {reference} to compare with")
     return "\n\n".join(parts)
+
+
+def format_problem(data: dict) -> str:
+    """The rows of a `gdjax bench --problem` run as a text table: per method the time per gradient ('~'
+    extrapolated), its ratio to the forward pass (median of per-round ratios, interleaved, with its spread),
+    forward-pass equivalents by all XLA FLOPs and by dot/convolution FLOPs only, the error against float64
+    `jax.grad`; skips and errors with their note."""
+    cfg = data["config"]
+    fmt = report.human_time
+    head = (f"{'method':<28}{'time/grad':>11}{'/ forward':>11}{'(min-max)':>15}{'fwd-eq':>10}{'fwd-eq dot':>11}"
+            f"{'rel.err':>10}  note")
+    lines = [f"problem {cfg['problem']} ({cfg.get('description') or cfg.get('problem_spec') or ''}): "
+             f"P = {cfg['P']}, N = {cfg['batch_size']}, {cfg['dtype']}", head, "-" * len(head)]
+
+    def num(v, spec):
+        return "-" if v is None else format(v, spec)
+
+    for r in data["rows"]:
+        if r.get("status") != "ok":
+            lines.append(f"{r['method']:<28}{r['status'].upper():>11}  {r.get('note', '')}")
+            continue
+        spread = ("-" if r.get("over_forward_min") is None
+                  else f"{r['over_forward_min']:.3g}-{r['over_forward_max']:.3g}")
+        lines.append(f"{r['method']:<28}{('~' if r.get('extrapolated') else ' ') + fmt(r['median_s']):>11}"
+                     f"{num(r.get('over_forward'), '.3g'):>11}{spread:>15}{num(r.get('forward_equivalents'), '.4g'):>10}"
+                     f"{num(r.get('forward_equivalents_dot'), '.4g'):>11}{num(r.get('rel_error'), '.1e'):>10}")
+    return "\n".join(lines)
