@@ -4,6 +4,8 @@ rate: the XLA cost statistics live here and nowhere else.
 
     >>> f = jax.jit(lambda p, b: cost(p, b))
     >>> t = time_fn(f, params, batch, repeats=5)       # Timing(median_s, min_s, max_s, compile_s, times)
+    >>> wall, cpu = interleaved([(f, (params, batch)), (g, (params, batch))], rounds=5)   # same rounds, same load
+    >>> round_ratios(wall[1], wall[0])                 # {"median", "min", "max", "rounds"} of per-round g / f
     >>> xla_flops(f, params, batch)                    # FLOPs XLA counts, while/scan bodies x trip count (or None)
     >>> memory_bytes(f, params, batch)["temp_bytes"]
     >>> matmul_rate(1024, "float32") / 1e9             # GFLOP/s of a jitted n x n matmul: the ceiling
@@ -27,7 +29,7 @@ import jax.numpy as jnp
 
 from gdjax import _checks
 
-__all__ = ["Timing", "time_fn", "compiled", "xla_flops", "hlo_flops", "dot_flops", "memory_bytes", "matmul_rate",
+__all__ = ["Timing", "time_fn", "interleaved", "round_ratios", "compiled", "xla_flops", "hlo_flops", "dot_flops", "memory_bytes", "matmul_rate",
            "matmul_reference"]
 
 
@@ -94,6 +96,46 @@ def time_fn(fn: Callable, *args, repeats: int = 5, warmup: int = 1, number: int 
         if max_time is not None and spent > max_time:
             break
     return Timing(statistics.median(times), min(times), max(times), compile_s, tuple(times))
+
+
+def interleaved(calls, rounds: int, *, max_time: float | None = None, min_rounds: int = 1,
+                warm: bool = False) -> tuple[list[list[float]], list[list[float]]]:
+    """The one interleaved-rounds timer: call each `(fn, args)` of `calls` once per round, in order, so that all
+    see the same machine state within a round and their ratios can be taken round by round (`round_ratios`).
+
+    Args:
+      calls: a sequence of `(fn, args)`; each call is waited for with `jax.block_until_ready`.
+      rounds: rounds to run (>= 1); fewer once `max_time` seconds are spent, but at least `min_rounds`.
+      warm: one untimed call of each first (compilation is never timed: compile ahead or warm up).
+    Returns:
+      (wall seconds, process CPU seconds): one list per call, one entry per round.
+    """
+    rounds = _checks.positive_int(rounds, "rounds")
+    if warm:
+        for fn, args in calls:
+            jax.block_until_ready(fn(*args))
+    wall, cpu = [[] for _ in calls], [[] for _ in calls]
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for (fn, args), w, c in zip(calls, wall, cpu):
+            t0, c0 = time.perf_counter(), time.process_time()
+            jax.block_until_ready(fn(*args))
+            w.append(time.perf_counter() - t0)
+            c.append(time.process_time() - c0)
+        if max_time is not None and len(wall[0]) >= min_rounds and time.perf_counter() - start > max_time:
+            break
+    return wall, cpu
+
+
+def round_ratios(numerator, denominator) -> dict:
+    """Median, min and max of the per-round ratios numerator[i] / denominator[i] (both sides timed in the same
+    round by `interleaved`), and the number of rounds: {"median", "min", "max", "rounds"}. The ratio of the
+    medians would mix rounds. ValueError for lists of different lengths or empty ones."""
+    if len(numerator) != len(denominator) or not numerator:
+        raise ValueError(f"need two equally long non-empty lists of per-round times, got {len(numerator)} and "
+                         f"{len(denominator)}")
+    r = [a / b for a, b in zip(numerator, denominator)]
+    return {"median": statistics.median(r), "min": min(r), "max": max(r), "rounds": len(r)}
 
 
 def compiled(fn: Callable, *args):

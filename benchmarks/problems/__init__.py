@@ -30,7 +30,7 @@ def import_torch():
     """torch, or ImportError naming the optional extra (the torch versions of the problems need it)."""
     try:
         import torch
-    except ImportError as err:
+    except (ImportError, OSError) as err:  # OSError: a broken install (a missing shared library)
         raise ImportError(f"torch is not installed ({err}); pip install -e '.[torch]' for the torch side") from None
     return torch
 

@@ -31,7 +31,7 @@ def make_cost(steps: int):
         y0, target = batch
 
         def f(y):
-            return jnp.tanh(y @ params["w"] + params["b"])
+            return jnp.tanh(y @ params["w"] + params["b"][None])
 
         y1, _ = jax.lax.scan(lambda y, _: (_rk4_step(f, y, 1.0 / steps), None), y0, None, length=steps)
         return jnp.mean((y1 - target) ** 2)
@@ -66,7 +66,7 @@ def torch_cost(problem: Problem):
     def f(b, w):
         y = y0
         for _ in range(steps):
-            y = _rk4_step(lambda z: torch.tanh(z @ w + b), y, 1.0 / steps)
+            y = _rk4_step(lambda z: torch.tanh(z @ w + b[None]), y, 1.0 / steps)
         return torch.mean((y - target) ** 2)
 
     return f, to_torch(problem)

@@ -23,7 +23,7 @@ LN_EPS = 1e-5
 def _layer_norm(x, g, b, xp):
     mean = xp.mean(x, -1, keepdims=True)
     var = xp.mean((x - mean) ** 2, -1, keepdims=True)
-    return (x - mean) / xp.sqrt(var + LN_EPS) * g + b
+    return (x - mean) / xp.sqrt(var + LN_EPS) * g.reshape(1, 1, -1) + b.reshape(1, 1, -1)
 
 
 def block(p, x, xp=jnp):
@@ -42,7 +42,7 @@ def block(p, x, xp=jnp):
     attended = xp.reshape(xp.swapaxes(weights @ v, 1, 2), (n, t, d))
     h = x + attended @ p["wo"]
     m = _layer_norm(h, p["ln2_g"], p["ln2_b"], xp)
-    return h + xp.tanh(m @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+    return h + xp.tanh(m @ p["w1"] + p["b1"].reshape(1, 1, -1)) @ p["w2"] + p["b2"].reshape(1, 1, -1)
 
 
 def cost(params, batch):

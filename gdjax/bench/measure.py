@@ -294,30 +294,15 @@ def _round_ratios(whole: list[float], fwd: list[float]) -> dict:
     rounds; all None without forward times."""
     if not fwd:
         return {"over_forward": None, "over_forward_min": None, "over_forward_max": None, "over_forward_rounds": 0}
-    ratios = [w / f for w, f in zip(whole, fwd)]
-    return {"over_forward": statistics.median(ratios), "over_forward_min": min(ratios),
-            "over_forward_max": max(ratios), "over_forward_rounds": len(ratios)}
+    r = profiling.round_ratios(whole, fwd)
+    return {"over_forward": r["median"], "over_forward_min": r["min"], "over_forward_max": r["max"],
+            "over_forward_rounds": r["rounds"]}
 
 
 def _rounds(calls, rounds: int, max_time: float, warm: bool,
             min_rounds: int = 1) -> tuple[list[list[float]], list[list[float]]]:
-    """Call each `(fn, args)` of `calls` once per round, interleaved, so that all see the same load: `rounds`
-    rounds, fewer once `max_time` seconds are spent (at least `min_rounds`). `warm`: one untimed call of each
-    first. Returns (wall seconds, process CPU seconds), one list per call."""
-    if warm:
-        for fn, args in calls:
-            jax.block_until_ready(fn(*args))
-    wall, cpu = [[] for _ in calls], [[] for _ in calls]
-    start = time.perf_counter()
-    for _ in range(rounds):
-        for (fn, args), w, c in zip(calls, wall, cpu):
-            t0, c0 = time.perf_counter(), time.process_time()
-            jax.block_until_ready(fn(*args))
-            w.append(time.perf_counter() - t0)
-            c.append(time.process_time() - c0)
-        if len(wall[0]) >= min_rounds and time.perf_counter() - start > max_time:
-            break
-    return wall, cpu
+    """`profiling.interleaved` (the one interleaved-rounds timer) with a time cap: (wall, process CPU) seconds."""
+    return profiling.interleaved(calls, rounds, max_time=max_time, min_rounds=min_rounds, warm=warm)
 
 
 def _big_small(times: list[list[float]]) -> tuple[list[float], list]:
