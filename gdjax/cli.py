@@ -98,7 +98,7 @@ def _add_bench(sub):
     p.add_argument("--problem", default=None,
                    help="measure your own cost instead of the MLPs: 'package.module:factory', where factory() "
                         "returns a gdjax.bench.problem.Problem or (cost, params, batch); imported from the working "
-                        "directory or the installed packages (results named after the factory)")
+                        "directory or the installed packages (results: problem_<name>.json)")
     p.add_argument("--sizes", default=None,
                    help="networks: layer lists '784,30,10;784,100,10', P ranges 'P=1e2:1e6[:n]' of square nets "
                         "[h,h,10], or default / quick / full (default: 6 nets from P=162 to 1.06e6 with [784,30,10])")

@@ -41,7 +41,8 @@ def _constant(n: int, d: int, k: int) -> float:
 
 def cost(params, x):
     """ADBench's GMM objective: sum_i logsumexp_j(alpha_j + sum log diag Q_j - |Q_j (x_i - mu_j)|^2 / 2)
-    - n logsumexp(alpha) + the Wishart log prior + constants. params as in the module docstring, x (n, d)."""
+    - n logsumexp(alpha) + ADBench's Wishart term sum_j (gamma^2 / 2 ||Q_j||_F^2 - m sum log diag Q_j) + constants
+    (the terms and signs as ADBench writes them). params as in the module docstring, x (n, d)."""
     alphas, means, icf = params["alphas"], params["means"], params["icf"]
     n, d = x.shape
     k = alphas.shape[0]
@@ -55,7 +56,7 @@ def cost(params, x):
     inner = alphas[None] + sum_qs[None] - 0.5 * jnp.sum(qx**2, axis=2)  # (n, k)
     prior = jnp.sum(0.5 * WISHART_GAMMA**2 * (jnp.sum(q_diag**2, axis=1) + jnp.sum(icf[:, d:] ** 2, axis=1))
                     - WISHART_M * sum_qs)
-    return jnp.sum(logsumexp(inner, axis=1)) - n * logsumexp(alphas) - prior + _constant(n, d, k)
+    return jnp.sum(logsumexp(inner, axis=1)) - n * logsumexp(alphas) + prior + _constant(n, d, k)
 
 
 def make(d: int = 10, k: int = 25, n: int = 1000, seed: int = 0) -> Problem:
@@ -95,7 +96,7 @@ def torch_cost(problem: Problem):
         inner = alphas[None] + sum_qs[None] - 0.5 * torch.sum(qx**2, dim=2)
         prior = torch.sum(0.5 * WISHART_GAMMA**2 * (torch.sum(q_diag**2, dim=1) + torch.sum(icf[:, d:] ** 2, dim=1))
                           - WISHART_M * sum_qs)
-        return (torch.sum(torch.logsumexp(inner, dim=1)) - n * torch.logsumexp(alphas, dim=0) - prior
+        return (torch.sum(torch.logsumexp(inner, dim=1)) - n * torch.logsumexp(alphas, dim=0) + prior
                 + _constant(n, d, k))
 
     return f, to_torch(problem)

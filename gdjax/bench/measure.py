@@ -29,6 +29,8 @@ from gdjax.bench.config import Point
 from gdjax.bench.problem import Problem, as_mlp_problem, flat_numpy, relative_error
 from gdjax.gradients import _leaves, gradient, method_info
 
+MIN_RATIO_ROUNDS = 3  # a ratio to the forward pass is reported from at least this many interleaved rounds
+
 __all__ = ["base_row", "measure_forward", "measure_method", "time_parts"]
 
 
@@ -291,9 +293,11 @@ def _time_once(fn, *args) -> float:
 
 def _round_ratios(whole: list[float], fwd: list[float]) -> dict:
     """`over_forward` = median over rounds of whole / forward in the same round, its min / max and the number of
-    rounds; all None without forward times."""
-    if not fwd:
-        return {"over_forward": None, "over_forward_min": None, "over_forward_max": None, "over_forward_rounds": 0}
+    rounds; None (the rounds still counted) without forward times or with fewer than MIN_RATIO_ROUNDS rounds
+    (a long whole gradient timed fewer times within the budget)."""
+    if len(fwd) < MIN_RATIO_ROUNDS:
+        return {"over_forward": None, "over_forward_min": None, "over_forward_max": None,
+                "over_forward_rounds": len(fwd)}
     r = profiling.round_ratios(whole, fwd)
     return {"over_forward": r["median"], "over_forward_min": r["min"], "over_forward_max": r["max"],
             "over_forward_rounds": r["rounds"]}
@@ -339,6 +343,8 @@ def _measure_whole(row, est, params, batch, key, repeats, budget, reference, for
     else:  # driven from Python (fd-loop): its programs were compiled by the pilot's calls
         fn, compile_s = (lambda p, b, k: est(p, b, k)), None
         row.update(_stats_unjittable(est, cost, params, batch, evals))
+    if not est.jittable:  # its first whole call also compiles the programs the pilot's parts did not use
+        jax.block_until_ready(fn(*args))
     t0 = time.perf_counter()
     out = jax.block_until_ready(fn(*args))
     first = time.perf_counter() - t0
