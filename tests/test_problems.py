@@ -7,6 +7,7 @@ import json
 import re
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -160,28 +161,38 @@ def test_gmm_is_the_mixture_log_likelihood_plus_adbenchs_wishart_term():
                                       + sum(gammaln(0.5 * m + 0.5 * (1 - i)) for i in range(1, d + 1)))
     expected = np.sum(logsumexp(logs + p["alphas"] - logsumexp(p["alphas"]), axis=1)) + wishart - k * c
     # float64 evaluation of the same sums in another order: rounding only (|value| ~ 1e2, eps 2e-16)
-    assert float(prob.cost(prob.params, prob.batch)) == pytest.approx(expected, rel=1e-10)
+    assert float(jax.jit(prob.cost)(prob.params, prob.batch)) == pytest.approx(expected, rel=1e-10)
     assert prob.n_params == 4 + 4 * 3 + 4 * 6
 
 
 @pytest.mark.parametrize("name", SUITE)
 def test_suite_problem_jax_side(name):
-    """Each problem's factory: float64 params, a finite value, and its float64 jax.grad equal to central
-    differences of the same cost (gdjax's fd-central; truncation ~ h^2 ~ 4e-11 relative, so 1e-6 catches a
-    cost that is not differentiable as written, e.g. a stop_gradient or an integer cast)."""
-    import gdjax
-
+    """Each problem's factory: float64 params, a finite value, and its float64 reference gradient (jax.grad)
+    along two random directions equal to central differences of the cost (h = 1e-4: truncation h^2 ~ 1e-8
+    relative, rounding eps |f| / h ~ 1e-12; so 1e-6 catches a cost that is not differentiable as written, e.g.
+    a stop_gradient, or a reference taken over other leaves)."""
     prob = _suite(name).tiny()
-    assert prob.dtype == "float64" and np.isfinite(float(prob.cost(prob.params, prob.batch)))
-    fd = flat_numpy(gdjax.gradient(prob.cost, "fd-central")(prob.params, prob.batch))
+    cost = jax.jit(prob.cost)
+    assert prob.dtype == "float64" and np.isfinite(float(cost(prob.params, prob.batch)))
     ref = prob.reference()
-    assert np.linalg.norm(fd - ref) / np.linalg.norm(ref) < 1e-6
+    flat, unravel = jax.flatten_util.ravel_pytree(prob.params)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        v = rng.standard_normal(flat.shape)
+        v /= np.linalg.norm(v)
+        h = 1e-4
+        fd = (float(cost(unravel(flat + h * v), prob.batch)) - float(cost(unravel(flat - h * v), prob.batch))) / (2 * h)
+        assert fd == pytest.approx(float(v @ ref), rel=1e-6, abs=1e-9)
 
 
-def test_suite_refuses_without_x64(monkeypatch):
-    monkeypatch.setattr(jax.config, "jax_enable_x64", False, raising=False)
-    with pytest.raises(ValueError, match="float64: switch x64 on"):
-        _suite("ode").tiny()
+def test_suite_refuses_without_x64():
+    """Without x64 the float64 arrays would silently be float32: the factory says how to switch it on."""
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(ValueError, match="float64: switch x64 on"):
+            _suite("ode").tiny()
+    finally:
+        jax.config.update("jax_enable_x64", True)
 
 
 @pytest.mark.parametrize("name", SUITE)
@@ -193,7 +204,7 @@ def test_suite_problem_torch_side_is_the_same_objective(name):
     f, inputs = mod.torch_cost(prob)
     value = f(*inputs)
     grads = torch.autograd.grad(value, inputs)
-    assert float(value) == pytest.approx(float(prob.cost(prob.params, prob.batch)), rel=1e-10)
+    assert float(value) == pytest.approx(float(jax.jit(prob.cost)(prob.params, prob.batch)), rel=1e-10)
     flat = np.concatenate([g.numpy().ravel() for g in grads])
     np.testing.assert_allclose(flat, prob.reference(), rtol=1e-8, atol=1e-12)
 
