@@ -285,6 +285,19 @@ def time_parts(est, params, batch, n_directions: int, repeats: int, max_time: fl
             "small_times": small if small[0] is not None else None}
 
 
+ERROR_KEYS = 10  # a stochastic estimator's error: mean and std over this many keys
+
+
+def _errors_over_keys(fn, params, batch, key, reference, num_directions) -> dict:
+    """A stochastic gradient's error against the float64 reference over ERROR_KEYS keys split from `key` (one
+    draw says little: its spread is of the order of its mean): rel_error_mean / rel_error_std (ddof 1),
+    error_keys, and k (`num_directions`, the directions averaged per gradient) so the row states it."""
+    errs = [relative_error(flat_numpy(fn(params, batch, k)), reference)
+            for k in jax.random.split(key, ERROR_KEYS)]
+    return {"rel_error_mean": statistics.mean(errs), "rel_error_std": statistics.stdev(errs),
+            "error_keys": ERROR_KEYS, "num_directions": num_directions}
+
+
 def _time_once(fn, *args) -> float:
     t0 = time.perf_counter()
     jax.block_until_ready(fn(*args))
@@ -383,6 +396,8 @@ def _measure_whole(row, est, params, batch, key, repeats, budget, reference, for
             check = _check(part, whole, wall, None, budget)
     _put_timing(row, profiling.Timing(statistics.median(whole), min(whole), max(whole), None, tuple(whole)), 1.0)
     row.update(_round_ratios(whole, fwd_times))
+    if est.stochastic:
+        row.update(_errors_over_keys(fn, params, batch, key, reference(), est.options.get("num_directions")))
     flops = row.get("xla_flops")
     row.update({"how": "whole", "compile_s": compile_s,
                 "measured_directions": None, "total_directions": None,
