@@ -244,3 +244,28 @@ def test_problems_script_bad_option(capsys):
     mod = load_script("benchmarks/problems.py")
     assert mod.main(["--problems", "gmm,nope"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_stochastic_errors_are_over_ten_keys_with_k_stated():
+    """A stochastic method's row: the error's mean and std (ddof 1) over 10 keys split from the point's key,
+    recomputed here (fails for one key reused, a single draw, or a missing k), beside the forward-pass
+    equivalents by all FLOPs (the random number generator's included) and by dots only (2 evaluations)."""
+    import statistics
+
+    import gdjax
+    from gdjax.bench import config as bc
+    from gdjax.bench import sweep
+    from gdjax.bench.problem import relative_error
+
+    prob = _suite("ode").tiny()
+    cfg = bc.BenchConfig(methods=("spsa",), problem=prob, time_budget=5.0, repeats=2)
+    row = sweep.run_sweep(cfg, quick=True)["rows"][1]
+    assert row["method"] == "spsa" and row["error_keys"] == 10 and row["num_directions"] == 1
+    est = gdjax.gradient(prob.cost, "spsa")
+    ref = prob.reference()
+    errs = [relative_error(flat_numpy(est(prob.params, prob.batch, k)), ref)
+            for k in jax.random.split(sweep._key_for(cfg.seed, prob.n_params), 10)]
+    assert row["rel_error_mean"] == pytest.approx(statistics.mean(errs), rel=1e-6)
+    assert row["rel_error_std"] == pytest.approx(statistics.stdev(errs), rel=1e-6) and row["rel_error_std"] > 0
+    assert row["forward_equivalents_dot"] == pytest.approx(2.0)  # two cost evaluations' dots, no RNG
+    assert row["forward_equivalents"] > row["forward_equivalents_dot"]  # the generator's integer work counted
