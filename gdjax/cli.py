@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gdjax.bench.args import OneLineParser as _Parser  # the one parser base (usage error: one line, exit 2)
-from gdjax.bench.args import csv_ints as _csv_ints
+from gdjax._cli_args import OneLineParser as _Parser  # the one parser base (usage error: one line, exit 2)
+from gdjax._cli_args import csv_ints as _csv_ints
 
 
 # --- commands (each owner edits only its own section) -------------------------------------------------------
@@ -228,6 +228,17 @@ def _bench_device(name):
                          f"(for a GPU install jax with CUDA: pip install -e '.[cuda]')") from None
 
 
+def draw_bench(data: dict, out_dir, name: str) -> list:
+    """The figures of a `gdjax bench` run (`gdjax.plotting.plot_fd_vs_grad`), or none, said why, without
+    matplotlib (e.g. a GPU image: the results are what matters; `gdjax plot` draws them later)."""
+    try:
+        from gdjax import plotting
+    except ImportError as err:
+        print(f"no figures: {err} (gdjax plot {out_dir}/{name}.json draws them later)")
+        return []
+    return plotting.plot_fd_vs_grad(data, out_dir, stem=name)
+
+
 def _cmd_bench(args) -> int:
     from pathlib import Path
 
@@ -251,7 +262,8 @@ def _cmd_bench(args) -> int:
     writer = jax.process_index() == 0  # under `gdjax launch`, one process writes
     with jax.default_device(device):
         data, written = bench_run.run(config, out, name=name, resume=args.resume, quick=args.quick,
-                                      progress=not args.no_progress, plots=not args.no_plots, writer=writer)
+                                      progress=not args.no_progress, plots=not args.no_plots, writer=writer,
+                                      draw=draw_bench)
     reference = None
     if not args.no_reference:
         reference = Path(args.reference) if args.reference else (

@@ -35,13 +35,14 @@ def reference_path(platform: str, name: str = BENCH_NAME) -> Path:
 
 def run(config: BenchConfig, out_dir, *, name: str = BENCH_NAME, resume: bool = False, quick: bool = False,
         progress: bool = True, plots: bool = True, writer: bool = True, extra_meta: dict | None = None,
-        deadline: float | None = None):
+        deadline: float | None = None, draw=None):
     """Measure `config` and write `<out_dir>/<name>.json` (+ .csv, .jsonl, figures) when `writer`.
 
     The JSON holds meta (`results.environment()`, the matmul reference), config (the options as given), rows,
     and the top-level `validation` (each point measured whole and extrapolated), `reference` (matmul rates by
     shape at start/middle/end) and `targets`. `deadline` (a perf_counter value) time-boxes the sweep: points
-    not started by then are listed in meta["not_run"]. Figures need matplotlib (skipped, noted, without it).
+    not started by then are listed in meta["not_run"]. Figures: `draw(data, out_dir, name) -> paths` when
+    `plots` (the CLI passes `gdjax.cli.draw_bench`; gdjax.bench imports no plotting, which reads gdjax.bench).
     Returns (data, written paths).
     """
     out_dir = Path(out_dir)
@@ -68,13 +69,8 @@ def run(config: BenchConfig, out_dir, *, name: str = BENCH_NAME, resume: bool = 
         results.save_results(json_path, out["rows"], meta=meta, config=config.as_dict())  # JSON + CSV
         results.write_json(json_path, data)  # the same JSON with the top-level validation, reference, targets
         written = [json_path, results.csv_path(json_path), jsonl_path]
-        if plots:
-            try:
-                from gdjax import plotting
-            except ImportError as err:  # e.g. a GPU image without matplotlib: the results are what matters
-                print(f"no figures: {err} (gdjax plot {json_path} draws them later)")
-            else:
-                written += plotting.plot_fd_vs_grad(data, out_dir, stem=name)
+        if plots and draw is not None:
+            written += draw(data, out_dir, name)
     return data, written
 
 
