@@ -107,13 +107,13 @@ def test_cli_bench_problem_runs_the_sweep_on_any_cost(tmp_path, monkeypatch, cap
     float64 jax.grad, the interleaved ratio to the forward pass, and the structured method skipped with why."""
     monkeypatch.chdir(ROOT)
     rc = cli.main(["bench", "--problem", "benchmarks.problems.ode:tiny", "--dtype", "float64", "--quick",
-                   "--methods", "reverse,fd-central,fd-loop,backprop", "--no-progress", "--no-plots",
+                   "--methods", "reverse,fd-central,fd-forward,fd-loop,backprop", "--no-progress", "--no-plots",
                    "--out", str(tmp_path)])
     assert rc == 0, capsys.readouterr().err
     data = json.loads((tmp_path / "problem_ode-rk4-d3-s5-n4.json").read_text())  # named after the problem
     assert data["config"]["problem"] == "ode-rk4-d3-s5-n4" and data["config"]["P"] == 12
     rows = {r["method"]: r for r in data["rows"]}
-    assert list(rows) == ["forward-pass", "reverse", "fd-central", "fd-loop", "backprop"]
+    assert list(rows) == ["forward-pass", "reverse", "fd-central", "fd-forward", "fd-loop", "backprop"]
     assert rows["backprop"]["status"] == "skipped" and "structured" in rows["backprop"]["note"]
     fwd = rows["forward-pass"]
     assert fwd["forward_flops_source"] == "xla" and fwd["forward_flops"] == fwd["xla_flops"] > 0
@@ -128,6 +128,10 @@ def test_cli_bench_problem_runs_the_sweep_on_any_cost(tmp_path, monkeypatch, cap
     # 2P evaluations of the cost: about 24 forward passes by dots (each direction runs the forward's dots)
     assert rows["fd-central"]["forward_equivalents_dot"] == pytest.approx(24, rel=0.05)
     assert rows["fd-loop"]["xla_flops_source"] == "one-direction program x evaluations"
+    # fd-loop over the FD kernel with the same directions (fd-forward, not fd-central), in the same rounds
+    loop = rows["fd-loop"]
+    assert loop["kernel_method"] == "fd-forward" and loop["over_kernel_rounds"] >= 3
+    assert loop["over_kernel_min"] <= loop["over_kernel"] <= loop["over_kernel_max"]
     assert rows["fd-loop"]["evaluations"] == 13 and rows["fd-loop"]["dot_flops"] == pytest.approx(13 * 1440)  # P + 1
 
 

@@ -211,6 +211,7 @@ def _measure_point(point: Point, config: BenchConfig, rows: list, cache: dict) -
                 validate=config.validate, options=config.method_options(point.method), **common)
             if check is not None:
                 row.update({f"validation_{k}": check[k] for k in VALIDATION_FIELDS})
+            row.update(_loop_over_kernel(point, prob, row, config))
     except Exception as err:  # recorded in the results and printed, never silently dropped
         row = base_row(point, config.dtype, prob)
         msg = " ".join(str(err).split())[:300]
@@ -219,6 +220,39 @@ def _measure_point(point: Point, config: BenchConfig, rows: list, cache: dict) -
     row["extrapolated"] = row.get("how") == "extrapolated" if row.get("status") == "ok" else None
     _scale_batch(row, n, point.batch_size)
     return row
+
+
+LOOP_ROUNDS = 3  # fd-loop / FD kernel from at least this many interleaved rounds
+
+
+def _loop_over_kernel(point: Point, prob, row: dict, config: BenchConfig) -> dict:
+    """For a method driven from Python (fd-loop: deterministic, not jittable, with a subset) timed whole: its time
+    over the FD kernel's (the first configured jittable deterministic method with a subset and the same
+    evaluations: the same directions, batched), both called in the same rounds (`profiling.interleaved`,
+    max(LOOP_ROUNDS, repeats) rounds, while they fit the budget): `over_kernel` (median of per-round ratios),
+    `over_kernel_min` / `over_kernel_max`, `over_kernel_rounds`, `kernel_method`. {} where it does not apply or
+    the rounds would not fit the budget."""
+    info = method_info(point.method)
+    if (row.get("status") != "ok" or row.get("how") != "whole" or info.jittable or not info.subset
+            or info.stochastic or info.exact):
+        return {}
+    loop = gradient(prob.cost, point.method, **config.method_options(point.method))
+    for m in config.methods:
+        if not _is_kernel(method_info(m)):
+            continue
+        kernel = gradient(prob.cost, m, **config.method_options(m))
+        if kernel.evaluations(prob.n_params) != row.get("evaluations"):
+            continue
+        rounds = max(LOOP_ROUNDS, config.repeats)
+        if rounds * 2 * row["median_s"] > config.time_budget:  # the loop dominates each round
+            return {"over_kernel": None, "over_kernel_rounds": 0, "kernel_method": m}
+        exe, _ = _compile(lambda p, b, k=kernel: k(p, b), prob.params, prob.batch)
+        wall, _ = profiling.interleaved([(exe, (prob.params, prob.batch)),
+                                         (lambda p, b: loop(p, b), (prob.params, prob.batch))], rounds, warm=True)
+        r = profiling.round_ratios(wall[1], wall[0])
+        return {"over_kernel": r["median"], "over_kernel_min": r["min"], "over_kernel_max": r["max"],
+                "over_kernel_rounds": r["rounds"], "kernel_method": m}
+    return {}
 
 
 def _scale_batch(row: dict, n: int, batch_size: int) -> None:
