@@ -48,8 +48,8 @@ bench-fd-kernel: $(STAMP)  ## the FD kernel vs its ceiling (a big matmul) and fd
 bench-estimators: $(STAMP)  ## the estimator ladder (layer-aware FD, node perturbation, SPSA, ...)
 	$(BIN)/python benchmarks/estimators.py $(BENCH_ARGS)
 
-bench-problems: $(STAMP)  ## the any-cost suite (GMM, conv net, transformer, ODE): FD, jax.grad, check_grad vs torch
-	$(BIN)/python benchmarks/problems.py $(BENCH_ARGS)
+bench-problems: $(STAMP)  ## maintainers: the any-cost suite (FD, jax.grad, check_grad vs torch) into benchmarks/results/cpu/
+	$(BIN)/python benchmarks/problems.py --out benchmarks/results/cpu/ $(BENCH_ARGS)
 
 .PHONY: bench-throughput
 bench-throughput: $(STAMP)  ## one training epoch: gdjax vs a PyTorch eager loop (if installed) vs a NumPy loop

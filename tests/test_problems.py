@@ -242,6 +242,14 @@ def test_problems_script_tiny(tmp_path):
     torch_rows = [r for r in checks if r["tool"] == "torch.autograd.gradcheck"]
     assert len(torch_rows) == 4 and all(r["absent"] and "--no-torch" in r["reason"] for r in torch_rows)
     assert all(r.get("torch_slow_over_this") is None for r in full)
+    # the docs' tables render from this file (gdjax/report/problems.py)
+    from gdjax.report import problems as report_problems
+
+    data = json.loads(out.read_text())
+    timing = report_problems.problems_timing(data)
+    assert "ode-rk4-d3-s5-n4" in timing and f"{t['kernel_over_loop']:.3g}"[:4] in timing
+    checker = report_problems.problems_checker(data)
+    assert checker.count("absent") >= 4 and "--no-torch" in checker
 
 
 def test_problems_script_bad_option(capsys):
