@@ -1,18 +1,24 @@
 """Measuring one point of the benchmark: the forward pass alone, or one gradient method, timed whole or on a
 subset of its own program and extrapolated (`gdjax.bench.policy` decides), with XLA FLOPs (loops counted with
-their trip counts), memory, and the error against a float64 `jax.grad`. One row (a flat dict) per point.
+their trip counts), memory, and the error against a float64 `jax.grad`. One row (a flat dict) per point. Any
+cost: the point's `Problem` (`gdjax.bench.problem`) says what is measured.
 
-    >>> fwd = measure_forward(point, cost, params, batch, repeats=3, budget=40.0)
-    >>> row, check = measure_method(point, cost, params, batch, t_forward=fwd["median_s"],
-    ...                             forward_flops=fwd["xla_flops"], reference=ref, key=key, repeats=3, budget=40.0)
+    >>> fwd = measure_forward(point, problem, dtype="float32", repeats=3, budget=40.0)
+    >>> row, check = measure_method(point, problem, dtype="float32", t_forward=fwd["median_s"],
+    ...                             forward_flops=fwd["xla_flops"], reference=problem.reference, key=key,
+    ...                             repeats=3, budget=40.0, forward=compiled_cost)
 
 What a row holds (every time is per gradient, after compilation, which is `compile_s`):
   median_s / min_s / max_s, how (`whole` or `extrapolated`), measured_directions / total_directions,
-  evaluations (the estimator's count, None for autodiff), xla_flops (of the program timed, scaled to the whole
-  gradient when extrapolated), analytic_flops (evaluations x forward FLOPs, for black-box methods),
-  forward_equivalents (xla_flops / the forward pass's xla_flops), memory of the compiled program, rel_error
-  against a float64 `jax.grad` (whole gradients only). `peak_fraction` is set by the sweep, once, against the
-  run's matmul reference.
+  evaluations (the estimator's count, None for autodiff), xla_flops (of the program timed, complex arithmetic
+  in real operations, scaled to the whole gradient when extrapolated; fd-loop: its one-direction program x
+  evaluations, `xla_flops_source`), dot_flops (its dots and convolutions only), analytic_flops (evaluations x
+  forward FLOPs, for black-box methods), forward_equivalents (xla_flops / the forward pass's) and
+  forward_equivalents_dot (dot_flops / the forward pass's: the random number generator not counted),
+  over_forward / _min / _max / _rounds (time / forward time, median of per-round ratios, interleaved), memory
+  of the compiled program, rel_error against a float64 `jax.grad` (whole gradients only; stochastic methods
+  also rel_error_mean / rel_error_std over error_keys keys, with num_directions k). `peak_fraction` is set by
+  the sweep, once, against the run's matmul reference.
 """
 
 from __future__ import annotations
@@ -198,8 +204,6 @@ def measure_method(point: Point, problem, params=None, batch=None, *, dtype: str
         loop = _stats_unjittable(est, cost, params, batch, evals)
         flops = loop["xla_flops"]
         row.update({k: loop[k] for k in ("dot_flops", "xla_flops_source")})
-    elif row.get("dot_flops") is not None:
-        row["dot_flops"] *= scale
     row.update({k: v for k, v in part.items() if k.startswith("memory_")})
     if part["jittable"] and part.get("dot_flops") is not None:
         row["dot_flops"] = part["dot_flops"] * scale
