@@ -360,7 +360,10 @@ def _measure_whole(row, est, params, batch, key, repeats, budget, reference, for
     else:  # driven from Python (fd-loop): its programs were compiled by the pilot's calls
         fn, compile_s = (lambda p, b, k: est(p, b, k)), None
         row.update(_stats_unjittable(est, cost, params, batch, evals))
-    if not est.jittable:  # its first whole call also compiles the programs the pilot's parts did not use
+    if not est.jittable and (row.get("predicted_s") or 0.0) <= budget / 4:
+        # its first whole call also compiles the programs the pilot's parts did not use (its combination step):
+        # a warm-up call where the whole is short, so that compilation does not make it look long (a long
+        # whole gradient is timed from its first call, where that compilation is a small part)
         jax.block_until_ready(fn(*args))
     t0 = time.perf_counter()
     out = jax.block_until_ready(fn(*args))
