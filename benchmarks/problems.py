@@ -179,8 +179,8 @@ def torch_rows(mod, prob, repeats: int, no_torch: bool, log) -> list[dict]:
     value = f(*inputs)
     grads = torch.autograd.grad(value, inputs)
     same = {"torch": torch.__version__,
-            "torch_value_rel_diff": abs(float(value) - float(prob.cost(prob.params, prob.batch)))
-            / max(abs(float(value)), 1e-300),
+            "torch_value_rel_diff": abs(float(value.detach()) - float(prob.cost(prob.params, prob.batch)))
+            / max(abs(float(value.detach())), 1e-300),
             "torch_grad_rel_error": relative_error(np.concatenate([g.detach().numpy().ravel() for g in grads]),
                                                    prob.reference())}
     rows = []

@@ -208,7 +208,7 @@ def test_suite_problem_torch_side_is_the_same_objective(name):
     f, inputs = mod.torch_cost(prob)
     value = f(*inputs)
     grads = torch.autograd.grad(value, inputs)
-    assert float(value) == pytest.approx(float(jax.jit(prob.cost)(prob.params, prob.batch)), rel=1e-10)
+    assert float(value.detach()) == pytest.approx(float(jax.jit(prob.cost)(prob.params, prob.batch)), rel=1e-10)
     flat = np.concatenate([g.numpy().ravel() for g in grads])
     np.testing.assert_allclose(flat, prob.reference(), rtol=1e-8, atol=1e-12)
 
