@@ -48,6 +48,9 @@ bench-fd-kernel: $(STAMP)  ## the FD kernel vs its ceiling (a big matmul) and fd
 bench-estimators: $(STAMP)  ## the estimator ladder (layer-aware FD, node perturbation, SPSA, ...)
 	$(BIN)/python benchmarks/estimators.py $(BENCH_ARGS)
 
+bench-problems: $(STAMP)  ## maintainers: the any-cost suite (FD, jax.grad, check_grad vs torch) into benchmarks/results/cpu/
+	$(BIN)/python benchmarks/problems.py --out benchmarks/results/cpu/ $(BENCH_ARGS)
+
 .PHONY: bench-throughput
 bench-throughput: $(STAMP)  ## one training epoch: gdjax vs a PyTorch eager loop (if installed) vs a NumPy loop
 	$(BIN)/python benchmarks/training_throughput.py $(BENCH_ARGS)

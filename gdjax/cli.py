@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gdjax.bench.args import OneLineParser as _Parser  # the one parser base (usage error: one line, exit 2)
-from gdjax.bench.args import csv_ints as _csv_ints
+from gdjax._cli_args import OneLineParser as _Parser  # the one parser base (usage error: one line, exit 2)
+from gdjax._cli_args import csv_ints as _csv_ints
 
 
 # --- commands (each owner edits only its own section) -------------------------------------------------------
@@ -93,12 +93,19 @@ def _add_bench(sub):
                     "start/middle/end). Writes <out>/fd_vs_grad.json (+ .csv, .jsonl, figures); see "
                     "docs/benchmarks.md.",
         epilog="examples: gdjax bench --quick | gdjax bench --sizes '784,30,10' --methods reverse,fd-forward | "
+               "gdjax bench --problem benchmarks.problems.gmm:gmm --dtype float64 (any cost: your own factory) | "
                "gdjax bench --full --committed --resume (the maintainers' hour-long sweep)")
+    p.add_argument("--problem", default=None,
+                   help="measure your own cost instead of the MLPs: 'package.module:factory', where factory() "
+                        "returns a gdjax.bench.problem.Problem or (cost, params, batch); imported from the working "
+                        "directory or the installed packages (results: problem_<name>.json)")
     p.add_argument("--sizes", default=None,
                    help="networks: layer lists '784,30,10;784,100,10', P ranges 'P=1e2:1e6[:n]' of square nets "
                         "[h,h,10], or default / quick / full (default: 6 nets from P=162 to 1.06e6 with [784,30,10])")
     p.add_argument("--batch-size", type=int, default=None, help="examples N in the cost (default 1000; --quick 64)")
-    p.add_argument("--dtype", default="float32", help="float32 (default) or float64")
+    p.add_argument("--dtype", default=None,
+                   help="float32 (default) or float64; with --problem, float64 switches on x64 before the factory "
+                        "runs (the problem's own dtype is recorded)")
     p.add_argument("--methods", default=None,
                    help="comma-separated gradient methods (default: every registered one); the forward pass "
                         "alone is always measured")
@@ -153,6 +160,8 @@ def _bench_config(args):
 
     if args.quick and args.full:
         raise ValueError("--quick and --full exclude each other")
+    if args.problem is not None:
+        return _problem_config(args, bc)
     preset = "quick" if args.quick else "full" if args.full else "default"
     sizes = bc.parse_sizes(args.sizes if args.sizes is not None else preset)
     if args.methods is None or args.methods.strip() == "all":
@@ -163,12 +172,46 @@ def _bench_config(args):
     config = bc.BenchConfig(
         sizes=sizes, batch_size=args.batch_size if args.batch_size is not None else (64 if args.quick else
                                                                                       bc.DEFAULT_BATCH),
-        dtype=args.dtype, methods=methods,
+        dtype=args.dtype or "float32", methods=methods,
         repeats=args.repeats if args.repeats is not None else (2 if args.quick else bc.DEFAULT_REPEATS),
         time_budget=args.time_budget if args.time_budget is not None else budget,
         seed=args.seed, million=args.full if args.million is None else args.million,
         validate=not args.no_validate, chunk_size=args.chunk_size)
     return config, bc.BENCH_NAME + ("_full" if args.full else "")
+
+
+def _problem_config(args, bc):
+    """The BenchConfig of `gdjax bench --problem SPEC`: the factory's Problem (loaded here, before any
+    measurement; a bad SPEC is one line, exit 2) and the results name `problem_<factory>`."""
+    import jax
+
+    from gdjax.bench.problem import load_problem
+
+    for flag, value in (("--sizes", args.sizes), ("--full", args.full or None), ("--million", args.million)):
+        if value is not None:
+            raise ValueError(f"--problem measures the factory's cost: {flag} does not apply (drop it)")
+    if args.dtype is not None:
+        bc.BenchConfig(dtype=args.dtype)  # validates the name
+        if args.dtype == "float64":
+            jax.config.update("jax_enable_x64", True)  # before the factory builds its arrays
+    problem = load_problem(args.problem)
+    if args.batch_size is not None:
+        raise ValueError("--problem: the batch is the factory's; --batch-size does not apply (drop it)")
+    if args.dtype is not None and args.dtype != problem.dtype:
+        raise ValueError(f"--problem {args.problem}: the factory's params are {problem.dtype}, not --dtype "
+                         f"{args.dtype}; drop --dtype or make the factory build {args.dtype} params")
+    if args.methods is None or args.methods.strip() == "all":
+        methods = bc.default_methods()
+    else:
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip() and m.strip() != bc.FORWARD_PASS)
+    budget = bc.QUICK_TIME_BUDGET if args.quick else bc.DEFAULT_TIME_BUDGET
+    config = bc.BenchConfig(
+        methods=methods, repeats=args.repeats if args.repeats is not None else (2 if args.quick else
+                                                                                bc.DEFAULT_REPEATS),
+        time_budget=args.time_budget if args.time_budget is not None else budget, seed=args.seed,
+        validate=not args.no_validate, chunk_size=args.chunk_size, problem=problem, problem_spec=args.problem)
+    name = "problem_" + "".join(c if c.isalnum() or c in "-_" else "_" for c in problem.name)
+    return config, name
 
 
 def _bench_device(name):
@@ -183,6 +226,17 @@ def _bench_device(name):
     except RuntimeError:
         raise ValueError(f"--device {name}: JAX finds no {name} device here "
                          f"(for a GPU install jax with CUDA: pip install -e '.[cuda]')") from None
+
+
+def draw_bench(data: dict, out_dir, name: str) -> list:
+    """The figures of a `gdjax bench` run (`gdjax.plotting.plot_fd_vs_grad`), or none, said why, without
+    matplotlib (e.g. a GPU image: the results are what matters; `gdjax plot` draws them later)."""
+    try:
+        from gdjax import plotting
+    except ImportError as err:
+        print(f"no figures: {err} (gdjax plot {out_dir}/{name}.json draws them later)")
+        return []
+    return plotting.plot_fd_vs_grad(data, out_dir, stem=name)
 
 
 def _cmd_bench(args) -> int:
@@ -208,11 +262,13 @@ def _cmd_bench(args) -> int:
     writer = jax.process_index() == 0  # under `gdjax launch`, one process writes
     with jax.default_device(device):
         data, written = bench_run.run(config, out, name=name, resume=args.resume, quick=args.quick,
-                                      progress=not args.no_progress, plots=not args.no_plots, writer=writer)
+                                      progress=not args.no_progress, plots=not args.no_plots, writer=writer,
+                                      draw=draw_bench)
     reference = None
     if not args.no_reference:
-        reference = Path(args.reference) if args.reference else bench_run.reference_path(device.platform)
-        if args.committed or (out / f"{name}.json").resolve() == reference.resolve():
+        reference = Path(args.reference) if args.reference else (
+            None if config.problem is not None else bench_run.reference_path(device.platform))
+        if reference is not None and (args.committed or (out / f"{name}.json").resolve() == reference.resolve()):
             reference = None  # the run is the reference
     print(bench_run.summary(data, reference))
     for p in written:

@@ -4,6 +4,8 @@ rate: the XLA cost statistics live here and nowhere else.
 
     >>> f = jax.jit(lambda p, b: cost(p, b))
     >>> t = time_fn(f, params, batch, repeats=5)       # Timing(median_s, min_s, max_s, compile_s, times)
+    >>> wall, cpu = interleaved([(f, (params, batch)), (g, (params, batch))], rounds=5)   # same rounds, same load
+    >>> round_ratios(wall[1], wall[0])                 # {"median", "min", "max", "rounds"} of per-round g / f
     >>> xla_flops(f, params, batch)                    # FLOPs XLA counts, while/scan bodies x trip count (or None)
     >>> memory_bytes(f, params, batch)["temp_bytes"]
     >>> program_bytes(f, params, batch)                # argument + output + temp bytes of the program (or None)
@@ -29,8 +31,8 @@ import jax.numpy as jnp
 
 from gdjax import _checks
 
-__all__ = ["Timing", "time_fn", "compiled", "xla_flops", "hlo_flops", "memory_bytes", "program_bytes",
-           "device_peak_bytes", "matmul_rate", "matmul_reference"]
+__all__ = ["Timing", "time_fn", "interleaved", "round_ratios", "compiled", "xla_flops", "hlo_flops", "dot_flops",
+           "memory_bytes", "program_bytes", "device_peak_bytes", "matmul_rate", "matmul_reference"]
 
 
 class Timing(NamedTuple):
@@ -98,6 +100,46 @@ def time_fn(fn: Callable, *args, repeats: int = 5, warmup: int = 1, number: int 
     return Timing(statistics.median(times), min(times), max(times), compile_s, tuple(times))
 
 
+def interleaved(calls, rounds: int, *, max_time: float | None = None, min_rounds: int = 1,
+                warm: bool = False) -> tuple[list[list[float]], list[list[float]]]:
+    """The one interleaved-rounds timer: call each `(fn, args)` of `calls` once per round, in order, so that all
+    see the same machine state within a round and their ratios can be taken round by round (`round_ratios`).
+
+    Args:
+      calls: a sequence of `(fn, args)`; each call is waited for with `jax.block_until_ready`.
+      rounds: rounds to run (>= 1); fewer once `max_time` seconds are spent, but at least `min_rounds`.
+      warm: one untimed call of each first (compilation is never timed: compile ahead or warm up).
+    Returns:
+      (wall seconds, process CPU seconds): one list per call, one entry per round.
+    """
+    rounds = _checks.positive_int(rounds, "rounds")
+    if warm:
+        for fn, args in calls:
+            jax.block_until_ready(fn(*args))
+    wall, cpu = [[] for _ in calls], [[] for _ in calls]
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for (fn, args), w, c in zip(calls, wall, cpu):
+            t0, c0 = time.perf_counter(), time.process_time()
+            jax.block_until_ready(fn(*args))
+            w.append(time.perf_counter() - t0)
+            c.append(time.process_time() - c0)
+        if max_time is not None and len(wall[0]) >= min_rounds and time.perf_counter() - start > max_time:
+            break
+    return wall, cpu
+
+
+def round_ratios(numerator, denominator) -> dict:
+    """Median, min and max of the per-round ratios numerator[i] / denominator[i] (both sides timed in the same
+    round by `interleaved`), and the number of rounds: {"median", "min", "max", "rounds"}. The ratio of the
+    medians would mix rounds. ValueError for lists of different lengths or empty ones."""
+    if len(numerator) != len(denominator) or not numerator:
+        raise ValueError(f"need two equally long non-empty lists of per-round times, got {len(numerator)} and "
+                         f"{len(denominator)}")
+    r = [a / b for a, b in zip(numerator, denominator)]
+    return {"median": statistics.median(r), "min": min(r), "max": max(r), "rounds": len(r)}
+
+
 def compiled(fn: Callable, *args):
     """The compiled XLA executable of `fn` for `args` (`fn` jitted here if it has no `.lower`)."""
     jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
@@ -113,7 +155,8 @@ def _first_dict(analysis):
     return None
 
 
-def xla_flops(fn: Callable, *args, executable=None, loops: bool = True) -> float | None:
+def xla_flops(fn: Callable, *args, executable=None, loops: bool = True,
+              complex_weighted: bool = False) -> float | None:
     """FLOPs of one call of `fn(*args)` from XLA's cost analysis of the compiled program.
 
     XLA's `cost_analysis` counts a while loop's body once (a `lax.scan` over K chunks reports about 1/K of the
@@ -125,6 +168,8 @@ def xla_flops(fn: Callable, *args, executable=None, loops: bool = True) -> float
       fn: a jitted function (or any jittable one); ignored when `executable` is given.
       executable: an already compiled executable (`compiled(fn, *args)`) to avoid compiling twice.
       loops: multiply loop bodies by their trip counts (True), or XLA's raw count (False).
+      complex_weighted: count complex arithmetic in real operations (`hlo_flops`): XLA counts a complex
+        multiply-add as one real one (2 FLOPs), which runs 4 real multiplies and 4 real adds (8 FLOPs).
     """
     exe = compiled(fn, *args) if executable is None else executable
     try:
@@ -134,22 +179,39 @@ def xla_flops(fn: Callable, *args, executable=None, loops: bool = True) -> float
     if not d or "flops" not in d or float(d["flops"]) < 0:
         return None
     flops = float(d["flops"])
-    if not loops:
+    if not loops and not complex_weighted:
         return flops
     try:
         text = exe.as_text()
     except Exception:
         return None
-    once, counted = hlo_flops(text, loops=False), hlo_flops(text, loops=True)
-    if counted is None:
+    once, counted = hlo_flops(text, loops=False), hlo_flops(text, loops=loops, complex_weighted=complex_weighted)
+    if counted is None or once is None:
         return None
-    return flops + counted - once  # XLA's own count plus the (trip count - 1) extra passes of every body
+    # XLA's own count plus the (trip count - 1) extra passes of every body and the complex operations' weight
+    return flops + counted - once
+
+
+def dot_flops(executable) -> float | None:
+    """FLOPs of the dots and convolutions alone of a compiled program (loop bodies x trip count, complex ones
+    weighted), from its optimised HLO (`hlo_flops(..., only_dots=True)`): the matmul work, without the random
+    number generator's integer operations, elementwise work or reductions. None when not countable."""
+    try:
+        text = executable.as_text()
+    except Exception:
+        return None
+    return hlo_flops(text, loops=True, complex_weighted=True, only_dots=True)
 
 
 _COMP = re.compile(r"^(?:ENTRY )?%([\w.\-]+) .*\{\s*$")
 _INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\((?:[^=]|/\*index=\d+\*/)*?\)|\w+\[[\d,]*\](?:\{[^}]*\})?|\w+\[\]) "
                     r"([\w\-]+)\((.*)$")
 _SHAPE = re.compile(r"\w+\[([\d,]*)\]")
+_COMPLEX = re.compile(r"^\(?c(?:64|128)\[")
+# real operations per complex one: multiply (a+bi)(c+di) = 4 multiplies + 2 adds; a dot's multiply-add 4 + 4
+# (XLA counts 2); divide by the textbook formula 6 multiplies + 3 adds + 2 divides; add / subtract / negate 2
+_COMPLEX_WEIGHT = {"dot": 4.0, "convolution": 4.0, "multiply": 6.0, "divide": 11.0, "add": 2.0, "subtract": 2.0,
+                   "negate": 2.0}
 _TRANSCENDENTAL = {"exponential", "exponential-minus-one", "log", "log-plus-one", "tanh", "logistic", "sqrt",
                    "rsqrt", "cbrt", "power", "sine", "cosine", "tan", "atan2", "erf"}
 _ELEMENTWISE = {"add", "subtract", "multiply", "divide", "maximum", "minimum", "negate", "abs", "compare",
@@ -164,7 +226,8 @@ def _elements(shape_text: str) -> int:
     return math.prod(int(d) for d in m.group(1).split(",") if d) if m.group(1) else 1
 
 
-def hlo_flops(text: str, loops: bool = True) -> float | None:
+def hlo_flops(text: str, loops: bool = True, complex_weighted: bool = False,
+              only_dots: bool = False) -> float | None:
     """FLOPs of an optimised HLO module (`compiled.as_text()`), counted from its instructions.
 
     dot: 2 x output elements x contracted size; elementwise arithmetic: one per output element (transcendental
@@ -172,6 +235,9 @@ def hlo_flops(text: str, loops: bool = True) -> float | None:
     fusions, calls and loop bodies: their computation's count. With `loops=True` a while body counts `n` times
     for its `known_trip_count` n (None when a loop has none); with `loops=False`, once, as XLA's
     `cost_analysis` does. Used by `xla_flops` for the loop correction; the absolute count is close to XLA's.
+    convolution: 2 x output elements x kernel window x input features per group. `complex_weighted`: an
+    instruction with a complex result counts its real operations (`_COMPLEX_WEIGHT`: a dot's multiply-add 4x,
+    a multiply 6x, ...; XLA counts each as one real operation). `only_dots`: dots and convolutions only.
     """
     comps: dict[str, list] = {}
     entry, current = None, None
@@ -195,17 +261,34 @@ def hlo_flops(text: str, loops: bool = True) -> float | None:
     def total(name):
         if name not in memo:
             memo[name] = None  # recursion guard
-            memo[name] = _computation_flops(comps.get(name, []), total, loops)
+            memo[name] = _computation_flops(comps.get(name, []), total, loops, complex_weighted, only_dots)
         return memo[name]
 
     return total(entry)
 
 
-def _computation_flops(instrs, total, loops):
+def _conv_flops(shape: str, rest: str, shapes: dict) -> float:
+    """2 x output elements x (kernel window x input features per group), from the kernel's shape and dim_labels."""
+    operands = re.findall(r"%([\w.\-]+)", rest.split(")")[0])
+    labels = re.search(r"dim_labels=\w+_(\w+)->", rest)
+    dims = _SHAPE.match(shapes.get(operands[1], "")) if len(operands) > 1 else None
+    if labels is None or dims is None:
+        return 0.0
+    kernel = [int(d) for d in dims.group(1).split(",") if d]
+    per_output = math.prod(d for d, c in zip(kernel, labels.group(1)) if c != "o")  # window x input features
+    return 2.0 * _elements(shape) * per_output
+
+
+def _computation_flops(instrs, total, loops, weighted=False, only_dots=False):
     shapes = {name: shape for name, shape, _, _ in instrs}
     flops = 0.0
     for name, shape, op, rest in instrs:
-        if op == "dot":
+        w = _COMPLEX_WEIGHT.get(op, 2.0) if weighted and _COMPLEX.match(shape) else 1.0
+        if only_dots and op not in ("dot", "convolution", "while", "fusion", "call", "conditional"):
+            continue
+        if op == "convolution":
+            flops += w * _conv_flops(shape, rest, shapes)
+        elif op == "dot":
             operands = re.findall(r"%([\w.\-]+)", rest.split(")")[0])
             dims = _SHAPE.match(shapes.get(operands[0], "")) if operands else None
             contract = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", rest)
@@ -213,14 +296,15 @@ def _computation_flops(instrs, total, loops):
                 continue
             lhs = [int(d) for d in dims.group(1).split(",") if d]
             k = math.prod(lhs[int(i)] for i in contract.group(1).split(",") if i)
-            flops += 2.0 * _elements(shape) * k
+            flops += w * 2.0 * _elements(shape) * k
         elif op in _ELEMENTWISE:
-            flops += _elements(shape)
+            flops += w * _elements(shape)
         elif op in ("reduce", "scatter"):
             operands = re.findall(r"%([\w.\-]+)", rest.split(")")[0])
             idx = 0 if op == "reduce" else 2
             if len(operands) > idx:
-                flops += _elements(shapes.get(operands[idx], ""))
+                src = shapes.get(operands[idx], "")
+                flops += (2.0 if weighted and _COMPLEX.match(src) else 1.0) * _elements(src)
         elif op == "while":
             body = re.search(r"body=%([\w.\-]+)", rest)
             trip = re.search(r'"known_trip_count":\{"n":"(\d+)"', rest)

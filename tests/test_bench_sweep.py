@@ -71,15 +71,22 @@ def test_whole_points(sweep):
 
 def test_validation_agrees_with_whole(sweep):
     """Whole and extrapolated times of the same point (interleaved calls, process CPU time, which other load on
-    the machine disturbs far less than wall time) agree within 1.6x either way: loose for a loaded machine, tight enough that a 2x error in the extrapolation (e.g. counting
-    the directions of a chunk wrongly) fails it, as test_bench_units.test_validation_catches_a_2x_error shows."""
+    the machine disturbs far less than wall time) agree within 25% either way. The plausible biases fail it: a
+    chunk's directions miscounted (2x, test_bench_units.test_validation_catches_a_2x_error), and a dropped
+    fixed-cost term (scaling the 128-direction part by total / covered = 10.2 counts a call's fixed cost f
+    10.2 times: +9.2 f / whole, over 25% once f exceeds 3% of the whole call, as a dispatch and the first
+    chunks' slower start do at this size). 25% leaves room for the noise of per-round CPU times on a shared
+    machine, which the tests of the extrapolation's arithmetic (test_bench_units) do not depend on."""
     _, _, data = sweep
     val = data["validation"]
     fd = [v for v in val if v["method"] == "fd-forward" and v["sizes"] == "48-24-4"]
     assert len(fd) == 1, val
     v = fd[0]
     assert v["covered"] < v["total"] and v["ratio"] == pytest.approx(v["extrapolated_s"] / v["whole_s"])
-    assert 1 / 1.6 < v["ratio_cpu"] < 1.6, v
+    assert v["ratio_cpu"] is not None, ("the whole gradient was not timed interleaved with its parts (its first "
+                                        "call took over a quarter of the budget: a machine this loaded cannot "
+                                        "validate)", v)
+    assert 1 / 1.25 < v["ratio_cpu"] < 1.25, v
     whole = next(r for r in data["rows"] if r["method"] == "fd-forward" and r["sizes"] == "48-24-4")
     assert whole["validation_ratio"] == v["ratio"]  # the row carries its validation too (for resume)
 

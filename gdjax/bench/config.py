@@ -128,6 +128,10 @@ class BenchConfig:
         the extrapolation it predicts (the `validation` list).
       chunk_size: directions per chunk for every method that takes a `chunk_size` option (None: each
         method's own default).
+      problem: a `gdjax.bench.problem.Problem` to measure instead of the MLPs of `sizes` (`gdjax bench
+        --problem package.module:factory`); then `sizes` is ignored, `dtype` is the problem's and there is no
+        million table.
+      problem_spec: the "package.module:factory" it came from (for the record).
     """
 
     sizes: tuple = DEFAULT_SIZES
@@ -140,16 +144,27 @@ class BenchConfig:
     million: bool = True
     validate: bool = True
     chunk_size: int | None = None
+    problem: object = None
+    problem_spec: str | None = None
 
     def __post_init__(self):
+        if self.problem is not None:
+            from gdjax.bench.problem import Problem
+
+            if not isinstance(self.problem, Problem):
+                raise TypeError(f"problem must be a gdjax.bench.problem.Problem, got {type(self.problem).__name__}")
+            object.__setattr__(self, "sizes", ())
+            object.__setattr__(self, "dtype", self.problem.dtype)
+            object.__setattr__(self, "million", False)
+            object.__setattr__(self, "batch_size", int(self.problem.batch_size))
         sizes = tuple(tuple(s) for s in self.sizes)
-        if not sizes:
+        if not sizes and self.problem is None:
             raise ValueError("sizes must name at least one network")
         for s in sizes:
             param_count(s)  # validates the widths
         object.__setattr__(self, "sizes", sizes)
         _checks.positive_int(self.batch_size, "batch_size")
-        _checks.choice(self.dtype, DTYPES, "dtype")
+        _checks.choice(self.dtype, DTYPES if self.problem is None else (*DTYPES, "float16", "bfloat16"), "dtype")
         methods = tuple(self.methods)
         if not methods:
             raise ValueError(f"methods must name at least one gradient method; valid: {', '.join(available_methods())}")
@@ -171,6 +186,12 @@ class BenchConfig:
 
     def as_dict(self) -> dict:
         """The options as given (nothing computed), plus a description of the problem."""
+        if self.problem is not None:
+            pr = self.problem
+            return {"problem": pr.name, "problem_spec": self.problem_spec, "description": pr.description,
+                    "P": pr.n_params, "batch_size": self.batch_size, "dtype": self.dtype,
+                    "methods": list(self.methods), "repeats": self.repeats, "time_budget": self.time_budget,
+                    "seed": self.seed, "million": False, "validate": self.validate, "chunk_size": self.chunk_size}
         return {"sizes": [list(s) for s in self.sizes], "batch_size": self.batch_size, "dtype": self.dtype,
                 "methods": list(self.methods), "repeats": self.repeats, "time_budget": self.time_budget,
                 "seed": self.seed, "million": self.million, "validate": self.validate,
@@ -180,19 +201,27 @@ class BenchConfig:
 
 @dataclass(frozen=True)
 class Point:
-    """One measurement: a network, a batch size, a method, and the table it belongs to."""
+    """One measurement: a network (or a named problem), a batch size, a method, and the table it belongs to."""
 
-    group: str  # "sweep" or "million"
+    group: str  # "sweep", "million", or "problem" (a `Problem` of `gdjax bench --problem`)
     sizes: tuple
     batch_size: int
     method: str
+    name: str = ""  # the problem's name (group "problem"); the sizes joined by "-" otherwise
+
+    def label(self) -> str:
+        """What the row's `sizes` field reads: the problem's name, or the layer widths joined by "-"."""
+        return self.name or "-".join(map(str, self.sizes))
 
     def id(self, dtype: str) -> str:
-        return f"{self.group}|{'-'.join(map(str, self.sizes))}|N={self.batch_size}|{dtype}|{self.method}"
+        return f"{self.group}|{self.label()}|N={self.batch_size}|{dtype}|{self.method}"
 
 
 def plan(config: BenchConfig) -> list[Point]:
     """Every point of a run, in order: per network the forward pass first (its time predicts the others)."""
+    if config.problem is not None:
+        return [Point("problem", (), config.batch_size, m, config.problem.name)
+                for m in (FORWARD_PASS, *config.methods)]
     points = [Point("sweep", s, config.batch_size, m) for s in config.sizes for m in (FORWARD_PASS, *config.methods)]
     if config.million:
         methods = [m for m in MILLION_METHODS if m in available_methods()]

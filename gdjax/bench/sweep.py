@@ -18,10 +18,9 @@ import numpy as np
 
 from gdjax import profiling
 from gdjax.bench.config import FORWARD_PASS, LECTURE_NET, BenchConfig, Point, plan
-from gdjax.bench.measure import base_row, measure_forward, measure_method
-from gdjax.bench.problem import make_problem, reference_gradient, sub_batch
+from gdjax.bench.measure import _compile, base_row, measure_forward, measure_method
+from gdjax.bench.problem import mlp_problem
 from gdjax.gradients import gradient, method_info
-from gdjax.nn import param_count
 
 DATA_BYTES = 1 << 30  # the most example data (inputs + activations of one pass) one point holds; beyond it the
 #                       point is timed on the first examples and scaled by N / n (flagged `batch_scaled`)
@@ -39,10 +38,10 @@ def reference_shapes(config: BenchConfig, quick: bool = False) -> list[tuple[int
     truncating method with a subset: the FD kernel)."""
     shapes = [(256,) * 3, (512,) * 3] if quick else [(1024,) * 3, (2048,) * 3]
     kernel = next((m for m in config.methods if _is_kernel(method_info(m))), None)
-    if kernel is not None and not quick:
-        cost, params, batch = make_problem(LECTURE_NET, config.batch_size, config.dtype, config.seed)
-        est = gradient(cost, kernel, **config.method_options(kernel))
-        chunk = est.subset(params, sub_batch(batch, config.batch_size), 1).covered
+    if kernel is not None and not quick and config.problem is None:  # the lecture's net: its own matmul shape
+        prob = mlp_problem(LECTURE_NET, config.batch_size, config.dtype, config.seed)
+        est = gradient(prob.cost, kernel, **config.method_options(kernel))
+        chunk = est.subset(prob.params, prob.batch, 1).covered
         shapes.append((config.batch_size, LECTURE_NET[0], chunk * LECTURE_NET[1]))
     return shapes
 
@@ -119,7 +118,7 @@ def run_sweep(config: BenchConfig, *, done: Sequence[dict] = (), progress: bool 
             if i == len(points) // 2 and "middle" not in reference:
                 reference["middle"] = measure_reference(shapes, config.dtype)
             if bar is not None:
-                bar.set_postfix_str(f"{'-'.join(map(str, point.sizes))} N={point.batch_size} {point.method}")
+                bar.set_postfix_str(f"{point.label()} N={point.batch_size} {point.method}")
             pid = point.id(config.dtype)
             if pid in by_id:
                 rows.append(by_id[pid])
@@ -149,59 +148,111 @@ def _bar(total: int):
     return tqdm(total=total, desc="gdjax bench", unit="point", leave=False)
 
 
-def _key_for(seed: int, point: Point) -> jax.Array:
-    return jax.random.key(np.random.default_rng([seed, param_count(point.sizes), 1]).integers(2**31))
+def _key_for(seed: int, n_params: int) -> jax.Array:
+    return jax.random.key(np.random.default_rng([seed, n_params, 1]).integers(2**31))
 
 
 def _problem(point: Point, config: BenchConfig, cache: dict):
-    """(cost, params, batch on the device, reference()) of a point's network, one network in memory at a time;
-    never more than DATA_BYTES of examples (then fewer examples: the caller scales)."""
-    key = (point.sizes, point.batch_size)
+    """(Problem with its batch on the device, reference()) of a point, one problem in memory at a time: the
+    run's `config.problem`, or the lecture's MLP of `point.sizes` with never more than DATA_BYTES of examples
+    (then fewer examples: the caller scales)."""
+    key = (point.label(), point.batch_size)
     if cache.get("key") != key:
         cache.clear()
-        per_example = sum(point.sizes) * jnp.dtype(config.dtype).itemsize
-        n = int(min(point.batch_size, max(10, DATA_BYTES // per_example)))
-        cost, params, batch = make_problem(point.sizes, n, config.dtype, config.seed)
-        cache.update(key=key, problem=(cost, params, sub_batch(batch, n)), ref=[])
-    cost, params, batch = cache["problem"]
+        if config.problem is not None:
+            prob = config.problem
+        else:
+            per_example = sum(point.sizes) * jnp.dtype(config.dtype).itemsize
+            n = int(min(point.batch_size, max(10, DATA_BYTES // per_example)))
+            prob = mlp_problem(point.sizes, point.batch_size, config.dtype, config.seed, n=n)
+        cache.update(key=key, problem=prob, ref=[], forward=None)
+    prob = cache["problem"]
     ref = cache["ref"]
 
     def reference():
         if not ref:
-            ref.append(reference_gradient(cost, params, batch))
+            ref.append(prob.reference())
         return ref[0]
 
-    return cost, params, batch, reference
+    return prob, reference
+
+
+def _forward(prob, cache: dict):
+    """The problem's cost compiled once per problem (run beside each whole gradient, `measure_method`)."""
+    if cache.get("forward") is None:
+        cache["forward"] = _compile(prob.cost, prob.params, prob.batch)[0]
+    return cache["forward"]
 
 
 def _measure_point(point: Point, config: BenchConfig, rows: list, cache: dict) -> dict:
-    cost, params, batch, reference = _problem(point, config, cache)
-    n = int(batch.x.shape[0])
+    prob, reference = _problem(point, config, cache)
+    n = int(np.shape(jax.tree_util.tree_leaves(prob.batch)[0])[0]) if config.problem is None else prob.batch_size
     common = dict(dtype=config.dtype, repeats=config.repeats, budget=config.time_budget)
     try:
+        if point.method != FORWARD_PASS and method_info(point.method).structured and not prob.structured:
+            row = base_row(point, config.dtype, prob)
+            row.update({"status": "skipped", "how": None, "kind": method_info(point.method).kind,
+                        "note": "a structured method: it needs a cost built by gdjax.make_cost from a gdjax MLP, "
+                                "and this problem's cost is a black box"})
+            return row
         if point.method == FORWARD_PASS:
-            row = measure_forward(point, cost, params, batch, **common)
+            row = measure_forward(point, prob, **common)
         else:
-            fid = Point(point.group, point.sizes, point.batch_size, FORWARD_PASS).id(config.dtype)
+            fid = Point(point.group, point.sizes, point.batch_size, FORWARD_PASS, point.name).id(config.dtype)
             fwd = next((r for r in rows if r["id"] == fid), None)
             if fwd is None or fwd.get("status") != "ok":
                 raise RuntimeError("the forward pass of this network was not measured, so its time cannot be predicted")
             history = [(r["P"], r["batch_size"], r["median_s"]) for r in rows
                        if r["method"] == point.method and r["group"] == point.group and r.get("status") == "ok"]
             row, check = measure_method(
-                point, cost, params, batch, t_forward=fwd["measured_median_s"], forward_flops=fwd["xla_flops_raw"],
-                reference=reference, key=_key_for(config.seed, point), history=history,
+                point, prob, t_forward=fwd["measured_median_s"], forward_flops=fwd["xla_flops_raw"],
+                forward_dot_flops=fwd.get("dot_flops_raw"), forward_row=fwd, forward=_forward(prob, cache),
+                reference=reference, key=_key_for(config.seed, prob.n_params), history=history,
                 validate=config.validate, options=config.method_options(point.method), **common)
             if check is not None:
                 row.update({f"validation_{k}": check[k] for k in VALIDATION_FIELDS})
+            row.update(_loop_over_kernel(point, prob, row, config))
     except Exception as err:  # recorded in the results and printed, never silently dropped
-        row = base_row(point, config.dtype)
+        row = base_row(point, config.dtype, prob)
         msg = " ".join(str(err).split())[:300]
         row.update({"status": "error", "how": None, "extrapolated": None, "note": f"{type(err).__name__}: {msg}"})
         return row
     row["extrapolated"] = row.get("how") == "extrapolated" if row.get("status") == "ok" else None
     _scale_batch(row, n, point.batch_size)
     return row
+
+
+LOOP_ROUNDS = 3  # fd-loop / FD kernel from at least this many interleaved rounds
+
+
+def _loop_over_kernel(point: Point, prob, row: dict, config: BenchConfig) -> dict:
+    """For a method driven from Python (fd-loop: deterministic, not jittable, with a subset) timed whole: its time
+    over the FD kernel's (the first configured jittable deterministic method with a subset and the same
+    evaluations: the same directions, batched), both called in the same rounds (`profiling.interleaved`,
+    max(LOOP_ROUNDS, repeats) rounds, while they fit the budget): `over_kernel` (median of per-round ratios),
+    `over_kernel_min` / `over_kernel_max`, `over_kernel_rounds`, `kernel_method`. {} where it does not apply or
+    the rounds would not fit the budget."""
+    info = method_info(point.method)
+    if (row.get("status") != "ok" or row.get("how") != "whole" or info.jittable or not info.subset
+            or info.stochastic or info.exact):
+        return {}
+    loop = gradient(prob.cost, point.method, **config.method_options(point.method))
+    for m in config.methods:
+        if not _is_kernel(method_info(m)):
+            continue
+        kernel = gradient(prob.cost, m, **config.method_options(m))
+        if kernel.evaluations(prob.n_params) != row.get("evaluations"):
+            continue
+        rounds = max(LOOP_ROUNDS, config.repeats)
+        if rounds * 2 * row["median_s"] > config.time_budget:  # the loop dominates each round
+            return {"over_kernel": None, "over_kernel_rounds": 0, "kernel_method": m}
+        exe, _ = _compile(lambda p, b, k=kernel: k(p, b), prob.params, prob.batch)
+        wall, _ = profiling.interleaved([(exe, (prob.params, prob.batch)),
+                                         (lambda p, b: loop(p, b), (prob.params, prob.batch))], rounds, warm=True)
+        r = profiling.round_ratios(wall[1], wall[0])
+        return {"over_kernel": r["median"], "over_kernel_min": r["min"], "over_kernel_max": r["max"],
+                "over_kernel_rounds": r["rounds"], "kernel_method": m}
+    return {}
 
 
 def _scale_batch(row: dict, n: int, batch_size: int) -> None:

@@ -1,0 +1,232 @@
+#!/usr/bin/env python
+"""The any-cost suite: FD kernel, fd-loop and jax.grad against the objective, and gdjax.check_grad against
+torch.autograd.gradcheck, on problems that are not gdjax's MLP (benchmarks/problems/, docs/problems.md).
+
+    python benchmarks/problems.py                       # every problem of the suite (`make bench-problems`)
+    python benchmarks/problems.py --problems gmm,ode    # some of them
+    python benchmarks/problems.py --tiny --rounds 3     # test sizes: seconds (the smoke test runs this)
+
+Per problem (all float64), one `timing` row: the objective (the jitted cost), the FD kernel (`fd-forward`, its
+default layout), `fd-loop` and `reverse` (`jax.grad`), each compiled and warmed first, then timed in the same
+`--rounds` interleaved rounds (`gdjax.profiling.interleaved`); each ratio is the median of its per-round ratios
+with min and max (`gdjax.profiling.round_ratios`): kernel / (P x objective), kernel / fd-loop, reverse /
+objective; XLA FLOPs of each program (fd-loop: its one-direction program x evaluations) and each gradient's
+error against float64 jax.grad. Then `checker` rows: `gdjax.check_grad` in full mode and in the localising
+mode (`mode="directions"`), the first call of a fresh function (compilation included) and the median of
+`--repeats` repeated calls; `torch.autograd.gradcheck` slow and fast mode on the same objective written in
+PyTorch, first call and repeated. A tool or mode that is not available (torch not installed, a check_grad mode
+it does not offer) is a row with `absent: true` and the reason, never a number.
+
+Output: <out>/problems.json (+ .csv). Default <out>: runs/problems-<date>/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common  # noqa: E402  (puts the repository root on sys.path)
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)  # the suite is float64 (ADBench's GMM; torch's gradcheck)
+
+import numpy as np  # noqa: E402
+
+import gdjax  # noqa: E402
+from gdjax import profiling, results  # noqa: E402
+from gdjax.bench import measure  # noqa: E402
+from gdjax.bench.problem import flat_numpy, relative_error  # noqa: E402
+
+COMMAND = "problems"
+SUITE = importlib.import_module("benchmarks.problems").SUITE
+KERNEL, LOOP, REVERSE = "fd-forward", "fd-loop", "reverse"
+CHECK_MODES = ("full", "directions")  # "directions": check_grad's localising mode (k random directions)
+
+
+def parse_args(argv):
+    ap = common.Parser(COMMAND, __doc__, out_name="problems.json")
+    ap.add_argument("--problems", default=",".join(SUITE), help=f"comma-separated, from {', '.join(SUITE)}")
+    ap.add_argument("--tiny", action="store_true", help="each problem's test sizes (seconds)")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (>= 3, default 5)")
+    ap.add_argument("--repeats", type=int, default=3, help="repeated calls of each checker (>= 1, default 3)")
+    ap.add_argument("--no-torch", action="store_true", help="leave torch out (its rows are absent, with why)")
+    args = ap.parse(argv)
+    names = tuple(n.strip() for n in args.problems.split(",") if n.strip())
+    bad = [n for n in names if n not in SUITE]
+    if bad or not names:
+        raise common.UsageError(f"--problems: unknown {', '.join(bad) or '(none given)'}; valid: {', '.join(SUITE)}")
+    args.names = names
+    common.require(args, 3, "rounds")
+    common.require(args, 1, "repeats")
+    return args
+
+
+def load(name: str, tiny: bool, seed: int):
+    """(module, Problem) of a suite problem at its benchmark (or test) sizes."""
+    mod = importlib.import_module(f"benchmarks.problems.{name}")
+    return mod, mod.tiny() if tiny else mod.make(seed=seed)
+
+
+def timing_row(prob, rounds: int, log) -> dict:
+    """The objective, the FD kernel, fd-loop and reverse in the same interleaved rounds, with their ratios."""
+    cost, params, batch = prob.cost, prob.params, prob.batch
+    p = prob.n_params
+    ref = prob.reference()
+    objective, _ = measure._compile(cost, params, batch)
+    ests = {m: gdjax.gradient(cost, m) for m in (KERNEL, LOOP, REVERSE)}
+    fns = {m: (measure._compile(lambda p_, b, e=e: e(p_, b), params, batch)[0] if e.jittable
+               else (lambda p_, b, e=e: e(p_, b))) for m, e in ests.items()}
+    row = {"section": "timing", "problem": prob.name, "description": prob.description, "P": p,
+           "batch_size": prob.batch_size, "dtype": prob.dtype, "rounds": rounds,
+           "evaluations_kernel": ests[KERNEL].evaluations(p), "evaluations_loop": ests[LOOP].evaluations(p),
+           "options_kernel": ", ".join(f"{k}={v}" for k, v in sorted(ests[KERNEL].options.items()))}
+    for m, fn in fns.items():  # first calls (fd-loop compiles its per-direction programs here): the errors
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(fn(params, batch))
+        row[f"first_s_{_key(m)}"] = time.perf_counter() - t0
+        row[f"rel_error_{_key(m)}"] = relative_error(flat_numpy(out), ref)
+    calls = [(objective, (params, batch))] + [(fns[m], (params, batch)) for m in (KERNEL, LOOP, REVERSE)]
+    wall, _ = profiling.interleaved(calls, rounds, warm=True)
+    obj, kernel, loop, rev = wall
+    for key, times in (("objective", obj), ("kernel", kernel), ("loop", loop), ("reverse", rev)):
+        row.update({f"{key}_s": statistics.median(times), f"{key}_min_s": min(times), f"{key}_max_s": max(times),
+                    f"{key}_times_s": list(times)})
+    for key, num, den in (("kernel_over_P_objective", kernel, [p * t for t in obj]),
+                          ("kernel_over_loop", kernel, loop), ("reverse_over_objective", rev, obj)):
+        r = profiling.round_ratios(num, den)
+        row.update({key: r["median"], f"{key}_min": r["min"], f"{key}_max": r["max"]})
+    row.update(_flops(objective, fns, ests, prob))
+    log(f"{prob.name}: kernel / (P x objective) {row['kernel_over_P_objective']:.3g}, kernel / fd-loop "
+        f"{row['kernel_over_loop']:.3g}, reverse / objective {row['reverse_over_objective']:.3g}")
+    return row
+
+
+def _key(method: str) -> str:
+    return {KERNEL: "kernel", LOOP: "loop", REVERSE: "reverse"}[method]
+
+
+def _flops(objective, fns, ests, prob) -> dict:
+    """XLA FLOPs (loops x trip count) and dot/convolution FLOPs of the objective and each gradient program;
+    fd-loop's from its one-direction program x its evaluations (`measure.one_direction_flops`)."""
+    out = {"objective_xla_flops": profiling.xla_flops(None, executable=objective, complex_weighted=True),
+           "objective_dot_flops": profiling.dot_flops(objective)}
+    for m in (KERNEL, REVERSE):
+        out[f"{_key(m)}_xla_flops"] = profiling.xla_flops(None, executable=fns[m], complex_weighted=True)
+        out[f"{_key(m)}_dot_flops"] = profiling.dot_flops(fns[m])
+    one = measure.one_direction_flops(prob.cost, prob.params, prob.batch)
+    evals = ests[LOOP].evaluations(prob.n_params)
+    out["loop_xla_flops"] = None if one is None else evals * one["xla_flops"]
+    out["loop_dot_flops"] = None if one is None or one["dot_flops"] is None else evals * one["dot_flops"]
+    out["loop_flops_source"] = "one-direction program x evaluations"
+    return out
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def check_grad_rows(prob, repeats: int, log) -> list[dict]:
+    """gdjax.check_grad in each of CHECK_MODES: first call (a fresh function: compilation included) and the
+    median of `repeats` repeated calls; a mode check_grad refuses or silently replaces is recorded absent."""
+    rows = []
+    base = {"section": "checker", "problem": prob.name, "P": prob.n_params, "tool": "gdjax.check_grad"}
+    for mode in CHECK_MODES:
+        def f(params, batch):  # a new function object per mode: nothing compiled for it yet
+            return prob.cost(params, batch)
+
+        # the localising mode draws random directions: a fixed, stated key
+        opts = {"mode": mode, **({"key": jax.random.key(0)} if mode == "directions" else {})}
+        try:
+            first, report = _timed(lambda: gdjax.check_grad(f, prob.params, prob.batch, **opts))
+        except (ValueError, TypeError) as err:
+            rows.append(dict(base, mode=mode, call="first", absent=True,
+                             reason=f"check_grad(mode={mode!r}) refused: {common._one_line(err)}"))
+            continue
+        if report.mode != mode:
+            rows.append(dict(base, mode=mode, call="first", absent=True,
+                             reason=f"check_grad(mode={mode!r}) ran mode {report.mode!r} instead"))
+            continue
+        again = [_timed(lambda: gdjax.check_grad(f, prob.params, prob.batch, **opts))[0] for _ in range(repeats)]
+        info = {"mode": mode, "ok": bool(report.ok), "evaluations": report.evaluations, "absent": False,
+                "key": "jax.random.key(0)" if mode == "directions" else None,
+                "num_directions": getattr(report, "num_directions", None)}
+        rows += [dict(base, call="first", seconds=first, **info),
+                 dict(base, call="repeated", seconds=statistics.median(again), times_s=again, **info)]
+        log(f"{prob.name}: check_grad {mode}: first {first:.3g} s, repeated {statistics.median(again):.3g} s")
+    return rows
+
+
+def torch_rows(mod, prob, repeats: int, no_torch: bool, log) -> list[dict]:
+    """torch.autograd.gradcheck slow and fast mode on the problem written in PyTorch (first call and the
+    median of `repeats` repeated ones), after checking that the torch objective and its gradient equal the JAX
+    ones; absent rows with the reason when torch is not available."""
+    base = {"section": "checker", "problem": prob.name, "P": prob.n_params, "tool": "torch.autograd.gradcheck"}
+    try:
+        if no_torch:
+            raise ImportError("left out with --no-torch")
+        f, inputs = mod.torch_cost(prob)
+    except ImportError as err:
+        log(f"{prob.name}: torch rows absent ({common._one_line(err)})")
+        return [dict(base, mode=m, call=c, absent=True, reason=common._one_line(err))
+                for m in ("slow", "fast") for c in ("first", "repeated")]
+    torch = sys.modules["torch"]  # imported by torch_cost
+    value = f(*inputs)
+    grads = torch.autograd.grad(value, inputs)
+    same = {"torch": torch.__version__,
+            "torch_value_rel_diff": abs(float(value.detach()) - float(prob.cost(prob.params, prob.batch)))
+            / max(abs(float(value.detach())), 1e-300),
+            "torch_grad_rel_error": relative_error(np.concatenate([g.detach().numpy().ravel() for g in grads]),
+                                                   prob.reference())}
+    rows = []
+    for mode in ("slow", "fast"):
+        def check():
+            return torch.autograd.gradcheck(f, inputs, fast_mode=mode == "fast", raise_exception=False)
+
+        first, ok = _timed(check)
+        again = [_timed(check)[0] for _ in range(repeats)]
+        rows += [dict(base, mode=mode, call="first", seconds=first, ok=bool(ok), absent=False, **same),
+                 dict(base, mode=mode, call="repeated", seconds=statistics.median(again), times_s=again,
+                      ok=bool(ok), absent=False, **same)]
+        log(f"{prob.name}: torch gradcheck {mode}: first {first:.3g} s, repeated {statistics.median(again):.3g} s")
+    return rows
+
+
+def add_checker_ratios(rows: list[dict]) -> None:
+    """On every present check_grad row: torch slow mode's seconds (same problem, same call) / its seconds."""
+    torch_slow = {(r["problem"], r["call"]): r["seconds"] for r in rows
+                  if r.get("tool") == "torch.autograd.gradcheck" and r.get("mode") == "slow" and not r["absent"]}
+    for r in rows:
+        if r.get("tool") == "gdjax.check_grad" and not r["absent"]:
+            slow = torch_slow.get((r["problem"], r["call"]))
+            r["torch_slow_over_this"] = None if slow is None else slow / r["seconds"]
+
+
+def run(args) -> int:
+    load_start = common.load_average()
+    log = print
+    rows = []
+    for name in args.names:
+        mod, prob = load(name, args.tiny, args.seed)
+        log(f"{name}: {prob.description or prob.name}: P = {prob.n_params}")
+        rows.append(timing_row(prob, args.rounds, log))
+        rows += check_grad_rows(prob, args.repeats, log)
+        rows += torch_rows(mod, prob, args.repeats, args.no_torch, log)
+    add_checker_ratios(rows)
+    config = {"problems": list(args.names), "tiny": args.tiny, "rounds": args.rounds, "repeats": args.repeats,
+              "seed": args.seed, "kernel": KERNEL, "loop": LOOP, "check_modes": list(CHECK_MODES)}
+    path = results.save_results(args.path, rows, meta=common.meta(load_start, benchmark=COMMAND), config=config)
+    return common.wrote(path, results.csv_path(path))
+
+
+def main(argv=None) -> int:
+    return common.run_main(COMMAND, parse_args, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
