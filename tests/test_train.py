@@ -14,6 +14,7 @@ import pytest
 
 import gdjax
 from gdjax import cli, profiling, train
+from gdjax import step as step_module
 from gdjax.data import Batch, synthetic
 from gdjax.gradients.registry import Estimator
 
@@ -121,7 +122,7 @@ def _fake_estimator(stochastic=False, jittable=True):
 
 
 def test_stochastic_method_gets_fold_in_key_per_step(monkeypatch):
-    monkeypatch.setattr(train, "gradient", lambda cost, method, **o: _fake_estimator(stochastic=True))
+    monkeypatch.setattr(step_module, "gradient", lambda cost, method, **o: _fake_estimator(stochastic=True))
     params, batch, key = _params(), _data(), jax.random.key(5)
     step = jax.jit(train.make_step(COST, optax.sgd(1.0), "fake"))
     state = train.init(params, optax.sgd(1.0), key)
@@ -137,7 +138,7 @@ def test_stochastic_method_gets_fold_in_key_per_step(monkeypatch):
 
 
 def test_non_jittable_method_is_refused(monkeypatch):
-    monkeypatch.setattr(train, "gradient", lambda cost, method, **o: _fake_estimator(jittable=False))
+    monkeypatch.setattr(step_module, "gradient", lambda cost, method, **o: _fake_estimator(jittable=False))
     with pytest.raises(ValueError, match="cannot run inside the jitted training step"):
         train.make_step(COST, optax.sgd(1.0), "fd-loop")
 
