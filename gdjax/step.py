@@ -153,10 +153,12 @@ def make_step(cost: Callable, optimizer: optax.GradientTransformation, method: s
     def step(state: TrainState, batch: Batch):
         k = jax.random.fold_in(_streams(state.key)[1], state.step) if est.stochastic else None
         g = est(state.params, batch, k)  # None at the leaves not differentiated (the leaf policy)
+        diff, static = _leaves.partition(state.params)
         # The cost is evaluated beside the gradient, whatever the method. Under jit, XLA merges it with the
         # forward pass reverse mode already runs (the compiled step has the FLOPs of jax.value_and_grad's).
-        c = cost(state.params, batch)
-        diff, static = _leaves.partition(state.params)
+        # It gets a rebuilt pytree, as the estimator's cost does: a cost that writes into its argument (an NNX
+        # module merged from the state counts its RNG calls) never changes the state.
+        c = cost(_leaves.combine(diff, static), batch)
         updates, opt_state = optimizer.update(g, state.opt_state, diff)
         params = _leaves.combine(optax.apply_updates(diff, updates), static)  # static leaves: the same objects
         metrics = {"cost": c, "grad_norm": tree_norm(g)}

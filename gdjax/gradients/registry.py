@@ -239,9 +239,9 @@ def _leaf_policy(cost: Callable, inner: Estimator, info: Method, has_aux: bool) 
         _validate.check_batch(batch, info.name)
         if not info.jittable:
             _validate.check_not_traced(params, batch, info.name)
+        _validate.check_differentiable(params, info.name)
         if info.structured:
             return inner.fn(params, batch, key)
-        _validate.check_differentiable(params, info.name)
         diff, static = _leaves.partition(params)
         bound = _leaves.Bound(static, batch)
         if has_aux:
@@ -252,8 +252,8 @@ def _leaf_policy(cost: Callable, inner: Estimator, info: Method, has_aux: bool) 
                                          info.name)
                 checked.add(sig)
         grads = inner.fn(diff, bound, key)
-        if has_aux:
-            return grads, cost(params, batch)[1]
+        if has_aux:  # on a rebuilt pytree, as the method's cost: a cost writing into its argument changes nothing
+            return grads, cost(_leaves.combine(diff, static), batch)[1]
         return grads
 
     return fn
