@@ -447,7 +447,8 @@ def test_cli_train_resume_continues(tmp_path, capsys):
 
 def test_fit_resume_refuses_changed_settings(tmp_path):
     data = _data()
-    kw = dict(batch_size=6, key=jax.random.key(1), progress=False, checkpoint_path=tmp_path / "ck.npz")
+    kw = dict(batch_size=6, key=jax.random.key(1), progress=False, checkpoint_path=tmp_path / "ck.npz",
+              method="fd-central")
     train.fit(COST, optax.sgd(3.0), _params(), data, epochs=1, learning_rate=3.0, **kw)
     with pytest.raises(ValueError, match="another configuration.*learning_rate: 3.0 -> 1.0"):
         train.fit(COST, optax.sgd(1.0), _params(), data, epochs=2, learning_rate=1.0, resume=True, **kw)

@@ -364,7 +364,7 @@ def test_flax_linen_cnn_every_method(method):
 
 def test_flax_linen_fit():
     params, cost, batch = _linen_case()
-    res = train.fit(cost, optax.sgd(0.1), params, batch, epochs=2, batch_size=2, key=jax.random.key(0),
+    res = train.fit(cost, optax.sgd(0.1), params, batch, epochs=2, batch_size=4, key=jax.random.key(0),
                     method="fd-forward", progress=False)
     assert res.history[-1]["train_cost"] < res.history[0]["train_cost"]
 
