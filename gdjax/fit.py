@@ -26,9 +26,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -257,9 +256,9 @@ def fit(
       progress: show a tqdm bar (stderr) with the latest metrics.
       callback: called with each epoch's record.
     Returns:
-      `FitResult(state, history, compile_s, start_epoch)`. Each record: epoch, step, train_cost, train_accuracy, test_cost,
-      test_accuracy, batch_cost (mean over the epoch's mini-batches), grad_norm (mean norm of the gradients
-      used), epoch_s (training time of the epoch, compile excluded; the first epoch also carries the compiled
+      `FitResult(state, history, compile_s, start_epoch)`. Each record: epoch, step, train_cost, train_accuracy,
+      test_cost, test_accuracy, batch_cost (mean over the epoch's mini-batches), grad_norm (mean norm of the
+      gradients used), epoch_s (training time of the epoch, compile excluded; the first epoch also carries the compiled
       program's one-time start-up, ~30 ms on a CPU), eval_s, wall_s (cumulative epoch_s), status "ok".
     Raises:
       Diverged: the cost became NaN/inf or exceeded `divergence_factor` times its start.

@@ -113,7 +113,7 @@ def init(params, optimizer: optax.GradientTransformation, key: jax.Array) -> Tra
     """
     optimizer = check_optimizer(optimizer)
     key = _checks.prng_key(key)
-    _validate.check_differentiable(params, "training", "params")
+    _validate.check_differentiable(params, "", "params", where="train.init")
     return TrainState(params, optimizer.init(_leaves.partition(params)[0]), jnp.zeros((), jnp.int32), key)
 
 

@@ -76,12 +76,15 @@ def check_aux_cost(cost: Callable, params, batch, method: str) -> None:
         )
 
 
-def check_differentiable(params, method: str, name: str = "params") -> None:
-    """Raise ValueError unless `params` holds at least one inexact (floating) array leaf (the leaf policy)."""
+def check_differentiable(params, method: str, name: str = "params", *, where: str | None = None) -> None:
+    """Raise ValueError unless `params` holds at least one inexact (floating) array leaf (the leaf policy).
+
+    `where` names the caller in the message (default: "method '<method>'")."""
     if _leaves.n_differentiable(params) == 0:
+        where = where or f"method {method!r}"
         raise ValueError(
-            f"{name} has no leaf to differentiate (method {method!r}): only floating-point array leaves are "
-            f"differentiated ({_leaves.describe_static(params)}); give the parameters as float arrays, e.g. "
+            f"{name} has no leaf to differentiate ({where}): only floating-point array leaves are differentiated"
+            f" ({_leaves.describe_static(params)}); give the parameters as float arrays, e.g. "
             f"jnp.asarray(x, jnp.float32)"
         )
 
