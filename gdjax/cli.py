@@ -310,8 +310,10 @@ def _add_train(sub):
         "train", help="train an MLP by gradient descent with any gradient method",
         description="Mini-batch gradient descent (an epoch is one jitted lax.scan) on a dataset; writes "
                     "OUT/metrics.jsonl (one record per epoch), OUT/checkpoint.npz (after every epoch; --resume "
-                    "continues from it), OUT/params.npz and OUT/config.json.",
-        epilog="example: gdjax train --dataset digits --sizes 64,30,10 --eta 3.0 --epochs 10 --out runs/digits")
+                    "continues from it), OUT/params.npz and OUT/config.json. An existing OUT is refused "
+                    "unless --resume (same settings, more epochs) or --overwrite.",
+        epilog="examples: gdjax train --dataset digits --sizes 64,30,10 --eta 3.0 --epochs 10 --out runs/digits | "
+               "gdjax train --method spsa --option num_directions=16 --out runs/spsa-k16")
     p.add_argument("--dataset", default="digits", help="digits, fashion-mnist or mnist (default digits)")
     p.add_argument("--data-dir", default=None, help="folder of the IDX files (fashion-mnist, mnist)")
     p.add_argument("--n-train", type=int, default=None, help="use only the first N training examples")
@@ -325,23 +327,100 @@ def _add_train(sub):
     p.add_argument("--optimizer", default="sgd", help="sgd, momentum, nesterov, adam, adamw, rmsprop, adagrad")
     p.add_argument("--eta", type=float, default=3.0, help="learning rate (> 0)")
     p.add_argument("--batch-size", type=int, default=10, help="mini-batch size (1..N; N = full-batch GD)")
-    p.add_argument("--epochs", type=int, default=30, help="number of epochs (>= 1)")
+    p.add_argument("--epochs", type=int, default=30, help="number of epochs (>= 1; with --resume: the total)")
     p.add_argument("--method", default="reverse", help="gradient method (see gdjax.available_methods())")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="a method option, repeatable, e.g. --option num_directions=16 --option eps=1e-3 "
+                        "(values read as int, float or text; the method's options are checked)")
     p.add_argument("--dtype", default="float32", help="float32 or float64")
     p.add_argument("--seed", type=int, default=0, help="seed of the init, the shuffles and stochastic methods")
     p.add_argument("--divergence-factor", type=float, default=None,
                    help="stop when the train cost exceeds this multiple of its start (default 10)")
     p.add_argument("--out", default=None, help="output folder (default: a fresh git-ignored runs/train-<date>/)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz (needs --out)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in OUT (needs --out and the same settings; --epochs is the new total)")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in an existing OUT, replacing its run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+# settings that may differ between a run and its --resume (the others must match config.json)
+_RESUMABLE = ("epochs", "resume", "overwrite", "no_progress", "out", "data_dir", "command")
+
+
+def _method_options(pairs, method: str) -> dict:
+    """`--option NAME=VALUE` pairs -> {name: int | float | str}, checked against the method's options."""
+    from gdjax.gradients import method_info
+
+    valid = method_info(method).options
+    out = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name or not text.strip():
+            raise ValueError(f"--option {pair!r}: expected NAME=VALUE, e.g. --option num_directions=16")
+        if name not in valid:
+            raise ValueError(f"--option {name}: not an option of method {method!r}; its options: "
+                             f"{', '.join(valid) if valid else 'none'}")
+        if name in out:
+            raise ValueError(f"--option {name} given twice")
+        text = text.strip()
+        for kind in (int, float):
+            try:
+                out[name] = kind(text)
+                break
+            except ValueError:
+                continue
+        else:
+            out[name] = text
+    return out
+
+
+def _train_out(args):
+    """Check --out against --resume / --overwrite before any work; returns the checkpoint's epoch (0: fresh)."""
+    from pathlib import Path
+
+    from gdjax import checkpoint
+
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: choose one")
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out, the folder of the run to continue")
+    out = Path(args.out) if args.out is not None else None
+    if args.resume:
+        ck = out / "checkpoint.npz"
+        if not out.is_dir():
+            raise ValueError(f"--resume: {str(out)!r} does not exist; there is no run to continue (drop --resume "
+                             f"to start one)")
+        if not ck.is_file() or not (out / "config.json").is_file():
+            raise ValueError(f"--resume: {str(out)!r} holds no checkpoint.npz and config.json of a gdjax train run")
+        return checkpoint.saved_epoch(ck)
+    if not args.overwrite and out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"--out {str(out)!r} already exists and is not empty: add --resume to continue its run, "
+                         f"--overwrite to replace it, or choose another folder")
+    return 0
+
+
+def _saved_config(path) -> dict:
+    """The "config" of a run's config.json (ValueError, one line, when it cannot be read)."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f).get("config")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ValueError(f"--resume: cannot read {path} ({type(err).__name__}); the run cannot be checked") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"--resume: {path} holds no 'config' of a gdjax train run")
+    return config
 
 
 def _cmd_train(args) -> int:
     import os
 
-    from gdjax import _checks, fit, train
+    from gdjax import _checks
 
     # cheap checks first, so a typo never waits for a dataset to load
+    from gdjax import results, train
     from gdjax.costs import LOSSES
     from gdjax.data import DATASETS
     from gdjax.gradients import available_methods
@@ -363,15 +442,28 @@ def _cmd_train(args) -> int:
             _checks.positive_int(getattr(args, name), "--" + name.replace("_", "-"))
     if args.divergence_factor is not None and not args.divergence_factor > 1:
         raise ValueError(f"--divergence-factor must be > 1, got {args.divergence_factor}")
-    if args.resume and args.out is None:
-        raise ValueError("--resume needs --out, the folder of the run to continue")
+    method_options = _method_options(args.option, args.method)
+    factor = train.DIVERGENCE_FACTOR if args.divergence_factor is None else args.divergence_factor
+    # what config.json records: the settings in force (the effective divergence factor, the method options)
+    config = {k: v for k, v in vars(args).items() if k not in ("command", "option")}
+    config.update(divergence_factor=factor, method_options=method_options)
+    reached = _train_out(args)
+    if args.resume:
+        saved = _saved_config(os.path.join(args.out, "config.json"))
+        changed = train.changed_keys({k: v for k, v in saved.items() if k not in _RESUMABLE and k != "sizes"},
+                                     {k: v for k, v in config.items() if k not in _RESUMABLE})
+        if changed:
+            raise ValueError(f"--resume: the run in {args.out} was started with other settings ({'; '.join(changed)});"
+                             f" resume with the same settings, or start a new run with another --out")
+        if reached >= args.epochs:
+            print(f"gdjax train: {args.out} is already at {reached} epochs (--epochs {args.epochs}); nothing to do")
+            return 0
 
     import jax
 
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     import gdjax
-    from gdjax import results
 
     ds = gdjax.data.load_dataset(args.dataset, args.data_dir, n_train=args.n_train, n_test=args.n_test,
                                  dtype=args.dtype)
@@ -385,30 +477,36 @@ def _cmd_train(args) -> int:
 
     net = gdjax.MLP(sizes, activation=args.activation, output=args.output)
     cost = gdjax.make_cost(net, args.loss)
+    gdjax.gradient(cost, args.method, **method_options)  # the options' values, checked before any work
     k_init, k_run = jax.random.split(jax.random.key(args.seed))
     params = net.init(k_init, scheme=args.init, dtype=args.dtype)
     opt = train.make_optimizer(args.optimizer, eta)
     args.out = str(results.output_dir("train", args.out))
     os.makedirs(args.out, exist_ok=True)
-    config = {k: v for k, v in vars(args).items() if k not in ("command",)}
-    config["sizes"] = list(sizes)
+    config.update(out=args.out, sizes=list(sizes))
+    if args.overwrite:
+        for name in ("checkpoint.npz", "metrics.jsonl", "params.npz"):
+            if os.path.exists(os.path.join(args.out, name)):
+                os.remove(os.path.join(args.out, name))
     results.write_json(os.path.join(args.out, "config.json"), {"meta": results.environment(), "config": config})
-    factor = fit.DIVERGENCE_FACTOR if args.divergence_factor is None else args.divergence_factor
+    fit_config = {k: v for k, v in config.items() if k not in _RESUMABLE}
     try:
-        res = fit.fit(cost, opt, params, ds.train, ds.test, epochs=args.epochs, batch_size=args.batch_size,
-                       key=k_run, method=args.method, learning_rate=eta, divergence_factor=factor,
-                       log_path=os.path.join(args.out, "metrics.jsonl"),
-                       checkpoint_path=os.path.join(args.out, "checkpoint.npz"), resume=args.resume,
-                       progress=not args.no_progress)
-    except fit.Diverged as err:
+        res = train.fit(cost, opt, params, ds.train, ds.test, epochs=args.epochs, batch_size=args.batch_size,
+                        key=k_run, method=args.method, method_options=method_options, learning_rate=eta,
+                        divergence_factor=factor, config=fit_config,
+                        log_path=os.path.join(args.out, "metrics.jsonl"),
+                        checkpoint_path=os.path.join(args.out, "checkpoint.npz"), resume=args.resume,
+                        progress=not args.no_progress)
+    except train.Diverged as err:
         print(f"gdjax train: error: {err}", file=sys.stderr)
         return 3
-    fit.save_params(os.path.join(args.out, "params.npz"), res.params)
+    train.save_params(os.path.join(args.out, "params.npz"), res.params)
     last = res.history[-1]
     wall = last["wall_s"]
+    resumed = f"resumed at epoch {res.start_epoch}; " if res.start_epoch else ""
     print(f"epoch {last['epoch']}: train cost {last['train_cost']:.4g}, test cost {last['test_cost']:.4g}, "
-          f"test accuracy {last['test_accuracy']:.4f}; {wall:.2f} s training (+{res.compile_s:.2f} s compile); "
-          f"wrote {args.out}")
+          f"test accuracy {last['test_accuracy']:.4f}; {resumed}{wall:.2f} s training (+{res.compile_s:.2f} s "
+          f"compile); wrote {args.out}")
     return 0
 
 

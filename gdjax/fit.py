@@ -5,9 +5,13 @@
     >>> fit(..., checkpoint_path="run/checkpoint.npz", log_path="run/metrics.jsonl", resume=True)  # continue
 
 Each epoch is one call of the compiled `make_epoch` program; after it the loop evaluates the train (and test)
-cost, writes one record (JSON-lines log, callback, progress bar) and a checkpoint. Checkpoints and saved params
-are .npz files written atomically through `gdjax.results` (never pickle); a checkpoint holds the whole
-`TrainState`, so a resumed run continues bit-for-bit.
+cost, writes one record (JSON-lines log, callback, progress bar) and a checkpoint. Checkpoints are .npz files
+(`gdjax.checkpoint`); a checkpoint holds the whole `TrainState`, so a resumed run continues bit-for-bit, and the
+run's configuration, so a resume with a different one is refused (naming the changed keys).
+
+Params may be any pytree (the leaf policy, `gdjax.gradients._leaves`): only their floating array leaves are
+trained; ints, bools and PRNG keys come back bit-identical, and non-array leaves (an Equinox module's functions)
+are closed over by the compiled programs and come back as the same objects.
 
 Divergence (`Diverged` is raised, nothing after it is recorded as valid):
   * a mini-batch cost or gradient norm that is NaN or infinite, at the first such step;
@@ -22,9 +26,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,10 +35,11 @@ import numpy as np
 import optax
 
 from gdjax import _checks, results
+from gdjax.checkpoint import load_state, save_state
 from gdjax.costs import Cost
 from gdjax.data import Batch, check_batch
-from gdjax.nn import Layer
-from gdjax.train import TrainState, epoch_key, evaluate, init, make_epoch, make_step
+from gdjax.gradients import _leaves
+from gdjax.step import TrainState, epoch_key, evaluate, init, make_epoch, make_step
 
 DIVERGENCE_FACTOR = 10.0
 
@@ -61,110 +65,18 @@ class Diverged(RuntimeError):
 
 @dataclass
 class FitResult:
-    """What `fit` returns: the final state, one record per epoch (epoch 0 = at init), and the compile time."""
+    """What `fit` returns: the final state, one record per epoch (epoch 0 = at init), the compile time, and the
+    epoch a resumed run started from (0 for a fresh run; equal to the last record's epoch when there was
+    nothing left to do)."""
 
     state: TrainState
     history: list = field(default_factory=list)
     compile_s: float = 0.0
+    start_epoch: int = 0
 
     @property
     def params(self):
         return self.state.params
-
-
-# --- checkpoints and params files (.npz through gdjax.results, never pickle) --------------------------------
-
-_KEY_SUFFIX = "::key"
-
-
-def _path_name(path) -> str:
-    """A pytree path as "0/w", "opt_state/0/mu/1/b", ..."""
-    parts = []
-    for p in path:
-        attr = next((a for a in ("idx", "name", "key") if hasattr(p, a)), None)
-        parts.append(str(getattr(p, attr)) if attr else str(p))
-    return "/".join(parts)
-
-
-def _is_key(x) -> bool:
-    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
-def _flatten_named(tree, prefix: str) -> dict[str, np.ndarray]:
-    """name -> array of every leaf; typed PRNG keys are stored as their raw data under "<name>::key"."""
-    out = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        name = prefix + _path_name(path)
-        if _is_key(leaf):
-            out[name + _KEY_SUFFIX] = np.asarray(jax.random.key_data(leaf))
-        else:
-            out[name] = np.asarray(leaf)
-    return out
-
-
-def _leaf_like(ref, arrays: dict, name: str, where) -> jax.Array:
-    """The stored leaf `name`, checked against the reference leaf's shape and dtype."""
-    if _is_key(ref):
-        if name + _KEY_SUFFIX not in arrays:
-            raise ValueError(f"{where}: missing PRNG key {name!r}; was it saved from this kind of run?")
-        return jax.random.wrap_key_data(arrays[name + _KEY_SUFFIX], impl=jax.random.key_impl(ref))
-    if name not in arrays:
-        raise ValueError(f"{where}: missing array {name!r}; it does not match the expected structure")
-    a, ref_shape, ref_dtype = arrays[name], np.shape(ref), np.asarray(ref).dtype
-    if a.shape != ref_shape or a.dtype != ref_dtype:
-        raise ValueError(f"{where}: {name!r} has shape {a.shape} {a.dtype}, expected {ref_shape} {ref_dtype}")
-    return jnp.asarray(a)
-
-
-def _unflatten_like(like, arrays: dict, prefix: str, where) -> Any:
-    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(like)
-    leaves = [_leaf_like(ref, arrays, prefix + _path_name(path), where) for path, ref in leaves_with_path]
-    return jax.tree_util.tree_unflatten(treedef, leaves)
-
-
-def save_params(path, params) -> None:
-    """Write a params pytree to `path` as .npz (atomic; names like "0/w", "0/b"; no pickle).
-
-    >>> save_params("run/params.npz", params); params = load_params("run/params.npz")
-    """
-    results.save_npz(path, _flatten_named(params, ""))
-
-
-def load_params(path, like=None):
-    """Read params saved by `save_params`.
-
-    Args:
-      path: the .npz file.
-      like: a pytree of the expected structure, shapes and dtypes (e.g. `net.init(key)`); without it the file
-        must hold an MLP's params ("0/w", "0/b", "1/w", ...) and a tuple of `Layer` is returned.
-    """
-    arrays = results.load_npz(path)
-    if like is not None:
-        return _unflatten_like(like, arrays, "", path)
-    n = len(arrays) // 2
-    if set(arrays) != {f"{i}/{p}" for i in range(n) for p in "wb"}:
-        raise ValueError(
-            f"{path}: not an MLP params file (expected arrays 0/w, 0/b, ...); pass like= for other pytrees")
-    return tuple(Layer(jnp.asarray(arrays[f"{i}/w"]), jnp.asarray(arrays[f"{i}/b"])) for i in range(n))
-
-
-def save_state(path, state: TrainState, *, epoch: int, history: Sequence[dict] = (), meta: dict | None = None):
-    """Write a checkpoint: the whole `TrainState`, the epoch reached, the history so far and run metadata."""
-    arrays = _flatten_named(state, "state/")
-    arrays["epoch"] = np.asarray(epoch, np.int64)
-    arrays["history_json"] = np.asarray(json.dumps(results.to_jsonable(list(history))))
-    arrays["meta_json"] = np.asarray(json.dumps(results.to_jsonable(meta or {})))
-    results.save_npz(path, arrays)
-
-
-def load_state(path, like: TrainState) -> tuple[TrainState, int, list, dict]:
-    """Read a checkpoint written by `save_state` into the structure of `like` -> (state, epoch, history, meta)."""
-    arrays = results.load_npz(path)
-    for k in ("epoch", "history_json", "meta_json"):
-        if k not in arrays:
-            raise ValueError(f"{path}: not a gdjax training checkpoint (no {k!r})")
-    state = _unflatten_like(like, arrays, "state/", path)
-    return state, int(arrays["epoch"]), json.loads(str(arrays["history_json"])), json.loads(str(arrays["meta_json"]))
 
 
 # --- the loop, piece by piece ------------------------------------------------------------------------------
@@ -189,13 +101,21 @@ def _check_args(cost, train, test, epochs, batch_size, divergence_factor, learni
     return n, epochs, batch_size, divergence_factor, learning_rate, _checks.prng_key(key)
 
 
+def changed_keys(saved: dict, now: dict) -> list[str]:
+    """The keys of `now` whose value differs from `saved` (keys missing from `saved` are not compared), as
+    "key: saved -> now" strings, for the one-line error of a resume with a changed configuration."""
+    norm = lambda v: json.loads(json.dumps(results.to_jsonable(v)))  # noqa: E731 (tuples vs lists, numpy)
+    return [f"{k}: {saved[k]!r} -> {norm(now[k])!r}" for k in now if k in saved and norm(saved[k]) != norm(now[k])]
+
+
 def _resume(checkpoint_path, state: TrainState, meta: dict) -> tuple[TrainState, int, list]:
     """(state, epoch reached, history) from an existing checkpoint written by a run with the same meta."""
     state, start_epoch, history, saved = load_state(checkpoint_path, state)
-    for k in ("method", "batch_size", "n_train"):
-        if saved.get(k) != meta[k]:
-            raise ValueError(f"cannot resume from {checkpoint_path}: it was written with {k}={saved.get(k)!r}, "
-                             f"this run has {k}={meta[k]!r}")
+    own = {k: v for k, v in meta.items() if k != "config"}
+    changed = changed_keys(saved, own) + changed_keys(saved.get("config") or {}, meta["config"])
+    if changed:
+        raise ValueError(f"cannot resume from {checkpoint_path}: the run was written with another configuration "
+                         f"({'; '.join(changed)}); use the same settings, or start a new run elsewhere")
     return state, start_epoch, history
 
 
@@ -309,6 +229,7 @@ def fit(
     method: str = "reverse",
     method_options: dict | None = None,
     learning_rate: float | None = None,
+    config: dict | None = None,
     divergence_factor: float | None = DIVERGENCE_FACTOR,
     log_path=None,
     checkpoint_path=None,
@@ -325,27 +246,45 @@ def fit(
       epochs: number of epochs (>= 1); batch_size: 1 <= batch_size <= N (N = full-batch GD).
       key: the run's PRNG key (shuffling and stochastic estimators).
       learning_rate: only reported (in `Diverged` and the records); the optimiser already holds it.
+      config: JSON-able settings of the run beyond fit's own (e.g. the CLI's network and optimiser), stored in
+        the checkpoint; resuming with a different config (or method, method_options, batch_size, number of
+        training examples, learning_rate, divergence_factor) raises ValueError naming the changed keys.
       divergence_factor: stop when the train cost exceeds this multiple of its start (None: only NaN/inf).
       log_path: a JSON-lines file, one record per epoch (rewritten on resume to match the checkpoint).
-      checkpoint_path: an .npz written after every epoch; with `resume=True` an existing one is continued.
+      checkpoint_path: an .npz written after every epoch; with `resume=True` an existing one is continued (a
+        missing one starts afresh; `epochs` at or below the epoch reached trains nothing: see `start_epoch`).
       progress: show a tqdm bar (stderr) with the latest metrics.
       callback: called with each epoch's record.
     Returns:
-      `FitResult(state, history, compile_s)`. Each record: epoch, step, train_cost, train_accuracy, test_cost,
-      test_accuracy, batch_cost (mean over the epoch's mini-batches), grad_norm (mean norm of the gradients
-      used), epoch_s (training time of the epoch, compile excluded; the first epoch also carries the compiled
+      `FitResult(state, history, compile_s, start_epoch)`. Each record: epoch, step, train_cost, train_accuracy,
+      test_cost, test_accuracy, batch_cost (mean over the epoch's mini-batches), grad_norm (mean norm of the
+      gradients used), epoch_s (training time of the epoch, compile excluded; the first epoch also carries the compiled
       program's one-time start-up, ~30 ms on a CPU), eval_s, wall_s (cumulative epoch_s), status "ok".
     Raises:
       Diverged: the cost became NaN/inf or exceeded `divergence_factor` times its start.
     """
     n, epochs, batch_size, divergence_factor, learning_rate, key = _check_args(
         cost, train, test, epochs, batch_size, divergence_factor, learning_rate, key)
-    step = make_step(cost, optimizer, method, **dict(method_options or {}))
-    epoch_fn = jax.jit(make_epoch(step, n, batch_size), donate_argnums=0)
-    eval_fn = jax.jit(lambda p, a, b: (evaluate(cost, p, a), None if b is None else evaluate(cost, p, b)))
-    state = jax.tree_util.tree_map(jnp.copy, init(params, optimizer, key))  # our own buffers: they are donated
+    method_options = dict(method_options or {})
+    step = make_step(cost, optimizer, method, **method_options)
+    # the compiled programs carry the array leaves of the state and close over the others (the leaf policy)
+    state, objects = _leaves.split_arrays(init(params, optimizer, key))
+    state = jax.tree_util.tree_map(jnp.copy, state)  # our own buffers: they are donated
+    epoch = make_epoch(step, n, batch_size)
 
-    meta = {"method": method, "batch_size": batch_size, "n_train": n, "learning_rate": learning_rate}
+    def epoch_arrays(arrays, data, k):
+        new, m = epoch(_leaves.combine(arrays, objects), data, k)
+        return _leaves.split_arrays(new)[0], m
+
+    def evaluate_both(p, a, b):
+        p = _leaves.combine(p, objects.params)
+        return evaluate(cost, p, a), None if b is None else evaluate(cost, p, b)
+
+    epoch_fn = jax.jit(epoch_arrays, donate_argnums=0)
+    eval_fn = jax.jit(evaluate_both)
+
+    meta = {"method": method, "method_options": method_options, "batch_size": batch_size, "n_train": n,
+            "learning_rate": learning_rate, "divergence_factor": divergence_factor, "config": config or {}}
     start_epoch, history = 0, []
     if resume and checkpoint_path is not None and os.path.exists(checkpoint_path):
         state, start_epoch, history = _resume(checkpoint_path, state, meta)
@@ -371,4 +310,4 @@ def fit(
     finally:
         if bar is not None:
             bar.close()
-    return FitResult(state, history, compile_s)
+    return FitResult(_leaves.combine(state, objects), history, compile_s, start_epoch)

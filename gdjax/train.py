@@ -1,211 +1,25 @@
-"""Gradient-descent training: the state, one step, one epoch under `lax.scan`; any optax optimiser, any estimator.
+"""Gradient-descent training with any estimator, any optax optimiser, any params pytree: the names in one place.
 
-The pieces, smallest first (jit is applied at the call site, once per step or once per epoch):
+    >>> from gdjax import train
+    >>> state = train.init(params, optax.sgd(3.0), jax.random.key(1))
+    >>> step = jax.jit(train.make_step(cost, optax.sgd(3.0), method="fd-central"))
+    >>> result = train.fit(cost, optax.sgd(3.0), params, data, epochs=30, batch_size=10, key=jax.random.key(2))
 
-    >>> net = gdjax.MLP((64, 16, 10)); cost = gdjax.make_cost(net, "quadratic")
-    >>> opt = optax.sgd(3.0)                                   # plain GD: v -> v - eta * grad C
-    >>> state = init(net.init(jax.random.key(0)), opt, jax.random.key(1))
-    >>> step = jax.jit(make_step(cost, opt, method="reverse"))  # any registry method: "fd-central", "spsa", ...
-    >>> state, m = step(state, batch)                          # m = {"cost": C(v) before the step, "grad_norm"}
-    >>> epoch = jax.jit(make_epoch(step_fn, n_train, batch_size=10), donate_argnums=0)
-    >>> state, per_step = epoch(state, train, epoch_key(state.key, 0))   # lax.scan over shuffled mini-batches
-
-The loop over epochs (metrics, divergence, checkpoints, resume) is `gdjax.fit.fit`, also reachable here as
-`train.fit` together with `FitResult`, `Diverged`, `save_state`/`load_state` and `save_params`/`load_params`.
-
-The state is a pytree `TrainState(params, opt_state, step, key)`; it holds everything a run needs, so a run
-saved and resumed continues bit-for-bit.
-
-Randomness: `state.key` is split once into a shuffle stream and a gradient stream. Epoch `e` is shuffled with
-`fold_in(shuffle_key, e)`; a stochastic estimator at step `t` gets `fold_in(gradient_key, t)`. No key is reused.
-
-Mini-batches: each epoch draws a fresh permutation and takes `N // batch_size` batches of `batch_size`
-examples; the `N mod batch_size` examples left over are dropped for that epoch (different ones each epoch).
-`batch_size == N` is full-batch gradient descent: the whole set, unshuffled, one step per epoch.
+This module only gathers the public names of three modules, each imported downwards:
+  * `gdjax.step`: `TrainState`, `init`, `make_step`, `make_epoch`, `epoch_key`, `evaluate`, the optimisers;
+  * `gdjax.fit`: the loop over epochs, `fit`, `FitResult`, `Diverged`, `DIVERGENCE_FACTOR`;
+  * `gdjax.checkpoint`: `save_params`/`load_params`, `save_state`/`load_state`, `CheckpointError`.
 """
 
-from __future__ import annotations
+from gdjax.checkpoint import CheckpointError, load_params, load_state, save_params, save_state
+from gdjax.fit import DIVERGENCE_FACTOR, Diverged, FitResult, changed_keys, fit
+from gdjax.step import (
+    OPTIMIZERS, TrainState, check_optimizer, epoch_key, evaluate, init, make_epoch, make_optimizer, make_step,
+    tree_norm,
+)
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
-
-import jax
-import jax.numpy as jnp
-import optax
-
-from gdjax import _checks
-from gdjax.costs import Cost, accuracy
-from gdjax.data import Batch, shuffled_batches
-from gdjax.gradients import gradient
-
-# ||g||_2 over a pytree: optax.tree.norm where it exists (optax >= 0.2.5), optax.global_norm (deprecated there) before.
-tree_norm = getattr(getattr(optax, "tree", None), "norm", None) or optax.global_norm
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
-
-
-class TrainState(NamedTuple):
-    """Everything a training run carries from step to step (a pytree).
-
-    Attributes:
-      params: the network parameters (e.g. a tuple of `Layer(w, b)`).
-      opt_state: the optax optimiser state.
-      step: int32 scalar, the number of steps taken so far.
-      key: the run's PRNG key (never consumed directly; see the module docstring for the streams).
-    """
-
-    params: Any
-    opt_state: Any
-    step: jax.Array
-    key: jax.Array
-
-
-# --- optimisers ------------------------------------------------------------------------------------------
-
-
-def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
-    """An optax optimiser by name, as the CLI and the experiments use it.
-
-    "sgd" is plain gradient descent `v -> v - eta * g`; "momentum"/"nesterov" are SGD with momentum 0.9;
-    "adam", "adamw" (weight decay 1e-4), "rmsprop", "adagrad" are optax's defaults with this learning rate.
-
-    >>> opt = make_optimizer("sgd", 3.0)
-    """
-    _checks.choice(name, OPTIMIZERS, "optimizer")
-    eta = _checks.positive_float(learning_rate, "learning_rate (eta)")
-    return {
-        "sgd": lambda: optax.sgd(eta),
-        "momentum": lambda: optax.sgd(eta, momentum=0.9),
-        "nesterov": lambda: optax.sgd(eta, momentum=0.9, nesterov=True),
-        "adam": lambda: optax.adam(eta),
-        "adamw": lambda: optax.adamw(eta, weight_decay=1e-4),
-        "rmsprop": lambda: optax.rmsprop(eta),
-        "adagrad": lambda: optax.adagrad(eta),
-    }[name]()
-
-
-def check_optimizer(optimizer) -> optax.GradientTransformation:
-    if not isinstance(optimizer, optax.GradientTransformation):
-        raise TypeError(
-            f"optimizer must be an optax.GradientTransformation such as optax.sgd(3.0), got {type(optimizer).__name__}"
-        )
-    return optimizer
-
-
-# --- state, step, epoch ----------------------------------------------------------------------------------
-
-
-def init(params, optimizer: optax.GradientTransformation, key: jax.Array) -> TrainState:
-    """A fresh `TrainState` at step 0.
-
-    Args:
-      params: the initial parameters (a pytree of arrays).
-      optimizer: any `optax.GradientTransformation`.
-      key: the run's PRNG key, `jax.random.key(seed)`.
-    >>> state = init(net.init(jax.random.key(0)), optax.sgd(3.0), jax.random.key(1))
-    """
-    optimizer = check_optimizer(optimizer)
-    key = _checks.prng_key(key)
-    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), key)
-
-
-def _streams(key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(shuffle key, gradient key) of a run key."""
-    k = jax.random.split(key)
-    return k[0], k[1]
-
-
-def epoch_key(key: jax.Array, epoch: int) -> jax.Array:
-    """The shuffle key of epoch `epoch` (0-based) of the run with key `key`."""
-    return jax.random.fold_in(_streams(key)[0], epoch)
-
-
-def make_step(cost: Callable, optimizer: optax.GradientTransformation, method: str = "reverse", **method_options):
-    """Build `step(state, batch) -> (state, metrics)`: one gradient estimate, one optimiser update.
-
-    Jit it at the call site (`jax.jit(step, donate_argnums=0)`) or run it inside `make_epoch`'s scan.
-
-    Args:
-      cost: `cost(params, batch) -> scalar`.
-      optimizer: any `optax.GradientTransformation`.
-      method: a gradient method from `gdjax.available_methods()`; stochastic methods get
-        `fold_in(gradient_key, state.step)`. Methods driven from Python (`fd-loop`) are refused.
-      **method_options: passed to the estimator (eps, chunk_size, ...).
-    Returns:
-      `step`; its metrics are `{"cost": C(params, batch) before the update, "grad_norm": ||g||_2}`.
-    """
-    optimizer = check_optimizer(optimizer)
-    est = gradient(cost, method, **method_options)
-    if not est.jittable:
-        raise ValueError(
-            f"gradient method {method!r} is driven from Python and cannot run inside the jitted training step; "
-            "use a vectorised method such as 'fd-central' or 'fd-forward' (the same finite differences)"
-        )
-
-    def step(state: TrainState, batch: Batch):
-        k = jax.random.fold_in(_streams(state.key)[1], state.step) if est.stochastic else None
-        g = est(state.params, batch, k)
-        # The cost is evaluated beside the gradient, whatever the method. Under jit, XLA merges it with the
-        # forward pass reverse mode already runs (the compiled step has the FLOPs of jax.value_and_grad's).
-        c = cost(state.params, batch)
-        updates, opt_state = optimizer.update(g, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {"cost": c, "grad_norm": tree_norm(g)}
-        return TrainState(params, opt_state, state.step + 1, state.key), metrics
-
-    step.estimator = est
-    return step
-
-
-def make_epoch(step: Callable, n_examples: int, batch_size: int, unroll: int = 1):
-    """Build `epoch(state, data, key) -> (state, per_step_metrics)`: `lax.scan` of `step` over shuffled batches.
-
-    `data` is the whole training set `Batch(x: (N, n_in), y: (N, n_out))`; it is gathered once in shuffled
-    order and the scan walks through contiguous mini-batches of it. Per-step metrics come back stacked, shape
-    `(N // batch_size,)`. With `batch_size == N` it is one full-batch step on `data` as given (no shuffle).
-    `unroll` is passed to `lax.scan` (more unrolling: fewer loop iterations, longer compile).
-
-    >>> epoch = jax.jit(make_epoch(step, 1000, 10), donate_argnums=0)
-    >>> state, m = epoch(state, train, epoch_key(state.key, 0))     # m["cost"]: (100,)
-    """
-    n_examples = _checks.positive_int(n_examples, "n_examples")
-    batch_size = _checks.positive_int(batch_size, "batch_size")
-    if batch_size > n_examples:
-        raise ValueError(f"batch_size must be <= the number of training examples ({n_examples}), got {batch_size}")
-    unroll = _checks.positive_int(unroll, "unroll")
-
-    def epoch(state: TrainState, data: Batch, key: jax.Array):
-        if batch_size == n_examples:
-            state, m = step(state, data)
-            return state, jax.tree_util.tree_map(lambda a: a[None], m)
-        # One gather of the whole shuffled set, then contiguous slices per step: XLA:CPU's row gather inside
-        # the loop costs more than the step's arithmetic at mini-batch 10.
-        xs = shuffled_batches(key, data, batch_size)  # x: (n_batches, batch_size, n_in)
-        return jax.lax.scan(step, state, xs, unroll=unroll)
-
-    return epoch
-
-
-def evaluate(cost: Callable, params, data: Batch) -> dict:
-    """`{"cost": C(params, data), "accuracy": ...}`; accuracy only for a gdjax `Cost` (needs the network).
-
-    Pure; jit at the call site: `jax.jit(functools.partial(evaluate, cost))`.
-    """
-    out = {"cost": cost(params, data)}
-    if isinstance(cost, Cost):
-        out["accuracy"] = accuracy(cost.net, params, data)
-    return out
-
-
-# --- the loop lives in gdjax.fit; its names stay reachable here ------------------------------------------
-
-_FROM_FIT = ("fit", "FitResult", "Diverged", "DIVERGENCE_FACTOR", "save_state", "load_state", "save_params",
-             "load_params")
-
-
-def __getattr__(name: str):
-    """`train.fit`, `train.Diverged`, ... from `gdjax.fit` (imported on first use: fit imports this module)."""
-    if name in _FROM_FIT:
-        from gdjax import fit as _fit
-
-        return getattr(_fit, name)
-    raise AttributeError(f"module 'gdjax.train' has no attribute {name!r}")
+__all__ = [
+    "DIVERGENCE_FACTOR", "OPTIMIZERS", "CheckpointError", "Diverged", "FitResult", "TrainState", "changed_keys",
+    "check_optimizer", "epoch_key", "evaluate", "fit", "init", "load_params", "load_state", "make_epoch",
+    "make_optimizer", "make_step", "save_params", "save_state", "tree_norm",
+]

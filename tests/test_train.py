@@ -14,6 +14,7 @@ import pytest
 
 import gdjax
 from gdjax import cli, profiling, train
+from gdjax import step as step_module
 from gdjax.data import Batch, synthetic
 from gdjax.gradients.registry import Estimator
 
@@ -121,7 +122,7 @@ def _fake_estimator(stochastic=False, jittable=True):
 
 
 def test_stochastic_method_gets_fold_in_key_per_step(monkeypatch):
-    monkeypatch.setattr(train, "gradient", lambda cost, method, **o: _fake_estimator(stochastic=True))
+    monkeypatch.setattr(step_module, "gradient", lambda cost, method, **o: _fake_estimator(stochastic=True))
     params, batch, key = _params(), _data(), jax.random.key(5)
     step = jax.jit(train.make_step(COST, optax.sgd(1.0), "fake"))
     state = train.init(params, optax.sgd(1.0), key)
@@ -137,7 +138,7 @@ def test_stochastic_method_gets_fold_in_key_per_step(monkeypatch):
 
 
 def test_non_jittable_method_is_refused(monkeypatch):
-    monkeypatch.setattr(train, "gradient", lambda cost, method, **o: _fake_estimator(jittable=False))
+    monkeypatch.setattr(step_module, "gradient", lambda cost, method, **o: _fake_estimator(jittable=False))
     with pytest.raises(ValueError, match="cannot run inside the jitted training step"):
         train.make_step(COST, optax.sgd(1.0), "fd-loop")
 
@@ -378,3 +379,121 @@ def test_cli_train_bad_input_one_line_nonzero(tmp_path, capsys, change, match):
     err = capsys.readouterr().err
     assert match in err and err.count("\n") == 1, err
     assert not (tmp_path / "o" / "metrics.jsonl").exists()
+
+
+def _one_line_error(capsys, argv) -> str:
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, (code, err)
+    return err
+
+
+def test_cli_train_method_options_and_the_run_folder(tmp_path, capsys):
+    """Issue 23, the CLI: method options could not be passed; an existing --out was silently overwritten;
+    --resume accepted a changed --eta, started afresh on a missing folder, said nothing when there was nothing
+    to do, and ended in a zipfile traceback on a truncated checkpoint; config.json said divergence_factor null."""
+    out = tmp_path / "run"
+    spsa = BASE + ["--method", "spsa", "--out", str(out)]
+    # options: checked against the method's own before any work, the valid list in the one line
+    err = _one_line_error(capsys, spsa + ["--option", "num_directions=4", "--option", "foo=1"])
+    assert "--option foo: not an option of method 'spsa'; its options: eps, num_directions" in err
+    assert "expected NAME=VALUE" in _one_line_error(capsys, spsa + ["--option", "num_directions"])
+    assert "num_directions" in _one_line_error(capsys, spsa + ["--option", "num_directions=0"])
+    assert not out.exists()
+    assert cli.main(spsa + ["--option", "num_directions=4", "--option", "eps=1e-3"]) == 0
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["method_options"] == {"num_directions": 4, "eps": 1e-3}
+    assert config["divergence_factor"] == train.DIVERGENCE_FACTOR == 10
+    capsys.readouterr()
+    # an existing run is not overwritten by accident
+    err = _one_line_error(capsys, spsa + ["--option", "num_directions=4", "--option", "eps=1e-3"])
+    assert "already exists" in err and "--resume" in err and "--overwrite" in err
+    # --resume: the same settings only; changed keys named
+    err = _one_line_error(capsys, spsa + ["--option", "num_directions=4", "--option", "eps=1e-3", "--resume",
+                                          "--eta", "1.0"])
+    assert "other settings" in err and "eta: 3.0 -> 1.0" in err
+    err = _one_line_error(capsys, spsa + ["--option", "num_directions=8", "--option", "eps=1e-3", "--resume"])
+    assert "method_options" in err
+    # nothing left to do: said, exit 0, nothing rewritten
+    before = (out / "metrics.jsonl").read_text()
+    assert cli.main(spsa + ["--option", "num_directions=4", "--option", "eps=1e-3", "--resume"]) == 0
+    assert "already at 2 epochs (--epochs 2); nothing to do" in capsys.readouterr().out
+    assert (out / "metrics.jsonl").read_text() == before
+    # a missing folder is not a run to continue
+    err = _one_line_error(capsys, BASE + ["--out", str(tmp_path / "missing"), "--resume"])
+    assert "does not exist" in err
+    # a truncated checkpoint: one line, exit 2
+    ck = out / "checkpoint.npz"
+    ck.write_bytes(ck.read_bytes()[:200])
+    err = _one_line_error(capsys, spsa + ["--option", "num_directions=4", "--option", "eps=1e-3", "--resume",
+                                          "--epochs", "3"])
+    assert "checkpoint.npz: damaged or not an .npz file" in err
+    # --overwrite replaces the run
+    assert cli.main(BASE + ["--out", str(out), "--overwrite"]) == 0
+    assert json.loads((out / "config.json").read_text())["config"]["method"] == "reverse"
+
+
+def test_cli_train_resume_continues(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(BASE + ["--out", str(out), "--epochs", "1"]) == 0
+    assert cli.main(BASE + ["--out", str(out), "--epochs", "2", "--resume"]) == 0
+    assert "resumed at epoch 1" in capsys.readouterr().out
+    recs = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in recs] == [0, 1, 2]
+
+
+def test_fit_resume_refuses_changed_settings(tmp_path):
+    data = _data()
+    kw = dict(batch_size=6, key=jax.random.key(1), progress=False, checkpoint_path=tmp_path / "ck.npz",
+              method="fd-central")
+    train.fit(COST, optax.sgd(3.0), _params(), data, epochs=1, learning_rate=3.0, **kw)
+    with pytest.raises(ValueError, match="another configuration.*learning_rate: 3.0 -> 1.0"):
+        train.fit(COST, optax.sgd(1.0), _params(), data, epochs=2, learning_rate=1.0, resume=True, **kw)
+    with pytest.raises(ValueError, match="method_options"):
+        train.fit(COST, optax.sgd(3.0), _params(), data, epochs=2, learning_rate=3.0, resume=True,
+                  method_options={"chunk_size": 4}, **kw)
+    res = train.fit(COST, optax.sgd(3.0), _params(), data, epochs=1, learning_rate=3.0, resume=True, **kw)
+    assert res.start_epoch == 1 and len(res.history) == 2  # nothing left to do: no epoch run
+
+
+def test_truncated_checkpoint_is_one_clear_error(tmp_path):
+    p = _params()
+    state = train.init(p, optax.sgd(1.0), jax.random.key(0))
+    train.save_state(tmp_path / "ck.npz", state, epoch=1)
+    raw = (tmp_path / "ck.npz").read_bytes()
+    (tmp_path / "ck.npz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(train.CheckpointError, match="ck.npz: damaged or not an .npz file"):
+        train.load_state(tmp_path / "ck.npz", state)
+    with pytest.raises(ValueError, match="damaged"):  # a CheckpointError is a ValueError
+        train.load_params(tmp_path / "ck.npz", like=p)
+
+
+def test_no_import_cycle_between_fit_and_train():
+    """fit.py and train.py imported each other (closed by train.__getattr__); now step <- fit <- train, and
+    checkpoint.py imports neither."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(gdjax.__file__).parent
+
+    def imports(name):
+        tree = ast.parse((root / f"{name}.py").read_text())
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+                found.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+        return found
+
+    assert not {"gdjax.fit", "gdjax.train"} & imports("step")
+    assert "gdjax.train" not in imports("fit")
+    assert not {"gdjax.fit", "gdjax.train", "gdjax.step"} & imports("checkpoint")
+    assert not hasattr(train, "__getattr__")
+    for name in ("fit", "FitResult", "Diverged", "DIVERGENCE_FACTOR", "save_state", "load_state", "save_params",
+                 "load_params", "make_step", "make_epoch", "init", "TrainState"):
+        assert hasattr(train, name), name

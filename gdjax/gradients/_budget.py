@@ -156,7 +156,7 @@ def intermediate_bytes(cost: Callable, params, batch) -> int:
         for var in eqn.outvars:
             aval = getattr(var, "aval", None)
             if hasattr(aval, "shape") and hasattr(aval, "dtype"):
-                total += math.prod(aval.shape) * jnp.dtype(aval.dtype).itemsize
+                total += math.prod(aval.shape) * aval.dtype.itemsize  # PRNG key dtypes too (no jnp.dtype)
     return int(total)
 
 

@@ -81,3 +81,113 @@ def describe_static(params, limit: int = 4) -> str:
     shown = ", ".join(f"{p} {getattr(x, 'dtype', type(x).__name__)}" for p, x in paths[:limit])
     more = f", ... ({len(paths) - limit} more)" if len(paths) > limit else ""
     return f"{len(paths)} leaves passed through untouched: {shown}{more}"
+
+
+def is_array(leaf) -> bool:
+    """True for a JAX array (a tracer included) or a NumPy array, of any dtype: what `jax.jit` can take."""
+    return isinstance(leaf, jax.Array | np.ndarray)
+
+
+def split_arrays(tree) -> tuple:
+    """Split `tree` into `(arrays, objects)`: its array leaves (any dtype) and its other leaves (functions,
+    Python scalars, strings), each with None in the other's places; `combine(arrays, objects)` is `tree`.
+
+    What `jax.jit` or `lax.scan` can carry is `arrays`; close over `objects` (as `equinox.filter_jit` does).
+    """
+    arrays = jax.tree_util.tree_map(lambda x: x if is_array(x) else None, tree)
+    objects = jax.tree_util.tree_map(lambda x: None if is_array(x) else x, tree)
+    return arrays, objects
+
+
+class _Object:
+    """A non-array leaf as part of a jit cache key: equal by `==` where it is hashable, else by identity."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def _key(self):
+        try:
+            hash(self.value)
+            return (0, self.value)
+        except TypeError:
+            return (1, id(self.value))
+
+    def __eq__(self, other):
+        if not isinstance(other, _Object) or type(self.value) is not type(other.value):
+            return False
+        a, b = self._key(), other._key()
+        if a[0] or b[0]:
+            return a == b
+        try:
+            return bool(a[1] == b[1])
+        except Exception:  # noqa: BLE001 (an object whose == is not a bool: compare identities)
+            return self.value is other.value
+
+    def __hash__(self):
+        k = self._key()
+        return hash((type(self.value).__name__, k[1])) if not k[0] else hash(k)
+
+
+@jax.tree_util.register_pytree_node_class
+class Bound:
+    """The batch of a restricted cost together with the leaves of params that are not differentiated.
+
+    A pytree: the array leaves of `static` (ints, bools, PRNG keys: traced, never differentiated) and the
+    batch are its children; the other leaves of `static` (functions, Python scalars, strings) are its static
+    data, so that `jax.jit` sees them as part of its cache key (a changed activation function retraces).
+    A method gets `(diff, Bound(static, batch))` and the cost `bound_cost(cost)`.
+    """
+
+    def __init__(self, static, batch):
+        self.static, self.batch = static, batch
+
+    def tree_flatten(self):
+        arrays, objects = split_arrays(self.static)
+        leaves, treedef = jax.tree_util.tree_flatten(objects)
+        return (arrays, self.batch), (treedef, tuple(_Object(x) for x in leaves))
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        treedef, objects = aux
+        arrays, batch = children
+        return cls(combine(arrays, jax.tree_util.tree_unflatten(treedef, [o.value for o in objects])), batch)
+
+
+class BoundCost:
+    """`g(diff, bound) = cost(combine(diff, bound.static), bound.batch)` (its first element when `has_aux`).
+
+    Equal (and equally hashed) for the same `cost` and `has_aux`, so that what is cached per cost (the FD
+    kernel's measured plan, a jitted program) is shared by every estimator of one user cost.
+    """
+
+    __slots__ = ("cost", "has_aux")
+
+    def __init__(self, cost: Callable, has_aux: bool = False):
+        self.cost, self.has_aux = cost, bool(has_aux)
+
+    def __call__(self, diff, bound):
+        out = self.cost(combine(diff, bound.static), bound.batch)
+        return out[0] if self.has_aux else out
+
+    def _key(self):
+        try:
+            hash(self.cost)
+            return (self.cost, self.has_aux)
+        except TypeError:
+            return (id(self.cost), self.has_aux)
+
+    def __eq__(self, other):
+        return isinstance(other, BoundCost) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(("BoundCost", *self._key()))
+
+    def __repr__(self):
+        return f"BoundCost({self.cost!r}, has_aux={self.has_aux})"
+
+
+def bound_cost(cost: Callable, *, has_aux: bool = False) -> BoundCost:
+    """The cost of a black-box method's program: `BoundCost(cost, has_aux)`."""
+    return BoundCost(cost, has_aux)

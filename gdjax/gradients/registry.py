@@ -5,6 +5,19 @@
     >>> grad_fn.evaluations(n_params(params))     # cost evaluations per gradient (None for autodiff / backprop)
     >>> gradient(cost, "spsa")(params, batch, key)  # stochastic methods take an explicit PRNG key
     >>> method_info("fd-loop").jittable           # static capabilities, without building anything: False
+    >>> g, aux = gradient(loss_and_aux, "fd-central", has_aux=True)(params, batch)   # as jax.grad(has_aux=True)
+
+The leaf policy (`gdjax.gradients._leaves`), applied here once for every method: only the inexact (floating)
+array leaves of `params` are differentiated; the method sees only those (`partition`) and a cost closed over
+the others (ints, bools, PRNG keys, functions and static fields of an Equinox module, NNX RNG state), which
+pass through untouched. The gradient has the structure of `params`, with None at every leaf not differentiated
+(as `equinox.filter_grad`). Params with no floating leaf are refused. Structured methods (a gdjax MLP's
+params, floating arrays only) get `params` as given.
+
+The call: `est(params, batch, key=None)`. Only `params` and `batch` reach the cost, as `cost(params, batch)`;
+extra data for the cost goes into the batch (any pytree, e.g. `(x, y, mask)`) or is closed over
+(`functools.partial`). Stochastic methods need `key`, a PRNG key (positional or keyword); deterministic methods
+accept a key and ignore it, so that every method can be called alike, and refuse any other third argument.
 
 A method module registers a builder with `@register(name, summary=..., kind=..., <capabilities>)`. A builder
 takes `(cost, **options)` and returns an `Estimator`; it validates its options and raises ValueError/TypeError
@@ -23,7 +36,7 @@ from typing import NamedTuple
 import jax
 
 from gdjax import _checks
-from gdjax.gradients import _precision
+from gdjax.gradients import _leaves, _precision, _validate
 
 
 class Subset(NamedTuple):
@@ -51,7 +64,7 @@ def no_count(n_params: int) -> None:
 
 @dataclass(frozen=True)
 class Estimator:
-    """A built gradient estimator: `est(params, batch[, key]) -> pytree like params`.
+    """A built gradient estimator: `est(params, batch[, key]) -> pytree like params` (`(grads, aux)` with has_aux).
 
     Attributes:
       method: the registry name.
@@ -67,7 +80,9 @@ class Estimator:
       plan: None, or `plan(params, batch) -> KernelPlan`: the layout the estimator runs with for these
         arguments and how it was chosen (the FD kernel's measured plan, `gradients._plan`).
       options: the resolved options (eps, chunk_size, ...) for the record.
-    The capability fields are the registry entry's (`Method`); `gradient` fills them in from it.
+      has_aux: the cost returns `(scalar, aux)`; the estimator returns `(grads, aux)`.
+    The capability fields are the registry entry's (`Method`); `gradient` fills them in from it, and wraps
+    `fn` in the leaf policy (module docstring).
     """
 
     method: str
@@ -80,11 +95,34 @@ class Estimator:
     exact: bool = False
     subset: Callable | None = field(default=None, compare=False)
     plan: Callable | None = field(default=None, compare=False)
+    has_aux: bool = False
 
-    def __call__(self, params, batch, key=None):
+    def __call__(self, params, batch, *args, key=None, **kwargs):
+        """`est(params, batch, key=None)`: the gradient of `cost(params, batch)` at `params` (module docstring)."""
+        return self.fn(params, batch, self._key(args, key, kwargs))
+
+    def _key(self, args: tuple, key, kwargs: dict):
+        """The PRNG key of a call (None for deterministic methods); refuses any other argument, with the fix."""
+        fix = ("only params and batch reach the cost, as cost(params, batch): put extra data into the batch "
+               "(any pytree, e.g. (x, y, mask)) or close over it (functools.partial(cost, ...)) before gradient()")
+        if kwargs:
+            raise TypeError(f"estimator {self.method!r} got unexpected keyword argument(s) "
+                            f"{', '.join(sorted(kwargs))}; it is called as est(params, batch, key=None): {fix}")
+        if len(args) > 1 or (args and key is not None):
+            raise TypeError(f"estimator {self.method!r} takes est(params, batch, key=None), got "
+                            f"{2 + len(args) + (key is not None)} arguments: {fix}")
+        key = args[0] if args else key
         if self.stochastic:
-            key = _checks.prng_key(key, f"key (method {self.method!r} is stochastic and needs a PRNG key)")
-        return self.fn(params, batch, key)
+            return _checks.prng_key(key, f"key (method {self.method!r} is stochastic and needs a PRNG key)")
+        if key is not None:
+            try:
+                _checks.prng_key(key)
+            except TypeError:
+                raise TypeError(
+                    f"estimator {self.method!r} is deterministic: est(params, batch) takes no third argument "
+                    f"(a PRNG key is accepted and ignored), got {type(key).__name__}"
+                    f"{getattr(key, 'shape', '')}; {fix}") from None
+        return None
 
     def __hash__(self):  # identity hash: jit may take an Estimator as a static argument
         return id(self)
@@ -158,22 +196,32 @@ def method_info(method: str) -> Method:
     return _REGISTRY[_checks.choice(method, _REGISTRY, "gradient method")]
 
 
-def gradient(cost: Callable, method: str = "reverse", **options) -> Estimator:
+def gradient(cost: Callable, method: str = "reverse", *, has_aux: bool = False, **options) -> Estimator:
     """Build a gradient estimator for `cost(params, batch) -> scalar`.
 
     Args:
-      cost: the cost; structured methods need one from `gdjax.make_cost`.
+      cost: the cost; structured methods need one from `gdjax.make_cost`. Params may be any pytree: only
+        their floating array leaves are differentiated (module docstring).
       method: one of `available_methods()`.
+      has_aux: the cost returns `(scalar, aux)` (aux any pytree), as for `jax.grad(has_aux=True)`; the
+        estimator then returns `(grads, aux)`, aux from the cost at the unperturbed params (one more cost
+        evaluation, which XLA shares with the method's own unperturbed evaluation when both run in one jitted
+        program). Structured methods refuse it.
       **options: method options (eps, chunk_size, num_directions, ...), validated by the method; an option
         the method does not take raises TypeError listing its options. Every method also takes
         `matmul_precision` ("highest" by default for methods that are not exact; see `_precision.apply`).
     Returns:
-      an `Estimator`, called as `est(params, batch[, key])`, returning a pytree like `params`, carrying the
-      method's capabilities.
+      an `Estimator`, called as `est(params, batch, key=None)`, returning a pytree like `params` (None at the
+      leaves not differentiated), carrying the method's capabilities.
+    Raises (at the call, before any work): ValueError for params with no floating leaf, an empty batch
+    (`_validate.check_batch`) or a cost output of the wrong form; TypeError for fd-loop under a trace and for
+    arguments other than params, batch and key.
     """
     info = method_info(method)
     if not callable(cost):
         raise TypeError(f"cost must be a callable cost(params, batch) -> scalar, got {type(cost).__name__}")
+    if not isinstance(has_aux, bool):
+        raise TypeError(f"has_aux must be True or False, got {type(has_aux).__name__}")
     precision = options.pop(_precision.OPTION, None)
     unknown = sorted(set(options) - set(info.options))
     if unknown:
@@ -182,8 +230,70 @@ def gradient(cost: Callable, method: str = "reverse", **options) -> Estimator:
                         f"(and {_precision.OPTION}, which every method takes)")
     if precision is not None:
         _precision.resolve(precision)  # a bad name fails before any work
-    est = info.builder(cost, **options)
-    return _precision.apply(_with_capabilities(est, info), precision)
+    if has_aux and info.structured:
+        raise ValueError(f"method {method!r} reads a gdjax MLP cost, which returns a scalar: has_aux=True is for "
+                         f"black-box methods; use e.g. 'reverse' or 'fd-central' with a (loss, aux) cost")
+    est = _with_capabilities(info.builder(cost, **options), info)  # validates the options against the cost
+    if not info.structured:  # the method runs on the differentiable leaves, its cost closed over the others
+        est = _with_capabilities(info.builder(_leaves.bound_cost(cost, has_aux=has_aux), **options), info)
+    est = _precision.apply(est, precision)
+    if info.structured:
+        return dataclasses.replace(est, fn=_leaf_policy(cost, est, info, has_aux), has_aux=has_aux)
+    return dataclasses.replace(est, fn=_leaf_policy(cost, est, info, has_aux), has_aux=has_aux,
+                               subset=_subset_on_diff(est.subset), plan=_on_diff(est.plan))
+
+
+def _split(params, batch) -> tuple:
+    """`(diff, Bound(static, batch))`: what a black-box method's own program takes (module docstring)."""
+    diff, static = _leaves.partition(params)
+    return diff, _leaves.Bound(static, batch)
+
+
+def _on_diff(plan: Callable | None) -> Callable | None:
+    """`plan(params, batch)` of the method's program on the differentiable leaves, called with the user's params."""
+    return None if plan is None else (lambda params, batch: plan(*_split(params, batch)))
+
+
+def _subset_on_diff(subset: Callable | None) -> Callable | None:
+    """`subset(params, batch, n)` of the method's program on the differentiable leaves: the same program the
+    gradient runs (its plan, its cost), called with the user's params and batch."""
+    if subset is None:
+        return None
+
+    def on_diff(params, batch, n_directions):
+        sub = subset(*_split(params, batch), n_directions)
+        fn = sub.fn
+        return sub._replace(fn=lambda params, batch: fn(*_split(params, batch)))
+
+    return on_diff
+
+
+def _leaf_policy(cost: Callable, inner: Estimator, info: Method, has_aux: bool) -> Callable:
+    """`fn(params, batch, key)`: the checks, then `inner` on the differentiable leaves (module docstring)."""
+    checked = set()  # (structure, shapes, dtypes) whose has_aux output form was checked (abstractly, once)
+
+    def fn(params, batch, key):
+        _validate.check_batch(batch, info.name)
+        if not info.jittable:
+            _validate.check_not_traced(params, batch, info.name)
+        _validate.check_differentiable(params, info.name)
+        if info.structured:
+            return inner.fn(params, batch, key)
+        diff, static = _leaves.partition(params)
+        bound = _leaves.Bound(static, batch)
+        if has_aux:
+            leaves, treedef = jax.tree_util.tree_flatten((diff, bound))
+            sig = (treedef, tuple((getattr(x, "shape", None), str(getattr(x, "dtype", type(x)))) for x in leaves))
+            if sig not in checked:
+                _validate.check_aux_cost(lambda d, b: cost(_leaves.combine(d, b.static), b.batch), diff, bound,
+                                         info.name)
+                checked.add(sig)
+        grads = inner.fn(diff, bound, key)
+        if has_aux:  # on a rebuilt pytree, as the method's cost: a cost writing into its argument changes nothing
+            return grads, cost(_leaves.combine(diff, static), batch)[1]
+        return grads
+
+    return fn
 
 
 def _with_capabilities(est: Estimator, info: Method) -> Estimator:
@@ -201,5 +311,6 @@ def _with_capabilities(est: Estimator, info: Method) -> Estimator:
 
 
 def n_params(params) -> int:
-    """Number of scalar parameters in a pytree."""
-    return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+    """Number of scalars a gradient method differentiates in `params`: the sizes of its floating array leaves
+    (the leaf policy; ints, bools, keys and non-array leaves are not counted). P in `evaluations(P)`."""
+    return _leaves.n_differentiable(params)

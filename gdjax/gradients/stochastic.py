@@ -1,7 +1,9 @@
 """Stochastic gradient estimators: SPSA and the forward gradient, unbiased estimates from random directions.
 
-Both are black-box (any `cost(params, batch) -> scalar` with real float params) and need an explicit PRNG key;
-averaging `num_directions = k` independent directions divides the variance by k.
+Both are black-box (any `cost(params, batch) -> scalar`, any params pytree) and need an explicit PRNG key;
+averaging `num_directions = k` independent directions divides the variance by k. The random directions span
+the real floating leaves only (`gdjax.gradient` hands the method those, `_leaves`): ints, bools and PRNG keys
+are never perturbed, and their gradient entries are None.
 
 "spsa" (simultaneous perturbation, Spall 1992): a Rademacher direction `v` (entries +-1 with equal probability),
     g = (C(p + eps v) - C(p - eps v)) / (2 eps) * v,
