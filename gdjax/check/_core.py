@@ -269,7 +269,7 @@ def check_grad(f, params, *args, grad=None, has_aux: bool = False, check: dict |
     o, f_kwargs = _route(f, kwargs, check, {"grad": grad is not None, "has_aux": bool(has_aux)})
     o = _validate(f, grad, o)
     problem = Problem(f, params, args, f_kwargs, has_aux, o["matmul_precision"])
-    out = jax.eval_shape(lambda p: f(p, *args, **f_kwargs), params)
+    out = jax.eval_shape(problem.raw, problem.leaves, problem.inputs)
     _check_output(out, has_aux)
     g, g_dtypes = _grad_under_test(problem, f, grad, params, args, f_kwargs, has_aux, o["matmul_precision"])
     wd, note, default = _compute_dtype(problem.leaves, problem.paths, o["compute_dtype"])

@@ -33,7 +33,7 @@ from gdjax.check._problem import flat_values
 def _points(v, us, t, wd):
     """The points fl(v + s u) for s in (t, -t, t/2, -t/2), each (n, P) float64 (exact values of wd numbers)."""
     vw = jnp.asarray(v, wd)
-    return [np.asarray(vw + jnp.asarray(s * us, wd), np.float64) for s in (t, -t, t / 2, -t / 2)]
+    return [np.asarray(vw[None, :] + jnp.asarray(s * us, wd), np.float64) for s in (t, -t, t / 2, -t / 2)]
 
 
 def test_directions(problem, leaves_w, v, g, us, f0, o, atol_u, rtol):

@@ -61,6 +61,7 @@ class Problem:
         sig = (f, bool(has_aux), self.diff_def, jax.tree_util.tree_structure(others),
                tuple(jax.tree_util.tree_leaves(others)), jax.tree_util.tree_structure(self.inputs),
                _precision.resolve(precision))
+        self.raw = lambda leaves, inputs: _build_cost(f, False, self.diff_def, others, None)(leaves, inputs)
         try:
             self.cost = _cached_cost(*sig)
         except TypeError:  # an unhashable f or static leaf: no reuse of compiled programs across calls
