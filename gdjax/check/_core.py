@@ -13,7 +13,7 @@ import numpy as np
 from gdjax import _checks
 from gdjax.check import _full, _localise
 from gdjax.check._full import locate as _locate
-from gdjax.check._problem import Problem
+from gdjax.check._problem import Problem, jitted
 from gdjax.check._report import FIXES, GradCheck, NamedEntry, leaf_check, overall
 from gdjax.gradients import _precision, finite_diff
 
@@ -218,7 +218,7 @@ def _check_complex(problem, leaves_w):
 
 
 def _time_one(problem, leaves_w):
-    fn = jax.jit(problem.cost)
+    fn = jitted(problem.cost)
     jax.block_until_ready(fn(list(leaves_w), problem.inputs))
     times = []
     for _ in range(3):
@@ -289,7 +289,7 @@ def check_grad(f, params, *args, grad=None, has_aux: bool = False, check: dict |
             leaves_w = [jnp.asarray(leaf).astype(wd) for leaf in problem.leaves]
         if o["method"] == "fd-complex":
             _check_complex(problem, leaves_w)
-        f0 = float(jax.jit(problem.cost)(leaves_w, problem.inputs))
+        f0 = float(jitted(problem.cost)(leaves_w, problem.inputs))
         if not np.isfinite(f0):
             raise ValueError(f"f = {f0} at the base point (in {wd.name}); a gradient check needs a finite value "
                              f"there: check the params and inputs")

@@ -99,6 +99,12 @@ def _build_cost(f, has_aux, diff_def, others, precision):
 
 # ----------------------------------------------------------------------------------------------- evaluators
 
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def jitted(cost):
+    """jax.jit(cost), one per cost object (a repeated check compiles nothing new)."""
+    return jax.jit(cost)
+
+
 CHUNK = 32  # points per vmapped chunk of the evaluators (sequential chunks under lax.map)
 
 
