@@ -686,8 +686,8 @@ def parse_args(argv):
     common.require(args, 1, "seeds", "correct_per_config", "batch", "repeats")
     args.sizes = common.sizes_list(args.sizes, one=True)[0]
     args.torch = args.torch or ("auto" if args.quick else "require")
-    args.kink_cases = args.kink_cases or (2 if args.quick else 50)
-    args.float32_cases = args.float32_cases or (2 if args.quick else 100)
+    args.kink_cases = args.kink_cases or (1 if args.quick else 50)
+    args.float32_cases = args.float32_cases or (1 if args.quick else 100)
     common.require(args, 1, "kink_cases", "float32_cases")
     loc = args.localising_sizes or ("6,5,3" if args.quick else "784,30,10")
     args.localising_sizes = common.sizes_list(loc, one=True)[0]
@@ -726,7 +726,7 @@ def run(args) -> int:
         raise RuntimeError(TORCH_MISSING)
     rows = detection_rows(args.seeds, log, args.kinds) + false_alarm_rows(args.correct_per_config, log, args.archs,
                                                                        args.acts)
-    rows += kink_rows(args.kink_cases, log) + low_precision_rows(max(args.seeds, 10) if not args.quick else 2, log)
+    rows += kink_rows(args.kink_cases, log) + low_precision_rows(1 if args.quick else max(args.seeds, 10), log)
     big = (8, 6, 4) if args.quick else BIG_P_SIZES
     rows += float32_rows(args.seeds, args.float32_cases, log, ((8, 6, 4), big) if not args.quick else ((8, 6, 4),))
     rows += localising_rows(args.seeds, args.float32_cases, args.localising_sizes, log)
