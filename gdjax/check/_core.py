@@ -13,7 +13,7 @@ import numpy as np
 from gdjax import _checks
 from gdjax.check import _full, _localise
 from gdjax.check._full import locate as _locate
-from gdjax.check._problem import Problem, jitted
+from gdjax.check._problem import Problem, jitted, jitted_grad
 from gdjax.check._report import FIXES, GradCheck, NamedEntry, leaf_check, overall
 from gdjax.gradients import _precision, finite_diff
 
@@ -150,16 +150,15 @@ def _compute_dtype(leaves, paths, asked):
             f"jax.config.update('jax_enable_x64', True) at start-up", True)
 
 
-def _grad_under_test(problem, f, grad, params, args, kwargs, has_aux, precision):
-    """The gradient under test at the differentiable leaves: flat float64 per leaf, and each leaf's dtype."""
-    if grad is None:
-        diff, static = problem.diff, problem.static
-        from gdjax.gradients import _leaves
+def _grad_under_test(problem, grad, params, args, kwargs, has_aux):
+    """The gradient under test at the differentiable leaves: flat float64 per leaf, and each leaf's dtype.
 
-        fn = _precision.at_precision(jax.grad(_leaves.restrict(f, static), has_aux=has_aux), precision)
-        g = fn(diff, *args, **kwargs)
-    else:
-        g = grad(params, *args, **kwargs)
+    Default: jax.grad of f over the differentiable leaves (custom rules included), jitted once per f and
+    structure, under the check's matmul precision."""
+    if grad is None:
+        g_leaves = jitted_grad(problem.cost)(list(problem.leaves), problem.inputs)
+        return _flat_grad(problem, g_leaves)
+    g = grad(params, *args, **kwargs)
     if has_aux:
         if not (isinstance(g, tuple) and len(g) == 2):
             raise ValueError("with has_aux=True, grad must return (gradient, aux) as jax.grad(f, has_aux=True) "
@@ -176,6 +175,10 @@ def _grad_under_test(problem, f, grad, params, args, kwargs, has_aux, precision)
     if len(g_leaves) != len(problem.leaves):
         raise ValueError(f"grad returned {len(g_leaves)} arrays at params' {len(problem.leaves)} floating leaves "
                          f"({problem.paths}); grad must return an array at each")
+    return _flat_grad(problem, g_leaves)
+
+
+def _flat_grad(problem, g_leaves):
     out, dtypes = [], []
     for name, leaf, gl in zip(problem.paths, problem.leaves, g_leaves):
         gl = jnp.asarray(gl)
@@ -271,7 +274,7 @@ def check_grad(f, params, *args, grad=None, has_aux: bool = False, check: dict |
     problem = Problem(f, params, args, f_kwargs, has_aux, o["matmul_precision"])
     out = jax.eval_shape(problem.raw, problem.leaves, problem.inputs)
     _check_output(out, has_aux)
-    g, g_dtypes = _grad_under_test(problem, f, grad, params, args, f_kwargs, has_aux, o["matmul_precision"])
+    g, g_dtypes = _grad_under_test(problem, grad, params, args, f_kwargs, has_aux)
     wd, note, default = _compute_dtype(problem.leaves, problem.paths, o["compute_dtype"])
     with _x64(wd):
         leaves_w = [jnp.asarray(leaf).astype(wd) for leaf in problem.leaves]

@@ -100,6 +100,12 @@ def _build_cost(f, has_aux, diff_def, others, precision):
 # ----------------------------------------------------------------------------------------------- evaluators
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
+def jitted_grad(cost):
+    """jax.jit(jax.grad(cost)) over the list of differentiable leaves, one per cost object."""
+    return jax.jit(jax.grad(cost))
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
 def jitted(cost):
     """jax.jit(cost), one per cost object (a repeated check compiles nothing new)."""
     return jax.jit(cost)
