@@ -358,7 +358,8 @@ def test_kinks_are_reported_never_failed(case):
     """Correct gradients of costs with kinks, float32 params, zero biases, with an all-zero input row (every
     unit sits exactly on its kink for it) / tied k-means centres / tied pooled values: no failure over seeds,
     and where a step crosses a kink the entry is a kink with its two one-sided slopes, g one of them.
-    A gradient off by 1 at a kink entry still fails. Fails on: a kink reported as a failure (the old false
+    In float32 compute (large steps) entries whose slopes change inside the step are inconclusive, never
+    failed. A gradient off by 1 at a kink entry still fails. Fails on: a kink reported as a failure (the old false
     alarm) or as ok, or a wrong gradient hidden as a kink."""
     statuses, kinks = [], []
     f = {"relu": RELU, "leaky": LEAKY, "kmeans": _kmeans, "maxpool": _maxpool}[case]
@@ -378,6 +379,8 @@ def test_kinks_are_reported_never_failed(case):
             x = jax.random.normal(k2, (5, 3), "float32")
         r = full(f, p, x)
         statuses.append(r.status)
+        if case in ("relu", "leaky"):  # float32 steps (x64 off): kinks inside the step, never a failure
+            statuses.append(full(f, p, x, compute_dtype="params").status)
         kinks += [(leaf.path, kk) for leaf in r.leaves for kk in leaf.kinks]
     assert "failed" not in statuses, statuses
     if case in ("relu", "leaky"):  # jax's relu'(0) is one side's slope; min / max split ties (the central value)

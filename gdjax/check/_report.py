@@ -14,6 +14,8 @@ FIXES = {
     "grad": "the gradient under test is {gdtype}: its own rounding (atol/rtol = 10 eps of {gdtype}) is above "
             "{frac:g} |g| there; check the rule in float32/float64 params, or set atol/rtol if that rounding is "
             "expected",
+    "kinks": "f has kinks inside the step at these entries (its one-sided slopes change between h and h/2), where "
+             "finite differences cannot check g: compute in float64 (a smaller step) or move the point off the kinks",
     "resolution": "f did not change at +-h but did at a larger step: f resolves less than {wd} (TF32 matmuls, "
                   "lax.reduce_precision, a bfloat16 cast inside f); use matmul_precision='highest' (the default) "
                   "and remove the reduced precision for the check",
