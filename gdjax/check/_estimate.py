@@ -64,18 +64,3 @@ def tolerance(value: np.ndarray, truncation: np.ndarray, rounding: np.ndarray, m
               rtol: float) -> np.ndarray:
     """Per-entry tolerance: multiple * (truncation + rounding) + atol + rtol * |value|; all (n,) float64."""
     return multiple * (truncation + rounding) + atol + rtol * np.abs(value)
-
-
-def compare(grad: np.ndarray, value: np.ndarray, tol: np.ndarray):
-    """Errors of the gradient under test against the FD values.
-
-    Returns (abs_err, rel_err, ratio, failed), each (n,): rel_err = |g - fd| / max(|g|, |fd|) (0 where both are 0),
-    ratio = abs_err / tol (how far past its tolerance an entry is), failed = ratio > 1 or g non-finite.
-    """
-    with np.errstate(invalid="ignore", divide="ignore"):
-        err = np.abs(grad - value)
-        err = np.where(np.isfinite(grad), err, np.inf)
-        scale = np.maximum(np.abs(np.nan_to_num(grad, posinf=0, neginf=0)), np.abs(value))
-        rel = np.where(scale > 0, err / np.where(scale > 0, scale, 1.0), np.where(err > 0, np.inf, 0.0))
-        ratio = np.where(tol > 0, err / np.where(tol > 0, tol, 1.0), np.where(err > 0, np.inf, 0.0))
-    return err, rel, ratio, ratio > 1

@@ -199,7 +199,8 @@ class GradCheck:
                  f"{self.seconds:.2f} s",
                  f"params: {self.passed_through}",
                  f"tolerance = {self.multiple:g} x estimated FD error + atol + rtol x |fd|; inconclusive where it "
-                 f"exceeds {self.max_rel_tol:g} x max(|g|, |fd|) above the noise floor ({self.noise_floor:g} x max|fd|)"]
+                 f"exceeds {self.max_rel_tol:g} x max(|g|, |fd|) above the noise floor "
+                 f"({self.noise_floor:g} x max|fd|)"]
         if self.key_note:
             lines.append(self.key_note)
         lines.append(table(self.leaves))
