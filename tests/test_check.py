@@ -562,3 +562,37 @@ def test_enable_compilation_cache(tmp_path):
     finally:
         jax.config.update("jax_compilation_cache_dir", old[0])
         jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+
+
+def test_flax_nnx_state_with_rng_leaves():
+    """A Flax NNX model's state (a Linear and a Dropout with its RNG key and counter) is checked directly: the
+    floating leaves are checked, the key and counter pass through and are named in the report."""
+    from flax import nnx  # the test extra
+
+    class Model(nnx.Module):
+        def __init__(self, rngs):
+            self.lin = nnx.Linear(4, 3, rngs=rngs, param_dtype=jnp.float64)
+            self.drop = nnx.Dropout(0.5, rngs=rngs)
+
+        def __call__(self, x):
+            return self.drop(jnp.tanh(self.lin(x)))
+
+    model = Model(nnx.Rngs(0, dropout=1))
+    model.eval()
+    graphdef, state = nnx.split(model)
+
+    def loss(state, x):
+        return jnp.mean(nnx.merge(graphdef, state)(x) ** 2)
+
+    r = full(loss, state, x_of())
+    assert r.ok and r.n_params == 4 * 3 + 3, str(r)
+    assert "key" in r.passed_through and "count" in r.passed_through
+
+
+def test_conftest_turns_the_persistent_cache_on_unless_opted_out():
+    """tests/conftest.py enables JAX's persistent compilation cache for this suite unless
+    GDJAX_COMPILATION_CACHE=off."""
+    import os
+
+    off = os.environ.get("GDJAX_COMPILATION_CACHE", "").lower() in ("0", "off", "no", "false")
+    assert bool(jax.config.jax_compilation_cache_dir) != off
