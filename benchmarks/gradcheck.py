@@ -1,25 +1,33 @@
 #!/usr/bin/env python
-"""gdjax.check_grad against jax.test_util.check_grads and torch.autograd.gradcheck: planted bugs, false alarms, speed.
+"""gdjax.check_grad against jax.test_util.check_grads and torch.autograd.gradcheck: planted bugs, false alarms,
+kinks, low precision, float32 1% errors, the localising mode, speed.
 
-    python benchmarks/gradcheck.py                  # 8 bug kinds x 20 seeds, 220 correct cases, [784,30,10] speed
-    python benchmarks/gradcheck.py --quick          # 1 seed per bug, 10 correct cases, a [20,8,4] net: ~1-2 min
+    python benchmarks/gradcheck.py                  # the reference run (needs torch for the torch rows)
+    python benchmarks/gradcheck.py --quick          # tiny sizes, 1-2 seeds; torch rows only where installed
 
 Sections (one results file; every row has `section`):
-  * detection: bugs planted in hand-written custom_vjp rules (MLPs and a small conv net), each over --seeds seeds
-    (params, data and the bug's entry drawn per seed). check_grad (mode "full", fd-central) must flag every one
-    AND name it: exactly the buggy leaf fails, at the planted index where the bug is one entry. Beside it,
-    jax.test_util.check_grads(order=1, modes=("rev",)) on the same cases (one random direction, step 1e-4).
-  * false_alarm: correct custom_vjp rules on random MLPs (tuple of Layers, nested dict, 2 hidden layers) and conv
-    nets, sigmoid / tanh / relu (biases redrawn until no pre-activation lies within a margin of relu's kink that
-    an FD step could cross), float32 and float64: check_grad failures (target 0) and check_grads failures.
-  * speed: a full check of the lecture's [784, 30, 10] sigmoid net, quadratic cost, float64, N = 10:
-    check_grad first call (compilation included; a new f) and repeated (same f, median of --repeats),
-    torch.autograd.gradcheck slow mode (the full numerical Jacobian, float64) and fast mode on the same network
-    in PyTorch (skipped with a message when torch is missing), jax check_grads first and repeated.
-    Targets: torch slow / check_grad >= 5 (first) and >= 10 (repeated).
+  * detection: bugs planted in hand-written custom_vjp rules (MLPs and a small conv net), each over --seeds seeds;
+    one-entry bugs at an entry drawn uniformly over the leaf (not only large |g|). check_grad (mode "full") counts
+    as flagged when its status is "failed", named when exactly the buggy leaf fails at the planted index;
+    `check_grad_inconclusive` / `check_grad_ok` count the other verdicts (ok on a bug is the silent pass).
+    Beside it, jax.test_util.check_grads(order=1, modes=("rev",)).
+  * detection_by_magnitude: the one-entry bugs binned by |g_i| / max|g| of the planted entry: planted, failed,
+    inconclusive, ok per bin.
+  * false_alarm: correct custom_vjp rules on smooth nets (relu biases redrawn off the kinks), float32 and float64.
+  * kinks: correct gradients of costs with kinks in float32 with zero biases (ReLU, leaky ReLU, max-pool,
+    k-means `min`): failures (target 0), kinks, inconclusive, ok.
+  * low_precision: bfloat16 params and gradients: one entry doubled at the largest |g| (target: failed on every
+    seed), one entry 30% off at a uniform entry (target: never ok).
+  * float32: float32 params (checked in float64 where x64 is on): a 1% error at one entry with |g| >= 1e-2
+    max|g|, failed and named (target every seed), at P = 72 and P ~ 16,000; correct cases (target 0 failures).
+  * localising: mode "directions" (16 Rademacher directions, group testing) on a float64 MLP: a 1% error at one
+    entry named, evaluations and seconds; correct cases (false alarms).
+  * speed: full and localising checks of the lecture's [784, 30, 10] net (float64, N = 10), first call
+    (compilation included) and repeated, torch.autograd.gradcheck slow / fast mode, jax check_grads.
+    --torch require (default) fails with one line without torch; --torch auto (default with --quick) drops the
+    torch rows and records torch_rows: false in the config; --torch skip never imports it.
 
-Output: <out>/gradcheck.json (+ .csv) with meta (gdjax.results.environment + load average), config and rows;
-gradcheck.{png,svg}: detection rate per bug kind and seconds per tool. Default <out>: runs/gradcheck-<date>/.
+Output: <out>/gradcheck.json (+ .csv) with meta, config and rows; gradcheck.{png,svg}.
 Errors: one line on stderr, exit status 2 (bad options) or 1.
 """
 
@@ -48,6 +56,8 @@ DEFAULTS = {"seeds": 20, "correct_per_config": 10, "sizes": "784,30,10", "batch"
             "kinds": "all", "archs": "all", "acts": "all"}
 QUICK = {"seeds": 1, "correct_per_config": 1, "sizes": "20,8,4", "batch": 5, "repeats": 1, "kinds": "all",
          "archs": "mlp,conv", "acts": "all"}
+BIG_P_SIZES = (128, 120, 10)  # float32 section's large net: P = 16,690
+MAGNITUDE_BINS = (0.0, 1e-3, 1e-2, 1e-1, 1.0)  # |g_i| / max|g| of a planted entry
 BUG_KINDS = ("mlp-one-entry", "mlp-one-entry-10pct-float32", "mlp-transposed", "mlp-missing-factor",
              "dict-leaf-off-by-one", "float32-overflow",
              "conv-flipped-kernel", "conv-one-entry")
@@ -215,11 +225,24 @@ def _data(rng, n, n_in, n_out, dtype, conv=False):
     return x, y
 
 
-def _big_entry(rng, g: np.ndarray) -> tuple:
-    """A random index among the entries of `g` at least as large as its median magnitude (so a bug there shows)."""
+def _uniform_entry(rng, g: np.ndarray, min_rel: float = 0.0) -> tuple:
+    """A random index of `g`, uniform over its entries with |g_i| >= min_rel max|g| (all entries for 0)."""
     flat = np.abs(np.asarray(g, np.float64)).ravel()
-    idx = rng.choice(np.flatnonzero(flat >= np.median(flat)))
+    idx = rng.choice(np.flatnonzero(flat >= min_rel * flat.max()))
     return tuple(int(i) for i in np.unravel_index(idx, g.shape))
+
+
+def magnitude_bin(rel: float) -> str:
+    """The label of the |g_i| / max|g| bin of `rel` (MAGNITUDE_BINS)."""
+    for lo, hi in zip(MAGNITUDE_BINS[:-1], MAGNITUDE_BINS[1:]):
+        if rel < hi or hi == MAGNITUDE_BINS[-1]:
+            return f"[{lo:g}, {hi:g}]" if hi == MAGNITUDE_BINS[-1] else f"[{lo:g}, {hi:g})"
+    return f"[{MAGNITUDE_BINS[-2]:g}, 1]"
+
+
+def _check(f, params, *args, grad=None, **opts):
+    """gdjax.check_grad with its options in check={...} (full mode unless given)."""
+    return gdjax.check_grad(f, params, *args, grad=grad, check=dict({"mode": "full"}, **opts))
 
 
 # kind -> (architecture, sizes, activation, bug per layer or conv bug, dtype, expected leaf)
@@ -270,7 +293,7 @@ def plant(kind: str, seed: int, f_correct):
     elif kind in ("mlp-one-entry", "mlp-one-entry-10pct-float32", "conv-one-entry"):
         g = jax.grad(f_correct)(params, x, y, masks)
         g_leaf = g["conv"]["k"] if arch == "conv" else g[0].w
-        index = _big_entry(rng, g_leaf)
+        index = _uniform_entry(rng, g_leaf)
         if arch == "conv":
             masks = masks.at[index].set(1.0)
         else:
@@ -290,28 +313,46 @@ def jax_check_grads(f, params, args) -> bool:
 
 
 def detection_rows(seeds: int, log, kinds=BUG_KINDS) -> list[dict]:
-    """One row per bug kind: how often check_grad flags and names the bug, and how often check_grads flags it."""
-    rows = []
+    """One row per bug kind (verdict counts of check_grad, flags of check_grads), plus detection_by_magnitude
+    rows for the one-entry bugs."""
+    rows, bins = [], {}
     for kind in kinds:
         arch, sizes, act, bug, dtype, leaf = BUGS[kind]
         f, f_ok = cost_fn(arch, sizes, act, bug), cost_fn(arch, sizes, act)
-        flagged = named = jax_flagged = 0
+        flagged = named = jax_flagged = inconclusive = ok = 0
         ratios = []
         for seed in range(seeds):
             params, args, index = plant(kind, seed, f_ok)
-            report = gdjax.check_grad(f, params, *args, mode="full")
-            failing = {r.path for r in report.leaves if not r.ok}
+            report = _check(f, params, *args)
+            failing = {r.path for r in report.leaves if r.status == "failed"}
             row = next(r for r in report.leaves if r.path == leaf)
-            flagged += not report.ok
+            flagged += report.failed
+            inconclusive += report.status == "inconclusive"
+            ok += report.status in ("ok", "kinks")
             named += failing == {leaf} and (index is None or row.worst_index == index)
             ratios.append(row.worst_err / row.worst_tol if row.worst_tol > 0 else np.inf)
             jax_flagged += jax_check_grads(f, params, args)
+            if index is not None and kind != "float32-overflow":
+                g = np.abs(np.asarray(_leaf_of(jax.grad(f_ok)(params, *args), leaf), np.float64))
+                b = bins.setdefault((kind, dtype, magnitude_bin(float(g[index] / g.max()))),
+                                    {"planted": 0, "failed": 0, "inconclusive": 0, "ok": 0})
+                b["planted"] += 1
+                b[report.status if report.status in b else "ok"] += 1
         rows.append({"section": "detection", "kind": kind, "arch": arch, "dtype": dtype, "leaf": leaf,
                      "seeds": seeds, "check_grad_flagged": flagged, "check_grad_named": named,
+                     "check_grad_inconclusive": inconclusive, "check_grad_ok": ok,
                      "check_grads_flagged": jax_flagged, "check_grad_rate": named / seeds,
                      "check_grads_rate": jax_flagged / seeds, "min_err_over_tol": float(np.min(ratios))})
-        log(f"detection {kind}: check_grad named {named}/{seeds}, check_grads flagged {jax_flagged}/{seeds}")
+        log(f"detection {kind}: check_grad named {named}/{seeds} (inconclusive {inconclusive}, ok {ok}), "
+            f"check_grads flagged {jax_flagged}/{seeds}")
+    rows += [dict({"section": "detection_by_magnitude", "kind": k, "dtype": d, "bin": b}, **c)
+             for (k, d, b), c in sorted(bins.items())]
     return rows
+
+
+def _leaf_of(tree, path: str):
+    """The leaf of `tree` at keystr `path`."""
+    return next(x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0] if jax.tree_util.keystr(p) == path)
 
 
 def false_alarm_rows(per_config: int, log, archs=ARCHS, acts=ACTS) -> list[dict]:
@@ -323,19 +364,183 @@ def false_alarm_rows(per_config: int, log, archs=ARCHS, acts=ACTS) -> list[dict]
         for act in [a for a in acts if arch != "conv" or a != "relu"]:
             f = cost_fn(arch, sizes, act)
             for dtype in ("float32", "float64"):
-                fails = jax_fails = 0
+                fails = jax_fails = inconclusive = 0
                 worst = 0.0
                 for seed in range(per_config):
                     params, args = make_case(arch, sizes, act, dtype, seed)
-                    report = gdjax.check_grad(f, params, *args, mode="full")
-                    fails += not report.ok
+                    report = _check(f, params, *args)
+                    fails += report.failed
+                    inconclusive += report.status == "inconclusive"
                     worst = max(worst, max(r.worst_err / r.worst_tol for r in report.leaves))
                     jax_fails += jax_check_grads(f, params, args)
                 rows.append({"section": "false_alarm", "arch": arch, "act": act, "dtype": dtype,
                              "cases": per_config, "check_grad_failures": fails, "check_grads_failures": jax_fails,
+                             "check_grad_inconclusive": inconclusive,
                              "max_err_over_tol": worst})
         log(f"false alarms {arch}: {sum(r['check_grad_failures'] for r in rows if r['arch'] == arch)} (check_grad)")
     return rows
+
+
+KINK_COSTS = ("relu", "leaky-relu", "max-pool", "k-means")
+
+
+def kink_cost(name: str):
+    """A cost with kinks: a one-hidden-layer net (relu / leaky relu, zero biases), max-pool over pairs of a
+    linear map, or the k-means cost mean_i min_k |x_i - c_k|^2."""
+    if name in ("relu", "leaky-relu"):
+        act = jax.nn.relu if name == "relu" else (lambda z: jnp.where(z > 0, z, 0.1 * z))
+
+        def f(p, x, y):
+            h = act(x @ p["w1"] + p["b1"][None, :])
+            return 0.5 * jnp.mean(jnp.sum((h @ p["w2"] + p["b2"][None, :] - y) ** 2, -1))
+    elif name == "max-pool":
+        def f(p, x, y):
+            z = x @ p["w"]
+            pooled = jnp.max(z.reshape(z.shape[0], -1, 2), axis=-1)
+            return 0.5 * jnp.mean(jnp.sum((pooled - y) ** 2, -1))
+    else:
+        def f(p, x, y):
+            d = jnp.sum((x[:, None, :] - p["c"][None, :, :]) ** 2, -1)
+            return jnp.mean(jnp.min(d, axis=1))
+    return f
+
+
+def kink_case(name: str, seed: int, n: int = 64):
+    """float32 params with zero biases and inputs x ~ N(0, 1) (N = n): the FD step crosses kinks."""
+    rng = np.random.default_rng([seed, KINK_COSTS.index(name), 7])
+    if name in ("relu", "leaky-relu"):
+        p = {"w1": _normal(rng, (8, 16), "float32", 8 ** -0.5), "b1": jnp.zeros(16, "float32"),
+             "w2": _normal(rng, (16, 3), "float32", 0.25), "b2": jnp.zeros(3, "float32")}
+        return p, (_normal(rng, (n, 8), "float32"), _normal(rng, (n, 3), "float32"))
+    if name == "max-pool":
+        return {"w": _normal(rng, (8, 16), "float32", 8 ** -0.5)}, (_normal(rng, (n, 8), "float32"),
+                                                                     _normal(rng, (n, 8), "float32"))
+    return {"c": _normal(rng, (4, 2), "float32")}, (_normal(rng, (n, 2), "float32"), jnp.zeros((), "float32"))
+
+
+def _verdicts(reports) -> dict:
+    return {s: sum(r.status == s for r in reports) for s in ("ok", "kinks", "inconclusive", "failed")}
+
+
+def kink_rows(cases: int, log, names=KINK_COSTS) -> list[dict]:
+    """Correct gradients of costs with kinks: check_grad verdicts over `cases` cases per cost (failed: target 0)."""
+    rows = []
+    for name in names:
+        f = kink_cost(name)
+        reports = []
+        for seed in range(cases):
+            p, args = kink_case(name, seed)
+            reports.append(_check(f, p, *args))
+        v = _verdicts(reports)
+        rows.append({"section": "kinks", "cost": name, "dtype": "float32", "cases": cases,
+                     "check_grad_failures": v["failed"], "check_grad_kinks": v["kinks"],
+                     "check_grad_inconclusive": v["inconclusive"], "check_grad_ok": v["ok"],
+                     "kink_entries": sum(leaf.n_kink for r in reports for leaf in r.leaves), "target_failures": 0})
+        log(f"kinks {name}: {v}")
+    return rows
+
+
+def _net(p, x, y):
+    """A one-hidden-layer tanh net with a quadratic cost (params {"w", "v"}), for the planted-error sections."""
+    return 0.5 * jnp.mean(jnp.sum((jnp.tanh(x @ p["w"]) @ p["v"] - y) ** 2, -1))
+
+
+def _net_case(rng, sizes, dtype, n=16):
+    n_in, n_hid, n_out = sizes
+    p = {"w": _normal(rng, (n_in, n_hid), dtype, n_in ** -0.5), "v": _normal(rng, (n_hid, n_out), dtype,
+                                                                               n_hid ** -0.5)}
+    return p, _normal(rng, (n, n_in), dtype), _normal(rng, (n, n_out), dtype)
+
+
+def _planted_grad(f, leaf: str, index: tuple, factor: float):
+    def g(p, *args):
+        out = dict(jax.grad(f)(p, *args))
+        out[leaf] = out[leaf].at[index].multiply(factor)
+        return out
+    return g
+
+
+def _plant_run(f, p, args, factor, min_rel, rng, **opts):
+    """(report, index): check_grad with one entry of p["w"]'s gradient multiplied by `factor`."""
+    g = np.abs(np.asarray(jax.grad(f)(p, *args)["w"], np.float64))
+    index = _uniform_entry(rng, g, min_rel) if min_rel is not None else tuple(
+        int(i) for i in np.unravel_index(np.argmax(g), g.shape))
+    return _check(f, p, *args, grad=_planted_grad(f, "w", index, factor), **opts), index
+
+
+def _named(report, index) -> bool:
+    bad = [leaf for leaf in report.leaves if leaf.status == "failed"]
+    if report.mode == "directions":
+        return report.failed and [(e.path, e.index) for e in report.named if e.status == "failed"] == [
+            ("['w']", index)]
+    return report.failed and [b.path for b in bad] == ["['w']"] and bad[0].worst_index == index
+
+
+def low_precision_rows(seeds: int, log) -> list[dict]:
+    """bfloat16: a doubled entry at the largest |g| (target failed on every seed) and a 30% error at a uniform
+    entry (target: never ok)."""
+    rows = []
+    for bug, factor, where in (("doubled-largest", 2.0, None), ("30pct-uniform", 1.3, 0.0)):
+        reports = []
+        for seed in range(seeds):
+            rng = np.random.default_rng([seed, 30])
+            p, x, y = _net_case(rng, (8, 6, 3), "bfloat16")
+            reports.append(_plant_run(_net, p, (x, y), factor, where, rng)[0])
+        v = _verdicts(reports)
+        rows.append({"section": "low_precision", "bug": bug, "dtype": "bfloat16", "seeds": seeds,
+                     "failed": v["failed"], "inconclusive": v["inconclusive"], "ok": v["ok"] + v["kinks"],
+                     "compute_dtype": reports[0].compute_dtype})
+        log(f"low precision {bug}: {v}")
+    return rows
+
+
+def float32_rows(seeds: int, cases: int, log, sizes_list=((8, 6, 4), BIG_P_SIZES)) -> list[dict]:
+    """float32 params: a 1% error at one entry with |g| >= 1e-2 max|g|, failed and named; correct cases."""
+    rows = []
+    for sizes in sizes_list:
+        named = failed = 0
+        for seed in range(seeds):
+            rng = np.random.default_rng([seed, 32, sizes[1]])
+            p, x, y = _net_case(rng, sizes, "float32")
+            report, index = _plant_run(_net, p, (x, y), 1.01, 1e-2, rng)
+            failed += report.failed
+            named += _named(report, index)
+        fa = 0
+        for case in range(cases):
+            rng = np.random.default_rng([case, 33, sizes[1]])
+            p, x, y = _net_case(rng, sizes, "float32")
+            fa += _check(_net, p, x, y).status != "ok"
+        p_count = sizes[0] * sizes[1] + sizes[1] * sizes[2]
+        rows.append({"section": "float32", "sizes": "-".join(map(str, sizes)), "n_params": p_count,
+                     "seeds": seeds, "failed": failed, "named": named, "correct_cases": cases,
+                     "false_alarms": fa, "compute_dtype": report.compute_dtype})
+        log(f"float32 P = {p_count}: named {named}/{seeds}, not ok on {fa}/{cases} correct cases")
+    return rows
+
+
+def localising_rows(seeds: int, cases: int, sizes, log) -> list[dict]:
+    """mode "directions" on a float64 net: a 1% error at one entry (|g| >= 1e-2 max|g|) named; false alarms."""
+    named, evals, secs = 0, [], []
+    for seed in range(seeds):
+        rng = np.random.default_rng([seed, 34])
+        p, x, y = _net_case(rng, sizes, "float64")
+        report, index = _plant_run(_net, p, (x, y), 1.01, 1e-2, rng, mode="directions",
+                                   key=jax.random.key(seed))
+        named += _named(report, index)
+        evals.append(report.evaluations)
+        secs.append(report.seconds)
+    fa = 0
+    for case in range(cases):
+        rng = np.random.default_rng([case, 35])
+        p, x, y = _net_case(rng, sizes, "float64")
+        fa += _check(_net, p, x, y, mode="directions", key=jax.random.key(case)).status != "ok"
+    row = {"section": "localising", "sizes": "-".join(map(str, sizes)), "n_params": report.n_params,
+           "seeds": seeds, "named": named, "evaluations_median": float(np.median(evals)),
+           "seconds_median": float(np.median(secs)), "correct_cases": cases, "false_alarms": fa,
+           "num_directions": report.num_directions}
+    log(f"localising {row['sizes']}: named {named}/{seeds}, {row['evaluations_median']:.0f} evaluations, "
+        f"{fa}/{cases} false alarms")
+    return [row]
 
 
 def _timed(fn) -> tuple[float, object]:
@@ -344,11 +549,20 @@ def _timed(fn) -> tuple[float, object]:
     return time.perf_counter() - t0, out
 
 
-def torch_checks(params, x, y):
-    """{"slow": seconds, "fast": seconds} of torch.autograd.gradcheck on the same network, or None without torch."""
+TORCH_MISSING = ("torch is required for the torch.autograd.gradcheck rows of this run (pip install 'gdjax[torch]'), "
+                 "or pass --torch auto / --torch skip to leave them out")
+
+
+def torch_checks(params, x, y, policy: str = "require"):
+    """{"slow": seconds, "fast": seconds, ...} of torch.autograd.gradcheck on the same network; None when torch is
+    missing and policy is "auto", or policy is "skip"; RuntimeError (one line) when it is missing under "require"."""
+    if policy == "skip":
+        return None
     try:
         import torch
     except ImportError:
+        if policy == "require":
+            raise RuntimeError(TORCH_MISSING) from None
         return None
     ps = tuple(torch.tensor(np.asarray(a, np.float64), requires_grad=True) for layer in params for a in layer)
     xt, yt = torch.tensor(np.asarray(x, np.float64)), torch.tensor(np.asarray(y, np.float64))
@@ -367,36 +581,55 @@ def torch_checks(params, x, y):
     return out
 
 
-def speed_rows(sizes, n: int, repeats: int, log) -> list[dict]:
-    """Seconds of one full check of the lecture's net (float64) by each tool; ratios against torch's slow mode."""
+def torch_rows(base: dict, rows: list[dict], torch_t: dict) -> list[dict]:
+    """The torch rows, and each check_grad row's torch slow / this ratio with its target and status (in place)."""
+    out = [dict(base, tool="torch.autograd.gradcheck", call=f"{m} mode", seconds=torch_t[m], ok=torch_t[f"{m}_ok"],
+                torch=torch_t["version"]) for m in ("slow", "fast")]
+    for row in rows:
+        if row["tool"].startswith("gdjax.check_grad"):
+            row["torch_slow_over_this"] = torch_t["slow"] / row["seconds"]
+            if row["tool"] == "gdjax.check_grad":
+                target = TARGETS["first_vs_torch_slow" if row["call"] == "first" else "repeated_vs_torch_slow"]
+                row["target"] = target
+                row["status"] = common.target_status(row["torch_slow_over_this"], target)
+    return out
+
+
+def speed_rows(sizes, n: int, repeats: int, log, torch_policy: str = "require") -> list[dict]:
+    """Seconds of one full and one localising check of the lecture's net (float64) by each tool; ratios against
+    torch's slow mode."""
     cost, params, batch = common.problem(sizes, n, "float64")
     x, y = jnp.asarray(batch.x), jnp.asarray(batch.y)
 
     def f(p, x, y):  # a new function object: nothing compiled for it yet
         return cost(p, Batch(x, y))
 
-    first, report = _timed(lambda: gdjax.check_grad(f, params, x, y, mode="full"))
-    again = [_timed(lambda: gdjax.check_grad(f, params, x, y, mode="full"))[0] for _ in range(repeats)]
+    def g(p, x, y):  # another, for the localising mode's first call
+        return cost(p, Batch(x, y))
+
+    torch_t = torch_checks(params, x, y, torch_policy)  # first: a missing torch fails before the long part
+    first, report = _timed(lambda: _check(f, params, x, y))
+    again = [_timed(lambda: _check(f, params, x, y))[0] for _ in range(repeats)]
+    loc_first, loc = _timed(lambda: _check(g, params, x, y, mode="directions"))
+    loc_again = [_timed(lambda: _check(g, params, x, y, mode="directions"))[0] for _ in range(repeats)]
     jax_first, _ = _timed(lambda: jax_check_grads(f, params, (x, y)))
     jax_again = [_timed(lambda: jax_check_grads(f, params, (x, y)))[0] for _ in range(repeats)]
-    torch_t = torch_checks(params, x, y)
     base = {"section": "speed", "sizes": "-".join(map(str, sizes)), "batch": n, "dtype": "float64",
             "n_params": report.n_params}
     rows = [dict(base, tool="gdjax.check_grad", call="first", seconds=first, ok=report.ok,
                  evaluations=report.evaluations),
             dict(base, tool="gdjax.check_grad", call="repeated", seconds=float(np.median(again)), ok=report.ok,
                  evaluations=report.evaluations),
+            dict(base, tool="gdjax.check_grad directions", call="first", seconds=loc_first, ok=loc.ok,
+                 evaluations=loc.evaluations),
+            dict(base, tool="gdjax.check_grad directions", call="repeated", seconds=float(np.median(loc_again)),
+                 ok=loc.ok, evaluations=loc.evaluations),
             dict(base, tool="jax.test_util.check_grads", call="first", seconds=jax_first),
             dict(base, tool="jax.test_util.check_grads", call="repeated", seconds=float(np.median(jax_again)))]
     if torch_t is None:
-        log("speed: torch is not installed (pip install torch==2.13.0): the torch.autograd.gradcheck rows are skipped")
+        log(f"speed: torch rows left out (--torch {torch_policy})")
     else:
-        rows += [dict(base, tool="torch.autograd.gradcheck", call=f"{m} mode", seconds=torch_t[m],
-                      ok=torch_t[f"{m}_ok"], torch=torch_t["version"]) for m in ("slow", "fast")]
-        for row, target in ((rows[0], "first_vs_torch_slow"), (rows[1], "repeated_vs_torch_slow")):
-            row["torch_slow_over_this"] = torch_t["slow"] / row["seconds"]
-            row["target"] = TARGETS[target]
-            row["status"] = common.target_status(row["torch_slow_over_this"], TARGETS[target])
+        rows += torch_rows(base, rows, torch_t)
     for row in rows:
         log(f"speed {row['tool']} {row['call']}: {common.human_time(row['seconds'])}")
     return rows
@@ -443,9 +676,23 @@ def parse_args(argv):
     ap.add_argument("--batch", type=int, default=None, help="the speed net's batch size N (default 10)")
     ap.add_argument("--repeats", type=int, default=None, help="repeated checks timed (median; default 3)")
     ap.add_argument("--no-speed", action="store_true", help="skip the speed section")
+    ap.add_argument("--torch", choices=("require", "auto", "skip"), default=None,
+                    help="torch rows: require (default; fail without torch), auto (default with --quick), skip")
+    ap.add_argument("--kink-cases", type=int, default=None, help="correct cases per kink cost (default 50: 200)")
+    ap.add_argument("--float32-cases", type=int, default=None,
+                    help="correct float32 cases per size (default 100: 200)")
+    ap.add_argument("--localising-sizes", default=None, help="the localising section's net (default 784,30,10)")
     args = ap.parse(argv, DEFAULTS, QUICK)
     common.require(args, 1, "seeds", "correct_per_config", "batch", "repeats")
     args.sizes = common.sizes_list(args.sizes, one=True)[0]
+    args.torch = args.torch or ("auto" if args.quick else "require")
+    args.kink_cases = args.kink_cases or (1 if args.quick else 50)
+    args.float32_cases = args.float32_cases or (1 if args.quick else 100)
+    common.require(args, 1, "kink_cases", "float32_cases")
+    loc = args.localising_sizes or ("6,5,3" if args.quick else "784,30,10")
+    args.localising_sizes = common.sizes_list(loc, one=True)[0]
+    if len(args.localising_sizes) != 3:
+        raise common.UsageError(f"--localising-sizes: three widths n_in,n_hidden,n_out, got {loc}")
     args.kinds = _names(args.kinds, BUG_KINDS, "--kinds")
     args.archs = _names(args.archs, ARCHS, "--archs")
     args.acts = _names(args.acts, ACTS, "--acts")
@@ -460,6 +707,14 @@ def _names(text: str, valid: tuple, what: str) -> tuple:
     return names
 
 
+def _no_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
 def run(args) -> int:
     load = common.load_average()
     t0 = time.perf_counter()
@@ -467,14 +722,23 @@ def run(args) -> int:
     def log(msg):
         print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", flush=True)
 
+    if not args.no_speed and args.torch == "require" and _no_torch():  # fail before the long sections
+        raise RuntimeError(TORCH_MISSING)
     rows = detection_rows(args.seeds, log, args.kinds) + false_alarm_rows(args.correct_per_config, log, args.archs,
                                                                        args.acts)
+    rows += kink_rows(args.kink_cases, log) + low_precision_rows(1 if args.quick else max(args.seeds, 10), log)
+    big = (8, 6, 4) if args.quick else BIG_P_SIZES
+    rows += float32_rows(args.seeds, args.float32_cases, log, ((8, 6, 4), big) if not args.quick else ((8, 6, 4),))
+    rows += localising_rows(args.seeds, args.float32_cases, args.localising_sizes, log)
     if not args.no_speed:
-        rows += speed_rows(args.sizes, args.batch, args.repeats, log)
+        rows += speed_rows(args.sizes, args.batch, args.repeats, log, args.torch)
     config = {k: getattr(args, k) for k in ("seeds", "correct_per_config", "batch", "repeats", "quick", "seed",
-                                            "kinds", "archs", "acts", "no_speed")}
+                                            "kinds", "archs", "acts", "no_speed", "torch", "kink_cases",
+                                            "float32_cases")}
+    config["torch_rows"] = any(r.get("tool") == "torch.autograd.gradcheck" for r in rows)
+    config["localising_sizes"] = list(args.localising_sizes)
     config.update(sizes=list(args.sizes), bug_kinds=list(BUG_KINDS), targets=TARGETS,
-                  check_grad_options={"mode": "full", "method": "fd-central", "multiple": 10.0})
+                  check_grad_options={k: v for k, v in gdjax.check.OPTIONS.items() if k not in ("key", "devices")})
     path = results.save_results(args.path, rows, meta=common.meta(load), config=config)
     figure(rows, str(path.with_suffix("")))
     log(f"wrote {path} and {path.with_suffix('.png').name}")

@@ -9,7 +9,7 @@ The public API, in one place:
     >>> g = gdjax.gradient(cost, "fd-central")(params, batch)   # same pytree as jax.grad(cost)(params, batch)
 """
 
-from gdjax.check import GradCheck, check_grad
+from gdjax.check import GradCheck, check_grad, enable_compilation_cache
 from gdjax.costs import LOSSES, Cost, accuracy, make_cost
 from gdjax.data import (
     DATASETS, Batch, Dataset, iterate_batches, load_dataset, one_hot, read_idx, shuffled_batches, synthetic,
@@ -29,5 +29,5 @@ __all__ = [
     "DATASETS", "Dataset", "iterate_batches", "load_dataset", "read_idx", "shuffled_batches", "synthetic",
     "train_test_split",
     "direction_mesh",
-    "GradCheck", "check_grad",
+    "GradCheck", "check_grad", "enable_compilation_cache",
 ]

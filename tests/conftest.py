@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 import jax
@@ -16,6 +17,14 @@ jax.config.update("jax_enable_x64", True)  # gradient tests compare in float64 (
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# JAX's persistent compilation cache, so that a second pytest process loads the programs the first compiled
+# (compile time only: no result depends on it). Opt out with GDJAX_COMPILATION_CACHE=off, or point it elsewhere
+# with GDJAX_COMPILATION_CACHE=/path.
+_CACHE = os.environ.get("GDJAX_COMPILATION_CACHE", "")
+if _CACHE.lower() not in ("0", "off", "no", "false"):
+    gdjax.enable_compilation_cache(_CACHE or Path(tempfile.gettempdir()) / f"gdjax-jax-cache-{os.getuid()}",
+                                   min_compile_seconds=1.0)
 ROOT = Path(__file__).resolve().parents[1]
 
 

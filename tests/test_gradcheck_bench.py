@@ -2,6 +2,7 @@
 options refused before any work."""
 
 import json
+import sys
 
 import jax
 import numpy as np
@@ -59,34 +60,77 @@ def test_planted_bugs_are_bugs_of_correct_rules(mod, kind):
 
 
 def test_small_run_rows_and_figure(mod, tmp_path):
-    """One bug kind and one architecture end to end: check_grad names the bug, no false alarm, the speed rows of
-    both jax tools (and torch's two modes where torch is installed) with ratios and target status, the JSON,
-    CSV and figures. Catches: rows missing the fields the lead's tables read, a detection counted without the
-    leaf being named, an output folder refused."""
-    argv = ["--quick", "--kinds", "float32-overflow", "--archs", "mlp", "--acts", "tanh", "--sizes", "6,4,2",
-            "--out", str(tmp_path)]
+    """One bug kind and one architecture end to end at tiny sizes: check_grad names the bug, no false alarm, every
+    new section present with its counts, the speed rows of the full and localising checks and jax's tool, the
+    JSON, CSV and figures. Catches: rows missing the fields the tables read, a detection counted without the
+    leaf being named, a section dropped."""
+    argv = ["--quick", "--kinds", "float32-overflow,mlp-one-entry", "--archs", "mlp", "--acts", "tanh",
+            "--sizes", "6,4,2", "--torch", "skip", "--out", str(tmp_path)]
     assert mod.main(argv) == 0
     data = json.loads((tmp_path / "gradcheck.json").read_text())
-    assert "git_dirty" in data["meta"] and data["config"]["kinds"] == ["float32-overflow"]
-    rows = {r["section"]: [] for r in data["rows"]}
+    assert "git_dirty" in data["meta"] and data["config"]["kinds"] == ["float32-overflow", "mlp-one-entry"]
+    assert data["config"]["torch"] == "skip" and data["config"]["torch_rows"] is False
+    rows = {}
     for r in data["rows"]:
-        rows[r["section"]].append(r)
-    (det,) = rows["detection"]
-    assert det["check_grad_named"] == det["seeds"] == 1 and det["check_grad_rate"] == 1.0
-    assert det["leaf"] == "[0].b" and det["min_err_over_tol"] is None  # inf: the NaN entry, None in JSON
+        rows.setdefault(r["section"], []).append(r)
+    det = {r["kind"]: r for r in rows["detection"]}
+    over = det["float32-overflow"]
+    assert over["check_grad_named"] == over["seeds"] == 1 and over["check_grad_rate"] == 1.0
+    assert over["leaf"] == "[0].b" and over["min_err_over_tol"] is None  # inf: the NaN entry, None in JSON
+    (mag,) = rows["detection_by_magnitude"]
+    assert mag["kind"] == "mlp-one-entry" and mag["planted"] == 1 and mag["ok"] == 0
+    assert mag["bin"] in {mod.magnitude_bin(v) for v in (0.0, 1e-3, 1e-2, 0.5)}
     assert [(r["act"], r["dtype"], r["check_grad_failures"]) for r in rows["false_alarm"]] == [
         ("tanh", "float32", 0), ("tanh", "float64", 0)]
+    assert [r["cost"] for r in rows["kinks"]] == list(mod.KINK_COSTS)
+    assert all(r["check_grad_failures"] == 0 and r["cases"] == 1 for r in rows["kinks"])
+    low = {r["bug"]: r for r in rows["low_precision"]}
+    assert low["doubled-largest"]["failed"] == 1 and low["30pct-uniform"]["ok"] == 0
+    (f32,) = rows["float32"]
+    assert f32["named"] == f32["seeds"] == 1 and f32["false_alarms"] == 0 and f32["n_params"] == 8 * 6 + 6 * 4
+    (loc,) = rows["localising"]
+    assert loc["named"] == 1 and loc["false_alarms"] == 0 and loc["n_params"] == 6 * 5 + 5 * 3
     tools = {(r["tool"], r["call"]): r for r in rows["speed"]}
-    assert {("gdjax.check_grad", "first"), ("gdjax.check_grad", "repeated"), ("jax.test_util.check_grads", "first"),
-            ("jax.test_util.check_grads", "repeated")} <= set(tools)
+    assert set(tools) == {(t, c) for t in ("gdjax.check_grad", "gdjax.check_grad directions",
+                                           "jax.test_util.check_grads") for c in ("first", "repeated")}
     first = tools[("gdjax.check_grad", "first")]
-    assert first["ok"] and first["n_params"] == 6 * 4 + 4 + 4 * 2 + 2 and first["evaluations"] == 4 * 38 + 1
-    if ("torch.autograd.gradcheck", "slow mode") in tools:
-        slow = tools[("torch.autograd.gradcheck", "slow mode")]["seconds"]
-        assert first["torch_slow_over_this"] == pytest.approx(slow / first["seconds"])
-        assert first["status"] in ("PASS", "SHORT") and first["target"] == 5.0
+    assert first["ok"] and first["n_params"] == 6 * 4 + 4 + 4 * 2 + 2 and first["evaluations"] == 2 * 38 + 1
+    assert tools[("gdjax.check_grad directions", "first")]["evaluations"] == 1 + 4 * 16
     for name in ("gradcheck.csv", "gradcheck.png", "gradcheck.svg"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_magnitude_bins(mod):
+    """Every |g_i| / max|g| in [0, 1] falls in exactly one labelled bin, the bins in order."""
+    labels = [mod.magnitude_bin(v) for v in (0.0, 5e-4, 1e-3, 0.05, 0.1, 1.0)]
+    assert labels == ["[0, 0.001)", "[0, 0.001)", "[0.001, 0.01)", "[0.01, 0.1)", "[0.1, 1]", "[0.1, 1]"]
+
+
+def test_torch_rows_arithmetic_without_torch(mod):
+    """The torch rows and ratios from a fake torch timing (no torch needed): slow / this for every check_grad row,
+    targets and status on the full check's rows only. Catches: ratios inverted or attached to the wrong rows."""
+    base = {"section": "speed"}
+    rows = [dict(base, tool="gdjax.check_grad", call="first", seconds=2.0),
+            dict(base, tool="gdjax.check_grad", call="repeated", seconds=0.5),
+            dict(base, tool="gdjax.check_grad directions", call="first", seconds=0.25),
+            dict(base, tool="jax.test_util.check_grads", call="first", seconds=1.0)]
+    fake = {"version": "fake", "slow": 8.0, "fast": 0.1, "slow_ok": True, "fast_ok": True}
+    extra = mod.torch_rows(base, rows, fake)
+    assert [(r["call"], r["seconds"]) for r in extra] == [("slow mode", 8.0), ("fast mode", 0.1)]
+    assert [r.get("torch_slow_over_this") for r in rows] == [4.0, 16.0, 32.0, None]
+    assert rows[0]["target"] == mod.TARGETS["first_vs_torch_slow"] and rows[0]["status"] == "SHORT"
+    assert rows[1]["target"] == mod.TARGETS["repeated_vs_torch_slow"] and rows[1]["status"] == "PASS"
+    assert "target" not in rows[2]
+
+
+def test_torch_required_by_default_fails_with_one_line(mod, tmp_path, capsys, monkeypatch):
+    """Without torch, a run that needs its rows (the default --torch require) exits 1 with one line before any
+    work, instead of silently dropping the rows; --torch auto is the explicit way to leave them out."""
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError, whether or not it is installed
+    assert mod.main(["--kinds", "mlp-one-entry", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "torch is required" in err and not any(tmp_path.iterdir())
+    assert mod.torch_checks(None, None, None, "auto") is None
 
 
 @pytest.mark.parametrize("argv,match", [

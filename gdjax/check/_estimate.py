@@ -24,22 +24,18 @@ ORDER = {"forward": 1, "central": 2, "complex": 2}
 ROUNDING = {"forward": 2.0, "central": 1.0}
 
 
-def default_eps(scheme: str, eps_m: float) -> float:
-    """The FD kernel's documented default step factor for a dtype of machine epsilon `eps_m`.
-
-    forward sqrt(eps_m), central cbrt(eps_m), complex eps_m^2 (gdjax.gradients.finite_diff's docstring;
-    tests/test_check.py checks the kernel gives the same gradient with this factor passed explicitly).
-    """
-    return {"forward": eps_m ** 0.5, "central": eps_m ** (1 / 3), "complex": eps_m**2}[scheme]
-
-
 def steps(values: np.ndarray, eps: float) -> np.ndarray:
     """The kernel's step of each entry, h_i = eps * max(1, |v_i|): `values` any shape, result the same shape."""
     return eps * np.maximum(1.0, np.abs(values))
 
 
+def rounding(scheme: str, eps_m: float, f_abs: float, h: np.ndarray) -> np.ndarray:
+    """The rounding error of a real-scheme FD value at steps h: eps_m |f| / h (central), 2 eps_m |f| / h (forward)."""
+    return ROUNDING[scheme] * eps_m * f_abs / h
+
+
 def fd_estimate(scheme: str, d1: np.ndarray, d2: np.ndarray | None, h: np.ndarray, f_abs: float, eps_m: float,
-                richardson: bool = False):
+                richardson: bool = False, half: bool = False):
     """The FD value of each entry and its estimated error (module docstring).
 
     Args:
@@ -47,6 +43,7 @@ def fd_estimate(scheme: str, d1: np.ndarray, d2: np.ndarray | None, h: np.ndarra
       d1: (n,) float64, FD values at steps h; d2: (n,) at h / 2 (None for "complex").
       h: (n,) the steps of d1; f_abs: |f| at the base point; eps_m: machine epsilon f was evaluated in.
       richardson: return the extrapolated value R (and its error bound) instead of D(h).
+      half: return D(h/2) and its error (truncation |D(h) - D(h/2)| / (r - 1), rounding twice that of D(h)).
     Returns:
       (value, truncation, rounding): three (n,) float64 arrays.
     """
@@ -54,10 +51,12 @@ def fd_estimate(scheme: str, d1: np.ndarray, d2: np.ndarray | None, h: np.ndarra
         return d1, np.zeros_like(d1), eps_m * np.abs(d1)
     r = 2.0 ** ORDER[scheme]
     diff = np.abs(d1 - d2)
-    round1 = ROUNDING[scheme] * eps_m * f_abs / h
+    round1 = rounding(scheme, eps_m, f_abs, h)
     if richardson:
         # the extrapolated value's truncation error is of higher order; the error of D(h/2) bounds it
         return (r * d2 - d1) / (r - 1), diff / (r - 1), (2 * r + 1) / (r - 1) * round1
+    if half:
+        return d2, diff / (r - 1), 2 * round1
     return d1, r / (r - 1) * diff, round1
 
 
@@ -65,18 +64,3 @@ def tolerance(value: np.ndarray, truncation: np.ndarray, rounding: np.ndarray, m
               rtol: float) -> np.ndarray:
     """Per-entry tolerance: multiple * (truncation + rounding) + atol + rtol * |value|; all (n,) float64."""
     return multiple * (truncation + rounding) + atol + rtol * np.abs(value)
-
-
-def compare(grad: np.ndarray, value: np.ndarray, tol: np.ndarray):
-    """Errors of the gradient under test against the FD values.
-
-    Returns (abs_err, rel_err, ratio, failed), each (n,): rel_err = |g - fd| / max(|g|, |fd|) (0 where both are 0),
-    ratio = abs_err / tol (how far past its tolerance an entry is), failed = ratio > 1 or g non-finite.
-    """
-    with np.errstate(invalid="ignore", divide="ignore"):
-        err = np.abs(grad - value)
-        err = np.where(np.isfinite(grad), err, np.inf)
-        scale = np.maximum(np.abs(np.nan_to_num(grad, posinf=0, neginf=0)), np.abs(value))
-        rel = np.where(scale > 0, err / np.where(scale > 0, scale, 1.0), np.where(err > 0, np.inf, 0.0))
-        ratio = np.where(tol > 0, err / np.where(tol > 0, tol, 1.0), np.where(err > 0, np.inf, 0.0))
-    return err, rel, ratio, ratio > 1
