@@ -113,10 +113,10 @@ def fd_vs_grad_headline(data) -> str:
 
 def _stochastic(method: str) -> bool:
     """The registry's capability (a method unknown to this gdjax counts as deterministic)."""
-    import gdjax
+    from gdjax.gradients import method_info
 
     try:
-        return bool(gdjax.method_info(method).stochastic)
+        return bool(method_info(method).stochastic)
     except (KeyError, ValueError):
         return False
 
