@@ -48,7 +48,6 @@ import numpy as np  # noqa: E402
 
 import gdjax  # noqa: E402
 from gdjax import plotting, profiling, results  # noqa: E402
-from gdjax.gradients import finite_diff  # noqa: E402
 
 NAME = "fd_kernel"
 TARGETS = {k: common.TARGETS[k] for k in ("of_matmul_n1000", "loop_over_kernel_n1000", "loop_over_kernel_n10")}
@@ -76,7 +75,6 @@ def measure_batch(sizes, n: int, chunks: list[int], rounds: int, matmul_n: int, 
     """Rows for one batch size: the kernel at its default chunk and at `chunks`, and the loop, interleaved."""
     cost, params, batch = common.problem(sizes, n, "float32", seed)
     p = gdjax.n_params(params)
-    default_chunk = finite_diff.fd_chunk_size(cost, params, batch, "forward")
     methods = {("fd-forward", None): gdjax.gradient(cost, "fd-forward", devices=jax.devices()[:1])}
     for c in chunks:
         methods[("fd-forward", c)] = gdjax.gradient(cost, "fd-forward", chunk_size=c, devices=jax.devices()[:1])
@@ -91,6 +89,12 @@ def measure_batch(sizes, n: int, chunks: list[int], rounds: int, matmul_n: int, 
         grads[key] = common.flat_numpy(jax.block_until_ready(est(params, batch)), np.float64)
         first_s[key] = time.perf_counter() - t0
         log(f"N={n}: {_label(key, default_chunk)}: first call {common.human_time(first_s[key])}")
+    # the default row runs the kernel's measured layout (planned by its first call above): label it with the
+    # width of its largest leaf, and keep how the plan was made
+    plan = methods[("fd-forward", None)].plan(params, batch)
+    largest = max(range(len(plan.widths)), key=lambda k: jax.tree_util.tree_leaves(params)[k].size)
+    default_chunk = plan.widths[largest]
+    log(f"N={n}: default layout {plan.source}: widths {plan.widths} (budget default {plan.record()['plan_default_widths']})")
     calls = {key: (lambda est=est: est(params, batch)) for key, est in methods.items()}
     values = common.interleaved_rounds(calls, rounds, {"matmul": lambda: profiling.matmul_rate(matmul_n, "float32")},
                                        log=lambda msg: log(f"N={n}: {msg}"))

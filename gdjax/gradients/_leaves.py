@@ -162,7 +162,7 @@ class BoundCost:
     kernel's measured plan, a jitted program) is shared by every estimator of one user cost.
     """
 
-    __slots__ = ("cost", "has_aux")
+    __slots__ = ("cost", "has_aux", "__weakref__")
 
     def __init__(self, cost: Callable, has_aux: bool = False):
         self.cost, self.has_aux = cost, bool(has_aux)
