@@ -83,18 +83,18 @@ def measure_batch(sizes, n: int, chunks: list[int], rounds: int, matmul_n: int, 
     # (a loop-free program); the analytic count (matmuls and bias adds) beside it
     analytic = gdjax.forward_flops(sizes, n)
     xla = profiling.xla_flops(jax.jit(cost), params, batch)
+    # the default row runs the kernel's measured layout (planned here, before any timing): label it with the
+    # width of its largest leaf, and keep how the plan was made
+    plan = methods[("fd-forward", None)].plan(params, batch)
+    largest = max(range(len(plan.widths)), key=lambda k: jax.tree_util.tree_leaves(params)[k].size)
+    default_chunk = plan.widths[largest]
+    log(f"N={n}: default layout {plan.source}: widths {plan.widths} (budget default {plan.record()['plan_default_widths']})")
     grads, first_s = {}, {}
     for key, est in methods.items():  # compile (and check) every method before any timing
         t0 = time.perf_counter()
         grads[key] = common.flat_numpy(jax.block_until_ready(est(params, batch)), np.float64)
         first_s[key] = time.perf_counter() - t0
         log(f"N={n}: {_label(key, default_chunk)}: first call {common.human_time(first_s[key])}")
-    # the default row runs the kernel's measured layout (planned by its first call above): label it with the
-    # width of its largest leaf, and keep how the plan was made
-    plan = methods[("fd-forward", None)].plan(params, batch)
-    largest = max(range(len(plan.widths)), key=lambda k: jax.tree_util.tree_leaves(params)[k].size)
-    default_chunk = plan.widths[largest]
-    log(f"N={n}: default layout {plan.source}: widths {plan.widths} (budget default {plan.record()['plan_default_widths']})")
     calls = {key: (lambda est=est: est(params, batch)) for key, est in methods.items()}
     values = common.interleaved_rounds(calls, rounds, {"matmul": lambda: profiling.matmul_rate(matmul_n, "float32")},
                                        log=lambda msg: log(f"N={n}: {msg}"))

@@ -29,9 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 
 
+_ARRAY_TYPES = (jax.Array, np.ndarray, jax.ShapeDtypeStruct)
+
+
 def is_differentiable(leaf) -> bool:
-    """True for a JAX or NumPy array of a floating or complex dtype (never a PRNG key, int, bool or Python scalar)."""
-    if not isinstance(leaf, jax.Array | np.ndarray):
+    """True for a JAX or NumPy array of a floating or complex dtype (never a PRNG key, int, bool or Python scalar);
+    a `jax.ShapeDtypeStruct` (an abstract array, as the memory budget reads shapes) counts as its array would."""
+    if not isinstance(leaf, _ARRAY_TYPES):
         return False
     dtype = leaf.dtype
     if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
@@ -84,8 +88,9 @@ def describe_static(params, limit: int = 4) -> str:
 
 
 def is_array(leaf) -> bool:
-    """True for a JAX array (a tracer included) or a NumPy array, of any dtype: what `jax.jit` can take."""
-    return isinstance(leaf, jax.Array | np.ndarray)
+    """True for a JAX array (a tracer included), a NumPy array or a `jax.ShapeDtypeStruct`, of any dtype: what
+    `jax.jit` (or `jax.eval_shape`, for the abstract one) can take."""
+    return isinstance(leaf, _ARRAY_TYPES)
 
 
 def split_arrays(tree) -> tuple:
@@ -141,18 +146,28 @@ class Bound:
     """
 
     def __init__(self, static, batch):
-        self.static, self.batch = static, batch
+        self.arrays, self.objects = split_arrays(static)
+        self.batch = batch
+
+    @property
+    def static(self):
+        """The leaves not differentiated, as one pytree (arrays and objects together)."""
+        return combine(self.arrays, self.objects)
 
     def tree_flatten(self):
-        arrays, objects = split_arrays(self.static)
-        leaves, treedef = jax.tree_util.tree_flatten(objects)
-        return (arrays, self.batch), (treedef, tuple(_Object(x) for x in leaves))
+        # which leaves are children was decided once, when the Bound was built: JAX maps pytrees with
+        # placeholders in the children's places (tracers, abstract values, its own markers), and a re-split on
+        # the placeholders' types would give another structure
+        leaves, treedef = jax.tree_util.tree_flatten(self.objects)
+        return (self.arrays, self.batch), (treedef, tuple(_Object(x) for x in leaves))
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         treedef, objects = aux
-        arrays, batch = children
-        return cls(combine(arrays, jax.tree_util.tree_unflatten(treedef, [o.value for o in objects])), batch)
+        bound = object.__new__(cls)
+        bound.arrays, bound.batch = children
+        bound.objects = jax.tree_util.tree_unflatten(treedef, [o.value for o in objects])
+        return bound
 
 
 class BoundCost:
