@@ -12,12 +12,12 @@ from gdjax.bench import run as bench_run
 from gdjax.bench import sweep as bench_sweep
 
 # [48, 24, 4] (P = 1,276; 90% of it in the first layer) with chunks of 16: the FD kernel's whole gradient fits the
-# 0.5 s budget and a subset of 1/8 of its directions is a real extrapolation (validated); fd-loop (one dispatch per
+# 1.5 s budget and a subset of 1/8 of its directions is a real extrapolation (validated); fd-loop (one dispatch per
 # direction) may fit or not, depending on the machine.
 SIZES = "4,3,2;48,24,4"
 METHODS = "reverse,fd-forward,fd-loop"
 ARGS = ["bench", "--quick", "--sizes", SIZES, "--methods", METHODS, "--batch-size", "256", "--chunk-size", "16",
-        "--repeats", "5", "--time-budget", "0.5", "--no-progress", "--no-million", "--no-reference"]
+        "--repeats", "5", "--time-budget", "1.5", "--no-progress", "--no-million", "--no-reference"]
 
 
 @pytest.fixture(scope="module")
