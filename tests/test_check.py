@@ -596,3 +596,22 @@ def test_conftest_turns_the_persistent_cache_on_unless_opted_out():
 
     off = os.environ.get("GDJAX_COMPILATION_CACHE", "").lower() in ("0", "off", "no", "false")
     assert bool(jax.config.jax_compilation_cache_dir) != off
+
+
+def test_float64_default_falls_back_to_the_params_dtype_with_a_note():
+    """A float32 cost that mixes dtypes strictly (lax.conv of float32 inputs with float64 weights raises): the
+    float64 default does not stop the check, it runs in float32 and says why (fails if the default raised, or
+    fell back silently); the fallback never reads "failed" on a correct rule."""
+    from jax import lax
+
+    if not jax.config.jax_enable_x64:
+        pytest.skip("needs x64 (the float64 default)")
+    x = jnp.ones((2, 1, 6, 6), jnp.float32)
+
+    def f(p, x):
+        return jnp.sum(jnp.tanh(lax.conv_general_dilated(x, p["k"], (1, 1), "VALID")) ** 2)
+
+    p = {"k": jax.random.normal(jax.random.key(0), (2, 1, 3, 3), jnp.float32)}
+    report = gdjax.check_grad(f, p, x)
+    assert report.status in ("ok", "inconclusive"), str(report)
+    assert "checked in float32" in str(report) and "pass its inputs in float64" in str(report)

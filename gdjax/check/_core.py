@@ -280,9 +280,19 @@ def check_grad(f, params, *args, grad=None, has_aux: bool = False, check: dict |
         leaves_w = [jnp.asarray(leaf).astype(wd) for leaf in problem.leaves]
         try:
             res = jax.eval_shape(problem.cost, leaves_w, problem.inputs)
-        except Exception as e:  # noqa: BLE001  (re-raised with the fix)
-            raise ValueError(f"f could not be evaluated with params in {wd.name} ({type(e).__name__}: {e}); pass "
-                             f"check={{'compute_dtype': 'params'}} to evaluate f in the params' own dtype") from e
+        except Exception as e:  # noqa: BLE001  (re-raised with the fix, or the default falls back, said so)
+            own = jnp.dtype(jnp.result_type(*[leaf.dtype for leaf in problem.leaves]))
+            if not default or own == wd:
+                raise ValueError(f"f could not be evaluated with params in {wd.name} ({type(e).__name__}: {e}); "
+                                 f"pass check={{'compute_dtype': 'params'}} to evaluate f in the params' own "
+                                 f"dtype") from e
+            # the float64 default meets a cost that mixes dtypes strictly (lax.conv of float32 inputs): check in
+            # the params' own dtype, and say why and how to get float64
+            note = (f"f fails with {wd.name} params ({type(e).__name__}), so it is checked in {own.name}; pass its "
+                    f"inputs in {wd.name} to check in {wd.name}")
+            wd = own
+            leaves_w = [jnp.asarray(leaf).astype(wd) for leaf in problem.leaves]
+            res = jax.eval_shape(problem.cost, leaves_w, problem.inputs)
         if _eps_m(res.dtype) > _eps_m(wd):
             if not default:
                 raise ValueError(f"f returned {res.dtype} for {wd.name} params, so it does not evaluate in "
