@@ -25,6 +25,7 @@ from pathlib import Path
 
 from gdjax.report import benchmarks as _benchmarks  # noqa: F401  (registers the renderers)
 from gdjax.report import experiments as _experiments  # noqa: F401
+from gdjax.report import problems as _problems  # noqa: F401
 from gdjax.report._core import RENDERERS, SOURCES, RenderError, Renderer, Source, inconsistencies, render
 from gdjax.provenance import staleness, version_notes
 

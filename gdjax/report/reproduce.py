@@ -57,6 +57,7 @@ STEPS = (
     Step("bench-budget", _make("bench-budget", f"BENCH_ARGS={REFERENCE} --resume"), ("equal_budget",)),
     Step("gradcheck", _make("gradcheck", f"BENCH_ARGS={REFERENCE}"), ("gradcheck",)),
     Step("bench-throughput", _make("bench-throughput", f"BENCH_ARGS={REFERENCE}"), ("training_throughput",)),
+    Step("bench-problems", _make("bench-problems"), ("problems",)),
     Step("scaling-devices", (sys.executable, "benchmarks/scaling_devices.py", "--repeats", "9", REFERENCE),
          ("scaling_devices",)),
     Step("experiments", _make("reproduce-reference"),
