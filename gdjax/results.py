@@ -323,6 +323,6 @@ def environment() -> dict:
 def _matmul_precision() -> dict:
     """matmul_precision: the precision gdjax runs its methods that are not exact at by default ("highest");
     jax_default_matmul_precision: JAX's own setting here (None: unset, each platform's default, TF32 on GPUs)."""
-    from gdjax.gradients import _precision
+    from gdjax import precision as _precision
 
     return {"matmul_precision": _precision.DEFAULT, "jax_default_matmul_precision": _precision.current()}

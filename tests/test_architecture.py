@@ -15,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAYERS = (
     ("base", ("gdjax._checks", "gdjax._cli_args", "gdjax.provenance", "gdjax.results", "gdjax.sharding",
               "gdjax.distributed", "gdjax.launch", "gdjax.profiling", "gdjax.landscapes",
-              "gdjax.gradients._precision", "gdjax.gradients._leaves")),
+              "gdjax.precision", "gdjax.gradients._leaves")),
     ("models", ("gdjax.models", "gdjax.nn", "gdjax.data", "gdjax.costs")),
     ("gradients", ("gdjax.gradients",)),
     ("check", ("gdjax.check",)),

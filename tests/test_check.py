@@ -604,8 +604,7 @@ def test_float64_default_falls_back_to_the_params_dtype_with_a_note():
     fell back silently); the fallback never reads "failed" on a correct rule."""
     from jax import lax
 
-    if not jax.config.jax_enable_x64:
-        pytest.skip("needs x64 (the float64 default)")
+    assert jax.config.jax_enable_x64, "tests/conftest.py turns x64 on: the float64 default is what is checked"
     x = jnp.ones((2, 1, 6, 6), jnp.float32)
 
     def f(p, x):

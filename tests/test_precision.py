@@ -1,4 +1,4 @@
-"""The matmul precision policy (`gdjax.gradients._precision`): every method that is not exact runs its dots and
+"""The matmul precision policy (`gdjax.precision`): every method that is not exact runs its dots and
 convolutions at HIGHEST by default, whatever the caller's setting, inside a caller's jit too; `matmul_precision=`
 lowers it; exact methods keep the caller's precision; the rounding of a TF32 matmul, emulated on the CPU, raises
 the FD error as the error model of docs/estimators.md predicts.
@@ -13,7 +13,8 @@ import pytest
 from jax import lax
 
 import gdjax
-from gdjax.gradients import _precision, available_methods, method_info
+from gdjax import precision as _precision
+from gdjax.gradients import available_methods, method_info
 from gdjax.gradients.registry import n_params
 
 from conftest import make_case

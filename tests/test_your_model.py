@@ -47,7 +47,7 @@ def _need(module: str):
     except ImportError:
         if conftest.IN_CI:
             raise
-        pytest.skip(f"{module} is not installed (pip install -e '.[test]')")
+        pytest.skip(f"{module} is not installed (pip install -e '.[test]'); skipped outside CI only")
 
 
 def _call(est, params, batch, key=jax.random.key(0)):

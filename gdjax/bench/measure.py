@@ -33,7 +33,8 @@ from gdjax import profiling
 from gdjax.bench import policy
 from gdjax.bench.config import Point
 from gdjax.bench.problem import Problem, as_mlp_problem, flat_numpy, relative_error
-from gdjax.gradients import _leaves, _precision, gradient, method_info
+from gdjax import precision as _precision
+from gdjax.gradients import _leaves, gradient, method_info
 
 MIN_RATIO_ROUNDS = 3  # a ratio to the forward pass is reported from at least this many interleaved rounds
 

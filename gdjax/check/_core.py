@@ -15,7 +15,8 @@ from gdjax.check import _full, _localise
 from gdjax.check._full import locate as _locate
 from gdjax.check._problem import Problem, jitted, jitted_grad
 from gdjax.check._report import FIXES, GradCheck, NamedEntry, leaf_check, overall
-from gdjax.gradients import _precision, finite_diff
+from gdjax import precision as _precision
+from gdjax.gradients import finite_diff
 
 MODES = ("auto", "full", "directions")
 METHODS = ("fd-central", "fd-complex")

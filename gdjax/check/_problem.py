@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdjax.gradients import _leaves, _precision
+from gdjax import precision as _precision
+from gdjax.gradients import _leaves
 
 CACHE_SIZE = 32  # costs (and their compiled programs) of the last f / structure combinations kept
 

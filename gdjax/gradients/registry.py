@@ -36,7 +36,8 @@ from typing import NamedTuple
 import jax
 
 from gdjax import _checks
-from gdjax.gradients import _leaves, _precision, _validate
+from gdjax import precision as _precision
+from gdjax.gradients import _leaves, _validate
 
 
 class Subset(NamedTuple):
