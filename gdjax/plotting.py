@@ -125,9 +125,14 @@ def figure_time_vs_p(data: dict, reference: dict | None = None):
     return fig
 
 
-def figure_ratio(data: dict, baseline: str = "reverse"):
-    """Time(FD method) / time(reverse) vs P, with the FLOP ratio P/2 (P evaluations against ~2 forward passes);
-    the FD methods are the rows of kind "fd" (the registry's kind, recorded in each row)."""
+def figure_ratio(data: dict, baseline: str | None = None):
+    """Time(FD method) / time(baseline) vs P, with the FLOP ratio P/2 (P evaluations against ~2 forward passes);
+    the FD methods are the rows of kind "fd" (the registry's kind, recorded in each row); the baseline defaults
+    to the registry's reference method (reverse)."""
+    if baseline is None:
+        from gdjax.gradients import reference_method
+
+        baseline = reference_method()
     rows = _sweep_rows(data)
     base = {(r["sizes"], r["batch_size"]): r for r in rows if r["method"] == baseline}
     fd_methods = list(dict.fromkeys(r["method"] for r in rows if r.get("kind") == "fd"))  # the registry's kind

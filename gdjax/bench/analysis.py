@@ -13,8 +13,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from gdjax.bench.config import (EPOCH_BATCH, EPOCH_STEPS, FORWARD_PASS, LECTURE_NET, MILLION_EXAMPLES, TARGETS)
+from gdjax.gradients import methods_where, reference_method
 
-__all__ = ["fit_slope", "ok_rows", "find", "fd_kernel_method", "ratio_rows", "targets", "million_table",
+__all__ = ["fit_slope", "ok_rows", "find", "fd_kernel_candidates", "fd_kernel_method", "naive_loop_method", "ratio_rows", "targets", "million_table",
            "compare", "status", "extrapolation_factor", "validated_factor", "unvalidated", "validation_worst"]
 
 LECTURE = "-".join(map(str, LECTURE_NET))
@@ -50,14 +51,29 @@ def find(rows, sizes: str, method: str, batch_size=None) -> dict | None:
     return None
 
 
+def fd_kernel_candidates() -> tuple[str, ...]:
+    """The FD kernel's methods by their registry entries: deterministic black-box FD methods that run inside
+    jax.jit with a fixed scheme, the forward scheme (the lecture's one-sided difference) first, then central."""
+    kernel = {"kind": "fd", "stochastic": False, "structured": False, "jittable": True}
+    return methods_where(scheme="forward", **kernel) + methods_where(scheme="central", **kernel)
+
+
 def fd_kernel_method(rows: Iterable[dict]) -> str | None:
-    """The FD kernel the targets use: "fd-forward" (the lecture's one-sided difference) when measured."""
+    """The FD kernel the targets use: the first of `fd_kernel_candidates()` (fd-forward) measured in `rows`."""
     methods = {r["method"] for r in rows}
-    return next((m for m in ("fd-forward", "fd-central") if m in methods), None)
+    return next((m for m in fd_kernel_candidates() if m in methods), None)
 
 
-def ratio_rows(rows: Iterable[dict], method: str, baseline: str = "reverse") -> list[dict]:
-    """Per network: time(method) / time(baseline), with P and whether either side was extrapolated."""
+def naive_loop_method() -> str | None:
+    """The naive FD baseline the targets compare the kernel with: the registry's deterministic FD method driven
+    from Python, one call per direction (not jittable: fd-loop)."""
+    return next(iter(methods_where(kind="fd", stochastic=False, jittable=False)), None)
+
+
+def ratio_rows(rows: Iterable[dict], method: str, baseline: str | None = None) -> list[dict]:
+    """Per network: time(method) / time(baseline), with P and whether either side was extrapolated; the baseline
+    defaults to the registry's reference method (reverse)."""
+    baseline = reference_method() if baseline is None else baseline
     rows = ok_rows(rows)
     out = []
     for r in rows:
@@ -120,12 +136,13 @@ def targets(rows: Sequence[dict], validation: Sequence[dict] = (), batch_size: i
     def flag(*rs):
         return " (extrapolated)" if any(r and r.get("extrapolated") for r in rs) else " (whole)"
 
-    fdr, loop = at_lecture(fd), at_lecture("fd-loop")
+    naive, ref = naive_loop_method(), reference_method()
+    fdr, loop = at_lecture(fd), at_lecture(naive)
     add("FD kernel / matmul reference at [784,30,10]", fdr and fdr.get("peak_fraction"), TARGETS["fd_peak_fraction"],
-        ">=", f"{fd or 'fd-forward'}: XLA FLOPs of the timed program / time vs the run's best matmul" + flag(fdr))
+        ">=", f"{fd or next(iter(fd_kernel_candidates()), 'FD kernel')}: XLA FLOPs of the timed program / time vs the run's best matmul" + flag(fdr))
     add("fd-loop / FD kernel time at [784,30,10]", loop and fdr and loop["median_s"] / fdr["median_s"],
         TARGETS["fd_vs_loop"], ">=", "time per gradient" + flag(loop, fdr))
-    rev, fwd = at_lecture("reverse"), at_lecture(FORWARD_PASS)
+    rev, fwd = at_lecture(ref), at_lecture(FORWARD_PASS)
     if rev and rev.get("over_forward") is not None:  # timed in the same rounds as the forward pass
         add("reverse / forward-pass time at [784,30,10]", rev["over_forward"], TARGETS["reverse_over_forward"], "<=",
             f"median over {rev.get('over_forward_rounds')} rounds of the per-round ratio (spread "

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gdjax import _checks
-from gdjax.gradients import available_methods, method_info
+from gdjax.gradients import available_methods, method_info, methods_where
 from gdjax.nn import param_count
 
 FORWARD_PASS = "forward-pass"  # the jitted cost alone: one evaluation, the unit of every other row
@@ -35,9 +35,6 @@ MILLION_NETS = ((784, 30, 10), (784, 1250, 10))  # P = 23,860 and 993,760
 MILLION_EXAMPLES = 60_000
 EPOCH_BATCH = 10  # an epoch = 60000 / 10 = 6000 gradient steps on mini-batches of 10, as in the lecture
 EPOCH_STEPS = MILLION_EXAMPLES // EPOCH_BATCH
-# the methods of the million table (those registered); the FD kernel and fd-loop are extrapolated there
-MILLION_METHODS = ("fd-forward", "fd-loop", "fd-layerwise", "node-perturbation", "reverse", "spsa",
-                   "forward-gradient")
 
 TARGETS = {
     "fd_peak_fraction": 0.85,  # FD kernel rate / matmul reference at [784, 30, 10], N = 1000, f32
@@ -103,6 +100,12 @@ def square_net(p: float, n_out: int = 10) -> tuple[int, int, int]:
     """The [h, h, n_out] MLP whose parameter count h^2 + h + h n_out + n_out is closest to `p`."""
     h = max(1, round((-(1 + n_out) + math.sqrt((1 + n_out) ** 2 + 4 * max(p - n_out, 0))) / 2))
     return (h, h, n_out)
+
+
+def million_methods() -> tuple[str, ...]:
+    """The methods of the million table: those whose registry entry says `affordable_at_million` (one per cost
+    family), in registration order; the FD kernel and fd-loop are extrapolated there."""
+    return methods_where(affordable_at_million=True)
 
 
 def default_methods() -> tuple[str, ...]:
@@ -224,7 +227,7 @@ def plan(config: BenchConfig) -> list[Point]:
                 for m in (FORWARD_PASS, *config.methods)]
     points = [Point("sweep", s, config.batch_size, m) for s in config.sizes for m in (FORWARD_PASS, *config.methods)]
     if config.million:
-        methods = [m for m in MILLION_METHODS if m in available_methods()]
+        methods = million_methods()
         for s in MILLION_NETS:
             for n in (MILLION_EXAMPLES, EPOCH_BATCH):
                 points += [Point("million", s, n, m) for m in (FORWARD_PASS, *methods)]

@@ -16,10 +16,9 @@ from gdjax.check._full import locate as _locate
 from gdjax.check._problem import Problem, jitted, jitted_grad
 from gdjax.check._report import FIXES, GradCheck, NamedEntry, leaf_check, overall
 from gdjax import precision as _precision
-from gdjax.gradients import finite_diff
+from gdjax.gradients import finite_diff, method_info, methods_where
 
 MODES = ("auto", "full", "directions")
-METHODS = ("fd-central", "fd-complex")
 COMPUTE_DTYPES = ("float32", "float64", "params")
 DEFAULT_KEY_SEED = 0  # mode "directions" / auto's fallback without a key: jax.random.key(0)
 
@@ -29,6 +28,29 @@ OPTIONS = {"mode": "auto", "method": "fd-central", "eps": None, "richardson": Fa
            "atol": None, "rtol": None, "max_rel_tol": 0.1, "noise_floor": 1e-3, "chunk_size": None,
            "devices": None}
 RESERVED = ("grad", "has_aux", "check")  # check_grad's own keyword parameters
+
+
+def check_methods() -> tuple[str, ...]:
+    """The methods `check_grad` offers, by their registry entries: deterministic FD methods that take any f (not
+    structured) and have a fixed scheme of truncation order >= 2 (fd-central, fd-complex). The check takes the
+    scheme from the entry and the steps from the one step rule (`gradients._steps`); a first-order scheme's O(h)
+    error would widen every tolerance."""
+    return tuple(m for m in methods_where(kind="fd", stochastic=False, structured=False)
+                 if (method_info(m).order or 0) >= 2)
+
+
+def _scheme(method) -> str:
+    """The FD scheme of check_grad's `method` (its registry entry's); refuses any other method with the fix."""
+    offered = check_methods()
+    if method in offered:
+        return method_info(method).scheme
+    use = f"use method='{OPTIONS['method']}' (the default) or one of {', '.join(repr(m) for m in offered)}"
+    if isinstance(method, str) and method_info(method).order == 1:  # method_info refuses an unknown name
+        raise ValueError(f"method {method!r} is not offered by check_grad (its first-order error "
+                         f"{method_info(method).error_order} widens every tolerance); {use}")
+    raise ValueError(f"method {method!r} is not offered by check_grad: it takes a deterministic FD method that "
+                     f"accepts any f and has a fixed scheme of order >= 2 (its registry entry: kind 'fd', not "
+                     f"stochastic, not structured, scheme 'central' or 'complex'); {use}")
 
 
 def _eps_m(dtype) -> float:
@@ -90,10 +112,7 @@ def _validate(f, grad, o):
         raise TypeError(f"grad must be None (jax.grad(f)) or a callable grad(params, *args, **kwargs), got "
                         f"{type(grad).__name__}")
     _checks.choice(o["mode"], MODES, "mode")
-    if o["method"] == "fd-forward":
-        raise ValueError("method 'fd-forward' is not offered by check_grad (its O(h) error widens every "
-                         "tolerance); use method='fd-central' (the default) or 'fd-complex'")
-    _checks.choice(o["method"], METHODS, "check method")
+    o["scheme"] = _scheme(o["method"])
     o["eps"] = None if o["eps"] is None else _checks.positive_float(o["eps"], "eps")
     o["num_directions"] = _checks.positive_int(o["num_directions"], "num_directions")
     if o["key"] is not None:
@@ -209,15 +228,15 @@ def _check_output(out, has_aux):
     return out
 
 
-def _check_complex(problem, leaves_w):
+def _check_complex(problem, leaves_w, method):
     cw = [a.astype(jnp.result_type(a.dtype, jnp.complex64)) for a in leaves_w]
     try:
         out = jax.eval_shape(problem.cost, cw, problem.inputs)
     except Exception as e:  # noqa: BLE001
-        raise ValueError(f"method 'fd-complex' needs f to accept complex params, but f raised "
+        raise ValueError(f"method {method!r} needs f to accept complex params, but f raised "
                          f"{type(e).__name__}: {e}; use method='fd-central'") from e
     if not jnp.issubdtype(out.dtype, jnp.complexfloating):
-        raise ValueError(f"method 'fd-complex' needs f to return a complex value for complex params (f analytic and "
+        raise ValueError(f"method {method!r} needs f to return a complex value for complex params (f analytic and "
                          f"complex-safe), got {out.dtype}: the imaginary part is lost; use method='fd-central'")
 
 
@@ -236,7 +255,7 @@ def _mode(o, problem, leaves_w, n):
     """(mode, reason, extra evaluations): auto predicts the full check's time from one timed evaluation."""
     if o["mode"] != "auto":
         return o["mode"], "as asked", 0
-    per = (2 * n if o["method"] == "fd-central" else n) + 1
+    per = finite_diff.n_directions(o["scheme"], n) + 1
     t = _time_one(problem, leaves_w)
     predicted = per * t
     if predicted <= o["time_budget"]:
@@ -301,13 +320,13 @@ def check_grad(f, params, *args, grad=None, has_aux: bool = False, check: dict |
             wd = jnp.dtype(res.dtype)
             note = f"f returns {wd.name} for float64 params, so it is checked in {wd.name}"
             leaves_w = [jnp.asarray(leaf).astype(wd) for leaf in problem.leaves]
-        if o["method"] == "fd-complex":
-            _check_complex(problem, leaves_w)
+        if o["scheme"] == "complex":
+            _check_complex(problem, leaves_w, o["method"])
         f0 = float(jitted(problem.cost)(leaves_w, problem.inputs))
         if not np.isfinite(f0):
             raise ValueError(f"f = {f0} at the base point (in {wd.name}); a gradient check needs a finite value "
                              f"there: check the params and inputs")
-        scheme = o["method"][3:]
+        scheme = o["scheme"]
         o.update(wd=wd, eps_m=_eps_m(wd), eps1=finite_diff.step_factor(scheme, o["eps"], wd, o["method"]))
         if scheme != "complex" and o["eps1"] / 2 <= o["eps_m"]:
             raise ValueError(f"eps={o['eps1']:g} is too small: the check also takes the step eps/2, which must "

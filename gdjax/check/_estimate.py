@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-ORDER = {"forward": 1, "central": 2, "complex": 2}
+from gdjax.gradients._steps import ORDER  # noqa: F401  (the schemes' truncation orders, defined once)
 ROUNDING = {"forward": 2.0, "central": 1.0}
 
 

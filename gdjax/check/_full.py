@@ -41,21 +41,22 @@ CLEAN = 0.25  # a kink is "clean" (one kink at v) when the sides' slopes move le
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
-def _kernel(cost, scheme, eps, chunk_size, devices):
-    """The FD kernel (`finite_diff.fd_gradient`), jitted (sharded over `devices`), one per arguments."""
+def _kernel(cost, scheme, eps, chunk_size, devices, method):
+    """The FD kernel (`finite_diff.fd_gradient`) in `scheme`, jitted (sharded over `devices`), one per arguments;
+    `method` names the check's method in its errors."""
     mesh = sharding.resolve_mesh(devices, None)
     fn = functools.partial(finite_diff.fd_gradient, cost, scheme=scheme, eps=eps, chunk_size=chunk_size, mesh=mesh,
-                           method=f"fd-{scheme}")
+                           method=method)
     return sharding.jit_replicated(fn, mesh)
 
 
-def kernel_pass(problem, leaves_w, scheme, eps, chunk_size, devices):
+def kernel_pass(problem, leaves_w, scheme, eps, chunk_size, devices, method):
     """D for every entry (flat float64, leaves concatenated) and its evaluations."""
     devices = tuple(devices) if isinstance(devices, list) else devices
     try:
-        fn = _kernel(problem.cost, scheme, eps, chunk_size, devices)
+        fn = _kernel(problem.cost, scheme, eps, chunk_size, devices, method)
     except TypeError:  # unhashable devices
-        fn = _kernel.__wrapped__(problem.cost, scheme, eps, chunk_size, devices)
+        fn = _kernel.__wrapped__(problem.cost, scheme, eps, chunk_size, devices, method)
     out = jax.device_get(fn(list(leaves_w), problem.inputs))
     d = np.concatenate([np.asarray(x, np.float64).ravel() for x in out])
     return d, finite_diff.n_directions(scheme, d.size)
@@ -164,8 +165,8 @@ def refine(problem, leaves_w, v, g, idx, f0, o, atol, rtol):
 
 def check_full(problem, leaves_w, g, eps_g, f0, o):
     """Every entry of every differentiable leaf; returns (Entries, evaluations). g, eps_g: flat (P,) float64."""
-    scheme = o["method"][3:]
-    d, evals = kernel_pass(problem, leaves_w, scheme, o["eps1"], o["chunk_size"], o["devices"])
+    scheme = o["scheme"]  # the check method's registry scheme (`_core._scheme`)
+    d, evals = kernel_pass(problem, leaves_w, scheme, o["eps1"], o["chunk_size"], o["devices"], o["method"])
     v = np.concatenate([np.asarray(leaf, np.float64).ravel() for leaf in leaves_w])
     n = d.size
     e = Entries(n)

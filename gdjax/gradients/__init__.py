@@ -4,6 +4,8 @@ from gdjax.gradients import autodiff  # noqa: F401  (registers "reverse", "forwa
 from gdjax.gradients import backprop, finite_diff  # noqa: F401  ("backprop", "fd-*", "fd-loop")
 from gdjax.gradients import structured, stochastic  # noqa: F401
 from gdjax.gradients import activity  # noqa: F401  ("forward-gradient-activity")
-from gdjax.gradients.registry import Estimator, Method, Subset, available_methods, gradient, method_info, n_params
+from gdjax.gradients.registry import (KINDS, Estimator, Method, Subset, available_methods, gradient, method_info,
+                                      methods_where, n_params, reference_method)
 
-__all__ = ["Estimator", "Method", "Subset", "available_methods", "gradient", "method_info", "n_params"]
+__all__ = ["KINDS", "Estimator", "Method", "Subset", "available_methods", "gradient", "method_info", "methods_where",
+           "n_params", "reference_method"]

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from gdjax import _checks
 
 SCHEMES = ("forward", "central", "complex")
+ORDER = {"forward": 1, "central": 2, "complex": 2}  # truncation order p of each scheme: error O(h^p)
 
 
 def default_eps(scheme: str, dtype) -> float:

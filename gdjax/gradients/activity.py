@@ -75,7 +75,9 @@ def activity_deltas(cost, params, batch, key, num_directions: int) -> list:
 
 
 @register("forward-gradient-activity", kind="stochastic", structured=True,
-          summary="jvp along random pre-activation tangents per example and layer; weights by outer product")
+          summary="jvp along random pre-activation tangents per example and layer; weights by outer product",
+          cost_formula="1 + k (one `jvp` per direction, tangents on the pre-activations)",
+          error_order="stochastic: variance grows with the units per layer, not the weights")
 def forward_gradient_activity(cost, *, num_directions=1) -> Estimator:
     """Activity-perturbed forward gradient; see the module docstring for the estimate and its variance.
 

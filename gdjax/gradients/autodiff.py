@@ -25,7 +25,9 @@ from gdjax.gradients import _budget, _chunked, _leaf_stack, _validate
 from gdjax.gradients.registry import Estimator, Subset, no_count, register
 
 
-@register("reverse", kind="exact", summary="jax.grad (reverse-mode autodiff, backpropagation by XLA)")
+@register("reverse", kind="exact", summary="jax.grad (reverse-mode autodiff, backpropagation by XLA)",
+          cost_formula="about 2-3 F (`jax.grad`)", error_order="exact to rounding", label="`jax.grad`",
+          affordable_at_million=True, reference=True)
 def reverse(cost) -> Estimator:
     """`jax.grad(cost)`; about 3 forward-pass equivalents whatever the parameter count (module docstring)."""
     grad = jax.grad(cost)
@@ -106,7 +108,8 @@ def forward_subset(cost, params, batch, n: int, *, chunk_size: int | None = None
 
 
 @register("forward", kind="exact", subset=True,
-          summary="forward-mode autodiff: jvp along each basis vector, chunked vmap")
+          summary="forward-mode autodiff: jvp along each basis vector, chunked vmap",
+          cost_formula="P tangent passes (chunked `jvp`)", error_order="exact to rounding", label="forward mode")
 def forward(cost, chunk_size=None, devices=None, mesh=None) -> Estimator:
     """Forward mode over the P basis directions (options chunk_size, devices, mesh as for the FD kernel).
 

@@ -88,7 +88,7 @@ from gdjax.gradients._plan import DirectionPlan, KernelPlan, Layout
 from gdjax.gradients._steps import (
     SCHEMES, LeafPlan, default_eps, leaf_combine, leaf_plan, n_directions, plan_lengths, step_factor,
 )
-from gdjax.gradients.registry import Estimator, Subset, register
+from gdjax.gradients.registry import Estimator, Subset, count_per_direction, register
 
 __all__ = ["SCHEMES", "KernelPlan", "LeafPlan", "Layout", "clear_plans", "default_eps", "fd_chunk_size",
            "fd_gradient", "fd_loop", "fd_multi_step", "fd_subset", "leaf_chunk_sizes", "leaf_combine", "leaf_plan",
@@ -507,17 +507,25 @@ def _kernel_builder(scheme: str):
     return build
 
 
-register("fd-forward", kind="fd", subset=True, summary="forward differences, chunked vmap over directions (P+1 costs, O(h))")(
+register("fd-forward", kind="fd", subset=True, summary="forward differences, chunked vmap over directions (P+1 costs, O(h))",
+         cost_formula="P + 1", evaluations=count_per_direction("forward"), error_order="O(h), h ~ sqrt(eps_m)",
+         label="FD kernel", scheme="forward", affordable_at_million=True)(
     _kernel_builder("forward"))
-register("fd-central", kind="fd", subset=True, summary="central differences, chunked vmap over directions (2P costs, O(h^2))")(
+register("fd-central", kind="fd", subset=True, summary="central differences, chunked vmap over directions (2P costs, O(h^2))",
+         cost_formula="2P", evaluations=count_per_direction("central"), error_order="O(h^2), h ~ eps_m^(1/3)",
+         scheme="central")(
     _kernel_builder("central"))
 register("fd-complex", kind="fd", subset=True,
-         summary="complex step Im C(v+ih e_i)/h, chunked vmap (P costs, exact to rounding; analytic costs only)")(
+         summary="complex step Im C(v+ih e_i)/h, chunked vmap (P costs, exact to rounding; analytic costs only)",
+         cost_formula="P (complex arithmetic)", evaluations=count_per_direction("complex"),
+         error_order="O(h^2), h = eps_m^2: exact to rounding", scheme="complex")(
     _kernel_builder("complex"))
 
 
 @register("fd-loop", kind="fd", jittable=False, subset=True,
-          summary="naive baseline: one jitted cost call per direction from a Python loop")
+          summary="naive baseline: one jitted cost call per direction from a Python loop",
+          cost_formula="P + 1, one jitted call each", evaluations=count_per_direction(), error_order="as fd-forward",
+          label="naive", affordable_at_million=True)
 def fd_loop(cost, scheme: str = "forward", eps: float | None = None) -> Estimator:
     """The naive FD baseline: the kernel's directions and arithmetic, one jitted call per direction.
 

@@ -19,10 +19,13 @@ extra data for the cost goes into the batch (any pytree, e.g. `(x, y, mask)`) or
 (`functools.partial`). Stochastic methods need `key`, a PRNG key (positional or keyword); deterministic methods
 accept a key and ignore it, so that every method can be called alike, and refuse any other third argument.
 
-A method module registers a builder with `@register(name, summary=..., kind=..., <capabilities>)`. A builder
-takes `(cost, **options)` and returns an `Estimator`; it validates its options and raises ValueError/TypeError
-naming the bad one. An option the builder does not take is refused by `gradient` with a TypeError listing the
-method's options. Callers decide what to do with a method from its capabilities, never from its name.
+A method module registers a builder with `@register(name, summary=..., kind=..., <capabilities>, <theory>)`. A
+builder takes `(cost, **options)` and returns an `Estimator`; it validates its options and raises
+ValueError/TypeError naming the bad one. An option the builder does not take is refused by `gradient` with a
+TypeError listing the method's options. The entry also carries what the documentation and the benchmarks say
+about the method (`Method`: its cost formula, its error order, a short label, its FD scheme, whether the
+million-weights table measures it), so callers decide what to do with a method, and what to print about it,
+from its entry (`method_info`, `methods_where`, `reference_method`), never from its name.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import jax
 
 from gdjax import _checks
 from gdjax import precision as _precision
-from gdjax.gradients import _leaves, _validate
+from gdjax.gradients import _leaves, _steps, _validate
 
 
 class Subset(NamedTuple):
@@ -140,6 +143,21 @@ class Method:
       stochastic: needs a PRNG key; exact: no truncation error; jittable: can sit inside jax.jit.
       subset: its estimators have a `subset` (timeable on part of their directions).
       options: the option names the builder takes.
+    What the documentation and the benchmarks say about it (its theory; no measured numbers):
+      cost_formula: the cost of one gradient as a formula, for tables: "P + 1", "2 per direction", "about 2-3 F
+        (`jax.grad`)" (P parameters, F one forward pass, k directions, units the hidden and output units).
+      evaluations: None, or `evaluations(n_params, sizes=None, **options) -> float | None`, the cost
+        evaluations one gradient makes where that is a count (the formula as a function: P, the network's layer
+        widths `sizes` where it needs them, the method's options with their defaults); equal to the built
+        estimator's `evaluations(n_params)`. None for methods whose cost is measured, not counted.
+      error_order: the error of the estimate in theory: "O(h), h ~ sqrt(eps_m)", "exact to rounding",
+        "stochastic: relative error ~ sqrt(P / k)".
+      label: a few words shown beside the name in tables ("FD kernel", "naive"), or "".
+      scheme: the finite-difference scheme of a deterministic FD method when it is fixed ("forward", "central",
+        "complex"; its truncation order `_steps`), else None (not FD, or the scheme is an option).
+      affordable_at_million: the "million weights" benchmark table measures it (one method per cost family;
+        those beyond a time budget are timed on part of their directions and extrapolated).
+      reference: the method every other is compared with in tables and targets ("/ reverse"); one entry.
     """
 
     name: str
@@ -152,6 +170,23 @@ class Method:
     jittable: bool = True
     subset: bool = False
     options: tuple[str, ...] = ()
+    cost_formula: str = "-"
+    evaluations: Callable[..., float | None] | None = field(default=None, compare=False)
+    error_order: str = "-"
+    label: str = ""
+    scheme: str | None = None
+    affordable_at_million: bool = False
+    reference: bool = False
+
+    @property
+    def deterministic(self) -> bool:
+        """Not stochastic: the same arguments give the same gradient (no PRNG key)."""
+        return not self.stochastic
+
+    @property
+    def order(self) -> int | None:
+        """The truncation order p of its fixed FD scheme (error O(h^p)), else None."""
+        return None if self.scheme is None else _steps.ORDER[self.scheme]
 
 
 _REGISTRY: dict[str, Method] = {}
@@ -167,24 +202,63 @@ def _option_names(builder: Callable) -> tuple[str, ...]:
 
 
 def register(name: str, *, summary: str, kind: str, structured: bool = False, stochastic: bool | None = None,
-             exact: bool | None = None, jittable: bool = True, subset: bool = False):
-    """Decorator: register `builder(cost, **options) -> Estimator` under `name` with its capabilities.
+             exact: bool | None = None, jittable: bool = True, subset: bool = False, cost_formula: str = "-",
+             evaluations: Callable[..., float | None] | None = None, error_order: str = "-", label: str = "",
+             scheme: str | None = None, affordable_at_million: bool = False, reference: bool = False):
+    """Decorator: register `builder(cost, **options) -> Estimator` under `name` with its capabilities and theory.
 
     `stochastic` and `exact` default to `kind == "stochastic"` and `kind == "exact"`; `subset=True` promises
-    that the built estimators carry a `subset` function.
+    that the built estimators carry a `subset` function. `cost_formula`, `evaluations`, `error_order`, `label`,
+    `scheme`, `affordable_at_million`, `reference`: see `Method`.
     """
     _checks.choice(kind, KINDS, "kind")
     stochastic = kind == "stochastic" if stochastic is None else bool(stochastic)
     exact = kind == "exact" if exact is None else bool(exact)
+    if scheme is not None:
+        _checks.choice(scheme, tuple(_steps.ORDER), "scheme")
+        if kind != "fd" or stochastic:
+            raise ValueError(f"method {name!r}: scheme={scheme!r} is for deterministic FD methods (kind 'fd'), "
+                             f"got kind {kind!r}")
+    for arg, text in (("summary", summary), ("cost_formula", cost_formula), ("error_order", error_order),
+                      ("label", label)):
+        if not isinstance(text, str):
+            raise TypeError(f"method {name!r}: {arg} must be a string, got {type(text).__name__}")
+    if evaluations is not None and not callable(evaluations):
+        raise TypeError(f"method {name!r}: evaluations must be None or a callable evaluations(n_params, sizes=None, "
+                        f"**options), got {type(evaluations).__name__}")
 
     def deco(builder):
         if name in _REGISTRY:
             raise ValueError(f"gradient method {name!r} is already registered")
+        if reference and any(m.reference for m in _REGISTRY.values()):
+            raise ValueError(f"method {name!r}: reference=True, but {reference_method()!r} is the reference already")
         _REGISTRY[name] = Method(name, builder, summary, kind, bool(structured), stochastic, exact, bool(jittable),
-                                 bool(subset), _option_names(builder))
+                                 bool(subset), _option_names(builder), cost_formula, evaluations, error_order,
+                                 label, scheme, bool(affordable_at_million), bool(reference))
         return builder
 
     return deco
+
+
+def count_per_direction(scheme: str | None = None) -> Callable[..., float]:
+    """`evaluations(n_params, sizes=None, **options)` of a method with one FD direction per parameter:
+    `_steps.n_directions` (P + 1 forward, 2P central, P complex), `scheme` fixed or, when None, the method's
+    `scheme` option (default "forward")."""
+    def evaluations(n_params, sizes=None, **options):
+        return float(_steps.n_directions(scheme or options.get("scheme") or "forward", n_params))
+
+    return evaluations
+
+
+def count_per_unit() -> Callable[..., float | None]:
+    """`evaluations(n_params, sizes=None, **options)` of a method with one FD direction per hidden and output
+    unit (node perturbation): units + 1 (forward) or 2 units (central) by its `scheme` option, units =
+    sum(sizes[1:]); None without the network's `sizes`."""
+    def evaluations(n_params, sizes=None, **options):
+        units = None if sizes is None else sum(sizes[1:])
+        return None if units is None else float(_steps.n_directions(options.get("scheme") or "forward", units))
+
+    return evaluations
 
 
 def available_methods() -> tuple[str, ...]:
@@ -193,8 +267,27 @@ def available_methods() -> tuple[str, ...]:
 
 
 def method_info(method: str) -> Method:
-    """The registry entry of `method`: summary, kind and capabilities (see `Method`)."""
+    """The registry entry of `method`: summary, kind, capabilities and theory (see `Method`)."""
     return _REGISTRY[_checks.choice(method, _REGISTRY, "gradient method")]
+
+
+def methods_where(**fields) -> tuple[str, ...]:
+    """Names of the registered methods whose entry has every given field (or property) equal to the value
+    given, in registration order: `methods_where(kind="fd", structured=False, jittable=True, scheme="forward")`."""
+    probe = Method("", None, "", "fd")
+    for f in fields:
+        if not hasattr(probe, f):
+            raise TypeError(f"methods_where: {f!r} is not a field of a registry entry (gdjax.gradients.Method)")
+    return tuple(n for n, m in _REGISTRY.items() if all(getattr(m, f) == v for f, v in fields.items()))
+
+
+def reference_method() -> str:
+    """The name of the method every other is compared with in tables and targets (the entry registered with
+    `reference=True`: jax.grad)."""
+    found = methods_where(reference=True)
+    if len(found) != 1:
+        raise RuntimeError(f"the registry holds {len(found)} reference methods, expected exactly one")
+    return found[0]
 
 
 def gradient(cost: Callable, method: str = "reverse", *, has_aux: bool = False, **options) -> Estimator:

@@ -50,7 +50,10 @@ def spsa_eps(dtype) -> float:
 
 
 @register("spsa", kind="stochastic",
-          summary="simultaneous perturbation: Rademacher direction, 2 cost evaluations, unbiased to O(eps^2)")
+          summary="simultaneous perturbation: Rademacher direction, 2 cost evaluations, unbiased to O(eps^2)",
+          cost_formula="2 per direction",
+          evaluations=lambda n_params, sizes=None, num_directions=1, **options: 2.0 * num_directions,
+          error_order="stochastic: relative error ~ sqrt(P / k)", affordable_at_million=True)
 def spsa(cost, *, eps=None, num_directions=1) -> Estimator:
     """SPSA: `mean_k (C(p + eps v_k) - C(p - eps v_k)) / (2 eps) * v_k` with Rademacher `v_k`.
 
@@ -75,7 +78,9 @@ def spsa(cost, *, eps=None, num_directions=1) -> Estimator:
 
 
 @register("forward-gradient", kind="stochastic",
-          summary="random-direction jvp (grad . v) v with v ~ N(0, I): unbiased, no step size")
+          summary="random-direction jvp (grad . v) v with v ~ N(0, I): unbiased, no step size",
+          cost_formula="1 + k (one `jvp` per direction)", error_order="stochastic: relative error ~ sqrt(P / k)",
+          affordable_at_million=True)
 def forward_gradient(cost, *, num_directions=1) -> Estimator:
     """Forward gradient: `mean_k (grad C . v_k) v_k`, `v_k ~ N(0, I)`, each directional derivative by `jax.jvp`.
 

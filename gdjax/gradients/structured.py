@@ -55,7 +55,7 @@ from gdjax.data import check_batch
 from gdjax.gradients import _chunked, _validate
 from gdjax.gradients._difference import loss_changes, prepared, rows
 from gdjax.gradients._steps import fd_steps, step_factor
-from gdjax.gradients.registry import Estimator, Subset, register
+from gdjax.gradients.registry import Estimator, Subset, count_per_direction, count_per_unit, register
 from gdjax.models.mlp import Layer, layer_grads
 
 SCHEMES = ("forward", "central")
@@ -223,7 +223,9 @@ def _layerwise(cost, scheme: str, eps, chunk_size, method: str, devices=None, me
 
 
 @register("fd-layerwise", kind="fd", structured=True, subset=True,
-          summary="forward FD, one perturbation per parameter, recomputing only the network after the perturbed unit")
+          summary="forward FD, one perturbation per parameter, recomputing only the network after the perturbed unit",
+          cost_formula="P + 1 suffix evaluations", evaluations=count_per_direction("forward"),
+          error_order="O(h), no cancellation", scheme="forward", affordable_at_million=True)
 def fd_layerwise(cost, *, eps=None, chunk_size=None, devices=None, mesh=None) -> Estimator:
     """Forward differences `(C(p + eps e) - C(p)) / eps`, equal to "fd-forward", by suffix recomputation.
 
@@ -235,7 +237,9 @@ def fd_layerwise(cost, *, eps=None, chunk_size=None, devices=None, mesh=None) ->
 
 
 @register("fd-layerwise-central", kind="fd", structured=True, subset=True,
-          summary="central FD, one perturbation pair per parameter, recomputing only the suffix after the unit")
+          summary="central FD, one perturbation pair per parameter, recomputing only the suffix after the unit",
+          cost_formula="2P suffix evaluations", evaluations=count_per_direction("central"),
+          error_order="O(h^2), no cancellation", scheme="central")
 def fd_layerwise_central(cost, *, eps=None, chunk_size=None, devices=None, mesh=None) -> Estimator:
     """Central differences `(C(p + eps e) - C(p - eps e)) / 2 eps`, equal to "fd-central", by suffix recomputation.
 
@@ -320,7 +324,9 @@ def grads_from_deltas(cost: Cost, params, inputs, deltas):
 
 
 @register("node-perturbation", kind="fd", structured=True, subset=True,
-          summary="perturb each unit's pre-activation, read every per-example cost change; weights by averaging")
+          summary="perturb each unit's pre-activation, read every per-example cost change; weights by averaging",
+          cost_formula="units + 1", evaluations=count_per_unit(), error_order="O(h), no cancellation",
+          affordable_at_million=True)
 def node_perturbation(cost, *, eps=None, scheme="forward", chunk_size=None) -> Estimator:
     """Node perturbation: `dC/dw[j, i] = mean_x a_j(x) dC_x/dz_i(x)`, `dC_x/dz_i` by finite differences per unit.
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from gdjax.bench import analysis
 from gdjax.bench.analysis import million_table
-from gdjax.bench.config import EPOCH_BATCH, EPOCH_STEPS, MILLION_EXAMPLES
+from gdjax.bench.config import EPOCH_BATCH, EPOCH_STEPS, FORWARD_PASS, MILLION_EXAMPLES
+from gdjax.gradients import KINDS, available_methods, reference_method
 from gdjax.report._core import (consistency, fmt_e, fmt_g, fmt_int, fmt_pct, fmt_s, fmt_x, median_spread, one, renderer,
                                 select, source, table, target_note)
 
@@ -25,30 +26,21 @@ source("fd_vs_grad_full", "benchmarks/results/cpu/fd_vs_grad_full.json", ["bench
 source("equal_budget", "benchmarks/results/cpu/equal_budget.json", ["benchmarks/equal_budget.py"], "bench-budget")
 source("gradcheck", "benchmarks/results/cpu/gradcheck.json", ["benchmarks/gradcheck.py"], "gradcheck")
 
-# The theory beside the measurement: cost per gradient and error order of each method (not measured numbers).
-THEORY = {
-    "forward-pass": ("1 F", "-"),
-    "reverse": ("about 2-3 F (`jax.grad`)", "exact to rounding"),
-    "backprop": ("about 2-3 F (the four equations)", "exact to rounding"),
-    "forward": ("P tangent passes (chunked `jvp`)", "exact to rounding"),
-    "fd-forward": ("P + 1", "O(h), h ~ sqrt(eps_m)"),
-    "fd-central": ("2P", "O(h^2), h ~ eps_m^(1/3)"),
-    "fd-complex": ("P (complex arithmetic)", "O(h^2), h = eps_m^2: exact to rounding"),
-    "fd-loop": ("P + 1, one jitted call each", "as fd-forward"),
-    "fd-layerwise": ("P + 1 suffix evaluations", "O(h), no cancellation"),
-    "fd-layerwise-central": ("2P suffix evaluations", "O(h^2), no cancellation"),
-    "node-perturbation": ("units + 1", "O(h), no cancellation"),
-    "spsa": ("2 per direction", "stochastic: relative error ~ sqrt(P / k)"),
-    "forward-gradient": ("1 + k (one `jvp` per direction)", "stochastic: relative error ~ sqrt(P / k)"),
-    "forward-gradient-activity": ("1 + k (one `jvp` per direction, tangents on the pre-activations)",
-                                  "stochastic: variance grows with the units per layer, not the weights"),
-}
-LABELS = {"forward-pass": "forward pass alone", "reverse": "`reverse` (`jax.grad`)", "backprop": "`backprop`",
-          "fd-forward": "`fd-forward` (FD kernel)", "fd-loop": "`fd-loop` (naive)", "forward": "`forward` (forward mode)"}
-
-
 def _label(method: str) -> str:
-    return LABELS.get(method, f"`{method}`")
+    """A method's name in tables, with its registry label ("`fd-loop` (naive)"); the forward pass alone is the
+    benchmark's own row, not a method."""
+    if method == FORWARD_PASS:
+        return "forward pass alone"
+    label = _entry(method).label if _entry(method) else ""
+    return f"`{method}`" + (f" ({label})" if label else "")
+
+
+def _entry(method: str):
+    """The registry entry of `method` (its capabilities and theory), or None for a method this gdjax does not
+    register (a results file written by another version)."""
+    from gdjax.gradients import available_methods, method_info
+
+    return method_info(method) if method in available_methods() else None
 
 
 def _time(row, validation=None) -> str:
@@ -86,7 +78,8 @@ def _lecture_rows(data):
 def fd_vs_grad_headline(data) -> str:
     """[784, 30, 10]: time per gradient, / reverse, % of the matmul rate, relative error, per method."""
     rows = _lecture_rows(data)
-    rev = one(rows, method="reverse")["median_s"]
+    ref = reference_method()
+    rev = one(rows, method=ref)["median_s"]
     r0 = rows[0]
     meta = data["meta"]
     cores = f", {meta['cpu_count']} cores" if meta.get("platform") == "cpu" and meta.get("cpu_count") else ""
@@ -108,17 +101,12 @@ def fd_vs_grad_headline(data) -> str:
              ("~" if r["extrapolated"] else "") + fmt_g(r["median_s"] / rev), _pct_of_matmul(r),
              _error(r)] for r in rows]
     return head + table(["method", title, *(["forward-pass equivalents (dot and convolution FLOPs)"] if dot else []),
-                         "time per gradient", "/ reverse", "% of matmul rate", "rel. error vs f64 grad"], body)
+                         "time per gradient", f"/ {ref}", "% of matmul rate", "rel. error vs f64 grad"], body)
 
 
 def _stochastic(method: str) -> bool:
     """The registry's capability (a method unknown to this gdjax counts as deterministic)."""
-    from gdjax.gradients import method_info
-
-    try:
-        return bool(method_info(method).stochastic)
-    except (KeyError, ValueError):
-        return False
+    return bool(_entry(method) and _entry(method).stochastic)
 
 
 def _error(row) -> str:
@@ -135,14 +123,27 @@ def _error(row) -> str:
 
 @renderer("fd_vs_grad.methods", "fd_vs_grad_full")
 def fd_vs_grad_methods(data) -> str:
-    """The methods: theoretical cost and error order beside the measured error at [784, 30, 10]."""
-    rows = [r for r in _lecture_rows(data) if r["method"] != "forward-pass"]
+    """The methods: theoretical cost and error order (their registry entries) beside the measured error at
+    [784, 30, 10]; exact methods first, then FD, then stochastic, within each those whose cost is one pass
+    before those timed per direction (`subset`), then in registration order."""
+    rows = [r for r in _lecture_rows(data) if r["method"] != FORWARD_PASS]
     r0 = rows[0]
-    body = [[f"`{r['method']}`", *THEORY.get(r["method"], ("-", "-")), _error(r)]
-            for r in sorted(rows, key=lambda r: list(THEORY).index(r["method"]) if r["method"] in THEORY else 99)]
+    body = [[f"`{r['method']}`", *_theory(r["method"]), _error(r)] for r in sorted(rows, key=lambda r: _order(r["method"]))]
     return table(["method", "cost per gradient (F = one forward pass)", "error, in theory",
                   f"measured rel. error ({r0['dtype']}, [784, 30, 10], N = {r0['batch_size']})"], body,
                  ["l", "l", "l", "r"])
+
+
+def _theory(method: str) -> tuple[str, str]:
+    """(cost per gradient, error in theory) from the method's registry entry; "-" for a method not registered."""
+    e = _entry(method)
+    return (e.cost_formula, e.error_order) if e else ("-", "-")
+
+
+def _order(method: str) -> tuple:
+    """Where a method's row goes in the methods table (`fd_vs_grad_methods`); unregistered methods last."""
+    e = _entry(method)
+    return (KINDS.index(e.kind), e.subset, available_methods().index(method)) if e else (len(KINDS),)
 
 
 def _bench_targets(data) -> list[dict]:
@@ -200,9 +201,10 @@ def fd_vs_grad_million(data) -> str:
     if not tab:
         one(data["rows"], group="million")  # raises MissingRow naming the selection
     body = []
+    ref = reference_method()
     for sizes in dict.fromkeys(t["sizes"] for t in tab):
         at = [t for t in tab if t["sizes"] == sizes]
-        rev = next((t for t in at if t["method"] == "reverse"), None)
+        rev = next((t for t in at if t["method"] == ref), None)
         for t in sorted(at, key=lambda t: t["gradient_s"] or float("inf")):
             grad, epoch = t["gradient_s"], t["epoch_s"]
             over = grad / rev["gradient_s"] if grad and rev and rev["gradient_s"] else None
@@ -216,7 +218,7 @@ def fd_vs_grad_million(data) -> str:
     head = (f"One gradient on {MILLION_EXAMPLES:,} examples and one epoch = {EPOCH_STEPS:,} gradients on "
             f"mini-batches of {EPOCH_BATCH} (`~`: timed on a subset of directions and extrapolated; "
             f"{_unvalidated_note(data)}):\n\n")
-    return head + table(["network", "P", "method", f"gradient (N = {MILLION_EXAMPLES:,})", "/ reverse",
+    return head + table(["network", "P", "method", f"gradient (N = {MILLION_EXAMPLES:,})", f"/ {ref}",
                          f"epoch ({EPOCH_STEPS:,} x N = {EPOCH_BATCH})"], body, ["l", "r", "l", "r", "r", "r"])
 
 
@@ -268,20 +270,20 @@ def _kernel_targets(data) -> list[dict]:
     import statistics
 
     rows, thresholds = data["rows"], data["config"]["targets"]
+    fd, naive = analysis.fd_kernel_method(rows), analysis.naive_loop_method()
     out = []
     for name, threshold in thresholds.items():
         field, _, n = name.rpartition("_n")
         if field not in KERNEL_TARGETS or not n.isdigit():
             raise KeyError(f"config.targets[{name!r}] (known: <{'|'.join(KERNEL_TARGETS)}>_n<N>)")
         n = int(n)
-        kernel = next((r for r in rows if r["method"] == "fd-forward" and r["default_chunk"] and r["batch_size"] == n),
-                      None)
+        kernel = next((r for r in rows if r["method"] == fd and r["default_chunk"] and r["batch_size"] == n), None)
         value = bound = None
         if kernel is not None and name.startswith("of_matmul"):
             value = statistics.median(kernel["work_flops"] / t / m for t, m in zip(kernel["times_s"], kernel["matmul_rates"]))
             bound = 1.0
         elif kernel is not None:
-            loop = one(rows, batch_size=n, method="fd-loop")
+            loop = one(rows, batch_size=n, method=naive)
             value = statistics.median(_round_ratios(loop, kernel))
             bound = statistics.median(a / (kernel["work_flops"] / m) for a, m in zip(loop["times_s"], kernel["matmul_rates"]))
         out.append({"target": name, "value": value, "threshold": threshold, "bound": bound,
@@ -300,9 +302,10 @@ def fd_kernel_stored_targets(data) -> list[str]:
 def fd_kernel_table(data) -> str:
     """Whole FD-kernel gradients against fd-loop and the same round's matmul: median (min-max) over rounds."""
     rows = data["rows"]
+    naive = analysis.naive_loop_method()
     body = []
     for r in rows:
-        loop = one(rows, batch_size=r["batch_size"], method="fd-loop")
+        loop = one(rows, batch_size=r["batch_size"], method=naive)
         chunk = "-" if r["chunk_size"] is None else f"{r['chunk_size']}" + (" (default)" if r["default_chunk"] else "")
         pct = f"{fmt_pct(r['of_matmul'])} ({fmt_pct(r['of_matmul_min'])}-{fmt_pct(r['of_matmul_max'])})"
         speed = "1" if r is loop else median_spread(_round_ratios(loop, r))
@@ -328,9 +331,10 @@ def fd_kernel_targets(data) -> str:
 
 
 def _speedup_vs_fd(data, row) -> float | None:
-    """time(fd-forward) / time(this rung) at the same network, from the rows' times."""
-    fd = [r for r in select(data["rows"], group="ladder", sizes=row["sizes"], label="fd-forward")
-          if r.get("median_s")]
+    """time(FD kernel) / time(this rung) at the same network, from the rows' times; the FD kernel's rung is the
+    one labelled with its method's name (`analysis.fd_kernel_method`: fd-forward)."""
+    kernel = analysis.fd_kernel_method(select(data["rows"], group="ladder"))
+    fd = [r for r in select(data["rows"], group="ladder", sizes=row["sizes"], label=kernel) if r.get("median_s")]
     return fd[0]["median_s"] / row["median_s"] if fd and row.get("median_s") else None
 
 
@@ -354,7 +358,8 @@ def estimators_ladder(data) -> str:
             f"{fmt_g(r['rel_error'], 2)} +- {fmt_g(r['rel_error_std'], 2)} ({r['keys']} keys)")
         body.append([f"[{r['sizes'].replace('-', ', ')}]", f"`{r['label']}`", f"{r['P']:,}" if "P" in r else "-",
                      _time(r), fmt_x(_speedup_vs_fd(data, r)), err, fmt_g(r["cosine"], 3), fmt_g(r["fp_equivalents"])])
-    return table(["network", "rung", "P", "s / gradient", "vs `fd-forward`", "rel. error", "cosine",
+    kernel = analysis.fd_kernel_method(select(data["rows"], group="ladder"))
+    return table(["network", "rung", "P", "s / gradient", f"vs `{kernel}`", "rel. error", "cosine",
                   "forward-pass equivalents (XLA FLOPs)"], body, ["l", "l", "r", "r", "r", "r", "r", "r"])
 
 
