@@ -12,7 +12,7 @@ group testing), `_estimate` (error estimates), `_report` (the report), `_cache` 
 """
 
 from gdjax.check._cache import enable_compilation_cache
-from gdjax.check._core import OPTIONS, check_grad
+from gdjax.check._core import OPTIONS, check_grad, check_methods
 from gdjax.check._report import GradCheck, LeafCheck, NamedEntry
 
-__all__ = ["OPTIONS", "GradCheck", "LeafCheck", "NamedEntry", "check_grad", "enable_compilation_cache"]
+__all__ = ["OPTIONS", "GradCheck", "LeafCheck", "NamedEntry", "check_grad", "check_methods", "enable_compilation_cache"]
