@@ -366,3 +366,33 @@ def test_every_registered_method_states_its_theory():
         est = gdjax.gradient(cost, m)
         assert info.evaluations(P, sizes) == est.evaluations(P), m
     assert gdjax.gradients.reference_method() == "reverse"
+
+
+def test_a_module_dropped_into_the_package_registers_itself(tmp_path, monkeypatch):
+    """What makes an estimator one module: `gradients` imports every public module of its folder
+    (`registry.import_modules`), so a module holding a builder and its `register` call joins the registry with
+    no import line elsewhere. Run on a planted package; and every public module of gdjax/gradients/ is imported."""
+    import sys
+
+    from gdjax.gradients import registry
+
+    pkg = tmp_path / "planted_estimators"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "_private.py").write_text("raise RuntimeError('a private module is not imported')\n")
+    (pkg / "toy.py").write_text(
+        "from gdjax.gradients.registry import Estimator, no_count, register\n\n\n"
+        "@register('planted-toy', kind='exact', summary='a planted module', cost_formula='1 F', error_order='none')\n"
+        "def toy(cost):\n"
+        "    return Estimator('planted-toy', lambda params, batch, key: params, no_count)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    import planted_estimators
+
+    assert registry.import_modules("planted_estimators", planted_estimators.__path__) == ("toy",)
+    assert "planted-toy" in registry.available_methods()
+    assert registry.method_info("planted-toy").cost_formula == "1 F"
+    for name in [m for m in sys.modules if m.startswith("planted_estimators")]:
+        del sys.modules[name]  # the planted package is gone with tmp_path
+    public = sorted(p.stem for p in (ROOT / "gdjax" / "gradients").glob("*.py") if not p.stem.startswith("_"))
+    assert public and [m for m in public if f"gdjax.gradients.{m}" not in sys.modules] == []

@@ -31,7 +31,9 @@ from its entry (`method_info`, `methods_where`, `reference_method`), never from 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -259,6 +261,15 @@ def count_per_unit() -> Callable[..., float | None]:
         return None if units is None else float(_steps.n_directions(options.get("scheme") or "forward", units))
 
     return evaluations
+
+
+def import_modules(package: str, path) -> tuple[str, ...]:
+    """Import every public module (no leading underscore) of `package` (its `__path__`), in name order, so that
+    each registers its methods; returns their names. `gdjax.gradients` calls it on itself."""
+    names = tuple(m.name for m in pkgutil.iter_modules(path) if not m.name.startswith("_") and m.name != "registry")
+    for name in names:
+        importlib.import_module(f"{package}.{name}")
+    return names
 
 
 def available_methods() -> tuple[str, ...]:
