@@ -33,7 +33,8 @@ BUDGET_S = 480.0
 NS = (10, 1000, 10_000)
 SHARES = (("precision", 0.40), ("quick", 0.20), ("kernel", 0.15), ("full", 0.25))  # of the budget, in order
 PRECISIONS = ("highest", "tensorfloat32")  # full float32 (gdjax's default) and TF32 (the GPU's own default)
-FD_METHODS = ("fd-forward", "fd-central")
+# the precision step's (method, matmul_precision) points at each net: jax.grad at JAX's default, then FD at each
+POINTS = [("reverse", None)] + [(m, p) for m in ("fd-forward", "fd-central") for p in PRECISIONS]
 PRECISION_N = 1000
 WIDTHS = (100, 300, 1000, 3000, 10_000)  # candidates [784, h, 10] for the largest net that fits
 
@@ -100,30 +101,18 @@ def budget_plan(t0: float, budget_s: float) -> dict:
     return plan
 
 
-def points_per_net() -> list[tuple[str, str | None]]:
-    """The (method, matmul_precision) points at each net of the precision step, in order: jax.grad first (at
-    JAX's default: None), then each FD method at each precision."""
-    return [("reverse", None)] + [(m, p) for m in FD_METHODS for p in PRECISIONS]
-
-
-def predicted_seconds(sizes, n: int, ref_sizes, ref_seconds: float) -> float:
-    """An FD gradient's seconds at `sizes` predicted from one measured at `ref_sizes` (same N, method and
-    precision): scaled by evaluations (~P) x forward FLOPs. A small net fills a GPU less than a big one, so this
-    overestimates big nets: the choice it makes errs towards a net that fits."""
-    from gdjax.nn import MLP, param_count
-
-    work = param_count(sizes) * MLP(sizes).forward_flops(n)
-    return ref_seconds * work / (param_count(ref_sizes) * MLP(ref_sizes).forward_flops(n))
-
-
 def largest_fitting(candidates, n: int, ref_sizes, ref_seconds: float | None, point_budget: float):
     """(the largest candidate whose predicted seconds fit `point_budget`, or None; the predictions by net).
-    A prediction that errs the other way only makes the point extrapolated rather than timed whole."""
-    from gdjax.nn import param_count
+
+    An FD gradient's seconds at a candidate are predicted from `ref_seconds` at `ref_sizes` (same N, method and
+    precision) scaled by evaluations (~P) x forward FLOPs. A small net fills a GPU less than a big one, so this
+    overestimates big nets: the choice errs towards a net that fits (else the point is only extrapolated)."""
+    from gdjax.nn import MLP, param_count
 
     if ref_seconds is None:
         return None, {}
-    pred = {"-".join(map(str, c)): predicted_seconds(c, n, ref_sizes, ref_seconds) for c in candidates}
+    work = {c: param_count(c) * MLP(c).forward_flops(n) for c in [ref_sizes, *candidates]}
+    pred = {"-".join(map(str, c)): ref_seconds * work[c] / work[ref_sizes] for c in candidates}
     fitting = [c for c in candidates if pred["-".join(map(str, c))] <= point_budget]
     return (max(fitting, key=param_count) if fitting else None), pred
 
@@ -161,20 +150,20 @@ def measure_net(tag: str, sizes, n: int, points, budget: float, deadline: float 
 
 
 def precision_tradeoff(plan: dict, share_s: float, deadline: float, tiny: bool) -> tuple[list[dict], dict]:
-    """Step 1: `points_per_net()` at plan["net"], then at the largest candidate that fits (`largest_fitting`,
+    """Step 1: `POINTS` at plan["net"], then at the largest candidate that fits (`largest_fitting`,
     from the lecture net's fd-central time at full float32). Returns (rows, the plan as run: nets, per-point
     budget, predictions, what was left out)."""
-    n_points = 2 * (len(points_per_net()) + 1)  # two nets, the forward pass and each point
+    n_points = 2 * (len(POINTS) + 1)  # two nets, the forward pass and each point
     point_budget = 0.5 if tiny else share_s / n_points / 2.0  # half for compilation, pilots and the error
-    done = {"point_budget_s": point_budget, "share_s": share_s, "points": points_per_net()}
-    fwd, got, not_run = measure_net("precision", plan["net"], plan["n"], points_per_net(), point_budget, deadline)
+    done = {"point_budget_s": point_budget, "share_s": share_s, "points": POINTS}
+    fwd, got, not_run = measure_net("precision", plan["net"], plan["n"], POINTS, point_budget, deadline)
     rows = [fwd, *got.values()]
     central = got.get(("fd-central", "highest"))
     big, pred = largest_fitting(plan["candidates"], plan["n"], plan["net"], central["median_s"] if central and
                                 central.get("status") == "ok" else None, point_budget)
     done.update(predicted_s=pred, largest=None if big is None else list(big))
     if big is not None and time.perf_counter() <= deadline:
-        fwd, got, left = measure_net("precision", big, plan["n"], points_per_net(), point_budget, deadline)
+        fwd, got, left = measure_net("precision", big, plan["n"], POINTS, point_budget, deadline)
         rows += [fwd, *got.values()]
         not_run += left
     elif big is not None:
