@@ -134,47 +134,31 @@ def torch_epoch_fn(x, y, params_np, eta, batch_size, threads):
 
 
 
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
 def numpy_epoch_fn(x, y, params_np, eta, batch_size):
     """network.py's update_mini_batch: backprop one example at a time (column vectors), sum, average, step."""
     ws = [w.T.copy() for w, _ in params_np]  # (n_out, n_in) as in network.py
     bs = [b[:, None].copy() for _, b in params_np]
     rng = np.random.default_rng(0)
-    n = x.shape[0]
 
     def backprop(xi, yi):
-        act, acts, zs = xi, [xi], []
+        acts = [xi]
         for w, b in zip(ws, bs):
-            z = w @ act + b
-            zs.append(z)
-            act = _sigmoid(z)
-            acts.append(act)
-        sp = acts[-1] * (1 - acts[-1])
-        delta = (acts[-1] - yi) * sp
-        nb, nw = [None] * len(ws), [None] * len(ws)
-        nb[-1], nw[-1] = delta, delta @ acts[-2].T
+            acts.append(1.0 / (1.0 + np.exp(-(w @ acts[-1] + b))))
+        delta = (acts[-1] - yi) * (acts[-1] * (1 - acts[-1]))
+        nb, nw = [delta], [delta @ acts[-2].T]
         for layer in range(2, len(ws) + 1):
-            s = acts[-layer] * (1 - acts[-layer])
-            delta = (ws[-layer + 1].T @ delta) * s
-            nb[-layer], nw[-layer] = delta, delta @ acts[-layer - 1].T
+            delta = (ws[-layer + 1].T @ delta) * (acts[-layer] * (1 - acts[-layer]))
+            nb.insert(0, delta)
+            nw.insert(0, delta @ acts[-layer - 1].T)
         return nb, nw
 
     def run_epoch():
-        perm = rng.permutation(n)
-        for i in range(n // batch_size):
-            idx = perm[i * batch_size:(i + 1) * batch_size]
-            sum_b = [np.zeros_like(b) for b in bs]
-            sum_w = [np.zeros_like(w) for w in ws]
-            for j in idx:
-                db, dw = backprop(x[j][:, None], y[j][:, None])
-                sum_b = [s + d for s, d in zip(sum_b, db)]
-                sum_w = [s + d for s, d in zip(sum_w, dw)]
+        perm = rng.permutation(x.shape[0])
+        for i in range(x.shape[0] // batch_size):
+            grads = [backprop(x[j][:, None], y[j][:, None]) for j in perm[i * batch_size:(i + 1) * batch_size]]
             for k in range(len(ws)):
-                ws[k] -= (eta / len(idx)) * sum_w[k]
-                bs[k] -= (eta / len(idx)) * sum_b[k]
+                ws[k] -= (eta / len(grads)) * sum(nw[k] for _, nw in grads)
+                bs[k] -= (eta / len(grads)) * sum(nb[k] for nb, _ in grads)
         return 0.0
 
     run_epoch.params = lambda: [(w.T.copy(), b[:, 0].copy()) for w, b in zip(ws, bs)]  # (n_in, n_out) layout
