@@ -86,9 +86,6 @@ def parse_args(argv):
     return args
 
 
-# --- the worker: one measurement (runs in its own process) -----------------------------------------------------
-
-
 def worker(args) -> dict | None:
     """Time one FD gradient on the first k devices (or all devices of k processes); the row, on process 0."""
     from gdjax import distributed
@@ -130,9 +127,6 @@ def worker(args) -> dict | None:
 def _affinity() -> list[int] | None:
     """The cores this process may run on (what pinning set), or None where the OS does not say."""
     return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-
-
-# --- the driver ------------------------------------------------------------------------------------------------
 
 
 def _worker_argv(args, mode: str, k: int) -> list[str]:
@@ -186,13 +180,10 @@ def run_point(args, mode: str, k: int, platform: str) -> dict:
     plan = core_plan(mode, k, _affinity(), args.pin and platform == "cpu")
     single = plan is not None
     if mode == "devices":
-        env = _env(args, k if platform == "cpu" else 1, single)
         argv = _worker_argv(args, mode, k)
-        proc = subprocess.run(argv if plan is None else pin_command(argv, plan[0]), env=env, text=True,
-                              capture_output=True, timeout=args.timeout)
-        if proc.returncode:
-            raise RuntimeError(f"devices k={k} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
-        return {**_row_from(proc.stdout), "pinned": single}
+        return {**_worker(argv if plan is None else pin_command(argv, plan[0]),
+                          _env(args, k if platform == "cpu" else 1, single), args.timeout, f"devices k={k}"),
+                "pinned": single}
     out = io.StringIO()
     result = launch(_worker_argv(args, mode, k), k, timeout_s=args.timeout, env=_env(args, 1, single), out=out,
                     cpus=plan)
@@ -201,11 +192,11 @@ def run_point(args, mode: str, k: int, platform: str) -> dict:
     return {**_row_from(out.getvalue()), "pinned": single}
 
 
-def probe(args) -> dict:
-    proc = subprocess.run([sys.executable, str(HERE), "--worker", "probe"], env=_env(args, 1), text=True,
-                          capture_output=True, timeout=args.timeout)
+def _worker(argv, env, timeout: float, what: str) -> dict:
+    """The row a one-process worker prints (`_row_from`); RuntimeError with its stderr's tail when it fails."""
+    proc = subprocess.run(argv, env=env, text=True, capture_output=True, timeout=timeout)
     if proc.returncode:
-        raise RuntimeError(f"probing the device failed: {proc.stderr.strip()[-2000:]}")
+        raise RuntimeError(f"{what} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     return _row_from(proc.stdout)
 
 
@@ -287,9 +278,7 @@ def measure(args, platform: str, device_count: int, jsonl: Path) -> list[dict]:
             row["config"] = same
             results.append_jsonl(jsonl, row)
         rows.append(row)
-        print(f"{mode:>9} k={k}: {human_time(row['median_s'])} per gradient (min "
-              f"{human_time(row['min_s'])}, max {human_time(row['max_s'])}, compile "
-              f"{human_time(row['compile_s'])})", flush=True)
+        print(f"{mode:>9} k={k}: {human_time(row['median_s'])} per gradient", flush=True)
     return rows
 
 
@@ -309,19 +298,17 @@ def run(args) -> int:
         print(*plot(path))
         return 0
     load0 = common.load_average()
-    dev = probe(args)  # in a subprocess: this process never holds a device (the workers need them)
+    dev = _worker([sys.executable, str(HERE), "--worker", "probe"], _env(args, 1), args.timeout,
+                  "probing the device")  # in a subprocess: this process never holds a device (the workers need them)
     rows = measure(args, dev["platform"], dev["device_count"], path.with_suffix(".jsonl"))
     # meta: the workers' environment (device, versions, git commit and git_dirty), this command and the load
     meta = dict(rows[0]["env"], command=" ".join([Path(sys.executable).name, *sys.argv]),
                 load_avg_1min_start=load0, load_avg_1min_end=common.load_average())
-    if dev["platform"] != "cpu":
-        meta["note"] = ""
-    elif args.pin:
-        meta["note"] = (f"each device / process pinned to its own core ({SINGLE_THREAD}); points with more "
-                        f"workers than the {len(_affinity() or [])} cores available run unpinned (pinned: false)")
-    else:
-        meta["note"] = (f"unpinned: forced host devices share this machine's {meta.get('cpu_count')} cores, so on "
-                        "CPU the speed-up is bounded by the core count, not by k")
+    meta["note"] = "" if dev["platform"] != "cpu" else (
+        f"each device / process pinned to its own core ({SINGLE_THREAD}); points with more workers than the "
+        f"{len(_affinity() or [])} cores available run unpinned (pinned: false)" if args.pin else
+        f"unpinned: forced host devices share this machine's {meta.get('cpu_count')} cores, so on CPU the "
+        "speed-up is bounded by the core count, not by k")
     rows = add_ratios([{k: v for k, v in r.items() if k not in ("env", "config")} for r in rows])
     config = {**point_config(args), "devices": args.device_counts, "processes": args.process_counts,
               "quick": args.quick}

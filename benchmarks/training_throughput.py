@@ -75,7 +75,6 @@ def numpy_problem(sizes, n: int, seed: int):
             [(np.array(layer.w), np.array(layer.b)) for layer in params])
 
 
-
 def gdjax_epoch_fn(x, y, params_np, eta, batch_size):
     net = gdjax.MLP(tuple([params_np[0][0].shape[0]] + [w.shape[1] for w, _ in params_np]))
     cost = gdjax.make_cost(net, "quadratic")
@@ -96,7 +95,6 @@ def gdjax_epoch_fn(x, y, params_np, eta, batch_size):
         return float(jnp.mean(m["cost"]))  # the one host sync: the epoch's mean mini-batch cost
 
     return run_epoch, compile_s
-
 
 
 def torch_epoch_fn(x, y, params_np, eta, batch_size, threads):
@@ -131,7 +129,6 @@ def torch_epoch_fn(x, y, params_np, eta, batch_size, threads):
         return total
 
     return run_epoch, torch.__version__
-
 
 
 def numpy_epoch_fn(x, y, params_np, eta, batch_size):
