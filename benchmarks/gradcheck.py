@@ -5,21 +5,14 @@ kinks, low precision, float32 1% errors, the localising mode, speed.
     python benchmarks/gradcheck.py                  # the reference run (needs torch for the torch rows)
     python benchmarks/gradcheck.py --quick          # tiny sizes, 1 seed; torch rows only where installed
 
-Sections (one results file; every row has `section`):
-  * detection: bugs planted in hand-written custom_vjp rules (MLPs, a small conv net), --seeds seeds each; a
-    one-entry bug sits at an entry drawn uniformly over its leaf. check_grad (mode "full") is "named" when
-    exactly the buggy leaf fails at the planted index; beside it jax check_grads(order=1, modes=("rev",)).
-  * detection_by_magnitude: the one-entry bugs binned by |g_i| / max|g| of the planted entry, verdicts per bin.
-  * false_alarm: correct rules on smooth nets (relu biases redrawn off the kinks), float32 and float64.
-  * kinks: correct float32 gradients of costs with kinks, zero biases (ReLU, leaky ReLU, max-pool, k-means).
-  * low_precision: bfloat16, one entry doubled at the largest |g| (target: failed every seed) and one 30% off
-    at a uniform entry (target: never ok).
-  * float32: a 1% error at one entry with |g| >= 1e-2 max|g| (failed and named), P = 72 and P ~ 16,000;
-    correct cases (target 0 failures).
-  * localising: mode "directions" on a float64 MLP: a 1% one-entry error named; false alarms.
-  * speed: full and localising checks of the lecture's net (float64, N = 10), first call (compilation
-    included) and repeated, jax check_grads, torch gradcheck slow / fast. --torch require (default) fails
-    without torch; auto (default with --quick) drops its rows (config torch_rows: false); skip never imports it.
+Sections (one results file; every row has `section`): detection (bugs planted in hand-written custom_vjp rules,
+one-entry bugs at an entry drawn uniformly; "named" = exactly the buggy leaf fails at the planted index; beside it
+jax check_grads), detection_by_magnitude (one-entry bugs by |g_i| / max|g| of the planted entry), false_alarm
+(correct rules, float32 and float64), kinks (correct float32 costs with kinks, zero biases), low_precision
+(bfloat16: a doubled entry at the largest |g|, a 30% error at a uniform entry), float32 (a 1% one-entry error at
+P = 72 and P ~ 16,000; correct cases), localising (mode "directions": a 1% error named; false alarms), speed (the
+lecture's net, float64, N = 10: first call and repeated, jax check_grads, torch gradcheck slow / fast; --torch
+require (default) fails without torch, auto (default with --quick) leaves its rows out, skip never imports it).
 
 Output: <out>/gradcheck.json (+ .csv), gradcheck.{png,svg}. Errors: one line on stderr, exit status 2 or 1.
 """
@@ -89,17 +82,12 @@ ONE_ENTRY = ("mlp-one-entry", "mlp-one-entry-10pct-float32", "conv-one-entry")
 KINK_COSTS = ("relu", "leaky-relu", "max-pool", "k-means")
 
 
-def _act(name):
-    """(act, act') of an activation name (linear for "identity")."""
-    return ACTIVATIONS[name]
-
-
 def dense_op(act: str, bug: str | None = None):
     """`dense(w, b, x, mask) = act(x @ w + b)` with a hand-written VJP and an optional planted bug (DENSE_BUGS).
 
     x: (N, n_in), w: (n_in, n_out), b: (n_out,), mask: (n_in, n_out) marks the entry of the one-entry bug.
     """
-    a, da = _act(act)
+    a, da = ACTIVATIONS[act]
     planted = DENSE_BUGS[bug] if bug else (lambda dw, db, *_: (dw, db))
 
     @jax.custom_vjp
@@ -161,7 +149,7 @@ def cost_fn(arch: str, sizes, act: str, bug=None):
     """The cost f(params, x, y, mask(s)) of an architecture, with an optional planted bug. MLPs: hidden layers
     `act`, linear output, bugs {layer: bug}; conv: 3x3 conv (1 -> 3 channels) + bias, act, flatten, dense."""
     if arch == "conv":
-        conv, a = conv_op(bug), _act(act)[0]
+        conv, a = conv_op(bug), ACTIVATIONS[act][0]
 
         def f(params, x, y, mask):
             h = a(conv(params["conv"]["k"], x, mask) + params["conv"]["b"][None, None, None, :])
