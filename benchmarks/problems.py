@@ -53,20 +53,13 @@ def parse_args(argv):
     ap.add_argument("--repeats", type=int, default=3, help="repeated calls of each checker (>= 1, default 3)")
     ap.add_argument("--no-torch", action="store_true", help="leave torch out (its rows are absent, with why)")
     args = ap.parse(argv)
-    names = tuple(n.strip() for n in args.problems.split(",") if n.strip())
-    bad = [n for n in names if n not in SUITE]
-    if bad or not names:
+    args.names = tuple(n.strip() for n in args.problems.split(",") if n.strip())
+    bad = [n for n in args.names if n not in SUITE]
+    if bad or not args.names:
         raise common.UsageError(f"--problems: unknown {', '.join(bad) or '(none given)'}; valid: {', '.join(SUITE)}")
-    args.names = names
     common.require(args, 3, "rounds")
     common.require(args, 1, "repeats")
     return args
-
-
-def load(name: str, tiny: bool, seed: int):
-    """(module, Problem) of a suite problem at its benchmark (or test) sizes."""
-    mod = importlib.import_module(f"benchmarks.problems.{name}")
-    return mod, mod.tiny() if tiny else mod.make(seed=seed)
 
 
 def timing_row(prob, rounds: int, log) -> dict:
@@ -207,7 +200,8 @@ def run(args) -> int:
     log = print
     rows = []
     for name in args.names:
-        mod, prob = load(name, args.tiny, args.seed)
+        mod = importlib.import_module(f"benchmarks.problems.{name}")
+        prob = mod.tiny() if args.tiny else mod.make(seed=args.seed)  # the test or the benchmark's sizes
         log(f"{name}: {prob.description or prob.name}: P = {prob.n_params}")
         rows.append(timing_row(prob, args.rounds, log))
         rows += check_grad_rows(prob, args.repeats, log)
