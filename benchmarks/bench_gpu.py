@@ -4,28 +4,19 @@
     PYTHONPATH=. python3 benchmarks/bench_gpu.py            # on the GPU machine, with ITS python and jax
     python3 benchmarks/bench_gpu.py --allow-cpu --tiny      # the same plan on the CPU, tiny sizes (the test)
 
-Runs with the interpreter it is started with (on a GPU image: the image's own jax with CUDA; no venv is made,
-so a CPU-only jax never hides the GPU). Four steps in this order, each with its share of the wall-clock budget
-(`--budget-s`, default 480 s from the start, compilation included; `budget_plan`): a step starts no point
-after its own deadline and lists what it left out, and every later step still gets its share:
-  1. the precision trade-off (40%): `fd-forward` and `fd-central` at full float32 ("highest", gdjax's default)
-     and at TF32 (`matmul_precision="tensorfloat32"`), beside `jax.grad` (`reverse`, at JAX's default), time
-     and error against a float64 `jax.grad`, at [784, 30, 10] with N = 1000 and then at the largest
-     [784, h, 10] whose predicted fd-central gradient at full float32 fits a point's budget (predicted from
-     the lecture net's measured time x the ratio of evaluations x forward FLOPs: `largest_fitting`); each row
-     records the precision in force, the program's memory and the device's peak: `precision_tradeoff.json`
-     (config: the plan, its budget arithmetic and the candidates' predictions);
-  2. the quick sweep (20%): `gdjax bench`'s default networks and every method (per-point budget 10 s), no
-     million table: `fd_vs_grad.json`;
-  3. the FD kernel (`fd-forward`) against `fd-loop` and the matmul reference (15%), whole gradients at
-     [784, 30, 10] with N = 10, 1000 and 10000: `kernel_vs_loop.json` (rows: N, method, seconds, % of the
-     reference by XLA FLOPs, fd-loop / kernel);
-  4. as much of the full sweep (`--full`: P = 1e2..1e6, per-point budget 60 s) as the time left allows (the
-     rest): `fd_vs_grad_full.json` (meta["not_run"] lists what did not fit; `--resume` continues it).
-A point predicted over its budget is timed on part of its directions and extrapolated (`how: "extrapolated"`,
-no error claimed), as in `gdjax bench`. Writes `benchmarks/results/gpu/` (or `--out`). Without a GPU it prints
-one line and exits 0 (`--require-gpu`: exit status 3). A missing optional package (matplotlib) only skips the
-figures.
+Runs with the interpreter it is started with (a GPU image's own jax with CUDA). Four steps, each with its share of
+the wall-clock budget (`--budget-s`, default 480 s, `budget_plan`); a step starts no point after its deadline and
+lists what it left out:
+  1. precision (40%): `fd-forward` and `fd-central` at full float32 ("highest") and TF32, beside `jax.grad`, time
+     and error against float64 `jax.grad`, at [784, 30, 10], N = 1000, then at the largest [784, h, 10] predicted
+     to fit a point's budget (`largest_fitting`); rows record precision, memory, device peak:
+     `precision_tradeoff.json`;
+  2. quick (20%): `gdjax bench`'s default sweep (10 s per point): `fd_vs_grad.json`;
+  3. kernel (15%): whole `fd-forward` and `fd-loop` gradients and the matmul reference at N = 10, 1000, 10000:
+     `kernel_vs_loop.json`;
+  4. full (the rest): as much of the full sweep as fits: `fd_vs_grad_full.json` (`--resume` continues it).
+A point predicted over its budget is timed on part of its directions and extrapolated, as in `gdjax bench`.
+Writes `benchmarks/results/gpu/` (or `--out`). Without a GPU: one line, exit 0 (`--require-gpu`: 3).
 """
 
 from __future__ import annotations
@@ -42,7 +33,8 @@ BUDGET_S = 480.0
 NS = (10, 1000, 10_000)
 SHARES = (("precision", 0.40), ("quick", 0.20), ("kernel", 0.15), ("full", 0.25))  # of the budget, in order
 PRECISIONS = ("highest", "tensorfloat32")  # full float32 (gdjax's default) and TF32 (the GPU's own default)
-FD_METHODS = ("fd-forward", "fd-central")
+# the precision step's (method, matmul_precision) points at each net: jax.grad at JAX's default, then FD at each
+POINTS = [("reverse", None)] + [(m, p) for m in ("fd-forward", "fd-central") for p in PRECISIONS]
 PRECISION_N = 1000
 WIDTHS = (100, 300, 1000, 3000, 10_000)  # candidates [784, h, 10] for the largest net that fits
 
@@ -109,39 +101,28 @@ def budget_plan(t0: float, budget_s: float) -> dict:
     return plan
 
 
-def points_per_net() -> list[tuple[str, str | None]]:
-    """The (method, matmul_precision) points at each net of the precision step, in order: jax.grad first (at
-    JAX's default: None), then each FD method at each precision."""
-    return [("reverse", None)] + [(m, p) for m in FD_METHODS for p in PRECISIONS]
-
-
-def predicted_seconds(sizes, n: int, ref_sizes, ref_seconds: float) -> float:
-    """An FD gradient's seconds at `sizes` predicted from one measured at `ref_sizes` (same N, method and
-    precision): scaled by evaluations (~P) x forward FLOPs. A small net fills a GPU less than a big one, so this
-    overestimates big nets: the choice it makes errs towards a net that fits."""
-    from gdjax.nn import MLP, param_count
-
-    work = param_count(sizes) * MLP(sizes).forward_flops(n)
-    return ref_seconds * work / (param_count(ref_sizes) * MLP(ref_sizes).forward_flops(n))
-
-
 def largest_fitting(candidates, n: int, ref_sizes, ref_seconds: float | None, point_budget: float):
     """(the largest candidate whose predicted seconds fit `point_budget`, or None; the predictions by net).
-    A prediction that errs the other way only makes the point extrapolated rather than timed whole."""
-    from gdjax.nn import param_count
+
+    An FD gradient's seconds at a candidate are predicted from `ref_seconds` at `ref_sizes` (same N, method and
+    precision) scaled by evaluations (~P) x forward FLOPs. A small net fills a GPU less than a big one, so this
+    overestimates big nets: the choice errs towards a net that fits (else the point is only extrapolated)."""
+    from gdjax.nn import MLP, param_count
 
     if ref_seconds is None:
         return None, {}
-    pred = {"-".join(map(str, c)): predicted_seconds(c, n, ref_sizes, ref_seconds) for c in candidates}
+    work = {c: param_count(c) * MLP(c).forward_flops(n) for c in [ref_sizes, *candidates]}
+    pred = {"-".join(map(str, c)): ref_seconds * work[c] / work[ref_sizes] for c in candidates}
     fitting = [c for c in candidates if pred["-".join(map(str, c))] <= point_budget]
     return (max(fitting, key=param_count) if fitting else None), pred
 
 
-def precision_tradeoff(plan: dict, share_s: float, deadline: float, tiny: bool) -> tuple[list[dict], dict]:
-    """Step 1: `points_per_net()` at plan["net"], then at the largest candidate that fits (`largest_fitting`,
-    from the lecture net's fd-central time at full float32). Rows from `gdjax.bench.measure` (time, error,
-    memory, matmul_precision) plus device_peak_bytes; returns (rows, the plan as run: nets, per-point budget,
-    predictions, what was left out)."""
+def measure_net(tag: str, sizes, n: int, points, budget: float, deadline: float = float("inf")):
+    """`gdjax.bench.measure` rows at one net (float32, N = n): the forward pass, then each (method,
+    matmul_precision) of `points` until `deadline` (perf_counter), each with the device's peak bytes so far.
+    Returns (forward row, {point: row}, the points left out)."""
+    import functools
+
     import jax
 
     from gdjax import profiling
@@ -149,78 +130,63 @@ def precision_tradeoff(plan: dict, share_s: float, deadline: float, tiny: bool) 
     from gdjax.bench.measure import measure_forward, measure_method
     from gdjax.bench.problem import make_problem, reference_gradient, sub_batch
 
-    n_points = 2 * (len(points_per_net()) + 1)  # two nets, the forward pass and each point
+    cost, params, batch = make_problem(sizes, n, "float32")
+    b = sub_batch(batch, n)
+    fwd = measure_forward(Point(tag, sizes, n, FORWARD_PASS), cost, params, b, dtype="float32", repeats=3,
+                          budget=budget)
+    fwd["device_peak_bytes"] = profiling.device_peak_bytes()
+    ref = functools.cache(lambda: reference_gradient(cost, params, b))
+    got, left = {}, []
+    for method, precision in points:
+        if time.perf_counter() > deadline:
+            left.append({"sizes": "-".join(map(str, sizes)), "method": method, "matmul_precision": precision})
+            continue
+        row, _ = measure_method(Point(tag, sizes, n, method), cost, params, b, dtype="float32",
+                                t_forward=fwd["median_s"], forward_flops=fwd["xla_flops_raw"], reference=ref,
+                                key=jax.random.key(0), repeats=3, budget=budget, validate=False,
+                                options=None if precision is None else {"matmul_precision": precision})
+        got[(method, precision)] = {**row, "device_peak_bytes": profiling.device_peak_bytes()}
+    return fwd, got, left
+
+
+def precision_tradeoff(plan: dict, share_s: float, deadline: float, tiny: bool) -> tuple[list[dict], dict]:
+    """Step 1: `POINTS` at plan["net"], then at the largest candidate that fits (`largest_fitting`,
+    from the lecture net's fd-central time at full float32). Returns (rows, the plan as run: nets, per-point
+    budget, predictions, what was left out)."""
+    n_points = 2 * (len(POINTS) + 1)  # two nets, the forward pass and each point
     point_budget = 0.5 if tiny else share_s / n_points / 2.0  # half for compilation, pilots and the error
-    rows, not_run, done = [], [], {"point_budget_s": point_budget, "share_s": share_s, "points": points_per_net()}
-
-    def measure_net(sizes):
-        cost, params, batch = make_problem(sizes, plan["n"], "float32")
-        b = sub_batch(batch, plan["n"])
-        fwd = measure_forward(Point("precision", sizes, plan["n"], FORWARD_PASS), cost, params, b, dtype="float32",
-                              repeats=3, budget=point_budget)
-        rows.append({**fwd, "device_peak_bytes": profiling.device_peak_bytes()})
-        ref = None
-        for method, precision in points_per_net():
-            if time.perf_counter() > deadline:
-                not_run.append({"sizes": "-".join(map(str, sizes)), "method": method, "matmul_precision": precision})
-                continue
-            if ref is None:
-                ref = reference_gradient(cost, params, b)
-            row, _ = measure_method(Point("precision", sizes, plan["n"], method), cost, params, b, dtype="float32",
-                                    t_forward=fwd["median_s"], forward_flops=fwd["xla_flops_raw"],
-                                    reference=lambda: ref, key=jax.random.key(0), repeats=3, budget=point_budget,
-                                    validate=False, options=None if precision is None else
-                                    {"matmul_precision": precision})
-            rows.append({**row, "device_peak_bytes": profiling.device_peak_bytes()})
-
-    measure_net(plan["net"])
-    central = [r for r in rows if r["method"] == "fd-central" and r.get("matmul_precision") == "highest"
-               and r.get("status") == "ok"]
-    big, pred = largest_fitting(plan["candidates"], plan["n"], plan["net"],
-                                central[0]["median_s"] if central else None, point_budget)
+    done = {"point_budget_s": point_budget, "share_s": share_s, "points": POINTS}
+    fwd, got, not_run = measure_net("precision", plan["net"], plan["n"], POINTS, point_budget, deadline)
+    rows = [fwd, *got.values()]
+    central = got.get(("fd-central", "highest"))
+    big, pred = largest_fitting(plan["candidates"], plan["n"], plan["net"], central["median_s"] if central and
+                                central.get("status") == "ok" else None, point_budget)
     done.update(predicted_s=pred, largest=None if big is None else list(big))
     if big is not None and time.perf_counter() <= deadline:
-        measure_net(big)
+        fwd, got, left = measure_net("precision", big, plan["n"], POINTS, point_budget, deadline)
+        rows += [fwd, *got.values()]
+        not_run += left
     elif big is not None:
         not_run.append({"sizes": "-".join(map(str, big)), "method": "all", "matmul_precision": None})
-    done["not_run"] = not_run
-    return rows, done
+    return rows, {**done, "not_run": not_run}
 
 
 def kernel_vs_loop(sizes, ns, budget: float, deadline: float, tiny: bool = False) -> list[dict]:
     """Whole `fd-forward` and `fd-loop` gradients and the matmul reference (1024^3, 2048^3 and the kernel's
     first-layer shape N x n_in x 64 h1; 128^3 when `tiny`) at `sizes` for each N in `ns`."""
-    import jax
-
     from gdjax.bench import sweep
-    from gdjax.bench.config import FORWARD_PASS, Point
-    from gdjax.bench.measure import measure_forward, measure_method
-    from gdjax.bench.problem import make_problem, reference_gradient, sub_batch
 
     rows = []
     for n in ns:
         if time.perf_counter() > deadline:
             rows.append({"sizes": "-".join(map(str, sizes)), "batch_size": n, "status": "not run (time)"})
             continue
-        cost, params, batch = make_problem(sizes, n, "float32")
-        b = sub_batch(batch, n)
         shapes = [(128,) * 3] if tiny else [(1024,) * 3, (2048,) * 3, (n, sizes[0], 64 * sizes[1])]
         ref = sweep.measure_reference(shapes, "float32")
-        fwd = measure_forward(Point("kernel", sizes, n, FORWARD_PASS), cost, params, b, dtype="float32",
-                              repeats=3, budget=budget)
-        got = {}
-        for method in ("fd-forward", "fd-loop"):
-            row, _ = measure_method(Point("kernel", sizes, n, method), cost, params, b, dtype="float32",
-                                    t_forward=fwd["median_s"], forward_flops=fwd["xla_flops_raw"],
-                                    reference=lambda: reference_gradient(cost, params, b),
-                                    key=jax.random.key(0), repeats=3, budget=budget, validate=False)
-            got[method] = row
-        best = max(ref.values())
-        for method, row in got.items():
-            row = sweep.apply_reference([row], best)[0]
-            row["fd_loop_over_kernel"] = got["fd-loop"]["median_s"] / got["fd-forward"]["median_s"]
-            row["matmul_reference"] = ref
-            rows.append(row)
+        _, got, _ = measure_net("kernel", sizes, n, [("fd-forward", None), ("fd-loop", None)], budget)
+        ratio = got[("fd-loop", None)]["median_s"] / got[("fd-forward", None)]["median_s"]
+        rows += [{**sweep.apply_reference([row], max(ref.values()))[0], "fd_loop_over_kernel": ratio,
+                  "matmul_reference": ref} for row in got.values()]
     return rows
 
 
@@ -271,33 +237,31 @@ def main(argv=None) -> int:
     return 0
 
 
+def _save(out: Path, name: str, rows: list[dict], config: dict, results) -> list[Path]:
+    """One step's results file, its rows printed (`gdjax.bench.report.human_time`)."""
+    from gdjax.bench.report import human_time
+
+    path = results.save_results(out / f"{name}.json", rows, meta={**results.environment(), "benchmark": name},
+                                config=config)
+    for r in rows:
+        if r.get("status") == "ok" and r["method"] != "forward-pass":
+            print(f"{r['sizes']:>12} N={r['batch_size']:<6} {r['method']:<11} {r.get('matmul_precision') or '':<14} "
+                  f"{human_time(r['median_s']):>9} ({r['how']})  rel. error {r.get('rel_error')}")
+    return [path]
+
+
 def step_precision(precision: dict, step: tuple, args, out: Path, results) -> list[Path]:
     """Step 1, `precision_tradeoff`, written to precision_tradeoff.json and printed."""
     rows, done = precision_tradeoff(precision, *step, args.tiny)
-    path = out / "precision_tradeoff.json"
-    config = {**{k: [list(c) for c in v] if k == "candidates" else v for k, v in precision.items()}, **done,
+    config = {**precision, "candidates": [list(c) for c in precision["candidates"]], **done,
               "budget_s": args.budget_s, "shares": dict(SHARES), "steps": args.steps}
-    results.save_results(path, rows, meta={**results.environment(), "benchmark": "precision_tradeoff"},
-                         config=config)
-    for r in rows:
-        if r.get("status") == "ok" and r["method"] != "forward-pass":
-            err = r.get("rel_error")
-            print(f"{r['sizes']:>12} {r['method']:<11} {r['matmul_precision']:<14} {r['median_s']:.4g} s  "
-                  f"rel. error {'-' if err is None else f'{err:.2g}'}  ({r['how']})")
-    return [path]
+    return _save(out, "precision_tradeoff", rows, config, results)
 
 
 def step_kernel(k_sizes, k_ns, step: tuple, args, out: Path, results) -> list[Path]:
     """Step 3, `kernel_vs_loop`, written to kernel_vs_loop.json and printed."""
     rows = kernel_vs_loop(k_sizes, k_ns, 0.25 * step[0], step[1], args.tiny)
-    path = out / "kernel_vs_loop.json"
-    results.save_results(path, rows, meta={**results.environment(), "benchmark": "kernel_vs_loop"},
-                         config={"sizes": list(k_sizes), "batch_sizes": list(k_ns)})
-    for r in rows:
-        if r.get("status") == "ok" and "fd_loop_over_kernel" in r:
-            print(f"N={r['batch_size']:>6} {r['method']:<11} {r['median_s']:.4g} s  "
-                  f"{(r.get('peak_fraction') or 0):.0%} of matmul  fd-loop/kernel {r['fd_loop_over_kernel']:.3g}")
-    return [path]
+    return _save(out, "kernel_vs_loop", rows, {"sizes": list(k_sizes), "batch_sizes": list(k_ns)}, results)
 
 
 if __name__ == "__main__":

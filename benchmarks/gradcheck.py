@@ -3,38 +3,24 @@
 kinks, low precision, float32 1% errors, the localising mode, speed.
 
     python benchmarks/gradcheck.py                  # the reference run (needs torch for the torch rows)
-    python benchmarks/gradcheck.py --quick          # tiny sizes, 1-2 seeds; torch rows only where installed
+    python benchmarks/gradcheck.py --quick          # tiny sizes, 1 seed; torch rows only where installed
 
-Sections (one results file; every row has `section`):
-  * detection: bugs planted in hand-written custom_vjp rules (MLPs and a small conv net), each over --seeds seeds;
-    one-entry bugs at an entry drawn uniformly over the leaf (not only large |g|). check_grad (mode "full") counts
-    as flagged when its status is "failed", named when exactly the buggy leaf fails at the planted index;
-    `check_grad_inconclusive` / `check_grad_ok` count the other verdicts (ok on a bug is the silent pass).
-    Beside it, jax.test_util.check_grads(order=1, modes=("rev",)).
-  * detection_by_magnitude: the one-entry bugs binned by |g_i| / max|g| of the planted entry: planted, failed,
-    inconclusive, ok per bin.
-  * false_alarm: correct custom_vjp rules on smooth nets (relu biases redrawn off the kinks), float32 and float64.
-  * kinks: correct gradients of costs with kinks in float32 with zero biases (ReLU, leaky ReLU, max-pool,
-    k-means `min`): failures (target 0), kinks, inconclusive, ok.
-  * low_precision: bfloat16 params and gradients: one entry doubled at the largest |g| (target: failed on every
-    seed), one entry 30% off at a uniform entry (target: never ok).
-  * float32: float32 params (checked in float64 where x64 is on): a 1% error at one entry with |g| >= 1e-2
-    max|g|, failed and named (target every seed), at P = 72 and P ~ 16,000; correct cases (target 0 failures).
-  * localising: mode "directions" (16 Rademacher directions, group testing) on a float64 MLP: a 1% error at one
-    entry named, evaluations and seconds; correct cases (false alarms).
-  * speed: full and localising checks of the lecture's [784, 30, 10] net (float64, N = 10), first call
-    (compilation included) and repeated, torch.autograd.gradcheck slow / fast mode, jax check_grads.
-    --torch require (default) fails with one line without torch; --torch auto (default with --quick) drops the
-    torch rows and records torch_rows: false in the config; --torch skip never imports it.
+Sections (one results file; every row has `section`): detection (bugs planted in hand-written custom_vjp rules,
+one-entry bugs at an entry drawn uniformly; "named" = exactly the buggy leaf fails at the planted index; beside it
+jax check_grads), detection_by_magnitude (one-entry bugs by |g_i| / max|g| of the planted entry), false_alarm
+(correct rules, float32 and float64), kinks (correct float32 costs with kinks, zero biases), low_precision
+(bfloat16: a doubled entry at the largest |g|, a 30% error at a uniform entry), float32 (a 1% one-entry error at
+P = 72 and P ~ 16,000; correct cases), localising (mode "directions": a 1% error named; false alarms), speed (the
+lecture's net, float64, N = 10: first call and repeated, jax check_grads, torch gradcheck slow / fast; --torch
+require (default) fails without torch, auto (default with --quick) leaves its rows out, skip never imports it).
 
-Output: <out>/gradcheck.json (+ .csv) with meta, config and rows; gradcheck.{png,svg}.
-Errors: one line on stderr, exit status 2 (bad options) or 1.
+Output: <out>/gradcheck.json (+ .csv), gradcheck.{png,svg}. Errors: one line on stderr, exit status 2 or 1.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,45 +33,62 @@ import numpy as np  # noqa: E402
 jax.config.update("jax_enable_x64", True)  # float64 cases (float32 ones are cast explicitly)
 
 import gdjax  # noqa: E402
-from gdjax import results  # noqa: E402
+from gdjax import profiling, results  # noqa: E402
+from gdjax.bench.report import human_time  # noqa: E402
 from gdjax.data import Batch  # noqa: E402
 
 COMMAND = "gradcheck"
 TARGETS = {"first_vs_torch_slow": 5.0, "repeated_vs_torch_slow": 10.0}
-DEFAULTS = {"seeds": 20, "correct_per_config": 10, "sizes": "784,30,10", "batch": 10, "repeats": 3,
-            "kinds": "all", "archs": "all", "acts": "all"}
-QUICK = {"seeds": 1, "correct_per_config": 1, "sizes": "20,8,4", "batch": 5, "repeats": 1, "kinds": "all",
-         "archs": "mlp,conv", "acts": "all"}
 BIG_P_SIZES = (128, 120, 10)  # float32 section's large net: P = 16,690
+DEFAULTS = {"seeds": 20, "correct_per_config": 10, "sizes": "784,30,10", "batch": 10, "repeats": 3, "kinds": "all",
+            "archs": "all", "acts": "all", "torch": "require", "kink_cases": 50, "float32_cases": 100,
+            "localising_sizes": (784, 30, 10), "float32_sizes": ((8, 6, 4), BIG_P_SIZES)}
+QUICK = {"seeds": 1, "correct_per_config": 1, "sizes": "20,8,4", "batch": 5, "repeats": 1, "kinds": "all",
+         "archs": "mlp,conv", "acts": "all", "torch": "auto", "kink_cases": 1, "float32_cases": 1,
+         "localising_sizes": (6, 5, 3), "float32_sizes": ((8, 6, 4),)}
 MAGNITUDE_BINS = (0.0, 1e-3, 1e-2, 1e-1, 1.0)  # |g_i| / max|g| of a planted entry
-BUG_KINDS = ("mlp-one-entry", "mlp-one-entry-10pct-float32", "mlp-transposed", "mlp-missing-factor",
-             "dict-leaf-off-by-one", "float32-overflow",
-             "conv-flipped-kernel", "conv-one-entry")
 ARCHS = ("mlp", "deep-mlp", "dict-mlp", "conv")
+ARCH_SIZES = {"mlp": (6, 8, 3), "deep-mlp": (6, 8, 6, 3), "dict-mlp": (6, 8, 3), "conv": None}
+ACTIVATIONS = {  # name: (act, act')
+    "sigmoid": (jax.nn.sigmoid, lambda z: jax.nn.sigmoid(z) * (1 - jax.nn.sigmoid(z))),
+    "tanh": (jnp.tanh, lambda z: 1 - jnp.tanh(z) ** 2),
+    "relu": (jax.nn.relu, lambda z: (z > 0).astype(z.dtype)),
+    "identity": (lambda z: z, jnp.ones_like)}
 ACTS = ("sigmoid", "tanh", "relu")
-
-
-def _act(name):
-    """(act, act') of an activation name."""
-    if name == "sigmoid":
-        return jax.nn.sigmoid, lambda z: jax.nn.sigmoid(z) * (1 - jax.nn.sigmoid(z))
-    if name == "tanh":
-        return jnp.tanh, lambda z: 1 - jnp.tanh(z) ** 2
-    if name == "relu":
-        return jax.nn.relu, lambda z: (z > 0).astype(z.dtype)
-    return (lambda z: z), jnp.ones_like
+# a dense rule's planted bug: (dw, db, ct, dz, z, mask) -> (dw, db); mask marks the one-entry bug's entry
+DENSE_BUGS = {
+    "one-entry": lambda dw, db, ct, dz, z, m: (dw * (1 + m), db),  # dw doubled at one entry
+    "one-entry-10pct": lambda dw, db, ct, dz, z, m: (dw * (1 + 0.1 * m), db),  # dw 10% too large there
+    "transposed": lambda dw, db, ct, dz, z, m: (dw.T, db),  # square w
+    "missing-factor": lambda dw, db, ct, dz, z, m: (dw, jnp.sum(ct, 0)),  # db without act'(z)
+    "off-by-one": lambda dw, db, ct, dz, z, m: (dw, jnp.sum(dz[:-1], 0)),  # db over all but the last example
+    # act'(z) = e^-z / (1 + e^-z)^2: inf / inf = NaN in float32 where z < -88.7, correct in float64
+    "overflow": lambda dw, db, ct, dz, z, m: (dw, jnp.sum(ct * jnp.exp(-z) / (1 + jnp.exp(-z)) ** 2, 0)),
+}
+CONV_BUGS = {"flipped": lambda dk, m: dk[::-1, ::-1], "one-entry": lambda dk, m: dk * (1 + m)}
+# kind -> (architecture, sizes, activation, bug per layer or conv bug, dtype, expected leaf)
+BUGS = {
+    "mlp-one-entry": ("mlp", (6, 8, 3), "sigmoid", {0: "one-entry"}, "float64", "[0].w"),
+    "mlp-one-entry-10pct-float32": ("mlp", (32, 32, 10), "sigmoid", {0: "one-entry-10pct"}, "float32", "[0].w"),
+    "mlp-transposed": ("mlp", (6, 8, 8, 3), "tanh", {1: "transposed"}, "float64", "[1].w"),
+    "mlp-missing-factor": ("mlp", (6, 8, 3), "sigmoid", {0: "missing-factor"}, "float64", "[0].b"),
+    "dict-leaf-off-by-one": ("dict-mlp", (6, 8, 3), "tanh", {1: "off-by-one"}, "float64", "['decoder']['b']"),
+    "float32-overflow": ("mlp", (6, 8, 3), "sigmoid", {0: "overflow"}, "float32", "[0].b"),
+    "conv-flipped-kernel": ("conv", None, "tanh", "flipped", "float64", "['conv']['k']"),
+    "conv-one-entry": ("conv", None, "sigmoid", "one-entry", "float64", "['conv']['k']"),
+}
+BUG_KINDS = tuple(BUGS)
+ONE_ENTRY = ("mlp-one-entry", "mlp-one-entry-10pct-float32", "conv-one-entry")
+KINK_COSTS = ("relu", "leaky-relu", "max-pool", "k-means")
 
 
 def dense_op(act: str, bug: str | None = None):
-    """`dense(w, b, x, mask) = act(x @ w + b)` with a hand-written VJP, optionally with a planted bug.
+    """`dense(w, b, x, mask) = act(x @ w + b)` with a hand-written VJP and an optional planted bug (DENSE_BUGS).
 
     x: (N, n_in), w: (n_in, n_out), b: (n_out,), mask: (n_in, n_out) marks the entry of the one-entry bug.
-    Bugs: "one-entry" (dw doubled where mask = 1), "one-entry-10pct" (dw 10% too large there), "transposed"
-    (dw.T, square w), "missing-factor" (db without act'(z)), "off-by-one" (db sums all but the last example),
-    "overflow" (db with act'(z) = e^-z / (1 + e^-z)^2, which is inf / inf = NaN in float32 where z < -88.7,
-    correct in float64).
     """
-    a, da = _act(act)
+    a, da = ACTIVATIONS[act]
+    planted = DENSE_BUGS[bug] if bug else (lambda dw, db, *_: (dw, db))
 
     @jax.custom_vjp
     def dense(w, b, x, mask):
@@ -98,19 +101,7 @@ def dense_op(act: str, bug: str | None = None):
     def bwd(res, ct):
         w, x, z, mask = res
         dz = ct * da(z)
-        dw, db = x.T @ dz, jnp.sum(dz, 0)
-        if bug == "one-entry":
-            dw = dw * (1 + mask)
-        elif bug == "one-entry-10pct":
-            dw = dw * (1 + 0.1 * mask)
-        elif bug == "transposed":
-            dw = dw.T
-        elif bug == "missing-factor":
-            db = jnp.sum(ct, 0)
-        elif bug == "off-by-one":
-            db = jnp.sum(dz[:-1], 0)
-        elif bug == "overflow":
-            db = jnp.sum(ct * jnp.exp(-z) / (1 + jnp.exp(-z)) ** 2, 0)
+        dw, db = planted(x.T @ dz, jnp.sum(dz, 0), ct, dz, z, mask)
         return dw, db, dz @ w.T, jnp.zeros_like(mask)
 
     dense.defvjp(fwd, bwd)
@@ -119,7 +110,7 @@ def dense_op(act: str, bug: str | None = None):
 
 def conv_op(bug: str | None = None):
     """`conv(k, x, mask)`: VALID 2-D convolution, NHWC x HWIO, with a custom VJP (from the primal's vjp) and an
-    optional bug: "flipped" (the kernel gradient flipped in space) or "one-entry" (doubled where mask = 1)."""
+    optional bug (CONV_BUGS): the kernel gradient flipped in space, or doubled where mask = 1."""
 
     def primal(k, x):
         return jax.lax.conv_general_dilated(x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -128,19 +119,12 @@ def conv_op(bug: str | None = None):
     def conv(k, x, mask):
         return primal(k, x)
 
-    def fwd(k, x, mask):
-        return primal(k, x), (k, x, mask)
-
     def bwd(res, ct):
         k, x, mask = res
         dk, dx = jax.vjp(primal, k, x)[1](ct)
-        if bug == "flipped":
-            dk = dk[::-1, ::-1]
-        elif bug == "one-entry":
-            dk = dk * (1 + mask)
-        return dk, dx, jnp.zeros_like(mask)
+        return (CONV_BUGS[bug](dk, mask) if bug else dk), dx, jnp.zeros_like(mask)
 
-    conv.defvjp(fwd, bwd)
+    conv.defvjp(lambda k, x, mask: (primal(k, x), (k, x, mask)), bwd)
     return conv
 
 
@@ -151,50 +135,39 @@ def _layers(params):
     return [(layer.w, layer.b) for layer in params]
 
 
-def mlp_cost(act: str, n_layers: int, bugs: dict | None = None):
-    """f(params, x, y, masks): mean 0.5 ||mlp(x) - y||^2, hidden layers `act`, linear output; bugs {layer: bug}."""
-    bugs = bugs or {}
+def _set_biases(params, biases):
+    if isinstance(params, dict):
+        return {k: {"w": params[k]["w"], "b": b} for k, b in zip(("encoder", "decoder"), biases)}
+    return tuple(gdjax.Layer(layer.w, b) for layer, b in zip(params, biases))
+
+
+def _quadratic(out, y):
+    return 0.5 * jnp.mean(jnp.sum((out - y) ** 2, -1))
+
+
+def cost_fn(arch: str, sizes, act: str, bug=None):
+    """The cost f(params, x, y, mask(s)) of an architecture, with an optional planted bug. MLPs: hidden layers
+    `act`, linear output, bugs {layer: bug}; conv: 3x3 conv (1 -> 3 channels) + bias, act, flatten, dense."""
+    if arch == "conv":
+        conv, a = conv_op(bug), ACTIVATIONS[act][0]
+
+        def f(params, x, y, mask):
+            h = a(conv(params["conv"]["k"], x, mask) + params["conv"]["b"][None, None, None, :])
+            return _quadratic(jnp.reshape(h, (h.shape[0], -1)) @ params["out"]["w"] + params["out"]["b"][None, :], y)
+        return f
+    n_layers, bugs = len(sizes) - 1, bug or {}
     ops = [dense_op(act if i < n_layers - 1 else "identity", bugs.get(i)) for i in range(n_layers)]
 
     def f(params, x, y, masks):
         a = x
         for op, (w, b), m in zip(ops, _layers(params), masks):
             a = op(w, b, a, m)
-        return 0.5 * jnp.mean(jnp.sum((a - y) ** 2, -1))
-
-    return f
-
-
-def conv_cost(act: str, bug: str | None = None):
-    """f(params, x, y, mask): conv 3x3 (1 -> 3 channels) + bias, act, flatten, dense to the outputs, quadratic."""
-    conv = conv_op(bug)
-    a, _ = _act(act)
-
-    def f(params, x, y, mask):
-        h = a(conv(params["conv"]["k"], x, mask) + params["conv"]["b"][None, None, None, :])
-        out = jnp.reshape(h, (h.shape[0], -1)) @ params["out"]["w"] + params["out"]["b"][None, :]
-        return 0.5 * jnp.mean(jnp.sum((out - y) ** 2, -1))
-
+        return _quadratic(a, y)
     return f
 
 
 def _normal(rng, shape, dtype, scale=1.0):
     return jnp.asarray((scale * rng.standard_normal(shape)).astype(dtype))
-
-
-def make_mlp(rng, sizes, dtype, kind="tuple"):
-    """Random params (N(0, 1/n_in) weights, N(0, 1) biases) as a tuple of Layers or a nested dict."""
-    layers = [gdjax.Layer(_normal(rng, (i, o), dtype, i ** -0.5), _normal(rng, (o,), dtype))
-              for i, o in zip(sizes[:-1], sizes[1:])]
-    if kind == "dict":
-        return {"encoder": dict(layers[0]._asdict()), "decoder": dict(layers[1]._asdict())}
-    return tuple(layers)
-
-
-def _set_biases(params, biases):
-    if isinstance(params, dict):
-        return {k: {"w": params[k]["w"], "b": b} for k, b in zip(("encoder", "decoder"), biases)}
-    return tuple(gdjax.Layer(layer.w, b) for layer, b in zip(params, biases))
 
 
 def away_from_kinks(rng, params, x, margin: float):
@@ -212,17 +185,28 @@ def away_from_kinks(rng, params, x, margin: float):
     return _set_biases(params, biases)
 
 
-def make_conv(rng, dtype, n_out=3, size=5):
-    """A 3x3 conv (1 -> 3 channels) on size x size inputs, then dense to n_out: params and input shape."""
-    return {"conv": {"k": _normal(rng, (3, 3, 1, 3), dtype, 1 / 3), "b": _normal(rng, (3,), dtype, 0.1)},
-            "out": {"w": _normal(rng, ((size - 2) ** 2 * 3, n_out), dtype, 0.2), "b": _normal(rng, (n_out,), dtype)}}
-
-
-def _data(rng, n, n_in, n_out, dtype, conv=False):
-    shape = (n, 5, 5, 1) if conv else (n, n_in)
+def make_case(arch: str, sizes, act: str, dtype: str, seed: int, n: int = 8):
+    """Random (params, (x, y, zero masks)): MLP weights N(0, 1/n_in), biases N(0, 1), as Layers or a nested
+    dict; or the conv net on 5x5 inputs (N = 4); x ~ U[0, 1], one-hot y; relu nets kept away from their kinks."""
+    rng = np.random.default_rng([seed, ARCHS.index(arch), ACTS.index(act), dtype == "float32"])
+    if arch == "conv":
+        params = {"conv": {"k": _normal(rng, (3, 3, 1, 3), dtype, 1 / 3), "b": _normal(rng, (3,), dtype, 0.1)},
+                  "out": {"w": _normal(rng, (27, 3), dtype, 0.2), "b": _normal(rng, (3,), dtype)}}
+        n, shape, masks = 4, (4, 5, 5, 1), jnp.zeros((3, 3, 1, 3), dtype)
+    else:
+        layers = [gdjax.Layer(_normal(rng, (i, o), dtype, i ** -0.5), _normal(rng, (o,), dtype))
+                  for i, o in zip(sizes[:-1], sizes[1:])]
+        params = tuple(layers) if arch != "dict-mlp" else {
+            "encoder": dict(layers[0]._asdict()), "decoder": dict(layers[1]._asdict())}
+        shape = (n, sizes[0])
+    n_out = 3 if arch == "conv" else sizes[-1]
     x = jnp.asarray(rng.random(shape).astype(dtype))
     y = jnp.asarray(np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, n)])
-    return x, y
+    if arch != "conv":
+        if act == "relu":
+            params = away_from_kinks(rng, params, x, 0.1 if dtype == "float32" else 2e-3)
+        masks = tuple(jnp.zeros_like(w) for w, _ in _layers(params))
+    return params, (x, y, masks)
 
 
 def _uniform_entry(rng, g: np.ndarray, min_rel: float = 0.0) -> tuple:
@@ -233,11 +217,10 @@ def _uniform_entry(rng, g: np.ndarray, min_rel: float = 0.0) -> tuple:
 
 
 def magnitude_bin(rel: float) -> str:
-    """The label of the |g_i| / max|g| bin of `rel` (MAGNITUDE_BINS)."""
-    for lo, hi in zip(MAGNITUDE_BINS[:-1], MAGNITUDE_BINS[1:]):
-        if rel < hi or hi == MAGNITUDE_BINS[-1]:
-            return f"[{lo:g}, {hi:g}]" if hi == MAGNITUDE_BINS[-1] else f"[{lo:g}, {hi:g})"
-    return f"[{MAGNITUDE_BINS[-2]:g}, 1]"
+    """The label of the |g_i| / max|g| bin of `rel` (MAGNITUDE_BINS; the last bin closed)."""
+    lo, hi = next((lo, hi) for lo, hi in zip(MAGNITUDE_BINS[:-1], MAGNITUDE_BINS[1:])
+                  if rel < hi or hi == MAGNITUDE_BINS[-1])
+    return f"[{lo:g}, {hi:g}]" if hi == MAGNITUDE_BINS[-1] else f"[{lo:g}, {hi:g})"
 
 
 def _check(f, params, *args, grad=None, **opts):
@@ -245,39 +228,9 @@ def _check(f, params, *args, grad=None, **opts):
     return gdjax.check_grad(f, params, *args, grad=grad, check=dict({"mode": "full"}, **opts))
 
 
-# kind -> (architecture, sizes, activation, bug per layer or conv bug, dtype, expected leaf)
-BUGS = {
-    "mlp-one-entry": ("mlp", (6, 8, 3), "sigmoid", {0: "one-entry"}, "float64", "[0].w"),
-    "mlp-one-entry-10pct-float32": ("mlp", (32, 32, 10), "sigmoid", {0: "one-entry-10pct"}, "float32", "[0].w"),
-    "mlp-transposed": ("mlp", (6, 8, 8, 3), "tanh", {1: "transposed"}, "float64", "[1].w"),
-    "mlp-missing-factor": ("mlp", (6, 8, 3), "sigmoid", {0: "missing-factor"}, "float64", "[0].b"),
-    "dict-leaf-off-by-one": ("dict-mlp", (6, 8, 3), "tanh", {1: "off-by-one"}, "float64", "['decoder']['b']"),
-    "float32-overflow": ("mlp", (6, 8, 3), "sigmoid", {0: "overflow"}, "float32", "[0].b"),
-    "conv-flipped-kernel": ("conv", None, "tanh", "flipped", "float64", "['conv']['k']"),
-    "conv-one-entry": ("conv", None, "sigmoid", "one-entry", "float64", "['conv']['k']"),
-}
-
-
-def cost_fn(arch: str, sizes, act: str, bug=None):
-    """The cost f(params, x, y, mask(s)) of an architecture, with an optional planted bug."""
-    if arch == "conv":
-        return conv_cost(act, bug)
-    return mlp_cost(act, len(sizes) - 1, bug)
-
-
-def make_case(arch: str, sizes, act: str, dtype: str, seed: int, n: int = 8):
-    """Random (params, (x, y, zero masks)) of an architecture; relu nets kept away from their kinks."""
-    rng = np.random.default_rng([seed, ARCHS.index(arch), ACTS.index(act), dtype == "float32"])
-    if arch == "conv":
-        params = make_conv(rng, dtype)
-        x, y = _data(rng, 4, None, 3, dtype, conv=True)
-        return params, (x, y, jnp.zeros((3, 3, 1, 3), dtype))
-    params = make_mlp(rng, sizes, dtype, "dict" if arch == "dict-mlp" else "tuple")
-    x, y = _data(rng, n, sizes[0], sizes[-1], dtype)
-    if act == "relu":
-        params = away_from_kinks(rng, params, x, 0.1 if dtype == "float32" else 2e-3)
-    masks = tuple(jnp.zeros_like(w) for w, _ in _layers(params))
-    return params, (x, y, masks)
+def _leaf_of(tree, path: str):
+    """The leaf of `tree` at keystr `path`."""
+    return next(x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0] if jax.tree_util.keystr(p) == path)
 
 
 def plant(kind: str, seed: int, f_correct):
@@ -290,14 +243,9 @@ def plant(kind: str, seed: int, f_correct):
         index = (int(rng.integers(0, sizes[1])),)
         params = _set_biases(params, [b.at[index].set(-120.0) if i == 0 else b
                                       for i, (_, b) in enumerate(_layers(params))])
-    elif kind in ("mlp-one-entry", "mlp-one-entry-10pct-float32", "conv-one-entry"):
-        g = jax.grad(f_correct)(params, x, y, masks)
-        g_leaf = g["conv"]["k"] if arch == "conv" else g[0].w
-        index = _uniform_entry(rng, g_leaf)
-        if arch == "conv":
-            masks = masks.at[index].set(1.0)
-        else:
-            masks = (masks[0].at[index].set(1.0),) + masks[1:]
+    elif kind in ONE_ENTRY:
+        index = _uniform_entry(rng, _leaf_of(jax.grad(f_correct)(params, x, y, masks), leaf))
+        masks = masks.at[index].set(1.0) if arch == "conv" else (masks[0].at[index].set(1.0),) + masks[1:]
     return params, (x, y, masks), index
 
 
@@ -312,47 +260,42 @@ def jax_check_grads(f, params, args) -> bool:
     return False
 
 
+def _verdicts(reports) -> dict:
+    return {s: sum(r.status == s for r in reports) for s in ("ok", "kinks", "inconclusive", "failed")}
+
+
 def detection_rows(seeds: int, log, kinds=BUG_KINDS) -> list[dict]:
-    """One row per bug kind (verdict counts of check_grad, flags of check_grads), plus detection_by_magnitude
-    rows for the one-entry bugs."""
+    """One row per bug kind (verdicts of check_grad, flags of check_grads), then detection_by_magnitude rows for
+    the one-entry bugs: check_grad's verdicts by the |g_i| / max|g| bin of the planted entry."""
     rows, bins = [], {}
     for kind in kinds:
         arch, sizes, act, bug, dtype, leaf = BUGS[kind]
         f, f_ok = cost_fn(arch, sizes, act, bug), cost_fn(arch, sizes, act)
-        flagged = named = jax_flagged = inconclusive = ok = 0
-        ratios = []
+        reports, named, ratios, jax_flagged = [], 0, [], 0
         for seed in range(seeds):
             params, args, index = plant(kind, seed, f_ok)
             report = _check(f, params, *args)
-            failing = {r.path for r in report.leaves if r.status == "failed"}
+            reports.append(report)
             row = next(r for r in report.leaves if r.path == leaf)
-            flagged += report.failed
-            inconclusive += report.status == "inconclusive"
-            ok += report.status in ("ok", "kinks")
+            failing = {r.path for r in report.leaves if r.status == "failed"}
             named += failing == {leaf} and (index is None or row.worst_index == index)
             ratios.append(row.worst_err / row.worst_tol if row.worst_tol > 0 else np.inf)
             jax_flagged += jax_check_grads(f, params, args)
-            if index is not None and kind != "float32-overflow":
+            if kind in ONE_ENTRY:
                 g = np.abs(np.asarray(_leaf_of(jax.grad(f_ok)(params, *args), leaf), np.float64))
                 b = bins.setdefault((kind, dtype, magnitude_bin(float(g[index] / g.max()))),
                                     {"planted": 0, "failed": 0, "inconclusive": 0, "ok": 0})
                 b["planted"] += 1
                 b[report.status if report.status in b else "ok"] += 1
+        v = _verdicts(reports)
         rows.append({"section": "detection", "kind": kind, "arch": arch, "dtype": dtype, "leaf": leaf,
-                     "seeds": seeds, "check_grad_flagged": flagged, "check_grad_named": named,
-                     "check_grad_inconclusive": inconclusive, "check_grad_ok": ok,
+                     "seeds": seeds, "check_grad_flagged": v["failed"], "check_grad_named": named,
+                     "check_grad_inconclusive": v["inconclusive"], "check_grad_ok": v["ok"] + v["kinks"],
                      "check_grads_flagged": jax_flagged, "check_grad_rate": named / seeds,
                      "check_grads_rate": jax_flagged / seeds, "min_err_over_tol": float(np.min(ratios))})
-        log(f"detection {kind}: check_grad named {named}/{seeds} (inconclusive {inconclusive}, ok {ok}), "
-            f"check_grads flagged {jax_flagged}/{seeds}")
-    rows += [dict({"section": "detection_by_magnitude", "kind": k, "dtype": d, "bin": b}, **c)
-             for (k, d, b), c in sorted(bins.items())]
-    return rows
-
-
-def _leaf_of(tree, path: str):
-    """The leaf of `tree` at keystr `path`."""
-    return next(x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0] if jax.tree_util.keystr(p) == path)
+        log(f"detection {kind}: check_grad named {named}/{seeds} ({v}), check_grads flagged {jax_flagged}/{seeds}")
+    return rows + [dict({"section": "detection_by_magnitude", "kind": k, "dtype": d, "bin": b}, **c)
+                   for (k, d, b), c in sorted(bins.items())]
 
 
 def false_alarm_rows(per_config: int, log, archs=ARCHS, acts=ACTS) -> list[dict]:
@@ -360,28 +303,19 @@ def false_alarm_rows(per_config: int, log, archs=ARCHS, acts=ACTS) -> list[dict]
     (conv nets: sigmoid and tanh only)."""
     rows = []
     for arch in archs:
-        sizes = {"mlp": (6, 8, 3), "deep-mlp": (6, 8, 6, 3), "dict-mlp": (6, 8, 3), "conv": None}[arch]
         for act in [a for a in acts if arch != "conv" or a != "relu"]:
-            f = cost_fn(arch, sizes, act)
+            f = cost_fn(arch, ARCH_SIZES[arch], act)
             for dtype in ("float32", "float64"):
-                fails = jax_fails = inconclusive = 0
-                worst = 0.0
-                for seed in range(per_config):
-                    params, args = make_case(arch, sizes, act, dtype, seed)
-                    report = _check(f, params, *args)
-                    fails += report.failed
-                    inconclusive += report.status == "inconclusive"
-                    worst = max(worst, max(r.worst_err / r.worst_tol for r in report.leaves))
-                    jax_fails += jax_check_grads(f, params, args)
+                cases = [make_case(arch, ARCH_SIZES[arch], act, dtype, seed) for seed in range(per_config)]
+                reports = [_check(f, params, *args) for params, args in cases]
                 rows.append({"section": "false_alarm", "arch": arch, "act": act, "dtype": dtype,
-                             "cases": per_config, "check_grad_failures": fails, "check_grads_failures": jax_fails,
-                             "check_grad_inconclusive": inconclusive,
-                             "max_err_over_tol": worst})
+                             "cases": per_config, "check_grad_failures": sum(r.failed for r in reports),
+                             "check_grads_failures": sum(jax_check_grads(f, *case) for case in cases),
+                             "check_grad_inconclusive": sum(r.status == "inconclusive" for r in reports),
+                             "max_err_over_tol": max([0.0] + [leaf.worst_err / leaf.worst_tol
+                                                              for r in reports for leaf in r.leaves])})
         log(f"false alarms {arch}: {sum(r['check_grad_failures'] for r in rows if r['arch'] == arch)} (check_grad)")
     return rows
-
-
-KINK_COSTS = ("relu", "leaky-relu", "max-pool", "k-means")
 
 
 def kink_cost(name: str):
@@ -389,20 +323,10 @@ def kink_cost(name: str):
     linear map, or the k-means cost mean_i min_k |x_i - c_k|^2."""
     if name in ("relu", "leaky-relu"):
         act = jax.nn.relu if name == "relu" else (lambda z: jnp.where(z > 0, z, 0.1 * z))
-
-        def f(p, x, y):
-            h = act(x @ p["w1"] + p["b1"][None, :])
-            return 0.5 * jnp.mean(jnp.sum((h @ p["w2"] + p["b2"][None, :] - y) ** 2, -1))
-    elif name == "max-pool":
-        def f(p, x, y):
-            z = x @ p["w"]
-            pooled = jnp.max(z.reshape(z.shape[0], -1, 2), axis=-1)
-            return 0.5 * jnp.mean(jnp.sum((pooled - y) ** 2, -1))
-    else:
-        def f(p, x, y):
-            d = jnp.sum((x[:, None, :] - p["c"][None, :, :]) ** 2, -1)
-            return jnp.mean(jnp.min(d, axis=1))
-    return f
+        return lambda p, x, y: _quadratic(act(x @ p["w1"] + p["b1"][None, :]) @ p["w2"] + p["b2"][None, :], y)
+    if name == "max-pool":
+        return lambda p, x, y: _quadratic(jnp.max((x @ p["w"]).reshape(x.shape[0], -1, 2), axis=-1), y)
+    return lambda p, x, y: jnp.mean(jnp.min(jnp.sum((x[:, None, :] - p["c"][None, :, :]) ** 2, -1), axis=1))
 
 
 def kink_case(name: str, seed: int, n: int = 64):
@@ -418,19 +342,12 @@ def kink_case(name: str, seed: int, n: int = 64):
     return {"c": _normal(rng, (4, 2), "float32")}, (_normal(rng, (n, 2), "float32"), jnp.zeros((), "float32"))
 
 
-def _verdicts(reports) -> dict:
-    return {s: sum(r.status == s for r in reports) for s in ("ok", "kinks", "inconclusive", "failed")}
-
-
 def kink_rows(cases: int, log, names=KINK_COSTS) -> list[dict]:
     """Correct gradients of costs with kinks: check_grad verdicts over `cases` cases per cost (failed: target 0)."""
     rows = []
     for name in names:
         f = kink_cost(name)
-        reports = []
-        for seed in range(cases):
-            p, args = kink_case(name, seed)
-            reports.append(_check(f, p, *args))
+        reports = [_check(f, p, *args) for p, args in (kink_case(name, seed) for seed in range(cases))]
         v = _verdicts(reports)
         rows.append({"section": "kinks", "cost": name, "dtype": "float32", "cases": cases,
                      "check_grad_failures": v["failed"], "check_grad_kinks": v["kinks"],
@@ -442,7 +359,7 @@ def kink_rows(cases: int, log, names=KINK_COSTS) -> list[dict]:
 
 def _net(p, x, y):
     """A one-hidden-layer tanh net with a quadratic cost (params {"w", "v"}), for the planted-error sections."""
-    return 0.5 * jnp.mean(jnp.sum((jnp.tanh(x @ p["w"]) @ p["v"] - y) ** 2, -1))
+    return _quadratic(jnp.tanh(x @ p["w"]) @ p["v"], y)
 
 
 def _net_case(rng, sizes, dtype, n=16):
@@ -452,27 +369,36 @@ def _net_case(rng, sizes, dtype, n=16):
     return p, _normal(rng, (n, n_in), dtype), _normal(rng, (n, n_out), dtype)
 
 
-def _planted_grad(f, leaf: str, index: tuple, factor: float):
-    def g(p, *args):
-        out = dict(jax.grad(f)(p, *args))
-        out[leaf] = out[leaf].at[index].multiply(factor)
-        return out
-    return g
-
-
-def _plant_run(f, p, args, factor, min_rel, rng, **opts):
-    """(report, index): check_grad with one entry of p["w"]'s gradient multiplied by `factor`."""
-    g = np.abs(np.asarray(jax.grad(f)(p, *args)["w"], np.float64))
+def _plant_run(seed_words, sizes, dtype, factor, min_rel, **opts):
+    """(report, index): a fresh `_net` case (rng from `seed_words`), checked with one entry of p["w"]'s gradient
+    multiplied by `factor`: at a uniform entry with |g| >= min_rel max|g|, or the largest |g| (min_rel None)."""
+    rng = np.random.default_rng(seed_words)
+    p, x, y = _net_case(rng, sizes, dtype)
+    g = np.abs(np.asarray(jax.grad(_net)(p, x, y)["w"], np.float64))
     index = _uniform_entry(rng, g, min_rel) if min_rel is not None else tuple(
         int(i) for i in np.unravel_index(np.argmax(g), g.shape))
-    return _check(f, p, *args, grad=_planted_grad(f, "w", index, factor), **opts), index
+
+    def planted(p, *args):
+        out = dict(jax.grad(_net)(p, *args))
+        out["w"] = out["w"].at[index].multiply(factor)
+        return out
+    return _check(_net, p, x, y, grad=planted, **opts), index
+
+
+def _false_alarms(cases: int, words: tuple, sizes, dtype, directions: bool = False) -> int:
+    """Verdicts other than ok of check_grad on `cases` correct `_net` cases (rng [case, *words]); `directions`:
+    the localising mode with the key of the case."""
+    opts = (lambda case: {"mode": "directions", "key": jax.random.key(case)}) if directions else (lambda case: {})
+    return sum(_check(_net, *_net_case(np.random.default_rng([case, *words]), sizes, dtype), **opts(case)).status
+               != "ok" for case in range(cases))
 
 
 def _named(report, index) -> bool:
-    bad = [leaf for leaf in report.leaves if leaf.status == "failed"]
+    """check_grad failed and named exactly p["w"] at `index` (the localising mode: its named entries)."""
     if report.mode == "directions":
         return report.failed and [(e.path, e.index) for e in report.named if e.status == "failed"] == [
             ("['w']", index)]
+    bad = [leaf for leaf in report.leaves if leaf.status == "failed"]
     return report.failed and [b.path for b in bad] == ["['w']"] and bad[0].worst_index == index
 
 
@@ -481,11 +407,7 @@ def low_precision_rows(seeds: int, log) -> list[dict]:
     entry (target: never ok)."""
     rows = []
     for bug, factor, where in (("doubled-largest", 2.0, None), ("30pct-uniform", 1.3, 0.0)):
-        reports = []
-        for seed in range(seeds):
-            rng = np.random.default_rng([seed, 30])
-            p, x, y = _net_case(rng, (8, 6, 3), "bfloat16")
-            reports.append(_plant_run(_net, p, (x, y), factor, where, rng)[0])
+        reports = [_plant_run([seed, 30], (8, 6, 3), "bfloat16", factor, where)[0] for seed in range(seeds)]
         v = _verdicts(reports)
         rows.append({"section": "low_precision", "bug": bug, "dtype": "bfloat16", "seeds": seeds,
                      "failed": v["failed"], "inconclusive": v["inconclusive"], "ok": v["ok"] + v["kinks"],
@@ -498,55 +420,29 @@ def float32_rows(seeds: int, cases: int, log, sizes_list=((8, 6, 4), BIG_P_SIZES
     """float32 params: a 1% error at one entry with |g| >= 1e-2 max|g|, failed and named; correct cases."""
     rows = []
     for sizes in sizes_list:
-        named = failed = 0
-        for seed in range(seeds):
-            rng = np.random.default_rng([seed, 32, sizes[1]])
-            p, x, y = _net_case(rng, sizes, "float32")
-            report, index = _plant_run(_net, p, (x, y), 1.01, 1e-2, rng)
-            failed += report.failed
-            named += _named(report, index)
-        fa = 0
-        for case in range(cases):
-            rng = np.random.default_rng([case, 33, sizes[1]])
-            p, x, y = _net_case(rng, sizes, "float32")
-            fa += _check(_net, p, x, y).status != "ok"
+        runs = [_plant_run([seed, 32, sizes[1]], sizes, "float32", 1.01, 1e-2) for seed in range(seeds)]
+        named, fa = sum(_named(r, i) for r, i in runs), _false_alarms(cases, (33, sizes[1]), sizes, "float32")
         p_count = sizes[0] * sizes[1] + sizes[1] * sizes[2]
         rows.append({"section": "float32", "sizes": "-".join(map(str, sizes)), "n_params": p_count,
-                     "seeds": seeds, "failed": failed, "named": named, "correct_cases": cases,
-                     "false_alarms": fa, "compute_dtype": report.compute_dtype})
+                     "seeds": seeds, "failed": sum(r.failed for r, _ in runs), "named": named,
+                     "correct_cases": cases, "false_alarms": fa, "compute_dtype": runs[-1][0].compute_dtype})
         log(f"float32 P = {p_count}: named {named}/{seeds}, not ok on {fa}/{cases} correct cases")
     return rows
 
 
 def localising_rows(seeds: int, cases: int, sizes, log) -> list[dict]:
     """mode "directions" on a float64 net: a 1% error at one entry (|g| >= 1e-2 max|g|) named; false alarms."""
-    named, evals, secs = 0, [], []
-    for seed in range(seeds):
-        rng = np.random.default_rng([seed, 34])
-        p, x, y = _net_case(rng, sizes, "float64")
-        report, index = _plant_run(_net, p, (x, y), 1.01, 1e-2, rng, mode="directions",
-                                   key=jax.random.key(seed))
-        named += _named(report, index)
-        evals.append(report.evaluations)
-        secs.append(report.seconds)
-    fa = 0
-    for case in range(cases):
-        rng = np.random.default_rng([case, 35])
-        p, x, y = _net_case(rng, sizes, "float64")
-        fa += _check(_net, p, x, y, mode="directions", key=jax.random.key(case)).status != "ok"
+    runs = [_plant_run([seed, 34], sizes, "float64", 1.01, 1e-2, mode="directions", key=jax.random.key(seed))
+            for seed in range(seeds)]
+    named, fa = sum(_named(r, i) for r, i in runs), _false_alarms(cases, (35,), sizes, "float64", True)
+    report = runs[-1][0]
     row = {"section": "localising", "sizes": "-".join(map(str, sizes)), "n_params": report.n_params,
-           "seeds": seeds, "named": named, "evaluations_median": float(np.median(evals)),
-           "seconds_median": float(np.median(secs)), "correct_cases": cases, "false_alarms": fa,
-           "num_directions": report.num_directions}
+           "seeds": seeds, "named": named, "evaluations_median": float(np.median([r.evaluations for r, _ in runs])),
+           "seconds_median": float(np.median([r.seconds for r, _ in runs])), "correct_cases": cases,
+           "false_alarms": fa, "num_directions": report.num_directions}
     log(f"localising {row['sizes']}: named {named}/{seeds}, {row['evaluations_median']:.0f} evaluations, "
         f"{fa}/{cases} false alarms")
     return [row]
-
-
-def _timed(fn) -> tuple[float, object]:
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    return time.perf_counter() - t0, out
 
 
 TORCH_MISSING = ("torch is required for the torch.autograd.gradcheck rows of this run (pip install 'gdjax[torch]'), "
@@ -575,9 +471,10 @@ def torch_checks(params, x, y, policy: str = "require"):
 
     out = {"version": torch.__version__}
     for mode in ("slow", "fast"):
-        t0 = time.perf_counter()
-        ok = torch.autograd.gradcheck(cost, ps, fast_mode=mode == "fast", raise_exception=False)
-        out[mode], out[f"{mode}_ok"] = time.perf_counter() - t0, bool(ok)
+        ok = []
+        t = profiling.time_fn(lambda: ok.append(torch.autograd.gradcheck(cost, ps, fast_mode=mode == "fast",
+                                                                         raise_exception=False)), repeats=1, warmup=0)
+        out[mode], out[f"{mode}_ok"] = t.median_s, bool(ok[0])
     return out
 
 
@@ -589,114 +486,60 @@ def torch_rows(base: dict, rows: list[dict], torch_t: dict) -> list[dict]:
         if row["tool"].startswith("gdjax.check_grad"):
             row["torch_slow_over_this"] = torch_t["slow"] / row["seconds"]
             if row["tool"] == "gdjax.check_grad":
-                target = TARGETS["first_vs_torch_slow" if row["call"] == "first" else "repeated_vs_torch_slow"]
-                row["target"] = target
-                row["status"] = common.target_status(row["torch_slow_over_this"], target)
+                row["target"] = TARGETS[f"{row['call']}_vs_torch_slow"]
+                row["status"] = common.target_status(row["torch_slow_over_this"], row["target"])
     return out
 
 
 def speed_rows(sizes, n: int, repeats: int, log, torch_policy: str = "require") -> list[dict]:
-    """Seconds of one full and one localising check of the lecture's net (float64) by each tool; ratios against
-    torch's slow mode."""
+    """Seconds of one full and one localising check of the lecture's net (float64) by each tool, first call
+    (`profiling.time_fn`'s warm-up: compilation included) and the median of `repeats` repeated calls; ratios
+    against torch's slow mode."""
     cost, params, batch = common.problem(sizes, n, "float64")
     x, y = jnp.asarray(batch.x), jnp.asarray(batch.y)
-
-    def f(p, x, y):  # a new function object: nothing compiled for it yet
-        return cost(p, Batch(x, y))
-
-    def g(p, x, y):  # another, for the localising mode's first call
-        return cost(p, Batch(x, y))
-
     torch_t = torch_checks(params, x, y, torch_policy)  # first: a missing torch fails before the long part
-    first, report = _timed(lambda: _check(f, params, x, y))
-    again = [_timed(lambda: _check(f, params, x, y))[0] for _ in range(repeats)]
-    loc_first, loc = _timed(lambda: _check(g, params, x, y, mode="directions"))
-    loc_again = [_timed(lambda: _check(g, params, x, y, mode="directions"))[0] for _ in range(repeats)]
-    jax_first, _ = _timed(lambda: jax_check_grads(f, params, (x, y)))
-    jax_again = [_timed(lambda: jax_check_grads(f, params, (x, y)))[0] for _ in range(repeats)]
     base = {"section": "speed", "sizes": "-".join(map(str, sizes)), "batch": n, "dtype": "float64",
-            "n_params": report.n_params}
-    rows = [dict(base, tool="gdjax.check_grad", call="first", seconds=first, ok=report.ok,
-                 evaluations=report.evaluations),
-            dict(base, tool="gdjax.check_grad", call="repeated", seconds=float(np.median(again)), ok=report.ok,
-                 evaluations=report.evaluations),
-            dict(base, tool="gdjax.check_grad directions", call="first", seconds=loc_first, ok=loc.ok,
-                 evaluations=loc.evaluations),
-            dict(base, tool="gdjax.check_grad directions", call="repeated", seconds=float(np.median(loc_again)),
-                 ok=loc.ok, evaluations=loc.evaluations),
-            dict(base, tool="jax.test_util.check_grads", call="first", seconds=jax_first),
-            dict(base, tool="jax.test_util.check_grads", call="repeated", seconds=float(np.median(jax_again)))]
+            "n_params": gdjax.n_params(params)}
+    rows = []
+    for tool, check in (("gdjax.check_grad", lambda f: _check(f, params, x, y)),
+                        ("gdjax.check_grad directions", lambda f: _check(f, params, x, y, mode="directions")),
+                        ("jax.test_util.check_grads", lambda f: jax_check_grads(f, params, (x, y)))):
+        def f(p, x, y):  # a new function object per tool: nothing compiled for it yet
+            return cost(p, Batch(x, y))
+
+        out = []
+        t = profiling.time_fn(lambda: out.append(check(f)), repeats=repeats)
+        extra = {} if tool.startswith("jax") else {"ok": out[0].ok, "evaluations": out[0].evaluations}
+        rows += [dict(base, tool=tool, call="first", seconds=t.compile_s, **extra),
+                 dict(base, tool=tool, call="repeated", seconds=t.median_s, **extra)]
     if torch_t is None:
         log(f"speed: torch rows left out (--torch {torch_policy})")
     else:
         rows += torch_rows(base, rows, torch_t)
     for row in rows:
-        log(f"speed {row['tool']} {row['call']}: {common.human_time(row['seconds'])}")
+        log(f"speed {row['tool']} {row['call']}: {human_time(row['seconds'])}")
     return rows
 
 
 def figure(rows, stem):
     """Detection rate per bug kind (check_grad named vs check_grads flagged) and seconds per tool (log scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from gdjax import plotting
 
     det = [r for r in rows if r["section"] == "detection"]
     speed = [r for r in rows if r["section"] == "speed"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (ax1, ax2) = plotting.plt.subplots(1, 2, figsize=(12, 4.2))
     pos = np.arange(len(det))
     ax1.bar(pos - 0.2, [r["check_grad_rate"] for r in det], 0.4, label="gdjax.check_grad (flagged and named)")
     ax1.bar(pos + 0.2, [r["check_grads_rate"] for r in det], 0.4, label="jax check_grads (flagged)")
     ax1.set_xticks(pos, [r["kind"] for r in det], rotation=35, ha="right", fontsize=8)
-    ax1.set_ylabel(f"detection rate over {det[0]['seeds'] if det else 0} seeds")
-    ax1.set_ylim(0, 1.05)
+    ax1.set(ylabel=f"detection rate over {det[0]['seeds'] if det else 0} seeds", ylim=(0, 1.05))
     ax1.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     ax2.barh([f"{r['tool']}\n{r['call']}" for r in speed], [r["seconds"] for r in speed])
-    ax2.set_xscale("log")
-    ax2.set_xlabel("seconds per check" + (f" ({speed[0]['sizes']}, N = {speed[0]['batch']}, float64)"
-                                               if speed else ""))
+    ax2.set(xscale="log", xlabel="seconds per check" + (f" ({speed[0]['sizes']}, N = {speed[0]['batch']}, float64)"
+                                                        if speed else ""))
     ax2.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     return plotting.save_figure(fig, stem)
-
-
-def parse_args(argv):
-    ap = common.Parser(COMMAND, __doc__, out_name="gradcheck.json",
-                       quick="1 seed per bug, 10 correct cases (mlp, conv), a [20,8,4] net, one repeat")
-    ap.add_argument("--seeds", type=int, default=None, help="seeds per planted bug (default 20)")
-    ap.add_argument("--correct-per-config", type=int, default=None,
-                    help="correct cases per (architecture, activation, dtype): 22 configs (default 10: 220 cases)")
-    ap.add_argument("--kinds", default=None, help=f"planted bugs, comma-separated, or all: {','.join(BUG_KINDS)}")
-    ap.add_argument("--archs", default=None, help=f"false-alarm architectures or all: {','.join(ARCHS)}")
-    ap.add_argument("--acts", default=None, help=f"false-alarm activations or all: {','.join(ACTS)}")
-    ap.add_argument("--sizes", default=None, help="the speed net's widths (default 784,30,10)")
-    ap.add_argument("--batch", type=int, default=None, help="the speed net's batch size N (default 10)")
-    ap.add_argument("--repeats", type=int, default=None, help="repeated checks timed (median; default 3)")
-    ap.add_argument("--no-speed", action="store_true", help="skip the speed section")
-    ap.add_argument("--torch", choices=("require", "auto", "skip"), default=None,
-                    help="torch rows: require (default; fail without torch), auto (default with --quick), skip")
-    ap.add_argument("--kink-cases", type=int, default=None, help="correct cases per kink cost (default 50: 200)")
-    ap.add_argument("--float32-cases", type=int, default=None,
-                    help="correct float32 cases per size (default 100: 200)")
-    ap.add_argument("--localising-sizes", default=None, help="the localising section's net (default 784,30,10)")
-    args = ap.parse(argv, DEFAULTS, QUICK)
-    common.require(args, 1, "seeds", "correct_per_config", "batch", "repeats")
-    args.sizes = common.sizes_list(args.sizes, one=True)[0]
-    args.torch = args.torch or ("auto" if args.quick else "require")
-    args.kink_cases = args.kink_cases or (1 if args.quick else 50)
-    args.float32_cases = args.float32_cases or (1 if args.quick else 100)
-    common.require(args, 1, "kink_cases", "float32_cases")
-    loc = args.localising_sizes or ("6,5,3" if args.quick else "784,30,10")
-    args.localising_sizes = common.sizes_list(loc, one=True)[0]
-    if len(args.localising_sizes) != 3:
-        raise common.UsageError(f"--localising-sizes: three widths n_in,n_hidden,n_out, got {loc}")
-    args.kinds = _names(args.kinds, BUG_KINDS, "--kinds")
-    args.archs = _names(args.archs, ARCHS, "--archs")
-    args.acts = _names(args.acts, ACTS, "--acts")
-    return args
 
 
 def _names(text: str, valid: tuple, what: str) -> tuple:
@@ -707,42 +550,46 @@ def _names(text: str, valid: tuple, what: str) -> tuple:
     return names
 
 
-def _no_torch() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return True
-    return False
+def parse_args(argv):
+    ap = common.Parser(COMMAND, __doc__, out_name="gradcheck.json",
+                       quick="1 seed per bug, 1 correct case per config (mlp, conv), a [20,8,4] net, one repeat")
+    ap.add_argument("--seeds", type=int, default=None, help="seeds per planted bug (default 20)")
+    ap.add_argument("--correct-per-config", type=int, default=None,
+                    help="correct cases per (architecture, activation, dtype): 22 configs (default 10: 220 cases)")
+    for name, valid in (("kinds", BUG_KINDS), ("archs", ARCHS), ("acts", ACTS)):
+        ap.add_argument(f"--{name}", default=None, help=f"comma-separated, or all: {','.join(valid)}")
+    ap.add_argument("--sizes", default=None, help="the speed net's widths (default 784,30,10)")
+    ap.add_argument("--batch", type=int, default=None, help="the speed net's batch size N (default 10)")
+    ap.add_argument("--repeats", type=int, default=None, help="repeated checks timed (median; default 3)")
+    ap.add_argument("--torch", choices=("require", "auto", "skip"), default=None,
+                    help="torch rows: require (default; fail without torch), auto (default with --quick), skip")
+    args = ap.parse(argv, DEFAULTS, QUICK)
+    common.require(args, 1, "seeds", "correct_per_config", "batch", "repeats")
+    args.sizes = common.sizes_list(args.sizes, one=True)[0]
+    args.kinds, args.archs, args.acts = (_names(getattr(args, n), valid, f"--{n}") for n, valid in
+                                         (("kinds", BUG_KINDS), ("archs", ARCHS), ("acts", ACTS)))
+    return args
 
 
 def run(args) -> int:
     load = common.load_average()
-    t0 = time.perf_counter()
-
-    def log(msg):
-        print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", flush=True)
-
-    if not args.no_speed and args.torch == "require" and _no_torch():  # fail before the long sections
+    if args.torch == "require" and importlib.util.find_spec("torch") is None:  # fail before the long sections
         raise RuntimeError(TORCH_MISSING)
+    log = print
     rows = detection_rows(args.seeds, log, args.kinds) + false_alarm_rows(args.correct_per_config, log, args.archs,
                                                                        args.acts)
     rows += kink_rows(args.kink_cases, log) + low_precision_rows(1 if args.quick else max(args.seeds, 10), log)
-    big = (8, 6, 4) if args.quick else BIG_P_SIZES
-    rows += float32_rows(args.seeds, args.float32_cases, log, ((8, 6, 4), big) if not args.quick else ((8, 6, 4),))
+    rows += float32_rows(args.seeds, args.float32_cases, log, args.float32_sizes)
     rows += localising_rows(args.seeds, args.float32_cases, args.localising_sizes, log)
-    if not args.no_speed:
-        rows += speed_rows(args.sizes, args.batch, args.repeats, log, args.torch)
+    rows += speed_rows(args.sizes, args.batch, args.repeats, log, args.torch)
     config = {k: getattr(args, k) for k in ("seeds", "correct_per_config", "batch", "repeats", "quick", "seed",
-                                            "kinds", "archs", "acts", "no_speed", "torch", "kink_cases",
-                                            "float32_cases")}
-    config["torch_rows"] = any(r.get("tool") == "torch.autograd.gradcheck" for r in rows)
-    config["localising_sizes"] = list(args.localising_sizes)
-    config.update(sizes=list(args.sizes), bug_kinds=list(BUG_KINDS), targets=TARGETS,
-                  check_grad_options={k: v for k, v in gdjax.check.OPTIONS.items() if k not in ("key", "devices")})
+                                            "kinds", "archs", "acts", "torch", "kink_cases", "float32_cases")}
+    config.update(torch_rows=any(r.get("tool") == "torch.autograd.gradcheck" for r in rows),
+                  localising_sizes=list(args.localising_sizes), sizes=list(args.sizes), bug_kinds=list(BUG_KINDS),
+                  targets=TARGETS, check_grad_options={k: v for k, v in gdjax.check.OPTIONS.items()
+                                                       if k not in ("key", "devices")})
     path = results.save_results(args.path, rows, meta=common.meta(load), config=config)
-    figure(rows, str(path.with_suffix("")))
-    log(f"wrote {path} and {path.with_suffix('.png').name}")
-    return 0
+    return common.wrote(path, *figure(rows, str(path.with_suffix(""))))
 
 
 def main(argv=None) -> int:

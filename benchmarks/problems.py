@@ -6,16 +6,14 @@ torch.autograd.gradcheck, on problems that are not gdjax's MLP (benchmarks/probl
     python benchmarks/problems.py --problems gmm,ode    # some of them
     python benchmarks/problems.py --tiny --rounds 3     # test sizes: seconds (the smoke test runs this)
 
-Per problem (all float64), one `timing` row: the objective (the jitted cost), the FD kernel (`fd-forward`, its
-default layout), `fd-loop` and `reverse` (`jax.grad`), each compiled and warmed first, then timed in the same
-`--rounds` interleaved rounds (`gdjax.profiling.interleaved`); each ratio is the median of its per-round ratios
-with min and max (`gdjax.profiling.round_ratios`): kernel / (P x objective), kernel / fd-loop, reverse /
-objective; XLA FLOPs of each program (fd-loop: its one-direction program x evaluations) and each gradient's
-error against float64 jax.grad. Then `checker` rows: `gdjax.check_grad` in full mode and in the localising
-mode (`mode="directions"`), the first call of a fresh function (compilation included) and the median of
-`--repeats` repeated calls; `torch.autograd.gradcheck` slow and fast mode on the same objective written in
-PyTorch, first call and repeated. A tool or mode that is not available (torch not installed, a check_grad mode
-it does not offer) is a row with `absent: true` and the reason, never a number.
+Per problem (float64), one `timing` row: the objective (the jitted cost), `fd-forward` (the FD kernel, default
+layout), `fd-loop` and `reverse` (`jax.grad`), compiled and warmed first, then timed in the same `--rounds`
+interleaved rounds (`gdjax.profiling.interleaved`); each ratio (kernel / (P x objective), kernel / fd-loop,
+reverse / objective) is the median of per-round ratios with min and max (`profiling.round_ratios`); XLA FLOPs of
+each program (fd-loop: one direction x evaluations), each gradient's error against float64 jax.grad. Then `checker`
+rows: `gdjax.check_grad` (full and localising modes) and `torch.autograd.gradcheck` (slow and fast) on the same
+objective, the first call of a fresh function and the median of `--repeats` repeated calls. A tool or mode not
+available is a row with `absent: true` and the reason, never a number.
 
 Output: <out>/problems.json (+ .csv). Default <out>: runs/problems-<date>/ (git-ignored).
 """
@@ -25,7 +23,6 @@ from __future__ import annotations
 import importlib
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,6 +41,7 @@ from gdjax.bench.problem import flat_numpy, relative_error  # noqa: E402
 COMMAND = "problems"
 SUITE = importlib.import_module("benchmarks.problems").SUITE
 KERNEL, LOOP, REVERSE = "fd-forward", "fd-loop", "reverse"
+KEY = {KERNEL: "kernel", LOOP: "loop", REVERSE: "reverse"}  # a method's name in the row's fields
 CHECK_MODES = ("full", "directions")  # "directions": check_grad's localising mode (k random directions)
 
 
@@ -55,20 +53,13 @@ def parse_args(argv):
     ap.add_argument("--repeats", type=int, default=3, help="repeated calls of each checker (>= 1, default 3)")
     ap.add_argument("--no-torch", action="store_true", help="leave torch out (its rows are absent, with why)")
     args = ap.parse(argv)
-    names = tuple(n.strip() for n in args.problems.split(",") if n.strip())
-    bad = [n for n in names if n not in SUITE]
-    if bad or not names:
+    args.names = tuple(n.strip() for n in args.problems.split(",") if n.strip())
+    bad = [n for n in args.names if n not in SUITE]
+    if bad or not args.names:
         raise common.UsageError(f"--problems: unknown {', '.join(bad) or '(none given)'}; valid: {', '.join(SUITE)}")
-    args.names = names
     common.require(args, 3, "rounds")
     common.require(args, 1, "repeats")
     return args
-
-
-def load(name: str, tiny: bool, seed: int):
-    """(module, Problem) of a suite problem at its benchmark (or test) sizes."""
-    mod = importlib.import_module(f"benchmarks.problems.{name}")
-    return mod, mod.tiny() if tiny else mod.make(seed=seed)
 
 
 def timing_row(prob, rounds: int, log) -> dict:
@@ -84,11 +75,12 @@ def timing_row(prob, rounds: int, log) -> dict:
            "batch_size": prob.batch_size, "dtype": prob.dtype, "rounds": rounds,
            "evaluations_kernel": ests[KERNEL].evaluations(p), "evaluations_loop": ests[LOOP].evaluations(p),
            "options_kernel": ", ".join(f"{k}={v}" for k, v in sorted(ests[KERNEL].options.items()))}
-    for m, fn in fns.items():  # first calls (fd-loop compiles its per-direction programs here): the errors
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(fn(params, batch))
-        row[f"first_s_{_key(m)}"] = time.perf_counter() - t0
-        row[f"rel_error_{_key(m)}"] = relative_error(flat_numpy(out), ref)
+    outs = {}  # first calls (fd-loop compiles its per-direction programs here): their seconds and errors
+    first, _ = profiling.interleaved([(lambda m=m, fn=fn: outs.setdefault(m, fn(params, batch)), ())
+                                      for m, fn in fns.items()], 1)
+    for (m, out), (t,) in zip(outs.items(), first):
+        row[f"first_s_{KEY[m]}"] = t
+        row[f"rel_error_{KEY[m]}"] = relative_error(flat_numpy(out), ref)
     calls = [(objective, (params, batch))] + [(fns[m], (params, batch)) for m in (KERNEL, LOOP, REVERSE)]
     wall, _ = profiling.interleaved(calls, rounds, warm=True)
     obj, kernel, loop, rev = wall
@@ -105,18 +97,14 @@ def timing_row(prob, rounds: int, log) -> dict:
     return row
 
 
-def _key(method: str) -> str:
-    return {KERNEL: "kernel", LOOP: "loop", REVERSE: "reverse"}[method]
-
-
 def _flops(objective, fns, ests, prob) -> dict:
     """XLA FLOPs (loops x trip count) and dot/convolution FLOPs of the objective and each gradient program;
     fd-loop's from its one-direction program x its evaluations (`measure.one_direction_flops`)."""
     out = {"objective_xla_flops": profiling.xla_flops(None, executable=objective, complex_weighted=True),
            "objective_dot_flops": profiling.dot_flops(objective)}
     for m in (KERNEL, REVERSE):
-        out[f"{_key(m)}_xla_flops"] = profiling.xla_flops(None, executable=fns[m], complex_weighted=True)
-        out[f"{_key(m)}_dot_flops"] = profiling.dot_flops(fns[m])
+        out[f"{KEY[m]}_xla_flops"] = profiling.xla_flops(None, executable=fns[m], complex_weighted=True)
+        out[f"{KEY[m]}_dot_flops"] = profiling.dot_flops(fns[m])
     one = measure.one_direction_flops(prob.cost, prob.params, prob.batch)
     evals = ests[LOOP].evaluations(prob.n_params)
     out["loop_xla_flops"] = None if one is None else evals * one["xla_flops"]
@@ -125,15 +113,22 @@ def _flops(objective, fns, ests, prob) -> dict:
     return out
 
 
-def _timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
+def _timed(call, repeats: int):
+    """(the first call's result, `profiling.time_fn`'s Timing): `compile_s` is the first call (compilation
+    included), `times` the `repeats` repeated calls."""
+    out = []
+    return out, profiling.time_fn(lambda: out.append(call()), repeats=repeats)
+
+
+def _first_and_repeated(base: dict, timing, **info) -> list[dict]:
+    """A checker's two rows: its first call and the median of its repeated calls."""
+    return [dict(base, call="first", seconds=timing.compile_s, **info),
+            dict(base, call="repeated", seconds=timing.median_s, times_s=list(timing.times), **info)]
 
 
 def check_grad_rows(prob, repeats: int, log) -> list[dict]:
-    """gdjax.check_grad in each of CHECK_MODES: first call (a fresh function: compilation included) and the
-    median of `repeats` repeated calls; a mode check_grad refuses or silently replaces is recorded absent."""
+    """gdjax.check_grad in each of CHECK_MODES, a fresh function each (the first call compiles); a mode
+    check_grad refuses or silently replaces is recorded absent."""
     rows = []
     base = {"section": "checker", "problem": prob.name, "P": prob.n_params, "tool": "gdjax.check_grad"}
     for mode in CHECK_MODES:
@@ -143,22 +138,20 @@ def check_grad_rows(prob, repeats: int, log) -> list[dict]:
         # the localising mode draws random directions: a fixed, stated key
         opts = {"mode": mode, **({"key": jax.random.key(0)} if mode == "directions" else {})}
         try:
-            first, report = _timed(lambda: gdjax.check_grad(f, prob.params, prob.batch, **opts))
+            out, t = _timed(lambda: gdjax.check_grad(f, prob.params, prob.batch, **opts), repeats)
         except (ValueError, TypeError) as err:
             rows.append(dict(base, mode=mode, call="first", absent=True,
                              reason=f"check_grad(mode={mode!r}) refused: {common._one_line(err)}"))
             continue
+        report = out[0]
         if report.mode != mode:
             rows.append(dict(base, mode=mode, call="first", absent=True,
                              reason=f"check_grad(mode={mode!r}) ran mode {report.mode!r} instead"))
             continue
-        again = [_timed(lambda: gdjax.check_grad(f, prob.params, prob.batch, **opts))[0] for _ in range(repeats)]
-        info = {"mode": mode, "ok": bool(report.ok), "evaluations": report.evaluations, "absent": False,
-                "key": "jax.random.key(0)" if mode == "directions" else None,
-                "num_directions": getattr(report, "num_directions", None)}
-        rows += [dict(base, call="first", seconds=first, **info),
-                 dict(base, call="repeated", seconds=statistics.median(again), times_s=again, **info)]
-        log(f"{prob.name}: check_grad {mode}: first {first:.3g} s, repeated {statistics.median(again):.3g} s")
+        rows += _first_and_repeated(base, t, mode=mode, ok=bool(report.ok), evaluations=report.evaluations,
+                                    absent=False, key="jax.random.key(0)" if mode == "directions" else None,
+                                    num_directions=getattr(report, "num_directions", None))
+        log(f"{prob.name}: check_grad {mode}: first {t.compile_s:.3g} s, repeated {t.median_s:.3g} s")
     return rows
 
 
@@ -185,15 +178,10 @@ def torch_rows(mod, prob, repeats: int, no_torch: bool, log) -> list[dict]:
                                                    prob.reference())}
     rows = []
     for mode in ("slow", "fast"):
-        def check():
-            return torch.autograd.gradcheck(f, inputs, fast_mode=mode == "fast", raise_exception=False)
-
-        first, ok = _timed(check)
-        again = [_timed(check)[0] for _ in range(repeats)]
-        rows += [dict(base, mode=mode, call="first", seconds=first, ok=bool(ok), absent=False, **same),
-                 dict(base, mode=mode, call="repeated", seconds=statistics.median(again), times_s=again,
-                      ok=bool(ok), absent=False, **same)]
-        log(f"{prob.name}: torch gradcheck {mode}: first {first:.3g} s, repeated {statistics.median(again):.3g} s")
+        ok, t = _timed(lambda: torch.autograd.gradcheck(f, inputs, fast_mode=mode == "fast", raise_exception=False),
+                       repeats)
+        rows += _first_and_repeated(dict(base, mode=mode), t, ok=bool(ok[0]), absent=False, **same)
+        log(f"{prob.name}: torch gradcheck {mode}: first {t.compile_s:.3g} s, repeated {t.median_s:.3g} s")
     return rows
 
 
@@ -212,7 +200,8 @@ def run(args) -> int:
     log = print
     rows = []
     for name in args.names:
-        mod, prob = load(name, args.tiny, args.seed)
+        mod = importlib.import_module(f"benchmarks.problems.{name}")
+        prob = mod.tiny() if args.tiny else mod.make(seed=args.seed)  # the test or the benchmark's sizes
         log(f"{name}: {prob.description or prob.name}: P = {prob.n_params}")
         rows.append(timing_row(prob, args.rounds, log))
         rows += check_grad_rows(prob, args.repeats, log)

@@ -4,32 +4,21 @@
     python benchmarks/scaling_devices.py --quick    # a tiny network, seconds (the test runs this)
     python benchmarks/scaling_devices.py --no-pin   # every worker on every core (XLA's own threading)
 
-What is compared: the same FD gradient (`--method`, default the kernel's "fd-forward") with the direction axis
-split over k devices -- forced host devices on CPU (`XLA_FLAGS=--xla_force_host_platform_device_count=k`, one
-subprocess per k), or the first k GPUs -- and over k processes joined by JAX's distributed runtime on loopback
-(`gdjax.launch.launch`, one device each). The chunk size (directions per vmapped chunk per device) is the
-same for every k, so every device runs the same kind of program on 1/k of the directions. Reported per k:
-median time per gradient (after warm-up, `block_until_ready`, `--repeats` repetitions, min and max beside it),
-speed-up t1 / tk and efficiency t1 / (k tk), where t1 is the same mode's one-device (one-process) time.
+The same FD gradient (`--method`, default "fd-forward") with its directions split over k devices (forced host
+devices on CPU, `--xla_force_host_platform_device_count=k`, one subprocess per k; or the first k GPUs) and over k
+processes joined by JAX's distributed runtime on loopback (`gdjax.launch.launch`, one device each), at the same
+chunk size for every k. Per k: median time per gradient (`gdjax.profiling.time_fn`, `--repeats`, min and max
+beside it), speed-up t1 / tk and efficiency t1 / (k tk) against the same mode's k = 1.
 
-Each device or process gets its own core (on CPU, unless `--no-pin`): a k-device run is pinned to k cores and
-a k-process run pins process i to core i (`gdjax.launch.pin_command`: the affinity is set before the
-interpreter starts, so XLA's CPU client sizes its thread pools to it), and every worker runs with
-`--xla_cpu_multi_thread_eigen=false`, so one device's matmuls run on one thread instead of spreading over the
-other device's core. The one-device and one-process baselines are then one core, and t1 / tk measures the
-split of the directions, not XLA's intra-op threading. A point with more devices or processes than cores
-available runs unpinned (its row says `pinned: false`). Without pinning, forced host devices are threads of ONE
-process sharing the machine's cores and XLA already spreads one device's matmuls over several threads, so the
-speed-up cannot exceed about the core count whatever k, and anything else running on the machine shows up
-directly in the times. Processes add the cost of the gloo collectives over TCP. Real speed-ups on accelerators
-need real devices: several GPUs (`--devices 1,2,4,8` on a multi-GPU host) or hosts.
+On CPU (unless `--no-pin`) each device or process gets its own core (`gdjax.launch.pin_command`, set before the
+interpreter starts) and runs `--xla_cpu_multi_thread_eigen=false`, so t1 / tk measures the split of the
+directions, not XLA's intra-op threading; a point with more workers than cores runs unpinned (`pinned: false`).
+Unpinned, forced host devices share the machine's cores and the speed-up cannot exceed about the core count.
 
-The problem is the lecture's of every benchmark (`benchmarks/_common.make_problem`, drawn with NumPy: the same
-in every process). Writes runs/scaling_devices-<date>/scaling_devices.json (git-ignored; + .csv, and a .jsonl of
-finished points: a rerun with `--resume` skips them) and `scaling_devices.{png,svg}` drawn from the JSON
-(`--plot-only` redraws them) unless `--out FOLDER` (or `--out FILE.json`); the committed reference is
-`--out benchmarks/results/<platform>/`. Every option is checked before any work; errors: one line on stderr,
-exit status 2 (bad options) or 1.
+The problem is `_common.make_problem`'s (drawn with NumPy: the same in every process). Output: <out>/
+scaling_devices.json (+ .csv, a .jsonl of finished points that `--resume` keeps) and scaling_devices.{png,svg}
+(`--plot-only` redraws them); default <out> runs/scaling_devices-<date>/ (git-ignored). Errors: one line on
+stderr, exit status 2 (bad options) or 1.
 """
 
 from __future__ import annotations
@@ -47,6 +36,8 @@ HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))  # benchmarks/_common.py
 
 import _common as common  # noqa: E402
+
+from gdjax.bench.report import human_time  # noqa: E402
 
 NAME = "scaling_devices"
 QUICK = {"sizes": "8,8,4", "batch": 32, "chunk_size": 8, "repeats": 3, "devices": "1,2", "processes": "1,2"}
@@ -95,9 +86,6 @@ def parse_args(argv):
     return args
 
 
-# --- the worker: one measurement (runs in its own process) -----------------------------------------------------
-
-
 def worker(args) -> dict | None:
     """Time one FD gradient on the first k devices (or all devices of k processes); the row, on process 0."""
     from gdjax import distributed
@@ -139,9 +127,6 @@ def worker(args) -> dict | None:
 def _affinity() -> list[int] | None:
     """The cores this process may run on (what pinning set), or None where the OS does not say."""
     return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-
-
-# --- the driver ------------------------------------------------------------------------------------------------
 
 
 def _worker_argv(args, mode: str, k: int) -> list[str]:
@@ -195,13 +180,10 @@ def run_point(args, mode: str, k: int, platform: str) -> dict:
     plan = core_plan(mode, k, _affinity(), args.pin and platform == "cpu")
     single = plan is not None
     if mode == "devices":
-        env = _env(args, k if platform == "cpu" else 1, single)
         argv = _worker_argv(args, mode, k)
-        proc = subprocess.run(argv if plan is None else pin_command(argv, plan[0]), env=env, text=True,
-                              capture_output=True, timeout=args.timeout)
-        if proc.returncode:
-            raise RuntimeError(f"devices k={k} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
-        return {**_row_from(proc.stdout), "pinned": single}
+        return {**_worker(argv if plan is None else pin_command(argv, plan[0]),
+                          _env(args, k if platform == "cpu" else 1, single), args.timeout, f"devices k={k}"),
+                "pinned": single}
     out = io.StringIO()
     result = launch(_worker_argv(args, mode, k), k, timeout_s=args.timeout, env=_env(args, 1, single), out=out,
                     cpus=plan)
@@ -210,11 +192,11 @@ def run_point(args, mode: str, k: int, platform: str) -> dict:
     return {**_row_from(out.getvalue()), "pinned": single}
 
 
-def probe(args) -> dict:
-    proc = subprocess.run([sys.executable, str(HERE), "--worker", "probe"], env=_env(args, 1), text=True,
-                          capture_output=True, timeout=args.timeout)
+def _worker(argv, env, timeout: float, what: str) -> dict:
+    """The row a one-process worker prints (`_row_from`); RuntimeError with its stderr's tail when it fails."""
+    proc = subprocess.run(argv, env=env, text=True, capture_output=True, timeout=timeout)
     if proc.returncode:
-        raise RuntimeError(f"probing the device failed: {proc.stderr.strip()[-2000:]}")
+        raise RuntimeError(f"{what} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     return _row_from(proc.stdout)
 
 
@@ -264,6 +246,13 @@ def plot(path: Path) -> list[Path]:
     return plotting.save_figure(fig, Path(path).with_suffix(""))
 
 
+def point_config(args) -> dict:
+    """The options a measured point depends on (a resumed point must match them)."""
+    return {"sizes": ",".join(map(str, args.net)), "batch": args.batch, "method": args.method,
+            "chunk_size": args.chunk_size, "dtype": args.dtype, "repeats": args.repeats, "seed": args.seed,
+            "pin": args.pin}
+
+
 def measure(args, platform: str, device_count: int, jsonl: Path) -> list[dict]:
     """Every (mode, k) point, each in fresh processes, appended to `jsonl` as it finishes; with --resume the
     points already there (same problem and options) are kept. Rows of process 0, in plan order."""
@@ -275,9 +264,7 @@ def measure(args, platform: str, device_count: int, jsonl: Path) -> list[dict]:
     else:  # one process per accelerator needs as many accelerators; not attempted here
         print(f"note: process scaling runs on CPU only here ({platform}: see README 'distributed')")
         points = [(m, k) for m, k in points if k <= device_count]
-    same = {"sizes": ",".join(map(str, args.net)), "batch": args.batch, "method": args.method,
-            "chunk_size": args.chunk_size, "dtype": args.dtype, "repeats": args.repeats, "seed": args.seed,
-            "pin": args.pin}
+    same = point_config(args)
     done = {}
     if args.resume:
         done = {(r["mode"], r["k"]): r for r in results.read_jsonl(jsonl) if r.get("config") == same}
@@ -291,9 +278,7 @@ def measure(args, platform: str, device_count: int, jsonl: Path) -> list[dict]:
             row["config"] = same
             results.append_jsonl(jsonl, row)
         rows.append(row)
-        print(f"{mode:>9} k={k}: {common.human_time(row['median_s'])} per gradient (min "
-              f"{common.human_time(row['min_s'])}, max {common.human_time(row['max_s'])}, compile "
-              f"{common.human_time(row['compile_s'])})", flush=True)
+        print(f"{mode:>9} k={k}: {human_time(row['median_s'])} per gradient", flush=True)
     return rows
 
 
@@ -306,36 +291,30 @@ def run(args) -> int:
             print("RESULT " + json.dumps(row), flush=True)
         return 0
     from gdjax import results
+    from gdjax.report import benchmarks as report
 
     path = args.path
     if args.plot_only:
         print(*plot(path))
         return 0
     load0 = common.load_average()
-    dev = probe(args)  # in a subprocess: this process never holds a device (the workers need them)
+    dev = _worker([sys.executable, str(HERE), "--worker", "probe"], _env(args, 1), args.timeout,
+                  "probing the device")  # in a subprocess: this process never holds a device (the workers need them)
     rows = measure(args, dev["platform"], dev["device_count"], path.with_suffix(".jsonl"))
     # meta: the workers' environment (device, versions, git commit and git_dirty), this command and the load
     meta = dict(rows[0]["env"], command=" ".join([Path(sys.executable).name, *sys.argv]),
                 load_avg_1min_start=load0, load_avg_1min_end=common.load_average())
-    if dev["platform"] != "cpu":
-        meta["note"] = ""
-    elif args.pin:
-        meta["note"] = (f"each device / process pinned to its own core ({SINGLE_THREAD}); points with more "
-                        f"workers than the {len(_affinity() or [])} cores available run unpinned (pinned: false)")
-    else:
-        meta["note"] = (f"unpinned: forced host devices share this machine's {meta.get('cpu_count')} cores, so on "
-                        "CPU the speed-up is bounded by the core count, not by k")
+    meta["note"] = "" if dev["platform"] != "cpu" else (
+        f"each device / process pinned to its own core ({SINGLE_THREAD}); points with more workers than the "
+        f"{len(_affinity() or [])} cores available run unpinned (pinned: false)" if args.pin else
+        f"unpinned: forced host devices share this machine's {meta.get('cpu_count')} cores, so on CPU the "
+        "speed-up is bounded by the core count, not by k")
     rows = add_ratios([{k: v for k, v in r.items() if k not in ("env", "config")} for r in rows])
-    config = {"sizes": ",".join(map(str, args.net)), "batch": args.batch, "method": args.method,
-              "chunk_size": args.chunk_size, "dtype": args.dtype, "repeats": args.repeats, "seed": args.seed,
-              "devices": args.device_counts, "processes": args.process_counts, "quick": args.quick, "pin": args.pin}
+    config = {**point_config(args), "devices": args.device_counts, "processes": args.process_counts,
+              "quick": args.quick}
     results.save_results(path, rows, meta=meta, config=config)
-    figs = plot(path)
-    print(f"{'mode':>9} {'k':>3} {'median':>10} {'speed-up':>10} {'efficiency':>10}")
-    for r in rows:
-        ratios = "".join(f"{r[name]:10.2f}" if r[name] is not None else f"{'-':>10}" for name in ("speedup", "efficiency"))
-        print(f"{r['mode']:>9} {r['k']:>3} {common.human_time(r['median_s']):>10}{ratios}")
-    return common.wrote(path, *figs)
+    print(report.scaling_devices_table(results.load_results(path)))
+    return common.wrote(path, *plot(path))
 
 
 def main(argv=None) -> int:

@@ -1,33 +1,23 @@
 """Training throughput: one epoch of mini-batch SGD with gdjax vs a PyTorch eager loop vs a NumPy per-example loop.
 
-The lecture's setting: 10,000 examples (x ~ U[0, 1]^784, random one-hot labels), network [784, 30, 10], sigmoid
-hidden and output units, quadratic cost, plain SGD eta = 3.0, mini-batch 10 (1000 steps per epoch), float32.
-  gdjax:   `gdjax.train.make_epoch` jitted once (donated state): shuffle, then 1000 steps under one `lax.scan`;
-           per-step metrics (cost, gradient norm) stay on the device; one host sync per epoch.
-  PyTorch: the usual eager loop (randperm, index, forward, loss.backward(), optimizer.step()) with
-           torch.optim.SGD; optional (`pip install torch==2.13.0`, CPU build): skipped with a message without it,
-           except when writing the committed reference, which then fails before any work.
-           Timed with torch's default thread count and with 1 thread; the faster is the baseline ("torch"), the
-           other is kept as "torch-slower-threads".
-  NumPy:   Nielsen's network.py style: for every mini-batch, backpropagation one example at a time (the four
-           equations, column vectors), then the averaged update. Our own code, below.
-All three are timed in the same run: warm-up epoch first (compiles / allocates), then `--repeats` epochs each,
-median and min/max reported; ratios = median(other) / median(gdjax). Targets: >= 8x PyTorch, >= 20x NumPy.
-The data and initial params are the lecture's problem of every benchmark (`benchmarks/_common.make_problem`),
-converted to NumPy for the PyTorch and NumPy loops. Writes runs/training_throughput-<date>/training_throughput.json
-(+ .csv, git-ignored) unless `--out FOLDER` (or `--out FILE.json`); the committed reference is
-`--out benchmarks/results/<platform>/`. Every option is checked before any work; errors: one line on stderr,
-exit status 2 (bad options) or 1.
+The lecture's setting (`_common.make_problem`: 10,000 examples, [784, 30, 10], sigmoid units, quadratic cost), plain
+SGD eta = 3.0, mini-batch 10, float32, every implementation starting from the same data and params:
+  gdjax:   `gdjax.train.make_epoch` jitted once (donated state): 1000 steps under one `lax.scan`, one host sync.
+  PyTorch: the usual eager loop with torch.optim.SGD (optional, `pip install torch`: skipped with a message, except
+           when writing the committed reference, which then fails before any work); timed at torch's default
+           thread count and at 1 thread, the faster is "torch", the other "torch-slower-threads".
+  NumPy:   Nielsen's network.py: backpropagation one example at a time, then the averaged update.
+Each is timed by `gdjax.profiling.time_fn` (one warm-up epoch, then `--repeats` epochs); ratios = median(other) /
+median(gdjax). Targets: >= 8x PyTorch, >= 20x NumPy. Output: <out>/training_throughput.json (+ .csv); default
+<out> runs/training_throughput-<date>/ (git-ignored). Errors: one line on stderr, exit status 2 or 1.
 
     python benchmarks/training_throughput.py                 # ~1 min
-    python benchmarks/training_throughput.py --repeats 3 --numpy-examples 2000   # quicker NumPy (scaled up)
     python benchmarks/training_throughput.py --quick --no-torch                  # seconds (the smoke test)
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
@@ -40,6 +30,8 @@ import optax  # noqa: E402
 
 import gdjax  # noqa: E402
 from gdjax import profiling, results, train  # noqa: E402
+from gdjax.bench.report import human_time  # noqa: E402
+from gdjax.report import benchmarks as report  # noqa: E402
 
 NAME = "training_throughput"
 TARGETS = {"torch": common.TARGETS["throughput_torch"], "numpy": common.TARGETS["throughput_numpy"]}
@@ -59,12 +51,11 @@ def parse_args(argv):
     ap.add_argument("--numpy-repeats", type=int, default=None, help="timed NumPy epochs (default 3)")
     ap.add_argument("--numpy-examples", type=int, default=None,
                     help="time the NumPy loop on this many examples and scale to --n (0: all)")
-    ap.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     ap.add_argument("--no-torch", action="store_true")
     args = ap.parse(argv, DEFAULTS, QUICK)
     args.net = common.sizes_list(args.sizes, one=True)[0]
     common.require(args, 1, "n", "batch_size", "repeats", "numpy_repeats")
-    common.require(args, 0, "numpy_examples", "torch_threads")
+    common.require(args, 0, "numpy_examples")
     common.require(args, 0, "eta", strict=True)
     if args.batch_size > args.n:
         raise common.UsageError(f"--batch-size {args.batch_size} is larger than --n {args.n}")
@@ -84,9 +75,6 @@ def numpy_problem(sizes, n: int, seed: int):
             [(np.array(layer.w), np.array(layer.b)) for layer in params])
 
 
-# --- gdjax ---------------------------------------------------------------------------------------------------
-
-
 def gdjax_epoch_fn(x, y, params_np, eta, batch_size):
     net = gdjax.MLP(tuple([params_np[0][0].shape[0]] + [w.shape[1] for w, _ in params_np]))
     cost = gdjax.make_cost(net, "quadratic")
@@ -96,20 +84,17 @@ def gdjax_epoch_fn(x, y, params_np, eta, batch_size):
     state = jax.tree_util.tree_map(jnp.copy, train.init(params, opt, key))
     data = gdjax.Batch(jnp.asarray(x), jnp.asarray(y))
     epoch = jax.jit(train.make_epoch(train.make_step(cost, opt), x.shape[0], batch_size), donate_argnums=0)
-    t0 = time.perf_counter()
-    compiled = epoch.lower(state, data, train.epoch_key(key, 0)).compile()
-    compile_s = time.perf_counter() - t0
+    compiled = []
+    compile_s = profiling.time_fn(lambda: compiled.append(epoch.lower(state, data, train.epoch_key(key, 0)).compile()),
+                                  repeats=1, warmup=0).median_s
     box = {"state": state, "e": 0}
 
     def run_epoch():
-        box["state"], m = compiled(box["state"], data, train.epoch_key(key, box["e"]))
+        box["state"], m = compiled[0](box["state"], data, train.epoch_key(key, box["e"]))
         box["e"] += 1
         return float(jnp.mean(m["cost"]))  # the one host sync: the epoch's mean mini-batch cost
 
     return run_epoch, compile_s
-
-
-# --- PyTorch (optional) ----------------------------------------------------------------------------------------
 
 
 def torch_epoch_fn(x, y, params_np, eta, batch_size, threads):
@@ -146,60 +131,40 @@ def torch_epoch_fn(x, y, params_np, eta, batch_size, threads):
     return run_epoch, torch.__version__
 
 
-# --- NumPy, Nielsen-style per-example backprop -------------------------------------------------------------------
-
-
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
 def numpy_epoch_fn(x, y, params_np, eta, batch_size):
     """network.py's update_mini_batch: backprop one example at a time (column vectors), sum, average, step."""
     ws = [w.T.copy() for w, _ in params_np]  # (n_out, n_in) as in network.py
     bs = [b[:, None].copy() for _, b in params_np]
     rng = np.random.default_rng(0)
-    n = x.shape[0]
 
     def backprop(xi, yi):
-        act, acts, zs = xi, [xi], []
+        acts = [xi]
         for w, b in zip(ws, bs):
-            z = w @ act + b
-            zs.append(z)
-            act = _sigmoid(z)
-            acts.append(act)
-        sp = acts[-1] * (1 - acts[-1])
-        delta = (acts[-1] - yi) * sp
-        nb, nw = [None] * len(ws), [None] * len(ws)
-        nb[-1], nw[-1] = delta, delta @ acts[-2].T
+            acts.append(1.0 / (1.0 + np.exp(-(w @ acts[-1] + b))))
+        delta = (acts[-1] - yi) * (acts[-1] * (1 - acts[-1]))
+        nb, nw = [delta], [delta @ acts[-2].T]
         for layer in range(2, len(ws) + 1):
-            s = acts[-layer] * (1 - acts[-layer])
-            delta = (ws[-layer + 1].T @ delta) * s
-            nb[-layer], nw[-layer] = delta, delta @ acts[-layer - 1].T
+            delta = (ws[-layer + 1].T @ delta) * (acts[-layer] * (1 - acts[-layer]))
+            nb.insert(0, delta)
+            nw.insert(0, delta @ acts[-layer - 1].T)
         return nb, nw
 
     def run_epoch():
-        perm = rng.permutation(n)
-        for i in range(n // batch_size):
-            idx = perm[i * batch_size:(i + 1) * batch_size]
-            sum_b = [np.zeros_like(b) for b in bs]
-            sum_w = [np.zeros_like(w) for w in ws]
-            for j in idx:
-                db, dw = backprop(x[j][:, None], y[j][:, None])
-                sum_b = [s + d for s, d in zip(sum_b, db)]
-                sum_w = [s + d for s, d in zip(sum_w, dw)]
+        perm = rng.permutation(x.shape[0])
+        for i in range(x.shape[0] // batch_size):
+            grads = [backprop(x[j][:, None], y[j][:, None]) for j in perm[i * batch_size:(i + 1) * batch_size]]
             for k in range(len(ws)):
-                ws[k] -= (eta / len(idx)) * sum_w[k]
-                bs[k] -= (eta / len(idx)) * sum_b[k]
+                ws[k] -= (eta / len(grads)) * sum(nw[k] for _, nw in grads)
+                bs[k] -= (eta / len(grads)) * sum(nb[k] for nb, _ in grads)
         return 0.0
 
     run_epoch.params = lambda: [(w.T.copy(), b[:, 0].copy()) for w, b in zip(ws, bs)]  # (n_in, n_out) layout
     return run_epoch
 
 
-def time_epochs(run_epoch, repeats: int, warmup: int = 1) -> list[float]:
-    """Seconds of each of `repeats` epochs after `warmup` untimed ones (gdjax.profiling.time_fn's loop; it
-    waits on JAX results and passes the NumPy / PyTorch loops' plain return values through)."""
-    return list(profiling.time_fn(run_epoch, repeats=repeats, warmup=warmup).times)
+def time_epochs(run_epoch, repeats: int) -> list[float]:
+    """Seconds of each of `repeats` epochs after one untimed epoch (`gdjax.profiling.time_fn`)."""
+    return list(profiling.time_fn(run_epoch, repeats=repeats).times)
 
 
 def torch_rows(x, y, params, args) -> list[dict]:
@@ -216,7 +181,7 @@ def torch_rows(x, y, params, args) -> list[dict]:
         return []
     default_threads = torch.get_num_threads()
     rows = []
-    for threads in sorted({args.torch_threads or default_threads, 1}, reverse=True):
+    for threads in sorted({default_threads, 1}, reverse=True):
         run_t, torch_version = torch_epoch_fn(x, y, params, args.eta, args.batch_size, threads)
         rows.append(_row("torch", time_epochs(run_t, args.repeats), args.n, version=torch_version, threads=threads))
     torch.set_num_threads(default_threads)
@@ -250,21 +215,11 @@ def run(args) -> int:
     ts = [t * args.n / m for t in time_epochs(run_np, args.numpy_repeats)]
     rows.append(_row("numpy", ts, args.n, measured_examples=m, scaled=m != args.n))
     add_ratios(rows)
-    meta = common.meta(load0, dtype="float32")
     config = {"n": args.n, "sizes": list(args.net), "batch_size": args.batch_size, "eta": args.eta,
               "repeats": args.repeats, "numpy_repeats": args.numpy_repeats, "seed": args.seed, "targets": TARGETS}
-    out = results.save_results(args.path, rows, meta=meta, config=config)
-    load = (f"load average {meta['load_avg_1min_start']:.1f} -> {meta['load_avg_1min_end']:.1f}"
-            if meta["load_avg_1min_start"] is not None else "load average unknown")
-    print(f"one epoch: {args.n} examples, {args.sizes}, mini-batch {args.batch_size}, eta {args.eta}, float32 "
-          f"({load} on {meta['cpu_count']} CPUs)")
-    print(f"{'impl':<21} {'median':>10} {'min':>10} {'max':>10} {'x gdjax':>8}  target")
-    for r in rows:
-        tgt = "" if r["target_ratio"] is None else f">= {r['target_ratio']:g}x {r['target_status']}"
-        note = f" (scaled from {r['measured_examples']} examples)" if r.get("scaled") else ""
-        print(f"{r['impl']:<21} {common.human_time(r['median_s']):>10} {common.human_time(r['min_s']):>10} "
-              f"{common.human_time(r['max_s']):>10} {r['ratio_vs_gdjax']:8.1f}  {tgt}{note}")
-    print(f"gdjax compile (once): {common.human_time(rows[0]['compile_s'])}")
+    out = results.save_results(args.path, rows, meta=common.meta(load0, dtype="float32"), config=config)
+    print(report.training_throughput_table(results.load_results(out)))
+    print(f"gdjax compile (once): {human_time(rows[0]['compile_s'])}")
     return common.wrote(out)
 
 

@@ -23,7 +23,7 @@ def _plain(mod, arch, sizes, act):
         def f(params, x, y, mask):
             k = params["conv"]["k"]
             z = jax.lax.conv_general_dilated(x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-            h = mod._act(act)[0](z + params["conv"]["b"][None, None, None, :])
+            h = mod.ACTIVATIONS[act][0](z + params["conv"]["b"][None, None, None, :])
             out = h.reshape(h.shape[0], -1) @ params["out"]["w"] + params["out"]["b"][None, :]
             return 0.5 * jax.numpy.mean(jax.numpy.sum((out - y) ** 2, -1))
         return f
@@ -31,7 +31,7 @@ def _plain(mod, arch, sizes, act):
     def f(params, x, y, masks):
         a, layers = x, mod._layers(params)
         for i, (w, b) in enumerate(layers):
-            a = mod._act(act if i < len(layers) - 1 else "identity")[0](a @ w + b[None, :])
+            a = mod.ACTIVATIONS[act if i < len(layers) - 1 else "identity"][0](a @ w + b[None, :])
         return 0.5 * jax.numpy.mean(jax.numpy.sum((a - y) ** 2, -1))
     return f
 
