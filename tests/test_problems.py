@@ -222,7 +222,7 @@ def test_problems_script_tiny(tmp_path):
     mod = load_script("benchmarks/problems.py")
     out = tmp_path / "problems.json"
     assert mod.main(["--problems", "ode", "--tiny", "--rounds", "3", "--repeats", "1", "--no-torch",
-                     "--out", str(out)]) == 0
+                     "--localising", "ode", "--seeds", "2", "--cases", "3", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     t = next(r for r in rows if r["section"] == "timing")
     obj, kernel, loop, rev = (np.array(t[f"{k}_times_s"]) for k in ("objective", "kernel", "loop", "reverse"))
@@ -233,6 +233,19 @@ def test_problems_script_tiny(tmp_path):
     assert t["kernel_over_loop_min"] <= t["kernel_over_loop"] <= t["kernel_over_loop_max"]
     assert t["rel_error_reverse"] < 1e-12 and t["rel_error_kernel"] < 1e-4 and t["rel_error_loop"] < 1e-4
     assert t["loop_dot_flops"] == pytest.approx(t["evaluations_loop"] * t["objective_dot_flops"])
+    # the plan against fixed widths: per round, kernel / the fastest fixed width, then the median
+    fixed = np.array([t[f"chunk{c}_times_s"] for c in t["chunks"]])
+    assert t["best_chunk"] in t["chunks"] and t["plan_s"] >= 0
+    assert t["plan_over_one_gradient"] == pytest.approx(t["plan_s"] / np.median(kernel))
+    assert t["kernel_over_best_chunk_min"] <= t["kernel_over_best_chunk"] <= t["kernel_over_best_chunk_max"]
+    assert t["kernel_over_best_chunk"] == pytest.approx(np.median(kernel / fixed.min(0)))
+    # the localising section: 1% errors planted at uniform entries named, no false alarm on correct cases
+    loc = next(r for r in rows if r["section"] == "localising")
+    assert (loc["seeds"], loc["correct_cases"]) == (2, 3)
+    assert loc["named"] == 2 and loc["false_alarms"] == 0
+    cache = next(r for r in rows if r["section"] == "cache")
+    assert cache["first_process_s"] > 0 and cache["second_process_s"] > 0
+    assert cache["speedup"] == pytest.approx(cache["first_process_s"] / cache["second_process_s"])
     checks = [r for r in rows if r["section"] == "checker"]
     full = [r for r in checks if r["tool"] == "gdjax.check_grad" and r["mode"] == "full"]
     assert {r["call"] for r in full} == {"first", "repeated"} and all(r["ok"] and not r["absent"] for r in full)
@@ -250,11 +263,20 @@ def test_problems_script_tiny(tmp_path):
     assert "ode-rk4-d3-s5-n4" in timing and f"{t['kernel_over_loop']:.3g}"[:4] in timing
     checker = report_problems.problems_checker(data)
     assert checker.count("absent") >= 4 and "--no-torch" in checker
+    assert "2/2" in report_problems.problems_localising(data)
+    # the targets are recomputed from the rows: a row contradicting a target reads short, whatever is stored
+    targets = {x["target"]: x for x in report_problems.problem_targets(data)}
+    named = targets[f"{loc['problem']}: localising, planted errors named (of 2)"]
+    assert named["value"] == 2
+    next(r for r in data["rows"] if r["section"] == "localising")["named"] = 1
+    assert "planted errors named (of 2) | 1 | target >= 2: **short**" in report_problems.problems_targets(data)
 
 
-def test_problems_script_bad_option(capsys):
+@pytest.mark.parametrize("argv", [["--problems", "gmm,nope"], ["--problems", "ode", "--localising", "gmm"],
+                                  ["--problems", "ode", "--cases", "0"]])
+def test_problems_script_bad_option(argv, capsys):
     mod = load_script("benchmarks/problems.py")
-    assert mod.main(["--problems", "gmm,nope"]) == 2
+    assert mod.main(argv) == 2
     assert capsys.readouterr().err.count("\n") == 1
 
 
