@@ -16,8 +16,10 @@ What a row holds (every time is per gradient, after compilation, which is `compi
   forward FLOPs, for black-box methods), forward_equivalents (xla_flops / the forward pass's) and
   forward_equivalents_dot (dot_flops / the forward pass's: the random number generator not counted),
   over_forward / _min / _max / _rounds (time / forward time, median of per-round ratios, interleaved), memory
-  of the compiled program, rel_error against a float64 `jax.grad` (whole gradients only; stochastic methods
-  also rel_error_mean / rel_error_std over error_keys keys, with num_directions k). `peak_fraction` is set by
+  of the compiled program, rel_error and cosine against a float64 `jax.grad` (whole gradients; extrapolated
+  ones with `subset_errors`: on spread components, `error_on`; stochastic methods also rel_error_mean /
+  rel_error_std and cosine_mean / cosine_std over error_keys keys, with num_directions k). Every time comes from
+  `profiling.interleaved`, the one timer. `peak_fraction` is set by
   the sweep, once, against the run's matmul reference.
 """
 
@@ -127,7 +129,8 @@ def measure_method(point: Point, problem, params=None, batch=None, *, dtype: str
                    subset_errors: bool = False):
     """One gradient method at one point: (row, validation entry or None).
 
-    Whole when the whole gradient is predicted to fit `budget` seconds: predicted by the pilot (`_pilot`: timed
+    Whole when the whole gradient is predicted to fit `budget` seconds (or when the part an extrapolation would
+    time covers every direction anyway): predicted by the pilot (`_pilot`: timed
     parts of the method's own program, `est.subset`) where the method has one, else from its evaluation count x
     `t_forward` (and `history`, see `policy.predict_from_count`). Otherwise, when the method has a subset, two
     parts of it (about budget/32 s of directions, and a quarter of those) are timed and extrapolated
