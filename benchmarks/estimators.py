@@ -28,7 +28,9 @@ construction:
   extrapolated (`gdjax.bench.policy.extrapolate`: a fixed cost per call plus a cost per direction):
   `extrapolated: true`, `measured_directions`, `scale`, and the error on as many evenly spread components
   (the method on the cost restricted to them, `error_on`; none for structured methods). Every other rung is
-  timed whole, whatever its prediction.
+  timed whole, whatever its prediction. A whole rung whose method has a subset is validated as `gdjax bench`
+  validates it: the parts an extrapolation would time are timed beside it (`validation_ratio` = extrapolated /
+  whole, `validation_ratio_cpu`, ..., where the point is large enough for a real extrapolation).
 Part 2, training (`group: "training"` rows): the digits data (1500 train / 297 test, 8x8 images), network
 [64, 16, 10], the same init, plain SGD eta = 3 (`--lr`), mini-batches of 10, `--epochs` epochs, every rung
 through `gdjax.fit.fit`; one row per epoch with the train cost, test accuracy, steps and training seconds
@@ -59,6 +61,7 @@ from gdjax import profiling, results  # noqa: E402
 from gdjax.bench.config import FORWARD_PASS, Point  # noqa: E402
 from gdjax.bench.measure import measure_forward, measure_method  # noqa: E402
 from gdjax.bench.problem import Problem, mlp_problem  # noqa: E402
+from gdjax.bench.sweep import VALIDATION_FIELDS  # noqa: E402
 from gdjax.gradients import method_info  # noqa: E402
 
 NAME = "estimators"
@@ -106,8 +109,8 @@ def parse_args(argv):
     ap.add_argument("--methods", default=",".join(LABELS), help="rungs of the ladder (default: all)")
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per rung (default 3)")
     ap.add_argument("--time-budget", type=float, default=None,
-                    help="seconds per rung: repeats stop past it; a method timeable on a subset of directions is "
-                         "extrapolated when its pilot predicts a whole gradient over half of it (default 120)")
+                    help="seconds per rung (gdjax bench's --time-budget): a method timeable on a subset of its "
+                         "directions is extrapolated when its pilot predicts a whole gradient over it (default 120)")
     ap.add_argument("--keys", type=int, default=None, help="keys for the error spread of stochastic rungs (default 20)")
     ap.add_argument("--epochs", type=int, default=None, help="training epochs per rung (default 10; 0: no training)")
     ap.add_argument("--n-train", type=int, default=None, help="training examples of digits (default all 1500)")
@@ -160,12 +163,14 @@ def measure_rung(entry, lad: Ladder, args) -> dict:
     the fields the estimators tables read (see the module docstring)."""
     label, method, options = entry
     fwd = lad.forward
-    row, _ = measure_method(
+    row, check = measure_method(
         _point(lad.sizes, args, method), lad.problem, dtype=args.dtype,
         t_forward=fwd["measured_median_s"], forward_flops=fwd["xla_flops_raw"],
         forward_dot_flops=fwd.get("dot_flops_raw"), forward_row=fwd, forward=lad.forward_exe,
         reference=lambda: lad.ref, key=jax.random.key(args.seed + 1), repeats=args.repeats, budget=args.time_budget,
-        validate=False, options=options, error_keys=args.keys, skip_over_budget=False, subset_errors=True)
+        validate=True, options=options, error_keys=args.keys, skip_over_budget=False, subset_errors=True)
+    if check is not None:  # a whole gradient, also timed the way an extrapolation would be (gdjax bench's check)
+        row.update({f"validation_{k}": check[k] for k in VALIDATION_FIELDS})
     row.update({"group": "ladder", "label": label, "options": options, "structured": method_info(method).structured,
                 "extrapolated": row["how"] == "extrapolated", "forward_xla_flops": fwd["xla_flops_raw"],
                 # the names the estimators tables read (gdjax/report): the same numbers as the harness's fields

@@ -33,8 +33,8 @@ import jax.numpy as jnp
 
 from gdjax import _checks
 
-__all__ = ["Timing", "time_fn", "interleaved", "round_ratios", "format_seconds", "compiled", "xla_flops", "hlo_flops", "dot_flops",
-           "memory_bytes", "program_bytes", "device_peak_bytes", "matmul_rate", "matmul_reference"]
+__all__ = ["Timing", "time_fn", "interleaved", "round_ratios", "format_seconds", "compiled", "xla_flops", "hlo_flops",
+           "dot_flops", "memory_bytes", "program_bytes", "device_peak_bytes", "matmul_rate", "matmul_reference"]
 
 
 class Timing(NamedTuple):

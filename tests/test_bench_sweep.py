@@ -234,7 +234,8 @@ def golden_sweep():
 
     out = bench_sweep.run_sweep(BenchConfig(**GOLDEN_CONFIG), quick=True)
     rows = _golden_rows(out["rows"])
-    if os.environ.get("GDJAX_WRITE_GOLDEN"):  # regenerate: GDJAX_WRITE_GOLDEN=1 pytest tests/test_bench_sweep.py -k golden
+    # regenerate (from the code whose numbers are the reference): GDJAX_WRITE_GOLDEN=1 pytest ... -k golden
+    if os.environ.get("GDJAX_WRITE_GOLDEN"):
         GOLDEN.write_text(json.dumps({"env": _golden_env(), "config": {k: v for k, v in GOLDEN_CONFIG.items()},
                                       "rows": rows}, indent=1) + "\n")
     return rows

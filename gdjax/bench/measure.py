@@ -329,11 +329,11 @@ def time_parts(est, params, batch, n_directions: int, repeats: int, max_time: fl
 def _errors_over_keys(fn, params, batch, key, reference, num_directions, n_keys: int = ERROR_KEYS) -> dict:
     """A stochastic gradient's error against the float64 reference over `n_keys` keys split from `key` (one
     draw says little: its spread is of the order of its mean): rel_error_mean / rel_error_std and cosine_mean /
-    cosine_std (std with ddof 1), error_keys, and k (`num_directions`, the directions averaged per gradient) so
-    the row states it."""
+    cosine_std (std with ddof 1; None from one key), error_keys, and k (`num_directions`, the directions
+    averaged per gradient) so the row states it."""
     flat = [flat_numpy(fn(params, batch, k)) for k in jax.random.split(key, n_keys)]
     errs, coss = [relative_error(g, reference) for g in flat], [cosine(g, reference) for g in flat]
-    spread = statistics.stdev if n_keys > 1 else (lambda _: 0.0)
+    spread = statistics.stdev if n_keys > 1 else (lambda _: None)  # one key: no spread to state
     return {"rel_error_mean": statistics.mean(errs), "rel_error_std": spread(errs),
             "cosine_mean": statistics.mean(coss), "cosine_std": spread(coss), "error_keys": n_keys,
             "num_directions": num_directions}
