@@ -1,18 +1,13 @@
-"""What every benchmark script shares, in one place: the problem, the float64 reference gradient, the
-restriction of a cost to k parameters, the error, one argument parser, where results go, human-readable times,
-interleaved-round timing and the targets.
+"""What the benchmark scripts share and gdjax does not: one argument parser with `--out`, `--seed` and
+`--quick`, option checks, where results go, a script's main (one-line errors, exit status), the record's meta,
+and the scripts' targets. Measuring is gdjax's: the problem (`gdjax.bench.problem`), the one timer and the one
+duration formatter (`gdjax.profiling`), re-exported here under the names the scripts use.
 
     import _common as common                       # from a script in benchmarks/ (its folder is on sys.path)
     cost, params, batch = common.problem((784, 30, 10), 1000)          # the lecture's problem, on the device
-    ref = common.reference_gradient(cost, params, batch)               # float64 jax.grad, flat numpy (P,)
-    rel, cos = common.errors(common.flat_numpy(g), ref)
-
     ap = common.Parser("my_bench", __doc__, out_name="my_bench.json")   # --out FOLDER or FILE.json, --seed, --quick
     args = ap.parse(argv, defaults={...}, quick={...})                  # every option checked before any work
     sys.exit(common.run_main("my_bench", parse_args, run, argv))       # errors: one line on stderr, exit 2 / 1
-
-The problem itself (network, data, reference, restriction, error) lives in `gdjax.bench.problem` and is
-re-exported here, so `gdjax bench` and the scripts measure the same thing.
 """
 
 from __future__ import annotations
@@ -30,20 +25,17 @@ if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
 import numpy as np  # noqa: E402
 
 from gdjax import profiling, results  # noqa: E402
-from gdjax.bench.problem import (  # noqa: E402,F401  (re-exported: the one problem every benchmark uses)
-    flat_numpy, make_problem, reference_gradient, relative_error, restrict_cost, spread_indices, sub_batch)
-from gdjax.bench.analysis import fit_slope  # noqa: E402,F401  (re-exported)
 from gdjax.bench.analysis import status as target_status  # noqa: E402,F401  (re-exported: PASS / SHORT / n/a)
 from gdjax.bench.args import OneLineParser  # noqa: E402
 from gdjax.bench.config import TARGETS as _BENCH_TARGETS  # noqa: E402
-from gdjax.bench.report import human_time  # noqa: E402,F401  (re-exported)
+from gdjax.bench.problem import flat_numpy, make_problem, mlp_problem  # noqa: E402,F401  (re-exported)
 
-__all__ = [  # the problem (re-exported from gdjax.bench), options, output, record, timing, targets
-    "make_problem", "sub_batch", "problem", "flat_numpy", "reference_gradient", "restrict_cost", "spread_indices",
-    "relative_error", "errors", "UsageError", "int_list", "sizes_list", "require", "require_for_reference",
-    "output_path", "Parser",
-    "run_main", "wrote", "load_average", "meta", "interleaved_rounds", "round_ratio", "time_stats", "human_time",
-    "fit_slope", "TARGETS", "target_status"]
+human_time = profiling.format_seconds  # the one duration formatter, under the scripts' name
+
+__all__ = [  # the problem (re-exported from gdjax.bench), options, output, record, targets
+    "make_problem", "problem", "flat_numpy", "UsageError", "int_list", "sizes_list", "require",
+    "require_for_reference", "output_path", "Parser", "run_main", "wrote", "load_average", "meta", "time_stats",
+    "human_time", "TARGETS", "target_status"]
 
 # --- targets (issue 12 item 5; issue 3's training throughput): every script reads them from here -----------------
 
@@ -59,22 +51,11 @@ TARGETS = {
 # --- the problem, on the device ---------------------------------------------------------------------------------
 
 def problem(sizes: Sequence[int], n: int, dtype: str = "float32", seed: int = 0):
-    """The lecture's problem for one network with its n examples on the device: (cost, params, batch).
-
-    `make_problem` + `sub_batch`: sigmoid MLP, quadratic cost, weights and biases ~ N(0, 1), x ~ U[0, 1]^n_in,
-    one-hot random labels; params a tuple of Layer(w (n_in, n_out), b (n_out,)) of `dtype`, batch a
-    Batch(x (n, n_in), y (n, n_out)).
-    """
-    cost, params, batch = make_problem(tuple(sizes), n, dtype, seed)
-    return cost, params, sub_batch(batch, n)
-
-
-def errors(estimate, reference: np.ndarray) -> tuple[float, float]:
-    """(relative error ||g - ref|| / ||ref||, cosine(g, ref)) of a flat estimate (P,) against a flat reference."""
-    est = np.real(np.asarray(estimate)).astype(np.float64).ravel()
-    ref = np.asarray(reference, np.float64).ravel()
-    cos = float(est @ ref / (np.linalg.norm(est) * np.linalg.norm(ref) + 1e-300))
-    return relative_error(est, ref), cos
+    """The lecture's problem for one network with its n examples on the device, as a tuple (cost, params,
+    batch) (`gdjax.bench.problem.mlp_problem`): params a tuple of Layer(w (n_in, n_out), b (n_out,)) of `dtype`,
+    batch a Batch(x (n, n_in), y (n, n_out))."""
+    prob = mlp_problem(tuple(sizes), n, dtype, seed)
+    return prob.cost, prob.params, prob.batch
 
 
 # --- options ----------------------------------------------------------------------------------------------------
@@ -251,58 +232,7 @@ def meta(load_start: float | None = None, **extra) -> dict:
     return env
 
 
-# --- timing -------------------------------------------------------------------------------------------------------
-
-def interleaved_rounds(timed: Mapping, rounds: int, measured: Mapping | None = None,
-                       log: Callable[[str], None] | None = None) -> dict:
-    """Run every call once per round, in order, for `rounds` rounds, so that all of them see the same machine
-    state within a round and their ratios can be taken round by round (`round_ratio`). Nothing here warms up:
-    compile (call once) first.
-
-    Args:
-      timed: {key: zero-argument callable}: each call's seconds are recorded (waited for with
-        `gdjax.profiling.time_fn`, so asynchronous dispatch is not mistaken for speed).
-      rounds: >= 1.
-      measured: {key: zero-argument callable -> float}: run first in each round, the returned value recorded
-        (e.g. `lambda: profiling.matmul_rate(2048)`, the same round's ceiling).
-      log: optional progress printer, one line per round.
-    Returns:
-      {key: [value of round 0, round 1, ...]} for the keys of `measured` and of `timed`.
-    """
-    if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}")
-    measured = dict(measured or {})
-    values = {key: [] for key in [*measured, *timed]}
-    for r in range(rounds):
-        for key, call in measured.items():
-            values[key].append(float(call()))
-        for key, call in timed.items():
-            values[key].append(profiling.time_fn(call, repeats=1, warmup=0).median_s)
-        if log is not None:
-            log(f"round {r + 1}/{rounds}: " + ", ".join(
-                f"{_key_text(k)} {human_time(values[k][-1])}" for k in timed))
-    return values
-
-
-def _key_text(key) -> str:
-    return " ".join(str(k) for k in key if k is not None) if isinstance(key, tuple) else str(key)
-
-
-def round_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> dict:
-    """Median and spread of the within-round ratios numerator[i] / denominator[i]: {"median", "min", "max"}.
-
-    Ratios are taken inside each round first (both sides saw the same machine), then summarised; the ratio of
-    medians would mix rounds.
-    """
-    a, b = np.asarray(numerator, np.float64), np.asarray(denominator, np.float64)
-    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-        raise ValueError(f"need two equally long non-empty lists of per-round values, got {a.shape} and {b.shape}")
-    r = a / b
-    return {"median": float(np.median(r)), "min": float(r.min()), "max": float(r.max())}
-
-
 def time_stats(times: Sequence[float]) -> dict:
-    """{"median_s", "min_s", "max_s", "times_s"} of per-call seconds."""
-    ts = np.asarray(times, np.float64)
-    return {"median_s": float(np.median(ts)), "min_s": float(ts.min()), "max_s": float(ts.max()),
-            "times_s": ts.tolist()}
+    """{"median_s", "min_s", "max_s", "times_s"} of per-call seconds (`gdjax.profiling.Timing.of`)."""
+    t = profiling.Timing.of(times)
+    return {"median_s": t.median_s, "min_s": t.min_s, "max_s": t.max_s, "times_s": list(t.times)}

@@ -2,32 +2,35 @@
 """The estimator ladder: what one gradient costs between finite differences and backprop, and how well it trains.
 
     python benchmarks/estimators.py            # [784,30,10] and [784,128,64,10], N = 1000, f32, + training
-                                               # on digits: 15-30 min on a busy 2-core CPU (`make bench-estimators`)
-    python benchmarks/estimators.py --quick    # a tiny net, 1 epoch: about a minute, mostly compilation
+                                               # on digits (`make bench-estimators`)
+    python benchmarks/estimators.py --quick    # a tiny net, 1 epoch (mostly compilation)
     python benchmarks/estimators.py --replot benchmarks/results/cpu/estimators.json   # figures only
 
 Part 1, the ladder (`group: "ladder"` rows): for each network (the lecture's problem of every benchmark,
-`benchmarks/_common.make_problem`: sigmoid hidden and output units, quadratic cost, N(0, 1) weights, x ~ U[0, 1],
-one-hot random labels, N examples, float32) and each rung, one gradient:
-  - `median_s` / `min_s` / `max_s` per gradient after a warm-up call (`first_call_s`; `compile_s`: XLA's
-    compilation of the whole gradient program, timed apart), repeats stopped early past `--time-budget` seconds
-    (at least one timed call);
+`gdjax.bench.problem.mlp_problem`: sigmoid hidden and output units, quadratic cost, N(0, 1) weights,
+x ~ U[0, 1], one-hot random labels, N examples) and each rung, one gradient measured by the harness of `gdjax
+bench` (`gdjax.bench.measure.measure_method`, the same row fields, the same timer), so the two agree by
+construction:
+  - `median_s` / `min_s` / `max_s` per gradient after compilation (`compile_s`), the whole gradient timed in
+    the same interleaved rounds as the forward pass (`over_forward`: median of per-round ratios);
   - `evaluations`: the estimator's own count of cost evaluations per gradient where that is a true count
-    (`est.evaluations(P)`; None for autodiff, whose cost is not a number of cost evaluations);
-  - `flops`: XLA's FLOP count of the compiled gradient program (`gdjax.profiling.xla_flops`, loop bodies
-    counted with their trip counts) and `fp_equivalents` = flops / the FLOPs of the compiled cost (one forward
-    pass): measured, never a constant;
+    (None for autodiff, whose cost is not a number of cost evaluations);
+  - `xla_flops` (also as `flops`): XLA's FLOP count of the compiled gradient program (loop bodies counted with
+    their trip counts) and `forward_equivalents` (also as `fp_equivalents`) = xla_flops / the compiled cost's
+    XLA FLOPs (`forward_xla_flops`): measured, never a constant;
   - `rel_error` = |g - g_ref| / |g_ref| and `cosine` against float64 `jax.grad` on the same params and batch;
-    stochastic rungs: mean and standard deviation over `--keys` keys (`rel_error_std`, `cosine_std`);
+    stochastic rungs: the mean and standard deviation (ddof 1) over `--keys` keys (`keys`, `rel_error_std`,
+    `cosine_std`; k directions per gradient: `num_directions`);
   - `speedup_vs_fd` = time(fd-forward) / time(rung) and `over_reverse` = time(rung) / time(reverse): ratios
     within this run (the machine is shared: compare ratios, not absolute times).
-  A method that can be timed on part of its directions (`est.subset`: the FD kernel) first runs a pilot: its
-  own compiled program (same chunk size, same loop body, whole chunks) on the first K directions, K fitting a
-  twentieth of `--time-budget`, and on K / 4, extrapolated to every direction from the two
-  (`gdjax.bench.policy.extrapolate`: a fixed cost per call plus a cost per direction; `pilot_s`). When that predicts more than
-  half the budget, the pilot is the result: `extrapolated: true`, `measured_directions`, `scale`, and the error
-  over K evenly spread components (the method on the cost restricted to them, `error_on`); otherwise the whole
-  gradient is timed. Every other rung is timed whole.
+  A method that can be timed on part of its directions (`est.subset`) is timed whole when its pilot predicts
+  a whole gradient within `--time-budget`; otherwise two parts of its own compiled program are timed and
+  extrapolated (`gdjax.bench.policy.extrapolate`: a fixed cost per call plus a cost per direction):
+  `extrapolated: true`, `measured_directions`, `scale`, and the error on as many evenly spread components
+  (the method on the cost restricted to them, `error_on`; none for structured methods). Every other rung is
+  timed whole, whatever its prediction. A whole rung whose method has a subset is validated as `gdjax bench`
+  validates it: the parts an extrapolation would time are timed beside it (`validation_ratio` = extrapolated /
+  whole, `validation_ratio_cpu`, ..., where the point is large enough for a real extrapolation).
 Part 2, training (`group: "training"` rows): the digits data (1500 train / 297 test, 8x8 images), network
 [64, 16, 10], the same init, plain SGD eta = 3 (`--lr`), mini-batches of 10, `--epochs` epochs, every rung
 through `gdjax.fit.fit`; one row per epoch with the train cost, test accuracy, steps and training seconds
@@ -42,7 +45,6 @@ options) or 1.
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -56,7 +58,10 @@ import numpy as np  # noqa: E402
 
 import gdjax  # noqa: E402
 from gdjax import profiling, results  # noqa: E402
-from gdjax.bench.measure import time_parts  # noqa: E402
+from gdjax.bench.config import FORWARD_PASS, Point  # noqa: E402
+from gdjax.bench.measure import measure_forward, measure_method  # noqa: E402
+from gdjax.bench.problem import Problem, mlp_problem  # noqa: E402
+from gdjax.bench.sweep import VALIDATION_FIELDS  # noqa: E402
 from gdjax.gradients import method_info  # noqa: E402
 
 NAME = "estimators"
@@ -104,8 +109,8 @@ def parse_args(argv):
     ap.add_argument("--methods", default=",".join(LABELS), help="rungs of the ladder (default: all)")
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per rung (default 3)")
     ap.add_argument("--time-budget", type=float, default=None,
-                    help="seconds per rung: repeats stop past it; a method timeable on a subset of directions is "
-                         "extrapolated when its pilot predicts a whole gradient over half of it (default 120)")
+                    help="seconds per rung (gdjax bench's --time-budget): a method timeable on a subset of its "
+                         "directions is extrapolated when its pilot predicts a whole gradient over it (default 120)")
     ap.add_argument("--keys", type=int, default=None, help="keys for the error spread of stochastic rungs (default 20)")
     ap.add_argument("--epochs", type=int, default=None, help="training epochs per rung (default 10; 0: no training)")
     ap.add_argument("--n-train", type=int, default=None, help="training examples of digits (default all 1500)")
@@ -126,131 +131,71 @@ def parse_args(argv):
     return args
 
 
-# --- one rung -----------------------------------------------------------------------------------------------------
+# --- one rung: measured by gdjax.bench, the harness of `gdjax bench` --------------------------------------------
 
-class Problem(NamedTuple):
-    """One network's problem and what every rung is compared with: the float64 reference gradient (P,), the
-    forward pass's median seconds and XLA FLOPs (None when XLA gives no count)."""
+class Ladder(NamedTuple):
+    """One network's problem and what every rung is measured against: the `Problem`, the forward pass's row
+    (`gdjax.bench.measure.measure_forward`), its compiled program (timed in the same rounds as each whole
+    gradient) and the float64 reference gradient (P,)."""
 
-    cost: object
-    params: tuple
-    batch: gdjax.Batch
+    sizes: tuple
+    problem: Problem
+    forward: dict
+    forward_exe: object
     ref: np.ndarray
-    t_forward: float
-    forward_flops: float | None
 
 
-def setup(sizes, args) -> Problem:
-    """The lecture's problem at `sizes` with `args.batch` examples, its reference and its forward pass."""
-    cost, params, batch = common.problem(sizes, args.batch, args.dtype, args.seed)
-    fwd = jax.jit(cost)
-    t_forward = profiling.time_fn(fwd, params, batch, repeats=max(3, args.repeats), max_time=args.time_budget)
-    return Problem(cost, params, batch, common.reference_gradient(cost, params, batch), t_forward.median_s,
-                   profiling.xla_flops(fwd, params, batch))
+def _point(sizes, args, method: str) -> Point:
+    return Point("ladder", tuple(sizes), args.batch, method)
 
 
-def pilot_directions(p: int, t_forward: float, budget: float) -> int:
-    """Directions of a pilot run: what fits a twentieth of the budget (one forward pass each), at least
-    min(64, P/4)."""
-    return int(min(p, max(min(64, max(1, p // 4)), budget / 20 / t_forward)))
+def setup(sizes, args) -> Ladder:
+    """The lecture's problem at `sizes` with `args.batch` examples, its forward pass and its reference."""
+    prob = mlp_problem(tuple(sizes), args.batch, args.dtype, args.seed)
+    fwd = measure_forward(_point(sizes, args, FORWARD_PASS), prob, dtype=args.dtype, repeats=args.repeats,
+                          budget=args.time_budget)
+    return Ladder(tuple(sizes), prob, fwd, profiling.compiled(prob.cost, prob.params, prob.batch), prob.reference())
 
 
-def timed(fn, call_args, args) -> profiling.Timing:
-    """`fn(*call_args)` timed after one warm-up call, `args.repeats` times or until `args.time_budget`."""
-    return profiling.time_fn(fn, *call_args, repeats=args.repeats, warmup=1, max_time=args.time_budget)
-
-
-def measure_rung(entry, prob: Problem, args) -> dict:
-    """One rung (label, method, options) at one network: a row (see the module docstring)."""
+def measure_rung(entry, lad: Ladder, args) -> dict:
+    """One rung (label, method, options) at one network, measured by `gdjax.bench.measure.measure_method` (whole,
+    or extrapolated from the method's own subset program with the error on as many spread components), with
+    the fields the estimators tables read (see the module docstring)."""
     label, method, options = entry
-    est = gdjax.gradient(prob.cost, method, **options)
-    p = int(prob.ref.size)
-    evals = est.evaluations(p)
-    row = {"group": "ladder", "label": label, "method": method, "options": options, "kind": method_info(method).kind,
-           "structured": est.structured, "stochastic": est.stochastic, "exact": est.exact,
-           "evaluations": None if evals is None else float(evals), "extrapolated": False,
-           "measured_directions": p, "error_on": "all", "status": "ok"}
-    if est.stochastic:
-        key = jax.random.key(args.seed + 1)
-        fn, call_args = jax.jit(lambda q, b, k: est(q, b, k)), (prob.params, prob.batch, key)
-    else:
-        fn, call_args = jax.jit(lambda q, b: est(q, b)), (prob.params, prob.batch)
-    t0 = time.perf_counter()
-    exe = profiling.compiled(fn, *call_args)  # compiled once: counted, then timed
-    row["compile_s"] = time.perf_counter() - t0
-    row["flops"] = profiling.xla_flops(fn, *call_args, executable=exe)  # the whole program
-    row["fp_equivalents"] = row["flops"] / prob.forward_flops if row["flops"] and prob.forward_flops else None
-    if est.subset is not None and _extrapolate(row, est, prob, args):
-        return row
-    timing = timed(exe, call_args, args)
-    _put_timing(row, timing, 1.0)
-    if est.stochastic:
-        row.update(stochastic_errors(exe, prob, key, args.keys))
-    else:
-        row["rel_error"], row["cosine"] = common.errors(common.flat_numpy(exe(*call_args)), prob.ref)
+    fwd = lad.forward
+    row, check = measure_method(
+        _point(lad.sizes, args, method), lad.problem, dtype=args.dtype,
+        t_forward=fwd["measured_median_s"], forward_flops=fwd["xla_flops_raw"],
+        forward_dot_flops=fwd.get("dot_flops_raw"), forward_row=fwd, forward=lad.forward_exe,
+        reference=lambda: lad.ref, key=jax.random.key(args.seed + 1), repeats=args.repeats, budget=args.time_budget,
+        validate=True, options=options, error_keys=args.keys, skip_over_budget=False, subset_errors=True)
+    if check is not None:  # a whole gradient, also timed the way an extrapolation would be (gdjax bench's check)
+        row.update({f"validation_{k}": check[k] for k in VALIDATION_FIELDS})
+    row.update({"group": "ladder", "label": label, "options": options, "structured": method_info(method).structured,
+                "extrapolated": row["how"] == "extrapolated", "forward_xla_flops": fwd["xla_flops_raw"],
+                # the names the estimators tables read (gdjax/report): the same numbers as the harness's fields
+                "flops": row.get("xla_flops"), "fp_equivalents": row.get("forward_equivalents")})
+    if row["how"] == "whole":
+        row["error_on"] = "all"
+    if row.get("error_keys"):  # a stochastic rung's error is its mean +- std over `keys` keys, k stated
+        row.update({"rel_error": row["rel_error_mean"], "cosine": row["cosine_mean"], "keys": row["error_keys"]})
     return row
-
-
-def stochastic_errors(fn, prob: Problem, key, n_keys: int) -> dict:
-    """Mean and spread of (rel_error, cosine) over `n_keys` keys fold_in(key, i) of fn(params, batch, key)."""
-    errs = np.array([common.errors(common.flat_numpy(fn(prob.params, prob.batch, jax.random.fold_in(key, i))),
-                                   prob.ref) for i in range(n_keys)])
-    return {"rel_error": float(errs[:, 0].mean()), "rel_error_std": float(errs[:, 0].std()),
-            "cosine": float(errs[:, 1].mean()), "cosine_std": float(errs[:, 1].std()), "keys": n_keys}
-
-
-def _extrapolate(row: dict, est, prob: Problem, args) -> bool:
-    """Time the method's own program on its first K directions (`est.subset`); when that predicts a whole
-    gradient over half the budget, fill `row` with the extrapolation (and the error on K spread components)
-    and return True; else False (the caller times the whole gradient)."""
-    p = int(prob.ref.size)
-    n = pilot_directions(p, prob.t_forward, args.time_budget)
-    sub = est.subset(prob.params, prob.batch, n)
-    if sub.covered >= sub.total:
-        return False
-    parts = time_parts(est, prob.params, prob.batch, n, args.repeats, args.time_budget)
-    covered, total = parts["covered"], parts["total"]
-    timing = parts["timing"]
-    row["pilot_s"] = timing.median_s
-    if row["pilot_s"] <= args.time_budget / 2:
-        return False
-    row.update({"extrapolated": True, "measured_directions": int(covered[0]),
-                "scale": timing.median_s / statistics.median(parts["times"]),
-                "note": f"timed on {' and '.join(map(str, covered))} of {total} directions (its own program: "
-                        f"fixed cost per call + cost per direction)"})
-    _put_timing(row, timing, 1.0)
-    row["measured_median_s"] = statistics.median(parts["times"])
-    if est.structured:  # a restricted cost is not a gdjax MLP cost: no error measured
-        row.update({"rel_error": None, "cosine": None, "error_on": "none (structured method, extrapolated)"})
-        return True
-    idx = common.spread_indices(p, int(covered[0]))
-    sub_cost, theta0 = common.restrict_cost(prob.cost, prob.params, idx)
-    g = jax.jit(gdjax.gradient(sub_cost, row["method"], **row["options"]))(theta0, prob.batch)
-    row["rel_error"], row["cosine"] = common.errors(common.flat_numpy(g), prob.ref[idx])
-    row["error_on"] = f"{len(idx)} of {p} components (the method on the cost restricted to them)"
-    return True
-
-
-def _put_timing(row, timing, scale):
-    row.update({"median_s": timing.median_s * scale, "min_s": timing.min_s * scale,
-                "max_s": timing.max_s * scale, "first_call_s": timing.compile_s, "repeats": len(timing.times),
-                "measured_median_s": timing.median_s})
 
 
 def run_ladder(args) -> list[dict]:
     """Every rung of `args.labels` at every network of `args.nets`: the ladder rows, with same-run ratios."""
     rows = []
     for sizes in args.nets:
-        prob = setup(sizes, args)
-        base = {"sizes": "-".join(map(str, sizes)), "P": int(prob.ref.size), "N": args.batch, "dtype": args.dtype,
-                "forward_s": prob.t_forward, "forward_flops": prob.forward_flops}
+        lad = setup(sizes, args)
+        base = {"sizes": lad.problem.name, "P": lad.problem.n_params, "N": args.batch, "dtype": args.dtype,
+                "forward_s": lad.forward["median_s"]}
         net_rows = []
         for entry in LADDER:
             if entry[0] not in args.labels:
                 continue
             print(f"  {base['sizes']:>16}  {entry[0]:<26}", end="", file=sys.stderr, flush=True)
             try:
-                row = {**base, **measure_rung(entry, prob, args)}
+                row = {**base, **measure_rung(entry, lad, args)}
             except Exception as err:  # recorded, never dropped silently
                 row = {**base, "group": "ladder", "label": entry[0], "method": entry[1], "options": entry[2],
                        "status": "error", "note": f"{type(err).__name__}: {err}".splitlines()[0]}

@@ -1,11 +1,13 @@
-"""Measuring a computation: wall time (warm-up separated, async dispatch waited for), XLA's FLOP count and
-memory footprint of the compiled program (loop bodies counted with their trip counts), and the machine's matmul
-rate: the XLA cost statistics live here and nowhere else.
+"""Measuring a computation: wall time (the one interleaved-rounds timer: warm-up separated, async dispatch
+waited for, ratios taken within rounds), XLA's FLOP count and memory footprint of the compiled program (loop
+bodies counted with their trip counts), and the machine's matmul rate: the timer, the duration formatter and the
+XLA cost statistics live here and nowhere else.
 
     >>> f = jax.jit(lambda p, b: cost(p, b))
     >>> t = time_fn(f, params, batch, repeats=5)       # Timing(median_s, min_s, max_s, compile_s, times)
     >>> wall, cpu = interleaved([(f, (params, batch)), (g, (params, batch))], rounds=5)   # same rounds, same load
     >>> round_ratios(wall[1], wall[0])                 # {"median", "min", "max", "rounds"} of per-round g / f
+    >>> format_seconds(t.median_s)                     # "1.54 ms": the one duration formatter
     >>> xla_flops(f, params, batch)                    # FLOPs XLA counts, while/scan bodies x trip count (or None)
     >>> memory_bytes(f, params, batch)["temp_bytes"]
     >>> program_bytes(f, params, batch)                # argument + output + temp bytes of the program (or None)
@@ -31,8 +33,8 @@ import jax.numpy as jnp
 
 from gdjax import _checks
 
-__all__ = ["Timing", "time_fn", "interleaved", "round_ratios", "compiled", "xla_flops", "hlo_flops", "dot_flops",
-           "memory_bytes", "program_bytes", "device_peak_bytes", "matmul_rate", "matmul_reference"]
+__all__ = ["Timing", "time_fn", "interleaved", "round_ratios", "format_seconds", "compiled", "xla_flops", "hlo_flops",
+           "dot_flops", "memory_bytes", "program_bytes", "device_peak_bytes", "matmul_rate", "matmul_reference"]
 
 
 class Timing(NamedTuple):
@@ -51,22 +53,24 @@ class Timing(NamedTuple):
     compile_s: float | None
     times: tuple[float, ...]
 
+    @classmethod
+    def of(cls, times, compile_s: float | None = None) -> "Timing":
+        """The statistics of per-call seconds `times` (non-empty)."""
+        times = tuple(float(t) for t in times)
+        return cls(statistics.median(times), min(times), max(times), compile_s, times)
 
-def time_fn(fn: Callable, *args, repeats: int = 5, warmup: int = 1, number: int = 1,
-            max_time: float | None = None) -> Timing:
-    """Time `fn(*args)`: `warmup` untimed-in-the-statistics calls (the first one's time is `compile_s`),
-    then `repeats` timed calls, each waited for with `jax.block_until_ready`.
+
+def time_fn(fn: Callable, *args, repeats: int = 5, warmup: int = 1, max_time: float | None = None) -> Timing:
+    """Time `fn(*args)` alone: `warmup` untimed calls (the first one's seconds are `compile_s`), then `repeats`
+    timed calls through `interleaved` (the one timer: each call waited for with `jax.block_until_ready`).
 
     Args:
       fn: any callable returning JAX arrays (or a pytree of them); typically a `jax.jit`-ed function.
       *args: its arguments.
-      repeats: timed repetitions (>= 1).
+      repeats: timed calls (>= 1); fewer once `max_time` seconds are spent (at least one always runs).
       warmup: warm-up calls before timing (>= 1, so compilation never counts as run time; 0 only when the
         caller has already made the first call itself, e.g. of an ahead-of-time compiled executable).
-      number: calls per timed repetition (>= 1); each entry of `times` is the mean over them (for tiny
-        functions where one call is near the timer's resolution).
-      max_time: optional budget in seconds for the timed repeats: stop early once exceeded (at least one
-        repeat always runs).
+      max_time: optional budget in seconds for the timed calls.
     Returns:
       a `Timing`.
     Example:
@@ -76,28 +80,15 @@ def time_fn(fn: Callable, *args, repeats: int = 5, warmup: int = 1, number: int 
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     repeats = _checks.positive_int(repeats, "repeats")
     warmup = _checks.positive_int(warmup, "warmup", minimum=0)
-    number = _checks.positive_int(number, "number")
     if max_time is not None:
         max_time = _checks.positive_float(max_time, "max_time")
     compile_s = None
-    for _ in range(warmup):
+    for i in range(warmup):
         t0 = time.perf_counter()
         jax.block_until_ready(fn(*args))
-        if compile_s is None:
-            compile_s = time.perf_counter() - t0
-    times = []
-    spent = 0.0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        dt = time.perf_counter() - t0
-        spent += dt
-        times.append(dt / number)
-        if max_time is not None and spent > max_time:
-            break
-    return Timing(statistics.median(times), min(times), max(times), compile_s, tuple(times))
+        compile_s = time.perf_counter() - t0 if i == 0 else compile_s
+    wall, _ = interleaved([(fn, args)], repeats, max_time=max_time)
+    return Timing.of(wall[0], compile_s)
 
 
 def interleaved(calls, rounds: int, *, max_time: float | None = None, min_rounds: int = 1,
@@ -138,6 +129,28 @@ def round_ratios(numerator, denominator) -> dict:
                          f"{len(denominator)}")
     r = [a / b for a, b in zip(numerator, denominator)]
     return {"median": statistics.median(r), "min": min(r), "max": max(r), "rounds": len(r)}
+
+
+def format_seconds(seconds) -> str:
+    """The one human-readable duration: three significant digits and a unit, 53.0 us, 1.54 ms, 12.5 s,
+    14.0 min, 2.10 h, 9.00 days (thousands separated above 999); None, NaN or inf -> '-'."""
+    if seconds is None or not math.isfinite(float(seconds)):
+        return "-"
+    s = float(seconds)
+    for unit, scale, limit in (("us", 1e-6, 1e-3), ("ms", 1e-3, 1.0), ("s", 1.0, 600.0), ("min", 60.0, 7200.0),
+                               ("h", 3600.0, 172800.0), ("days", 86400.0, math.inf)):
+        if abs(s) < limit:
+            return f"{_significant(s / scale)} {unit}"
+
+
+def _significant(x: float, digits: int = 3) -> str:
+    """`digits` significant digits, thousands separated: 0.0123, 4.46, 4,460."""
+    if x == 0:
+        return "0"
+    mag = math.floor(math.log10(abs(x)))
+    if abs(x) >= 10 ** digits:
+        return f"{round(x, digits - 1 - mag):,.0f}"
+    return f"{x:.{max(digits - 1 - mag, 0)}f}"
 
 
 def compiled(fn: Callable, *args):

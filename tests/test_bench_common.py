@@ -1,5 +1,5 @@
-"""benchmarks/_common.py, the helpers every benchmark script shares: where results go, within-round ratios,
-interleaved rounds, and the one-line errors of a script's main."""
+"""benchmarks/_common.py, the helpers every benchmark script shares: where results go, the measuring names
+taken from gdjax, and the one-line errors of a script's main."""
 
 import pytest
 from conftest import ROOT, load_script
@@ -24,26 +24,19 @@ def test_default_output_is_a_fresh_ignored_run_folder_never_the_reference(tmp_pa
         c.output_path("x", tmp_path / "file", "x.json")  # a file where a folder is needed
 
 
-def test_round_ratio_is_the_median_of_same_round_ratios_not_the_ratio_of_medians():
-    """Catches: ratios of medians (which mix rounds). The numerator was disturbed in round 2 only; per round the
-    ratios are 1, 10, 1 (median 1), while median(a) / median(b) would read 10 / 1 = 10."""
-    c = _common()
-    r = c.round_ratio([1.0, 10.0, 100.0], [1.0, 1.0, 100.0])
-    assert r == {"median": 1.0, "min": 1.0, "max": 10.0}
-    with pytest.raises(ValueError, match="equally long"):
-        c.round_ratio([1.0, 2.0], [1.0])
+def test_measuring_names_are_gdjax_s_own():
+    """Catches: a second timer, formatter or problem growing back in the scripts' helpers (each must be gdjax's
+    one implementation), and the lecture's problem of the scripts differing from `gdjax bench`'s."""
+    from gdjax import profiling
+    from gdjax.bench.problem import mlp_problem
 
-
-def test_interleaved_rounds_runs_each_call_once_per_round_in_order():
-    """Catches: rounds not interleaved (all repeats of one call, then the next) and the measured value of the
-    round's reference not recorded first in each round."""
     c = _common()
-    order = []
-    values = c.interleaved_rounds({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, 3,
-                                  {"ref": lambda: order.append("ref") or 7.0})
-    assert order == ["ref", "a", "b"] * 3
-    assert values["ref"] == [7.0] * 3 and len(values["a"]) == len(values["b"]) == 3
-    assert all(t >= 0 for t in values["a"] + values["b"])
+    assert c.human_time is profiling.format_seconds
+    assert not any(hasattr(c, n) for n in ("interleaved_rounds", "round_ratio", "errors", "reference_gradient"))
+    cost, params, batch = c.problem((4, 3, 2), 8, "float32", 0)
+    prob = mlp_problem((4, 3, 2), 8, "float32", 0)
+    assert float(cost(params, batch)) == float(prob.cost(prob.params, prob.batch))
+    assert c.time_stats([3.0, 1.0, 2.0]) == {"median_s": 2.0, "min_s": 1.0, "max_s": 3.0, "times_s": [3.0, 1.0, 2.0]}
 
 
 def test_run_main_one_line_and_exit_status(capsys):

@@ -4,8 +4,10 @@ resume, where a default run writes, and option validation. Times are asserted on
 change them by far more than a loaded machine does (the validation ratio)."""
 
 import json
+import os
 
 import pytest
+from conftest import ROOT
 
 from gdjax import cli, results
 from gdjax.bench import run as bench_run
@@ -196,3 +198,75 @@ def test_bad_options_exit_nonzero_with_one_line(argv, message, capsys):
     err = capsys.readouterr().err
     assert rc != 0
     assert err.count("\n") == 1 and message in err, err
+
+
+# --- the golden sweep: the non-timing numbers of one tiny sweep, stored before the harness was restructured ---------
+
+GOLDEN = ROOT / "tests" / "fixtures" / "golden_sweep.json"
+GOLDEN_CONFIG = dict(sizes=((8, 4, 3),), batch_size=32, dtype="float32",  # exact, kernel, stochastic, Python-driven
+                     methods=("reverse", "fd-forward", "spsa", "fd-loop"),
+                     repeats=1, time_budget=60.0, seed=0, million=False, validate=False)
+GOLDEN_COUNTS = ("id", "status", "how", "P", "batch_size", "evaluations", "forward_flops", "analytic_flops", "kind",
+                 "stochastic", "exact", "error_keys", "num_directions", "measured_directions", "total_directions")
+GOLDEN_FLOATS = ("xla_flops", "dot_flops", "forward_equivalents", "forward_equivalents_dot", "rel_error",
+                 "rel_error_mean", "rel_error_std")
+# Same seed, same programs, same build: the same numbers, bitwise on this CPU. The tolerance leaves room for the
+# order of float32 reductions alone (a few ulps, ~1e-7 relative, amplified by the cancellation of a forward
+# difference, eps_32 / h ~ 1e-7 / 3e-4, into ~3e-4 of the gradient and ~1e-6 of its error's own size here), not
+# for another step, another key, another reference or a miscounted loop (each moves these numbers by >= 1%).
+GOLDEN_RTOL, GOLDEN_ATOL = 1e-5, 1e-10
+
+
+def _golden_env() -> dict:
+    import jax
+    import jaxlib
+
+    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "backend": jax.default_backend()}
+
+
+def _golden_rows(rows) -> list[dict]:
+    return [{k: r.get(k) for k in GOLDEN_COUNTS + GOLDEN_FLOATS} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def golden_sweep():
+    from gdjax.bench.config import BenchConfig
+
+    out = bench_sweep.run_sweep(BenchConfig(**GOLDEN_CONFIG), quick=True)
+    rows = _golden_rows(out["rows"])
+    # regenerate (from the code whose numbers are the reference): GDJAX_WRITE_GOLDEN=1 pytest ... -k golden
+    if os.environ.get("GDJAX_WRITE_GOLDEN"):
+        GOLDEN.write_text(json.dumps({"env": _golden_env(), "config": {k: v for k, v in GOLDEN_CONFIG.items()},
+                                      "rows": rows}, indent=1) + "\n")
+    return rows
+
+
+def test_golden_sweep_counts(golden_sweep):
+    """The same tiny sweep gives the same rows, ids, P, evaluation counts, analytic FLOPs, direction counts and
+    error keys as the stored golden run (exact): fails on a changed plan, a miscounted method or a row field
+    that went missing in a restructuring of the harness. Every point fits the 60 s budget: all are whole."""
+    golden = json.loads(GOLDEN.read_text())
+    assert [r["id"] for r in golden_sweep] == [r["id"] for r in golden["rows"]]
+    for have, want in zip(golden_sweep, golden["rows"]):
+        assert have["status"] == "ok" and have["how"] == "whole", have
+        for k in GOLDEN_COUNTS:
+            assert have[k] == want[k], (have["id"], k, have[k], want[k])
+
+
+def test_golden_sweep_numbers(golden_sweep):
+    """XLA FLOPs, forward-pass equivalents and the errors against float64 jax.grad (stochastic methods: mean and
+    std over their keys) equal the golden run's to GOLDEN_RTOL. XLA's counts and float32 rounding belong to one
+    build: on another jax / jaxlib / backend the golden is not comparable (skipped outside CI, failed under CI:
+    regenerate it there)."""
+    golden = json.loads(GOLDEN.read_text())
+    if golden["env"] != _golden_env():
+        msg = f"golden recorded on {golden['env']}, this is {_golden_env()}: regenerate with GDJAX_WRITE_GOLDEN=1"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    for have, want in zip(golden_sweep, golden["rows"]):
+        for k in GOLDEN_FLOATS:
+            if want[k] is None:
+                assert have[k] is None, (have["id"], k, have[k])
+            else:
+                assert have[k] == pytest.approx(want[k], rel=GOLDEN_RTOL, abs=GOLDEN_ATOL), (have["id"], k)

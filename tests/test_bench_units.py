@@ -233,7 +233,7 @@ def test_targets_and_million_table():
     fd = next(t for t in table if t["method"] == "fd-forward")
     assert fd["epoch_s"] == pytest.approx(0.5 * 6000) and fd["epoch_extrapolated"] is True
     assert "~" in report.format_million(table).splitlines()[2]
-    assert report.human_time(90) == "90 s" and report.human_time(3 * 86400).endswith("days")
+    assert report.human_time(90) == "90.0 s" and report.human_time(3 * 86400).endswith("days")
     assert analysis.fit_slope([1e4, 1e5, 1e6], [1.0, 10.0, 100.0]) == pytest.approx(1.0)
     assert analysis.fit_slope([1e4], [1.0]) is None
 
@@ -254,4 +254,4 @@ def test_comparison_table_from_two_files(tmp_path):
     text = report.format_compare(cmp)
     assert "80.0 GFLOP/s (laptop)" in text and "160.0 GFLOP/s (server)" in text
     line = next(ln for ln in text.splitlines() if "fd-forward" in ln)
-    assert "20 s" in line and "10 s" in line and "2.00" in line
+    assert "20.0 s" in line and "10.0 s" in line and "2.00" in line

@@ -41,6 +41,42 @@ def test_time_fn_validates():
         profiling.time_fn(3)
 
 
+def test_interleaved_runs_each_call_once_per_round_in_order():
+    """Catches: rounds not interleaved (all repeats of one call, then the next), warm-up calls counted as
+    rounds, and a time cap that cuts below `min_rounds`."""
+    order = []
+    calls = [(lambda: order.append("a"), ()), (lambda: order.append("b"), ())]
+    wall, cpu = profiling.interleaved(calls, 3, warm=True)
+    assert order == ["a", "b"] * 4  # one warm-up call each, then 3 rounds
+    assert [len(w) for w in wall] == [len(c) for c in cpu] == [3, 3] and min(wall[0] + wall[1]) >= 0
+    wall, _ = profiling.interleaved([(time.sleep, (0.01,))], 50, max_time=0.005, min_rounds=2)
+    assert len(wall[0]) == 2 and min(wall[0]) >= 0.01
+
+
+def test_round_ratios_are_the_median_of_same_round_ratios_not_the_ratio_of_medians():
+    """Catches: ratios of medians (which mix rounds). The numerator was disturbed in round 2 only; per round the
+    ratios are 1, 10, 1 (median 1), while median(a) / median(b) would read 10 / 1 = 10."""
+    r = profiling.round_ratios([1.0, 10.0, 100.0], [1.0, 1.0, 100.0])
+    assert r == {"median": 1.0, "min": 1.0, "max": 10.0, "rounds": 3}
+    with pytest.raises(ValueError, match="equally long"):
+        profiling.round_ratios([1.0, 2.0], [1.0])
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (53e-6, "53.0 us"), (1.544e-3, "1.54 ms"), (0.5, "500 ms"), (12.49, "12.5 s"), (90, "90.0 s"),
+    (840, "14.0 min"), (7560, "2.10 h"), (3 * 86400, "3.00 days"), (1e9, "11,600 days"),
+    (None, "-"), (float("nan"), "-"), (float("inf"), "-")])
+def test_format_seconds(seconds, text):
+    """Catches: a unit boundary off by a factor (600 s -> min, 7200 s -> h, 2 days -> days), digits that are not
+    three significant ones, and a missing value printed as a number."""
+    assert profiling.format_seconds(seconds) == text
+
+
+def test_timing_of():
+    t = profiling.Timing.of([0.3, 0.1, 0.2], compile_s=1.0)
+    assert (t.median_s, t.min_s, t.max_s, t.compile_s, t.times) == (0.2, 0.1, 0.3, 1.0, (0.3, 0.1, 0.2))
+
+
 def test_xla_flops_of_matmul():
     a = jnp.ones((32, 16), jnp.float32)
     b = jnp.ones((16, 8), jnp.float32)

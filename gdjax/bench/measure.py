@@ -16,8 +16,10 @@ What a row holds (every time is per gradient, after compilation, which is `compi
   forward FLOPs, for black-box methods), forward_equivalents (xla_flops / the forward pass's) and
   forward_equivalents_dot (dot_flops / the forward pass's: the random number generator not counted),
   over_forward / _min / _max / _rounds (time / forward time, median of per-round ratios, interleaved), memory
-  of the compiled program, rel_error against a float64 `jax.grad` (whole gradients only; stochastic methods
-  also rel_error_mean / rel_error_std over error_keys keys, with num_directions k). `peak_fraction` is set by
+  of the compiled program, rel_error and cosine against a float64 `jax.grad` (whole gradients; extrapolated
+  ones with `subset_errors`: on spread components, `error_on`; stochastic methods also rel_error_mean /
+  rel_error_std and cosine_mean / cosine_std over error_keys keys, with num_directions k). Every time comes from
+  `profiling.interleaved`, the one timer. `peak_fraction` is set by
   the sweep, once, against the run's matmul reference.
 """
 
@@ -32,13 +34,15 @@ import jax.numpy as jnp
 from gdjax import profiling
 from gdjax.bench import policy
 from gdjax.bench.config import Point
-from gdjax.bench.problem import Problem, as_mlp_problem, flat_numpy, relative_error
+from gdjax.bench.problem import (Problem, as_mlp_problem, cosine, flat_numpy, relative_error, restrict_cost,
+                                 spread_indices)
 from gdjax import precision as _precision
 from gdjax.gradients import _leaves, gradient, method_info
 
 MIN_RATIO_ROUNDS = 3  # a ratio to the forward pass is reported from at least this many interleaved rounds
+ERROR_KEYS = 10  # a stochastic estimator's error: mean and std over this many keys (by default)
 
-__all__ = ["base_row", "measure_forward", "measure_method", "time_parts"]
+__all__ = ["base_row", "measure_forward", "measure_method", "time_parts", "subset_error", "ERROR_KEYS"]
 
 
 def as_problem(point: Point, problem, params=None, batch=None) -> Problem:
@@ -121,10 +125,12 @@ def measure_forward(point: Point, problem, params=None, batch=None, *, dtype: st
 def measure_method(point: Point, problem, params=None, batch=None, *, dtype: str, t_forward: float,
                    forward_flops: float | None, reference, key, repeats: int, budget: float, history=(),
                    validate: bool = True, options: dict | None = None, forward=None, forward_dot_flops=None,
-                   forward_row: dict | None = None):
+                   forward_row: dict | None = None, error_keys: int = ERROR_KEYS, skip_over_budget: bool = True,
+                   subset_errors: bool = False):
     """One gradient method at one point: (row, validation entry or None).
 
-    Whole when the whole gradient is predicted to fit `budget` seconds: predicted by the pilot (`_pilot`: timed
+    Whole when the whole gradient is predicted to fit `budget` seconds (or when the part an extrapolation would
+    time covers every direction anyway): predicted by the pilot (`_pilot`: timed
     parts of the method's own program, `est.subset`) where the method has one, else from its evaluation count x
     `t_forward` (and `history`, see `policy.predict_from_count`). Otherwise, when the method has a subset, two
     parts of it (about budget/32 s of directions, and a quarter of those) are timed and extrapolated
@@ -148,6 +154,11 @@ def measure_method(point: Point, problem, params=None, batch=None, *, dtype: str
       key: PRNG key for stochastic methods.
       history: (P, N, seconds) of this method at earlier points (predicts methods without a subset).
       options: the method's options (e.g. chunk_size), passed to `gdjax.gradient`.
+      error_keys: keys a stochastic method's error is averaged over (rel_error_mean / _std, cosine_mean / _std).
+      skip_over_budget: a method without a subset predicted over `budget` is skipped (True) or timed whole
+        anyway, one call at least (False).
+      subset_errors: an extrapolated row also gets the method's error on as many evenly spread components as
+        its subset covered (`subset_error`; None for structured methods), instead of no error.
     """
     problem = as_problem(point, problem, params, batch)
     cost, params, batch = problem.cost, problem.params, problem.batch
@@ -175,7 +186,13 @@ def measure_method(point: Point, problem, params=None, batch=None, *, dtype: str
         fe = flops / forward_flops if flops and forward_flops else None
         predicted = policy.predict_from_count(evals, t_forward, est.exact, history, p, point.batch_size, fe)
     row["predicted_s"] = predicted
-    if policy.fits_whole(predicted, budget):
+    n_part = None
+    if pilot is not None:  # the directions an extrapolation would time
+        n_part = policy.subset_directions(pilot["last"]["s"], pilot["last"]["covered"], pilot["total"], budget)
+        if n_part >= pilot["total"]:  # a part covering every direction is no extrapolation: the one-chunk part
+            n_part = pilot["covered"]
+    if (policy.fits_whole(predicted, budget) or (pilot is None and not skip_over_budget)
+            or (pilot is not None and n_part >= pilot["total"])):
         n_val = None
         if validate and pilot is not None:  # the directions to validate on, given the first whole call's time
             last = pilot["last"]
@@ -184,7 +201,7 @@ def measure_method(point: Point, problem, params=None, batch=None, *, dtype: str
                 return policy.validation_directions(last["s"], last["covered"], pilot["total"], budget, first_s,
                                                     chunk=pilot["covered"])
         check = _measure_whole(row, est, params, batch, key, repeats, budget, reference, forward_flops, evals,
-                               program, n_val, forward, cost)
+                               program, n_val, forward, cost, error_keys)
         _put_dot_equivalents(row, forward_dot_flops)
         if check is not None:
             check.update(method=point.method, sizes=row["sizes"], P=p, batch_size=point.batch_size)
@@ -194,8 +211,7 @@ def measure_method(point: Point, problem, params=None, batch=None, *, dtype: str
                     "note": f"predicted {predicted:.3g} s per gradient, over the --time-budget of {budget:g} s, "
                             f"and this method cannot be timed on a subset of its directions"})
         return row, None
-    n = policy.subset_directions(pilot["last"]["s"], pilot["last"]["covered"], pilot["total"], budget)
-    part = time_parts(est, params, batch, n, repeats, budget / 4)
+    part = time_parts(est, params, batch, n_part, repeats, budget / 4)
     _put_timing(row, part["timing"], 1.0)
     row.update({"measured_median_s": statistics.median(part["times"]),
                 "scale": part["timing"].median_s / statistics.median(part["times"]),
@@ -217,7 +233,27 @@ def measure_method(point: Point, problem, params=None, batch=None, *, dtype: str
                 "note": f"timed on {_covered_text(part)} of {part['total']} directions of the method's own "
                         f"program (fixed cost per call + cost per direction, `policy.extrapolate`)"})
     _put_dot_equivalents(row, forward_dot_flops)
+    if subset_errors:
+        row.update(subset_error(problem, point.method, options or {}, part["covered"][0], reference, key))
     return row, None
+
+
+def subset_error(problem: Problem, method: str, options: dict, k: int, reference, key=None) -> dict:
+    """The error of `method` on k evenly spread components (`spread_indices`) of the parameters: the method run
+    on the cost restricted to them (`restrict_cost`), against the same components of the float64 reference:
+    {rel_error, cosine, error_on}. A structured method needs a gdjax MLP cost, which a restricted cost is not:
+    rel_error and cosine None, error_on says so. `reference() -> float64 flat jax.grad`; `key` for a stochastic
+    method."""
+    if method_info(method).structured:
+        return {"rel_error": None, "cosine": None, "error_on": "none (structured method, extrapolated)"}
+    ref = reference()
+    idx = spread_indices(ref.size, k)
+    sub_cost, theta0 = restrict_cost(problem.cost, problem.params, idx)
+    est = gradient(sub_cost, method, **options)
+    args = (theta0, problem.batch) + ((key,) if est.stochastic else ())
+    g = flat_numpy(jax.jit(est)(*args))
+    return {"rel_error": relative_error(g, ref[idx]), "cosine": cosine(g, ref[idx]),
+            "error_on": f"{len(idx)} of {ref.size} components (the method on the cost restricted to them)"}
 
 
 def _put_dot_equivalents(row: dict, forward_dot_flops) -> None:
@@ -250,10 +286,8 @@ def _time_subset(est, params, batch, n_directions: int) -> dict:
     `n_directions`: {s, covered, total}."""
     sub = est.subset(params, batch, n_directions)
     fn = jax.jit(sub.fn) if sub.jittable else sub.fn
-    jax.block_until_ready(fn(params, batch))
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(params, batch))
-    return {"s": time.perf_counter() - t0, "covered": sub.covered, "total": sub.total}
+    return {"s": profiling.time_fn(fn, params, batch, repeats=1).median_s, "covered": sub.covered,
+            "total": sub.total}
 
 
 def _subset_programs(est, params, batch, n_directions: int) -> dict:
@@ -285,29 +319,24 @@ def time_parts(est, params, batch, n_directions: int, repeats: int, max_time: fl
     `profiling.Timing` of the extrapolations), times and small_times (the parts' seconds; None without a
     smaller part)."""
     part = _subset_programs(est, params, batch, n_directions)
-    wall, _ = _rounds([(f, (params, batch)) for f in part["fns"]], repeats, max_time, warm=True)
+    wall, _ = profiling.interleaved([(f, (params, batch)) for f in part["fns"]], repeats, max_time=max_time,
+                                    warm=True)
     big, small = _big_small(wall)
     return {**part, "timing": _extrapolated(part, big, small), "times": big,
             "small_times": small if small[0] is not None else None}
 
 
-ERROR_KEYS = 10  # a stochastic estimator's error: mean and std over this many keys
-
-
-def _errors_over_keys(fn, params, batch, key, reference, num_directions) -> dict:
-    """A stochastic gradient's error against the float64 reference over ERROR_KEYS keys split from `key` (one
-    draw says little: its spread is of the order of its mean): rel_error_mean / rel_error_std (ddof 1),
-    error_keys, and k (`num_directions`, the directions averaged per gradient) so the row states it."""
-    errs = [relative_error(flat_numpy(fn(params, batch, k)), reference)
-            for k in jax.random.split(key, ERROR_KEYS)]
-    return {"rel_error_mean": statistics.mean(errs), "rel_error_std": statistics.stdev(errs),
-            "error_keys": ERROR_KEYS, "num_directions": num_directions}
-
-
-def _time_once(fn, *args) -> float:
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    return time.perf_counter() - t0
+def _errors_over_keys(fn, params, batch, key, reference, num_directions, n_keys: int = ERROR_KEYS) -> dict:
+    """A stochastic gradient's error against the float64 reference over `n_keys` keys split from `key` (one
+    draw says little: its spread is of the order of its mean): rel_error_mean / rel_error_std and cosine_mean /
+    cosine_std (std with ddof 1; None from one key), error_keys, and k (`num_directions`, the directions
+    averaged per gradient) so the row states it."""
+    flat = [flat_numpy(fn(params, batch, k)) for k in jax.random.split(key, n_keys)]
+    errs, coss = [relative_error(g, reference) for g in flat], [cosine(g, reference) for g in flat]
+    spread = statistics.stdev if n_keys > 1 else (lambda _: None)  # one key: no spread to state
+    return {"rel_error_mean": statistics.mean(errs), "rel_error_std": spread(errs),
+            "cosine_mean": statistics.mean(coss), "cosine_std": spread(coss), "error_keys": n_keys,
+            "num_directions": num_directions}
 
 
 def _round_ratios(whole: list[float], fwd: list[float]) -> dict:
@@ -322,12 +351,6 @@ def _round_ratios(whole: list[float], fwd: list[float]) -> dict:
             "over_forward_rounds": r["rounds"]}
 
 
-def _rounds(calls, rounds: int, max_time: float, warm: bool,
-            min_rounds: int = 1) -> tuple[list[list[float]], list[list[float]]]:
-    """`profiling.interleaved` (the one interleaved-rounds timer) with a time cap: (wall, process CPU) seconds."""
-    return profiling.interleaved(calls, rounds, max_time=max_time, min_rounds=min_rounds, warm=warm)
-
-
 def _big_small(times: list[list[float]]) -> tuple[list[float], list]:
     """(the bigger part's times, the smaller part's) from one list per part; Nones when there is one part only
     (then `policy.extrapolate` scales in proportion)."""
@@ -339,11 +362,11 @@ def _extrapolated(part: dict, big: list[float], small: list) -> profiling.Timing
     covered, total = part["covered"], part["total"]
     est = [policy.extrapolate(b, covered[0], total, s, covered[1] if len(covered) > 1 else None)
            for b, s in zip(big, small)]
-    return profiling.Timing(statistics.median(est), min(est), max(est), None, tuple(est))
+    return profiling.Timing.of(est)
 
 
 def _measure_whole(row, est, params, batch, key, repeats, budget, reference, forward_flops, evals, program=None,
-                   n_val=None, forward=None, cost=None):
+                   n_val=None, forward=None, cost=None, error_keys=ERROR_KEYS):
     """Time the whole gradient (and its error, from the first call's output). With `n_val(first_s)`, the
     directions to validate on given the first call's seconds (None: no validation), also validate: time the
     parts an extrapolated point would use (`_subset_programs`) and return the validation entry {whole_s,
@@ -385,32 +408,37 @@ def _measure_whole(row, est, params, batch, key, repeats, budget, reference, for
             for f in part["fns"]:
                 jax.block_until_ready(f(*sub_args))  # warm-up (the whole's first call was its own)
         rounds = policy.timing_rounds(first, repeats, part is not None or forward is not None)
-        wall, cpu = _rounds(calls, rounds, budget / 2, warm=False, min_rounds=3 if forward is not None else 1)
+        wall, cpu = profiling.interleaved(calls, rounds, max_time=budget / 2,
+                                          min_rounds=3 if forward is not None else 1)
         whole = wall[0]
         if forward is not None:
             fwd_times, wall, cpu = wall[-1], wall[:-1], cpu[:-1]
         if part:
             check = _check(part, whole, wall[1:], cpu, budget)
     else:
-        whole = [first]
-        if forward is not None:  # the forward pass right after each whole call, the first one's included
-            fwd_times.append(_time_once(forward, params, batch))
-        while (len(whole) < max(repeats, 3 if forward is not None else 1)
-               and sum(whole) + statistics.median(whole) <= budget / 2):
-            whole.append(_time_once(fn, *args))
-            if forward is not None:
-                fwd_times.append(_time_once(forward, params, batch))
+        whole = [first]  # the first call is the first round; more rounds while they fit half the budget
+        calls = [(fn, args)] + ([(forward, (params, batch))] if forward is not None else [])
+        if forward is not None:  # the forward pass right after the first whole call too
+            fwd_times.append(profiling.time_fn(forward, params, batch, repeats=1, warmup=0).median_s)
+        more = min(max(repeats, 3 if forward is not None else 1), int(budget / 2 // first)) - 1
+        if more > 0:
+            wall, _ = profiling.interleaved(calls, more, max_time=budget / 2 - first)
+            whole += wall[0]
+            fwd_times += wall[1] if forward is not None else []
         if part:
-            wall, _ = _rounds([(f, sub_args) for f in part["fns"]], min(repeats, 2), budget / 8, warm=True)
+            wall, _ = profiling.interleaved([(f, sub_args) for f in part["fns"]], min(repeats, 2),
+                                            max_time=budget / 8, warm=True)
             check = _check(part, whole, wall, None, budget)
-    _put_timing(row, profiling.Timing(statistics.median(whole), min(whole), max(whole), None, tuple(whole)), 1.0)
+    _put_timing(row, profiling.Timing.of(whole), 1.0)
     row.update(_round_ratios(whole, fwd_times))
     if est.stochastic:
-        row.update(_errors_over_keys(fn, params, batch, key, reference(), est.options.get("num_directions")))
+        row.update(_errors_over_keys(fn, params, batch, key, reference(), est.options.get("num_directions"),
+                                     error_keys))
     flops = row.get("xla_flops")
     row.update({"how": "whole", "compile_s": compile_s,
                 "measured_directions": None, "total_directions": None,
                 "rel_error": relative_error(flat_numpy(out), reference()),
+                "cosine": cosine(flat_numpy(out), reference()),
                 "forward_equivalents": None if flops is None or not forward_flops else flops / forward_flops})
     return check
 

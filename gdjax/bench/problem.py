@@ -1,13 +1,14 @@
 """What `gdjax bench` measures: a `Problem` (a cost, its params and its batch), filled by any model; the
 lecture's MLP problem is one factory (`mlp_problem`) among others (benchmarks/problems/, or a researcher's own
 `package.module:factory`, `load_problem`). Also: the float64 reference gradient, the restriction of a cost to k
-of its parameters, the relative error of an estimate.
+of its parameters, the relative error and the cosine of an estimate.
 
     >>> prob = mlp_problem((784, 30, 10), 1000, "float32")       # the lecture's problem
     >>> prob = Problem(cost, params, batch, name="my-net")        # any cost(params, batch) -> scalar
     >>> prob = load_problem("benchmarks.problems.gmm:gmm")        # a factory returning a Problem or (cost, params, batch)
     >>> ref = prob.reference()                                    # float64 jax.grad, flat numpy (P,)
     >>> relative_error(flat_numpy(gdjax.gradient(prob.cost, "fd-central")(prob.params, prob.batch)), ref)
+    >>> cosine(flat_numpy(g), ref)                                # the angle: 1.0 for a correct direction
 
 Only `mlp_problem` (and `make_problem`, its tuple form) knows about gdjax's MLP; everything else in gdjax.bench
 reads a Problem. No file I/O; nothing here is timed.
@@ -34,7 +35,7 @@ from gdjax.gradients import _leaves
 from gdjax.nn import MLP, Layer, param_count
 
 __all__ = ["Problem", "mlp_problem", "make_problem", "load_problem", "sub_batch", "flat_numpy",
-           "reference_gradient", "restrict_cost", "spread_indices", "relative_error"]
+           "reference_gradient", "restrict_cost", "spread_indices", "relative_error", "cosine"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -269,10 +270,24 @@ def restrict_cost(cost: Callable, params, idx) -> tuple[Callable, jax.Array]:
 def relative_error(estimate, reference: np.ndarray) -> float:
     """||estimate - reference|| / ||reference|| in float64 (real part of complex estimates); the absolute
     error when the reference is zero. Both flattened; ValueError when their lengths differ."""
+    est, ref = _flat_pair(estimate, reference)
+    denom = np.linalg.norm(ref)
+    return float(np.linalg.norm(est - ref) / denom) if denom > 0 else float(np.linalg.norm(est - ref))
+
+
+def _flat_pair(estimate, reference) -> tuple[np.ndarray, np.ndarray]:
     est = np.real(np.asarray(estimate)).astype(np.float64).ravel()
     ref = np.asarray(reference, np.float64).ravel()
     if est.shape != ref.shape:
         raise ValueError(f"estimate has {est.size} entries, the reference {ref.size}: the estimator returned a "
                          f"gradient of another structure than the differentiated leaves of params")
-    denom = np.linalg.norm(ref)
-    return float(np.linalg.norm(est - ref) / denom) if denom > 0 else float(np.linalg.norm(est - ref))
+    return est, ref
+
+
+def cosine(estimate, reference: np.ndarray) -> float:
+    """cos(estimate, reference) = <g, ref> / (|g| |ref|) in float64 (real part of complex estimates): 1 for the
+    right direction whatever the scale; 0 when either is zero. Both flattened; ValueError when their lengths
+    differ."""
+    est, ref = _flat_pair(estimate, reference)
+    denom = np.linalg.norm(est) * np.linalg.norm(ref)
+    return float(est @ ref / denom) if denom > 0 else 0.0

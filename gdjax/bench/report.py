@@ -1,15 +1,15 @@
 """The benchmark's results as text: the sweep table, the validation of the extrapolation, the targets, the
 million-weights table and the comparison with the committed reference (README tables: `gdjax report`). Pure
-functions of results (rows, dicts) returning strings; the one human-readable time formatter lives here.
+functions of results (rows, dicts) returning strings; durations read as `gdjax.profiling.format_seconds` writes them.
 
     >>> print(format_table(rows)); print(format_validation(validation)); print(format_compare(compare(run, ref)))
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
+from gdjax import profiling
 from gdjax.bench.analysis import validated_factor, validation_worst
 from gdjax.bench.config import EPOCH_BATCH, EPOCH_STEPS, MILLION_EXAMPLES
 
@@ -19,15 +19,7 @@ __all__ = ["human_time", "format_table", "format_validation", "format_targets", 
 LEGEND = "~ extrapolated from a subset of the method's own program; ! above 100% of the matmul reference"
 
 
-def human_time(s: float | None) -> str:
-    """Seconds as a short human string: 12.3 us, 4.5 ms, 6.7 s, 8.9 min, 1.2 h, 3.4 days, 5.6 years."""
-    if s is None or not math.isfinite(s):
-        return "-"
-    for limit, div, unit in ((1e-3, 1e-6, "us"), (1, 1e-3, "ms"), (120, 1, "s"), (7200, 60, "min"),
-                             (2 * 86400, 3600, "h"), (2 * 365.25 * 86400, 86400, "days")):
-        if s < limit:
-            return f"{s / div:.3g} {unit}"
-    return f"{s / (365.25 * 86400):.3g} years"
+human_time = profiling.format_seconds  # the one duration formatter (gdjax.profiling)
 
 
 def _fmt(v, spec=".3g"):
