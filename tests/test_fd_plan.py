@@ -329,3 +329,102 @@ def test_plan_record_is_flat_and_json_ready(generous_budget, two_candidates):
     assert rec["plan_widths"] == list(plan.widths) and rec["plan_source"] == "measured"
     assert len(rec["plan_candidates"]) == len(plan.candidates) and rec["plan_s"] == plan.planning_s > 0
     assert dataclasses.replace(plan, note="x").layout == plan.layout
+
+
+def test_subset_derives_from_any_plan():
+    """`_plan.subset` runs a kernel's own values function on the plan's prefix: the covered groups' values raveled
+    in group order, a skipped group (None) left out; covered and total from `prefix` (padded), or exactly the
+    directions run for a plan whose last chunk is not padded (`pad=False`: node perturbation's lax.map)."""
+    seen = []
+
+    def values(params, batch, limits):
+        seen.append(limits)
+        return [None if not m else jnp.arange(m, dtype=jnp.float64) + 100 * k for k, m in enumerate(limits)]
+
+    sub = _plan.subset(DirectionPlan((13, 4), Layout((3, 3))), values, 5)
+    assert (sub.covered, sub.total, sub.jittable) == (6, 21, True)
+    np.testing.assert_array_equal(sub.fn(None, None), np.arange(6.0))
+    assert seen == [[6, 0]]
+    sub = _plan.subset(DirectionPlan((13, 4), Layout((3, 3))), values, 16, jittable=False)
+    assert (sub.covered, sub.total, sub.jittable) == (21, 21, False)
+    np.testing.assert_array_equal(sub.fn(None, None), np.concatenate([np.arange(13.0), 100 + np.arange(4.0)]))
+    assert seen[-1] == [13, 4]  # the last chunk of a leaf: its own length, its padding counted in covered
+    unpadded = DirectionPlan((5, 3), Layout((2, 3)), pad=False)
+    assert unpadded.prefix(5) == ([5, 0], 5, 8) and unpadded.total == 8 and unpadded.padded(0) == 5
+    with pytest.raises(ValueError, match="n_directions"):
+        _plan.subset(unpadded, values, 0)
+
+
+def test_fd_loop_runs_the_kernels_plan_at_width_one():
+    """fd-loop is the kernel's direction plan at width 1, driven from Python: its subset covers what
+    `fd_subset(chunk_size=1)` covers and gives the same cost values (the same points, another program: to a few
+    ulps of |C|), and its gradient is the width-1 kernel's to the rounding of the cost values (2 values x 4 ulps
+    of |C| / h, forward scheme, float64)."""
+    cost, params, batch = _fd_reference.dict_case()
+    loop = gradient(cost, "fd-loop")
+    for n in (1, 7, 30):
+        sub = loop.subset(params, batch, n)
+        ref = finite_diff.fd_subset(cost, params, batch, n, scheme="forward", chunk_size=1)
+        assert (sub.covered, sub.total, sub.jittable) == (ref.covered, ref.total, False)
+        c = max(1.0, abs(float(cost(params, batch))))
+        np.testing.assert_allclose(sub.fn(params, batch), jax.jit(ref.fn)(params, batch), rtol=0, atol=8 * EPS64 * c)
+    c = max(1.0, abs(float(cost(params, batch))))
+    h = finite_diff.default_eps("forward", jnp.float64) * np.maximum(1, np.abs(flat(params)))
+    kernel = jax.jit(lambda p, b: finite_diff.fd_gradient(cost, p, b, scheme="forward", chunk_size=1))
+    assert np.all(np.abs(flat(loop(params, batch)) - flat(kernel(params, batch))) <= 2 * 4 * EPS64 * c / h)
+
+
+class FakeClock:
+    """`time.perf_counter` for `_plan`: advanced only by the planted timer and objective, so the planning budget's
+    arithmetic is checked exactly, whatever the machine's load."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def perf_counter(self):
+        return self.t
+
+
+def test_default_budget_can_pick_one_direction_at_a_time(monkeypatch):
+    """At the shipped planning budget (`FRACTION`, `MAX_SECONDS`, not raised), on a gradient predicted at tens of
+    seconds, the sequential layout (width 1, a lax.map/scan of single directions) is measured right after the
+    default and picked when its measurement predicts the fastest gradient; the planning time is reported and
+    stays within the budget, which is FRACTION x the default's predicted gradient (capped at MAX_SECONDS);
+    with the sequential layout planted slow, another layout is kept."""
+    clock = FakeClock()
+    monkeypatch.setattr(_plan, "time", clock)
+    default = Layout((128, 8))
+    compile_s = 0.3
+
+    def run(part_s):
+        def timer(layout, fn, args, repeats, deadline):  # as `time_part`: no further call past the deadline
+            seconds, start = part_s.get(layout.widths, 0.2), clock.t
+            clock.t += compile_s
+            for _ in range(repeats):
+                clock.t += seconds
+                if clock.t > deadline:
+                    break
+            return seconds, compile_s, clock.t - start
+
+        def objective():
+            clock.t += compile_s + 4e-3
+            return compile_s, 1e-3
+
+        monkeypatch.setattr(_plan, "time_part", timer)
+        part = lambda layout, n: (None, (), max(layout.widths[0], n), 24008)  # noqa: E731
+        return _plan.choose(default, (24000, 8), part, objective, 24008)
+
+    # the default: 0.2 s per 128 directions -> 37.5 s per gradient, budget min(10, 0.1 x 37.5) = 3.75 s; the
+    # sequential one: 0.03 s per 32 directions -> 22.5 s, the fastest
+    plan = run({(128, 8): 0.2, (1, 1): 0.03})
+    assert plan.source == "measured" and plan.layout == Layout((1, 1), True)
+    assert [c.name for c in plan.candidates[:2]] == ["default", "sequential"]
+    seq = plan.candidates[1]
+    assert seq.predicted_s == pytest.approx(0.03 * 24008 / 32) and seq.note == ""
+    assert plan.budget_s == pytest.approx(min(_plan.MAX_SECONDS, _plan.FRACTION * 0.2 * 24008 / 128))
+    assert 0 < plan.planning_s <= plan.budget_s and "sequential" in plan.note
+    assert json.loads(json.dumps(plan.record()))["plan_s"] == plan.planning_s
+    clock.t = 0.0
+    slow = run({(128, 8): 0.2, (1, 1): 3.0})  # planted slow: 2251 s predicted
+    assert slow.layout != Layout((1, 1), True) and slow.candidates[1].predicted_s > 2000
+    assert slow.planning_s <= slow.budget_s + compile_s + 3.0  # past the budget by one compile and one call

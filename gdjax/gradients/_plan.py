@@ -1,17 +1,21 @@
 """One direction plan per FD-like program, and its layout chosen by measurement and cached.
 
-A direction program (the FD kernel, its timing subset, its multi-step form) evaluates one scalar per direction,
-leaf after leaf of the params pytree, `widths[k]` directions of leaf k at a time. `DirectionPlan` describes it
-once: the directions of every leaf (`lengths`), the `Layout` that runs them (a chunk width per leaf, the carried
-buffer or fresh copies), the device count; and derives from that description how to run the whole program
-(`run`), a prefix of it for timing (`prefix`, `run(limits=...)`), and the same directions several times in one
-program (`tiled`, `tile`, `untile`: several step sizes). A kernel supplies only
-`evaluate(k, count, width, carry) -> values (count,)`, the cost at the first `count` points of leaf k.
+A direction program (the FD kernel, forward mode, layer-aware FD, node perturbation, the naive loop) evaluates
+one value per direction, group after group (a leaf of the params pytree, a layer), `widths[k]` directions of
+group k at a time. `DirectionPlan` describes it once: the directions of every group (`lengths`), the `Layout`
+that runs them (a chunk width per group, the carried buffer or fresh copies), the device count, whether a last
+partial chunk is padded; and derives from that description how to run the whole program (`run`), a prefix of it
+(`prefix`, `run(evaluate, limits)`), the timing subset of any such program (`subset`), and the same directions
+several times in one program (`tiled`, `tile`, `untile`: several step sizes). A kernel supplies only
+`evaluate(k, count, width, carry) -> values`, its values at the first `count` directions of group k; its
+gradient combines `run(evaluate)`'s list, its subset is `subset(plan, values, n)`, so every kernel returns one
+type whether it runs whole or a prefix (a list over groups, None for a group not run).
 
     >>> plan = DirectionPlan((16, 5), Layout((4, 4)))
-    >>> values = plan.run(evaluate)                  # [values of leaf 0 (16,), of leaf 1 (5,)]
+    >>> values = plan.run(evaluate)                  # [values of group 0 (16,), of group 1 (5,)]
     >>> limits, covered, total = plan.prefix(6)      # ([8, 0], 8, 24): whole chunks, at least two
     >>> plan.run(evaluate, limits)                   # [values (8,), None]
+    >>> sub = subset(plan, lambda p, b, limits: ..., 6)   # a registry.Subset: fn, covered 8, total 24
 
 The layout is chosen by measurement (`choose`): the first call for a new key (cost, leaf shapes and dtypes,
 batch shapes and dtypes, scheme, devices) times a few candidate layouts on a small part of the directions of the
@@ -38,8 +42,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gdjax import results
+from gdjax import _checks, results
 from gdjax.gradients import _chunked
+from gdjax.gradients.registry import Subset
 
 # The planning budget: at most FRACTION x the predicted time of one gradient (predicted from the objective's own
 # time x the directions before any candidate is measured, then from the default layout's measurement), and at
@@ -57,7 +62,7 @@ CACHE_SIZE = 256
 
 
 class Layout(NamedTuple):
-    """How a direction program runs: `widths[k]` directions of leaf k per chunk (per device; 1 = one direction at
+    """How a direction program runs: `widths[k]` directions of group k per chunk (per device; 1 = one direction at
     a time, no vmap), `carry`: the carried buffer of copies edited from chunk to chunk (`_leaf_stack.perturb_stack`)
     or fresh copies written for every chunk (`_leaf_stack.fresh_stack`)."""
 
@@ -66,21 +71,26 @@ class Layout(NamedTuple):
 
 
 class DirectionPlan(NamedTuple):
-    """A direction program described once: leaf k has `lengths[k]` directions, run by `layout` on `n_devices`.
+    """A direction program described once: group k has `lengths[k]` directions, run by `layout` on `n_devices`.
 
-    Each leaf's directions are padded to whole chunks times the device count (`_chunked.padded_length`).
+    `pad`: each group's directions are padded to whole chunks times the device count (`_chunked.padded_length`,
+    as `_chunked.map_directions` runs them); False where the program runs a last partial chunk unpadded
+    (`lax.map`'s remainder), so that a group evaluates exactly its own directions.
     """
 
     lengths: tuple[int, ...]
     layout: Layout
     n_devices: int = 1
+    pad: bool = True
 
     @property
     def widths(self) -> tuple[int, ...]:
         return self.layout.widths
 
     def padded(self, k: int) -> int:
-        """Directions leaf k's program evaluates, padding included."""
+        """Directions group k's program evaluates, padding included."""
+        if not self.pad:
+            return self.lengths[k]
         return _chunked.padded_length(self.lengths[k], self.widths[k], self.n_devices)
 
     @property
@@ -89,13 +99,17 @@ class DirectionPlan(NamedTuple):
         return sum(self.padded(k) for k in range(len(self.lengths)))
 
     def prefix(self, n: int) -> tuple[list[int], int, int]:
-        """(limits, covered, total) of the program on its first `n` directions, leaf after leaf, whole chunks
-        (`_chunked.prefix`: at least two chunks of a leaf that has two, so the loop is the whole program's)."""
-        return _chunked.prefix(list(self.lengths), list(self.widths), n, self.n_devices)
+        """(limits, covered, total) of the program on its first `n` directions, group after group, whole chunks
+        (`_chunked.prefix`: at least two chunks of a group that has two, so the loop is the whole program's);
+        unpadded (`pad` False), covered and total count exactly the directions evaluated."""
+        limits, covered, total = _chunked.prefix(list(self.lengths), list(self.widths), n, self.n_devices)
+        if not self.pad:
+            return limits, sum(limits), sum(self.lengths)
+        return limits, covered, total
 
     def run(self, evaluate: Callable, limits: list[int] | None = None) -> list:
-        """Per leaf, `evaluate(k, count, width, carry)` over its first `count` directions: every direction
-        (`limits` None) or `limits[k]` of them (None for a leaf with limit 0)."""
+        """Per group, `evaluate(k, count, width, carry)` over its first `count` directions: every direction
+        (`limits` None) or `limits[k]` of them (None for a group with limit 0)."""
         limits = list(self.lengths) if limits is None else limits
         return [evaluate(k, m, self.widths[k], self.layout.carry) if m else None for k, m in enumerate(limits)]
 
@@ -105,7 +119,7 @@ class DirectionPlan(NamedTuple):
         runs its copies as one chunk `copies` times wider, without a loop, as this plan runs it."""
         lengths = tuple(copies * self.padded(k) for k in range(len(self.lengths)))
         widths = tuple(w * (copies if self.lengths[k] <= w else 1) for k, w in enumerate(self.widths))
-        return DirectionPlan(lengths, self.layout._replace(widths=widths), self.n_devices)
+        return self._replace(lengths=lengths, layout=self.layout._replace(widths=widths))
 
     def tile(self, k: int, xs: list) -> jax.Array:
         """Leaf k's points of each copy (a list of arrays of its `lengths[k]` directions) as the tiled plan's one
@@ -116,6 +130,30 @@ class DirectionPlan(NamedTuple):
     def untile(self, k: int, values: jax.Array, copies: int) -> list:
         """The tiled plan's values of leaf k, split back into `copies` arrays of its `lengths[k]` directions."""
         return [v[:self.lengths[k]] for v in jnp.split(values, copies)]
+
+
+def subset(plan: DirectionPlan, values: Callable, n: int, *, wrap: Callable | None = None,
+           jittable: bool = True) -> Subset:
+    """Any direction program on its first `n` directions (group after group, `plan.prefix(n)`), for timing part
+    of it and extrapolating: the same program as the whole gradient, only fewer directions.
+
+    Args:
+      plan: the program's `DirectionPlan`.
+      values: `values(params, batch, limits) -> list` over groups of the values at the first `limits[k]`
+        directions of group k (None where 0): the kernel's own values function (`DirectionPlan.run`), which
+        the whole gradient calls with `limits` None.
+      n: directions asked for (>= 1); wrap: e.g. `jax.jit`, applied to the subset's function.
+      jittable: False for a program driven from Python (fd-loop).
+    Returns:
+      a `registry.Subset`: `fn(params, batch)` the covered values raveled and concatenated, group after group.
+    """
+    n = _checks.positive_int(n, "n_directions")
+    limits, covered, total = plan.prefix(n)
+
+    def fn(params, batch):
+        return jnp.concatenate([jnp.ravel(v) for v in values(params, batch, limits) if v is not None])
+
+    return Subset(fn if wrap is None else wrap(fn), covered, total, jittable)
 
 
 # ----------------------------------------------------------------------------------------------------------------

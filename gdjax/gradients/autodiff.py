@@ -20,8 +20,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gdjax import _checks, sharding
-from gdjax.gradients import _budget, _chunked, _leaf_stack, _validate
+from gdjax import sharding
+from gdjax.gradients import _budget, _chunked, _leaf_stack, _plan, _validate
+from gdjax.gradients._plan import DirectionPlan, Layout
 from gdjax.gradients.registry import Estimator, Subset, no_count, register
 
 
@@ -65,13 +66,29 @@ def _leaf_jvps(cost, leaves, treedef, batch, k: int, chunk: int, mesh, limit: in
                                       init=init)
 
 
-def forward_gradient_exact(cost, params, batch, *, chunk_size: int | None = None, mesh=None, limits=None):
+def _forward_plan(cost, params, batch, chunk_size, mesh) -> DirectionPlan:
+    """Forward mode's `DirectionPlan`: leaf k's basis directions, `_forward_chunks` of them per chunk."""
+    sizes = tuple(leaf.size for leaf in jax.tree_util.tree_leaves(params))
+    return DirectionPlan(sizes, Layout(tuple(_forward_chunks(cost, params, batch, chunk_size, mesh))),
+                         1 if mesh is None else mesh.size)
+
+
+def _forward_values(cost, params, batch, plan: DirectionPlan, mesh, limits=None) -> list:
+    """Forward mode's values (`plan.run`): per leaf, the directional derivatives along its first `limits[k]`
+    basis vectors (every one: None) as `(m,)` (None for a leaf not run), after the checks."""
+    _validate.check_params(params, "forward")
+    _validate.check_scalar_cost(cost, params, batch, "forward")
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    return plan.run(lambda k, m, width, carry: _leaf_jvps(cost, leaves, treedef, batch, k, width, mesh, m), limits)
+
+
+def forward_gradient_exact(cost, params, batch, *, chunk_size: int | None = None, mesh=None):
     """The gradient by forward mode, un-jitted: `jax.jvp` along every basis vector e_i, in chunks.
 
     Leaf by leaf, like the FD kernel: the tangents of a chunk are one-hot copies of one leaf (a buffer of zeros
     edited in place from chunk to chunk, `_leaf_stack.perturb_stack`), pushed through `jax.jvp` of the cost as a
     function of that leaf alone under vmap, so the other leaves carry no tangent and the primal is computed once
-    per chunk.
+    per chunk. The program is described by `_forward_plan` (its prefix, for timing, is `forward_subset`).
 
     Args:
       cost: `cost(params, batch) -> scalar`.
@@ -79,32 +96,21 @@ def forward_gradient_exact(cost, params, batch, *, chunk_size: int | None = None
       chunk_size: basis directions per chunk (per device); None for the FD kernel's memory-budget default
         with the activations counted twice (primal and tangent).
       mesh: a Mesh to split the directions over (`sharding.resolve_mesh`), or None.
-      limits: optional per-leaf count of basis directions (a prefix; 0 skips the leaf): then the raw
-        derivatives of those directions, concatenated, are returned (`forward_subset`).
     Returns:
       pytree like `params`.
     """
-    _validate.check_params(params, "forward")
-    _validate.check_scalar_cost(cost, params, batch, "forward")
+    values = _forward_values(cost, params, batch, _forward_plan(cost, params, batch, chunk_size, mesh), mesh)
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    chunks = _forward_chunks(cost, params, batch, chunk_size, mesh)
-    if limits is not None:
-        return jnp.concatenate([_leaf_jvps(cost, leaves, treedef, batch, k, chunks[k], mesh, m)
-                                for k, m in enumerate(limits) if m])
-    grads = [_leaf_jvps(cost, leaves, treedef, batch, k, chunks[k], mesh, leaf.size).reshape(leaf.shape)
-             .astype(leaf.dtype) for k, leaf in enumerate(leaves)]
-    return jax.tree_util.tree_unflatten(treedef, grads)
+    return jax.tree_util.tree_unflatten(treedef, [v.reshape(leaf.shape).astype(leaf.dtype)
+                                                  for v, leaf in zip(values, leaves)])
 
 
 def forward_subset(cost, params, batch, n: int, *, chunk_size: int | None = None, mesh=None) -> Subset:
-    """Forward mode's own program on its first `n` basis directions (leaf after leaf), whole chunks."""
-    n = _checks.positive_int(n, "n_directions")
-    sizes = [leaf.size for leaf in jax.tree_util.tree_leaves(params)]
-    chunks = _forward_chunks(cost, params, batch, chunk_size, mesh)
-    limits, covered, total = _chunked.prefix(sizes, chunks, n, 1 if mesh is None else mesh.size)
-    fn = sharding.jit_replicated(
-        lambda p, b: forward_gradient_exact(cost, p, b, chunk_size=chunk_size, mesh=mesh, limits=limits), mesh)
-    return Subset(fn, covered, total)
+    """Forward mode's own program on its first `n` basis directions (leaf after leaf), whole chunks
+    (`_forward_plan`, `_plan.subset`)."""
+    plan = _forward_plan(cost, params, batch, chunk_size, mesh)
+    return _plan.subset(plan, lambda p, b, limits: _forward_values(cost, p, b, plan, mesh, limits), n,
+                        wrap=lambda fn: sharding.jit_replicated(fn, mesh))
 
 
 @register("forward", kind="exact", subset=True,

@@ -235,21 +235,18 @@ def fd_subset(cost, params, batch, n: int, *, scheme: str = "central", eps: floa
 
     Same layout (chunk widths, carried buffer or not) and loop body as `fd_gradient`; each leaf's prefix is whole
     chunks (at least two where the leaf has two, so that the loop is the whole kernel's loop):
-    `DirectionPlan.prefix`.
+    `DirectionPlan.prefix`, `_plan.subset`.
     Returns:
       a `Subset`: `fn(params, batch)` returns the cost values of the covered directions.
     """
-    n = _checks.positive_int(n, "n_directions")
     method = method or f"fd-{scheme}"
     plan = _direction_plan(cost, params, batch, scheme, chunk_size, mesh, layout)
-    limits, covered, total = plan.prefix(n)
 
-    def fn(params, batch):
+    def values(params, batch, limits):
         leaves, treedef = _prepare(cost, params, batch, scheme, method)
-        values = _values(cost, leaves, treedef, batch, _points(leaves, scheme, eps, method), plan, mesh, limits)
-        return jnp.concatenate([jnp.ravel(v) for v in values if v is not None])
+        return _values(cost, leaves, treedef, batch, _points(leaves, scheme, eps, method), plan, mesh, limits)
 
-    return Subset(fn, covered, total)
+    return _plan.subset(plan, values, n)
 
 
 def fd_gradient(cost, params, batch, *, scheme: str = "central", eps: float | None = None,
@@ -529,10 +526,12 @@ register("fd-complex", kind="fd", subset=True,
 def fd_loop(cost, scheme: str = "forward", eps: float | None = None) -> Estimator:
     """The naive FD baseline: the kernel's directions and arithmetic, one jitted call per direction.
 
-    For each leaf k, the per-direction function `(leaves, batch, idx, t, j) -> cost(params with
-    leaf_k.ravel()[idx[j]] = t[j], batch)` (one leaf copied, one entry set) is jitted once per parameter structure
-    and reused; the Python loop only dispatches it P (+1) times with an integer j, so nothing is slowed on
-    purpose (the checks also run once per structure). Not jittable (it is driven from Python).
+    The kernel's points (`_points`) and combination (`_combine`), jitted; in between, for each leaf k, one jitted
+    program `(leaves, batch, idx, t, j) -> cost(params with leaf_k.ravel()[idx[j]] = t[j], batch)` (one leaf
+    copied, one entry set; compiled once per parameter structure and leaf) dispatched from Python with an integer
+    j, P (+1) times, each value fetched from the device: nothing is slowed on purpose. Its direction plan is the
+    kernel's with width 1 (`DirectionPlan`), so its subset is `_plan.subset`'s. The checks run once per parameter
+    structure. Not jittable (it is driven from Python).
 
     Args:
       scheme: "forward" (default, the lecture's), "central" or "complex"; eps as for the kernel.
@@ -540,66 +539,48 @@ def fd_loop(cost, scheme: str = "forward", eps: float | None = None) -> Estimato
     method = "fd-loop"
     eps, _ = _check_options(scheme, eps, None, method)
     _check_analytic(cost, scheme, method)
-    compiled = {}
+    checked = set()
+    points = jax.jit(lambda leaves: _points(leaves, scheme, eps, method))
+    combine = jax.jit(lambda leaves, pts, vals: _combine(scheme, leaves, pts, vals))
 
-    def one_direction(treedef, k):
-        """Jitted `(leaves, batch, idx, t, j) -> cost at point j of leaf k's plan`: one leaf copied, one entry set."""
+    @functools.partial(jax.jit, static_argnums=(0, 1))
+    def one(treedef, k, leaves, batch, idx, t, j):
+        """The cost at point j of leaf k's points: one leaf copied, one entry set (idx -1: the base point)."""
+        leaf = leaves[k]
+        flat = jnp.ravel(leaf).astype(jnp.result_type(leaf.dtype, t.dtype))
+        i = jnp.maximum(idx[j], 0)
+        new = jnp.where(idx[j] >= 0, t[j], flat[i])
+        return cost(_leaf_stack.replace_leaf(leaves, treedef, k, flat.at[i].set(new).reshape(leaf.shape)), batch)
 
-        def f(leaves, batch, idx, t, j):
-            leaf = leaves[k]
-            flat = jnp.ravel(leaf).astype(jnp.result_type(leaf.dtype, t.dtype))
-            i = jnp.maximum(idx[j], 0)
-            new = jnp.where(idx[j] >= 0, t[j], flat[i])  # idx -1: the base point, unchanged
-            return cost(_leaf_stack.replace_leaf(leaves, treedef, k, flat.at[i].set(new).reshape(leaf.shape)), batch)
-
-        return jax.jit(f)
-
-    def programs(params, batch):
-        """Jitted (plans, one step per leaf, combine) for this parameter structure, built once and reused."""
-        leaves, treedef = jax.tree_util.tree_flatten(params)
-        sig = (treedef, tuple((leaf.shape, jnp.result_type(leaf)) for leaf in leaves))
-        if sig not in compiled:
-            _prepare(cost, params, batch, scheme, method)  # the checks, once per parameter structure
-            epss = [step_factor(scheme, eps, leaf.dtype, method) for leaf in leaves]
-            plans = jax.jit(lambda leaves: [leaf_plan(leaf, scheme, e, with_base=scheme == "forward" and k == 0)
-                                            for k, (leaf, e) in enumerate(zip(leaves, epss))])
-            steps = [one_direction(treedef, k) for k in range(len(leaves))]
-
-            def finish(plans, values):
-                base, grads = None, []
-                for k, (leaf, pl, val) in enumerate(zip(leaves, plans, values)):
-                    if scheme == "forward" and k == 0:
-                        base, val = val[0], val[1:]
-                    grads.append(leaf_combine(scheme, pl.den, val, base).reshape(leaf.shape).astype(leaf.dtype))
-                return jax.tree_util.tree_unflatten(treedef, grads)
-
-            compiled[sig] = (plans, steps, jax.jit(finish))
-        return compiled[sig]
+    def plan(params) -> DirectionPlan:
+        lengths = _lengths(params, scheme)
+        return DirectionPlan(lengths, Layout((1,) * len(lengths)))
 
     def values(params, batch, limits=None):
-        """The cost at every point of every leaf's plan (the first limits[k] of leaf k), one call each."""
+        """Per leaf, the cost at its first `limits[k]` points (every point: None), one call each, each value
+        fetched from the device (what a Python loop pays per direction, so the subset pays it too)."""
         _validate.check_params(params, method)
-        plans_fn, steps, finish = programs(params, batch)
-        leaves = jax.tree_util.tree_leaves(params)
-        plans = plans_fn(leaves)
-        limits = limits or [pl.idx.shape[0] for pl in plans]
-        vals = [[step(leaves, batch, pl.idx, pl.t, j) for j in range(m)] for step, pl, m in zip(steps, plans, limits)]
-        return plans, finish, vals
+        if _plan.shape_key(params) not in checked:
+            _prepare(cost, params, batch, scheme, method)
+            checked.add(_plan.shape_key(params))
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        pts = points(leaves)
 
-    def gathered(vals):
-        """Per leaf, its cost values as one array: each scalar fetched from the device (what a Python loop pays
-        per direction, so the subset pays it too)."""
-        return [jnp.asarray(np.asarray(jax.device_get(v))) for v in vals]
+        def evaluate(k, m, width, carry):
+            vals = [one(treedef, k, leaves, batch, pts[k].idx, pts[k].t, j) for j in range(m)]
+            return jnp.asarray(np.asarray(jax.device_get(vals)))
+
+        return plan(params).run(evaluate, limits), pts
 
     def fn(params, batch, key):
-        plans, finish, vals = values(params, batch)
-        return finish(plans, gathered(vals))
+        vals, pts = values(params, batch)
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        derivs = combine(leaves, pts, vals)
+        return jax.tree_util.tree_unflatten(treedef, [d.reshape(leaf.shape) for d, leaf in zip(derivs, leaves)])
 
     def subset(params, batch, n_directions):
-        lengths = plan_lengths(scheme, [leaf.size for leaf in jax.tree_util.tree_leaves(params)])
-        limits, covered, total = _chunked.prefix(lengths, [1] * len(lengths), n_directions)
-        return Subset(lambda params, batch: jnp.concatenate(gathered(v for v in values(params, batch, limits)[2] if v)),
-                      covered, total, jittable=False)
+        return _plan.subset(plan(params), lambda p, b, limits: values(p, b, limits)[0], n_directions,
+                            jittable=False)
 
     return Estimator(method, fn, functools.partial(n_directions, scheme), jittable=False, subset=subset,
                      options={"scheme": scheme, "eps": eps})

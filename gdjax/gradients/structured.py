@@ -52,8 +52,9 @@ from jax import lax
 from gdjax import _checks, sharding
 from gdjax.costs import Cost, require_mlp_cost
 from gdjax.data import check_batch
-from gdjax.gradients import _chunked, _validate
+from gdjax.gradients import _chunked, _plan, _validate
 from gdjax.gradients._difference import loss_changes, prepared, rows
+from gdjax.gradients._plan import DirectionPlan, Layout
 from gdjax.gradients._steps import fd_steps, step_factor
 from gdjax.gradients.registry import Estimator, Subset, count_per_direction, count_per_unit, register
 from gdjax.models.mlp import Layer, layer_grads
@@ -84,15 +85,58 @@ def _layer_blocks(params, k: int, n_examples: int, chunk_size) -> tuple[int, int
     return block, n_blocks, n_blocks * block - n_cols
 
 
-def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mesh=None, loop: bool = True,
-                          limits=None):
+def _layerwise_plan(params, n_examples: int, chunk_size, n_sets: int, mesh) -> DirectionPlan:
+    """Layer-aware FD's `DirectionPlan`: group k is layer k, its directions `n_out * n_blocks * block * n_sets`
+    (every (unit, block of inputs) loop step evaluates `block` directions of each of the `n_sets` step sets,
+    padding columns included), `block * n_sets` of them per loop step."""
+    blocks = [_layer_blocks(params, k, n_examples, chunk_size) for k in range(len(params))]
+    per_step = tuple(block * n_sets for block, _, _ in blocks)
+    lengths = tuple(layer.w.shape[1] * nb * d for layer, (_, nb, _), d in zip(params, blocks, per_step))
+    return DirectionPlan(lengths, Layout(per_step), 1 if mesh is None else mesh.size)
+
+
+def _layer_values(cost: Cost, params, batch, steps, chunk_size, mesh, limits=None) -> list:
+    """Layer-aware FD's values (`_layerwise_plan(...).run`): per layer, the mean cost changes of its first
+    `limits[k]` directions (every one: None) as `(loop steps, len(steps), block)` (None for a layer not run);
+    loop step s is unit `s // n_blocks`, block of inputs `s % n_blocks` (`layerwise_differences`)."""
+    dtype = params[0].w.dtype
+    prep = prepared(cost, params, batch)
+    inputs = prep[0]
+    n = batch.x.shape[0]
+    plan = _layerwise_plan(params, n, chunk_size, len(steps), mesh)
+
+    def evaluate(k, m, width, carry):
+        n_out = params[k].w.shape[1]
+        block, n_blocks, n_pad = _layer_blocks(params, k, n, chunk_size)
+        # (n_cols + pad, N): a_j over the batch, the bias' constant 1, then zero rows (zero change) as padding
+        cols = jnp.concatenate([inputs[k].T, jnp.ones((1, n), dtype), jnp.zeros((n_pad, n), dtype)])
+        hs = jnp.stack([jnp.pad(s[k].astype(dtype), ((0, n_pad), (0, 0))).T for s in steps])  # (S, n_out, cols)
+
+        def step(ij):
+            i, jb = ij
+            c = lax.dynamic_slice_in_dim(cols, jb * block, block)  # (block, N)
+            hb = lax.dynamic_slice_in_dim(hs[:, i], jb * block, block, axis=1)  # (S, block)
+            # h: (block,) steps of one set (+ or -); the change of z_i per direction and example is h a_j
+            return jax.vmap(lambda h: jnp.mean(loss_changes(cost, params, prep, k, i, h[:, None] * c), axis=-1))(hb)
+
+        units, jblocks = jnp.meshgrid(jnp.arange(n_out), jnp.arange(n_blocks), indexing="ij")
+        ij = (units.ravel()[:m // width], jblocks.ravel()[:m // width])
+        if mesh is None:
+            return lax.map(step, ij)
+        return _chunked.map_directions(lambda _, chunk: jax.vmap(step)(chunk), None, ij, 1, mesh)
+
+    return plan.run(evaluate, limits)
+
+
+def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mesh=None):
     """Cost changes `C(p + h e_d) - C(p)` for every parameter direction d and step h, by suffix recomputation.
 
     One step of the loop handles one unit i of one layer and a block of `chunk_size` of its inputs j (the bias
     is input j = n_in, an input of constant 1): the perturbed pre-activation changes by `h[j, i] a_j` over the
     batch, a dense `(chunk, N)` array, so the step is one fused elementwise-and-reduce program over
     `(chunk, n_next, N)` (examples on the minor axis, no gathers). Work per direction: the layers after the
-    perturbed one, on differences (see the module docstring).
+    perturbed one, on differences (see the module docstring). The program is described by `_layerwise_plan`
+    (its prefix, for timing, is `layerwise_subset`).
 
     Args:
       cost: a `Cost` from `make_cost` (its L2 term is not included here).
@@ -101,54 +145,19 @@ def layerwise_differences(cost: Cost, params, batch, steps, chunk_size=None, mes
         `(n_in + 1, n_out)`: rows 0..n_in-1 for `w[j, i]`, row n_in for `b[i]` (see `fd_steps`).
       chunk_size: directions per loop step, at most n_in + 1 (None: about 2**21 elements of work per step).
       mesh: a Mesh over which to split the loop steps (`gdjax.sharding.resolve_mesh`), or None for one device.
-      loop: False runs every step under one vmap instead of `lax.map`: the same numbers, memory growing with P;
-        only for counting FLOPs (XLA's cost analysis counts a loop body once).
-      limits: optional per-layer number of loop steps to run (the first ones; 0 skips the layer), for timing
-        part of the program (`layerwise_subset`); then the raw `(steps, S, block)` arrays are returned.
     Returns:
       per layer an array `(len(steps), n_in + 1, n_out)` of the changes of the mean cost (L2 term excluded).
     Example:
       >>> h = [[jnp.full((l.w.shape[0] + 1, l.w.shape[1]), 1e-3) for l in params]]
       >>> d = layerwise_differences(cost, params, batch, h)   # d[l][0, j, i] ~ 1e-3 * dC/dw_l[j, i]
     """
-    dtype = params[0].w.dtype
-    prep = prepared(cost, params, batch)
-    inputs = prep[0]
-    n = batch.x.shape[0]
     out = []
-    for k in range(len(params)):
-        if limits is not None and not limits[k]:
-            continue
+    for k, d in enumerate(_layer_values(cost, params, batch, steps, chunk_size, mesh)):
         n_in, n_out = params[k].w.shape
-        n_cols = n_in + 1
-        block, n_blocks, n_pad = _layer_blocks(params, k, n, chunk_size)
-        # (n_cols + pad, N): a_j over the batch, the bias' constant 1, then zero rows (zero change) as padding
-        cols = jnp.concatenate([inputs[k].T, jnp.ones((1, n), dtype), jnp.zeros((n_pad, n), dtype)])
-        hs = jnp.stack([jnp.pad(s[k].astype(dtype), ((0, n_pad), (0, 0))).T for s in steps])  # (S, n_out, cols)
-
-        def step(ij, k=k, block=block, cols=cols, hs=hs):
-            i, jb = ij
-            c = lax.dynamic_slice_in_dim(cols, jb * block, block)  # (block, N)
-            hb = lax.dynamic_slice_in_dim(hs[:, i], jb * block, block, axis=1)  # (S, block)
-            # h: (block,) steps of one set (+ or -); the change of z_i per direction and example is h a_j
-            return jax.vmap(lambda h: jnp.mean(loss_changes(cost, params, prep, k, i, h[:, None] * c), axis=-1))(hb)
-
-        units, jblocks = jnp.meshgrid(jnp.arange(n_out), jnp.arange(n_blocks), indexing="ij")
-        ij = (units.ravel(), jblocks.ravel())
-        if limits is not None:
-            ij = tuple(a[:limits[k]] for a in ij)
-        if not loop:
-            d = jax.vmap(step)(ij)
-        elif mesh is None:
-            d = lax.map(step, ij)
-        else:
-            d = _chunked.map_directions(lambda _, chunk: jax.vmap(step)(chunk), None, ij, 1, mesh)
-        if limits is not None:
-            out.append(d)
-            continue
+        block, n_blocks, _ = _layer_blocks(params, k, batch.x.shape[0], chunk_size)
         # d: (n_out * n_blocks, S, block)
         d = d.reshape(n_out, n_blocks, len(steps), block).transpose(2, 1, 3, 0).reshape(len(steps), -1, n_out)
-        out.append(d[:, :n_cols])
+        out.append(d[:, :n_in + 1])
     return out
 
 
@@ -162,22 +171,17 @@ def _layer_steps(params, h, scheme: str):
 def layerwise_subset(cost: Cost, params, batch, n: int, *, scheme: str = "forward", eps=None, chunk_size=None,
                      mesh=None, method: str = "fd-layerwise") -> Subset:
     """Layer-aware FD's own program on its first `n` directions (layer after layer, whole loop steps, at least two
-    steps of a layer that has two), for timing part of it; `total` counts the padded directions of the whole."""
-    n = _checks.positive_int(n, "n_directions")
+    steps of a layer that has two: `_layerwise_plan`, `_plan.subset`), for timing part of it; `total` counts the
+    padded directions of the whole."""
     n_sets = 1 if scheme == "forward" else 2
-    blocks = [_layer_blocks(params, k, batch.x.shape[0], chunk_size) for k in range(len(params))]
-    per_step = [block * n_sets for block, _, _ in blocks]  # directions one loop step evaluates
-    lengths = [layer.w.shape[1] * nb * d for layer, (_, nb, _), d in zip(params, blocks, per_step)]
-    limits, covered, total = _chunked.prefix(lengths, per_step, n, 1 if mesh is None else mesh.size)
+    plan = _layerwise_plan(params, batch.x.shape[0], chunk_size, n_sets, mesh)
     h = step_factor(scheme, eps, _params_dtype(cost, params, method), method)
 
-    def fn(params, batch):
+    def values(params, batch, limits):
         steps = _layer_steps(params, jnp.asarray(h, params[0].w.dtype), scheme)[1]
-        diffs = layerwise_differences(cost, params, batch, steps, chunk_size, mesh,
-                                      limits=[m // d for m, d in zip(limits, per_step)])
-        return jnp.concatenate([jnp.ravel(d) for d in diffs])
+        return _layer_values(cost, params, batch, steps, chunk_size, mesh, limits)
 
-    return Subset(sharding.jit_replicated(fn, mesh), covered, total)
+    return _plan.subset(plan, values, n, wrap=lambda fn: sharding.jit_replicated(fn, mesh))
 
 
 @functools.lru_cache(maxsize=32)
@@ -250,7 +254,36 @@ def fd_layerwise_central(cost, *, eps=None, chunk_size=None, devices=None, mesh=
 
 # --- node perturbation --------------------------------------------------------------------------------------
 
-def node_deltas(cost: Cost, params, batch, eps: float, scheme: str = "forward", chunk_size=None, units=None):
+def _node_plan(params, chunk_size) -> DirectionPlan:
+    """Node perturbation's `DirectionPlan`: group k is layer k, one direction per unit, `chunk_size` units per
+    step of `lax.map` (its remainder unpadded), every unit at once without `chunk_size`."""
+    sizes = tuple(layer.b.shape[0] for layer in params)
+    return DirectionPlan(sizes, Layout(tuple(min(chunk_size or s, s) for s in sizes)), pad=False)
+
+
+def _node_values(cost: Cost, params, batch, eps, scheme: str, chunk_size, limits=None) -> list:
+    """Node perturbation's values (`_node_plan(...).run`): per layer, `(N, m)` per-example derivatives of its
+    first `m = limits[k]` units (every unit: None; None for a layer not run)."""
+    prep = prepared(cost, params, batch)
+    ones = jnp.ones((1, batch.x.shape[0]), params[0].w.dtype)
+
+    def evaluate(k, m, width, carry):
+        steps, den = fd_steps(params[k].b, eps, scheme)
+
+        def per_units(i):  # i: units (None: all), one row each -> (units, N)
+            d = [loss_changes(cost, params, prep, k, i, rows(s, i)[:, None] * ones) for s in steps]
+            return (d[0] if scheme == "forward" else d[0] - d[1]) / rows(den, i)[:, None]
+
+        if chunk_size is None:  # every unit at once, as dense (units, N) arrays: no gathers
+            d = per_units(None if m == params[k].b.shape[0] else slice(0, m))
+        else:
+            d = lax.map(lambda i: per_units(i)[0], jnp.arange(m), batch_size=width)
+        return d.T  # (N, m)
+
+    return _node_plan(params, chunk_size).run(evaluate, limits)
+
+
+def node_deltas(cost: Cost, params, batch, eps: float, scheme: str = "forward", chunk_size=None):
     """Per-example derivatives `dC_x/dz_i` of every unit, by perturbing each unit's pre-activation.
 
     Shifting `z_i` by h for every example is shifting the bias `b_i` by h: the step is the FD kernel's for `b_i`,
@@ -258,52 +291,29 @@ def node_deltas(cost: Cost, params, batch, eps: float, scheme: str = "forward", 
     difference form from the unperturbed forward pass (`_difference.loss_changes`: only the layers after the unit, on
     differences), so in float32 it keeps its relative precision where `C_x(b + h e_i) - C_x(b)` would lose
     `log10(C_x / (h dC_x/dz_i))` digits (about 1% of the gradient on the lecture net at the default step).
+    The program is described by `_node_plan` (its prefix, for timing, is `node_subset`).
 
     Args:
-      units: optional per-layer number of units to run (the first ones; 0 skips the layer), for timing part of
-        the program (`node_subset`); None for every unit.
+      chunk_size: units per step of `lax.map` (None: every unit of a layer at once).
     Returns:
-      a list over layers of `(N, n_out)` arrays (`(N, units[k])` with `units`; skipped layers left out):
-      forward `(C_x(b + h_i e_i) - C_x) / h_i`, central `(C_x(b + h_i e_i) - C_x(b - h_i e_i)) / 2 h_i`.
+      a list over layers of `(N, n_out)` arrays: forward `(C_x(b + h_i e_i) - C_x) / h_i`, central
+      `(C_x(b + h_i e_i) - C_x(b - h_i e_i)) / 2 h_i`.
     Example:
       >>> deltas = node_deltas(cost, params, batch, 1e-3)     # deltas[l][x, i] ~ dC_x / dz_{l,i}
     """
-    prep = prepared(cost, params, batch)
-    ones = jnp.ones((1, batch.x.shape[0]), params[0].w.dtype)
-    out = []
-    for k, layer in enumerate(params):
-        n_out = layer.b.shape[0] if units is None else units[k]
-        if not n_out:
-            continue
-        steps, den = fd_steps(layer.b, eps, scheme)
-
-        def per_units(i, k=k, steps=steps, den=den):  # i: units (None: all), one row each -> (units, N)
-            d = [loss_changes(cost, params, prep, k, i, rows(s, i)[:, None] * ones) for s in steps]
-            return (d[0] if scheme == "forward" else d[0] - d[1]) / rows(den, i)[:, None]
-
-        if chunk_size is None:  # every unit at once, as dense (units, N) arrays: no gathers
-            d = per_units(None if n_out == layer.b.shape[0] else slice(0, n_out))
-        else:
-            d = lax.map(lambda i: per_units(i)[0], jnp.arange(n_out), batch_size=min(chunk_size, n_out))
-        out.append(d.T)  # (N, n_out)
-    return out
+    return _node_values(cost, params, batch, eps, scheme, chunk_size)
 
 
 def node_subset(cost: Cost, params, batch, n: int, *, scheme: str = "forward", eps=None, chunk_size=None) -> Subset:
-    """Node perturbation's own program on its first `n` units (layer after layer, whole chunks of units), for
-    timing part of it; `covered` and `total` count units (a unit is one evaluation, two for central)."""
-    n = _checks.positive_int(n, "n_directions")
-    sizes = list(cost.net.sizes[1:])
-    chunks = [min(chunk_size or s, s) for s in sizes]
-    limits = _chunked.prefix(sizes, chunks, n)[0]  # whole chunks; lax.map runs a remainder unpadded
+    """Node perturbation's own program on its first `n` units (layer after layer, whole chunks of units:
+    `_node_plan`, `_plan.subset`), for timing part of it; `covered` and `total` count units (a unit is one
+    evaluation, two for central)."""
     h = step_factor(scheme, eps, _params_dtype(cost, params, "node-perturbation"), "node-perturbation")
 
-    @jax.jit
-    def fn(params, batch):
-        deltas = node_deltas(cost, params, batch, jnp.asarray(h, params[0].w.dtype), scheme, chunk_size, limits)
-        return jnp.concatenate([jnp.ravel(d) for d in deltas])
+    def values(params, batch, limits):
+        return _node_values(cost, params, batch, jnp.asarray(h, params[0].w.dtype), scheme, chunk_size, limits)
 
-    return Subset(fn, sum(limits), sum(sizes))
+    return _plan.subset(_node_plan(params, chunk_size), values, n, wrap=jax.jit)
 
 
 @functools.lru_cache(maxsize=32)
