@@ -19,6 +19,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Callable
 
+from gdjax.profiling import format_seconds
 from gdjax.provenance import DRIVERS, LIBRARY
 
 __all__ = ["Source", "Renderer", "RenderError", "MissingRow", "SOURCES", "RENDERERS", "CHECKS", "source", "renderer",
@@ -184,16 +185,7 @@ def fmt_e(x, digits: int = 2) -> str:
     return "-" if _missing(x) else f"{float(x):.{digits - 1}e}"
 
 
-def fmt_s(seconds) -> str:
-    """A duration: 53 us, 1.54 ms, 12.5 s, 14.0 min, 2.1 h, 9.0 days."""
-    if _missing(seconds):
-        return "-"
-    s = float(seconds)
-    for unit, scale, limit in (("us", 1e-6, 1e-3), ("ms", 1e-3, 1.0), ("s", 1.0, 600.0), ("min", 60.0, 7200.0),
-                               ("h", 3600.0, 172800.0)):
-        if abs(s) < limit:
-            return f"{fmt_g(s / scale)} {unit}"
-    return f"{fmt_g(s / 86400.0)} days"
+fmt_s = format_seconds  # the one duration formatter (gdjax.profiling): 53.0 us, 1.54 ms, 12.5 s, 14.0 min
 
 
 def fmt_pct(fraction, digits: int = 2) -> str:
