@@ -6,7 +6,11 @@ test skips outside CI and fails under CI=true.
 
 import json
 import math
+import os
 import shutil
+from pathlib import Path
+
+import jax
 
 import pytest
 
@@ -188,3 +192,55 @@ def test_committed_summary_matches_its_runs():
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu" / "equal_budget.json"
     data = json.loads(path.read_text())
     _assert_summary_matches_rows(data["summary"], data["rows"])
+
+
+# --- golden numbers of one tiny, timing-free run ------------------------------------------------------------
+# Regenerate with GDJAX_WRITE_GOLDEN=1, only in a commit that says why the numbers changed.
+FIXTURE = Path(__file__).parent / "fixtures" / "golden_equal_budget.json"
+METHODS, SEED, LR, STEPS, BATCH = ("reverse", "spsa-k1"), 0, 0.5, 8, 10
+# float32 throughout; the same program on the same backend gives the same bits, but XLA may fuse and sum in
+# another order on another backend or jax version: a few float32 ulps per step, compounded over 8 steps.
+REL_TOL = 1e-5
+
+
+def _data():
+    kx, ky, ex, ey = jax.random.split(jax.random.key(7), 4)
+    onehot = lambda k, n: jax.nn.one_hot(jax.random.randint(k, (n,), 0, 10), 10)  # noqa: E731
+    return (jax.random.uniform(kx, (60, 784)), onehot(ky, 60), jax.random.uniform(ex, (40, 784)), onehot(ey, 40))
+
+
+def golden_run(label: str) -> dict:
+    """The per-step evaluation costs and the accuracies of one run (old code path: `Trainer`, 1-step chunks)."""
+    import types
+
+    import gdjax
+
+    x, y, vx, vy = _data()
+    data = types.SimpleNamespace(train_x=x, train_y=y)
+    # seconds tiny: a chunk is one step and every chunk is a checkpoint; fpe then sets the number of steps
+    tr = eb.Trainer("lecture", label, data, BATCH, 1e-9, 1e9)
+    cost_fn = jax.jit(lambda p, a, b: tr.cost(p, gdjax.Batch(a, b)))
+    acc_fn = tr.evaluate
+    tr.evaluate = cost_fn
+    curve, steps, diverged = tr.run(SEED, LR, 1e-9, (STEPS - 0.5) * tr.fpe_step, 1e12, vx, vy, True)
+    assert steps == STEPS and not diverged
+    tr.evaluate = acc_fn
+    return {"steps": steps, "costs": [c[2] for c in curve], "fpe_per_step": tr.fpe_step}
+
+
+def test_golden_equal_budget_run():
+    """Catches any change of the benchmark's training stream (init, data order, key stream, update rule)."""
+    got = {label: golden_run(label) for label in METHODS}
+    if os.environ.get("GDJAX_WRITE_GOLDEN"):
+        FIXTURE.write_text(json.dumps({"config": {"net": "lecture", "methods": list(METHODS), "seed": SEED,
+                                                  "learning_rate": LR, "steps": STEPS, "batch_size": BATCH},
+                                       "runs": got}, indent=1) + "\n")
+    want = json.loads(FIXTURE.read_text())["runs"]
+    for label in METHODS:
+        g, w = got[label], want[label]
+        assert g["steps"] == w["steps"], label
+        assert len(g["costs"]) == len(w["costs"]), label
+        for a, b in zip(g["costs"], w["costs"]):
+            assert math.isclose(a, b, rel_tol=REL_TOL), (label, g["costs"], w["costs"])
+    # the two methods differ (a test that compared one method's numbers to themselves would not see it)
+    assert got["reverse"]["costs"][-1] != got["spsa-k1"]["costs"][-1]
