@@ -6,7 +6,9 @@ learning rate on two equal budgets: wall-clock seconds and forward-pass equivale
     python benchmarks/equal_budget.py --out benchmarks/results/cpu/ --resume     # continue an interrupted run
     python benchmarks/equal_budget.py --plot-only runs/bench-budget-.../equal_budget.json
 
-Nets (plain SGD, mini-batch `--batch-size` 10, `gdjax.train.make_step` / `make_epoch`):
+Every run is one call of `gdjax.fit` (plain SGD through `optax.inject_hyperparams`, so the learning-rate grid
+of a (method, net) reuses one compiled program; mini-batch `--batch-size` 10; fit's shuffling, divergence
+check, timer and forward-pass-equivalent count):
   lecture: [784, 30, 10] sigmoid hidden and output, quadratic cost, N(0, 1) init (the lecture's network);
   relu:    [784, 128, 10] ReLU hidden, softmax output, cross-entropy, He init.
 Methods: reverse, node-perturbation (forward, central), fd-layerwise, spsa / forward-gradient /
@@ -16,18 +18,15 @@ Data: Fashion-MNIST through `gdjax.load_dataset`; the last `--val` training imag
 validation split, which alone chooses the learning rate; training uses the rest; the test set is only reported.
 
 Learning rate: per (method, net), `--lr-points` values on a log grid (`--lr-min` .. `--lr-max` per net), each
-trained for `--tune-seconds` of wall clock from seed 0; the one with the best validation accuracy is kept
-(the grid, every value's accuracy and the choice are in the JSON).
+trained for `--tune-seconds` from seed 0; the one with the best validation accuracy is kept (the grid, every
+value's accuracy and the choice are in the JSON).
 
-Budgets (both in the JSON config): `--seconds` of training wall clock (compiled chunks of steps, waited for;
-compilation and evaluation excluded) and `--fpe` forward-pass equivalents, where one step costs
-XLA FLOPs(compiled step) / XLA FLOPs(cost over the same mini-batch) (`gdjax.profiling.xla_flops`, loops
-counted with their trip counts). A run trains until both budgets are spent or `--cap` x `--seconds` has passed
-(then the budget it did not reach is reported as not reached). A chunk of steps is at most 1/20 of either
-budget (or one step); test accuracy is measured after the chunk that crosses a budget and whenever 1/20 of
-either budget has passed since the last measurement, so the accuracy "at" a budget is the one at the first
-checkpoint past it (past by at most one chunk). Time and forward-pass equivalents to `--target` (0.8) test accuracy: the first checkpoint
-at or above it, or "not reached" with the best accuracy seen.
+Budgets (both in the JSON config): `--seconds` of training time and `--fpe` forward-pass equivalents (fit's
+`fpe_per_step`: XLA FLOPs of the compiled step over XLA FLOPs of the cost on one mini-batch). A run trains until
+both budgets are spent, or `--cap` x `--seconds` (then the budget it did not reach is reported as not reached).
+Test accuracy is recorded every `fpe / 20 / fpe_per_step` steps (fit's `record_every`), so the accuracy "at" a
+budget is the one of the first record past it. Time and forward-pass equivalents to `--target` (0.8) test
+accuracy: the first record at or above it, or "not reached" with the best accuracy seen.
 
 Output: `runs/bench-budget-<date>/equal_budget.json` (git-ignored) unless `--out`; rows: one per (net, method,
 seed) run; `summary`: per (net, method) mean and spread over seeds; `tuning`: the learning-rate grids; every
@@ -134,131 +133,56 @@ def lr_grid(net: str, points: int) -> list[float]:
     return [float(10.0 ** (lo + (hi - lo) * i / (points - 1))) for i in range(points)]
 
 
-# --- one (method, net): the compiled chunk of training steps ------------------------------------------------
+# --- one (method, net): setup and runs, each a call of `gdjax.fit` ---------------------------------------------
 
-class Trainer:
-    """Compiled training of one (method, net): chunks of `steps` SGD steps under lax.scan, lr a traced value."""
+def setup(net_label: str, method_label: str, data, batch_size: int, fpe: float):
+    """The cost, optimiser and record interval of one (net, method): the optimiser object is shared by all its
+    runs (fit keeps the compiled programs of one optimiser object; the learning rate is traced)."""
+    import types
 
-    def __init__(self, net_label: str, method_label: str, data, batch_size: int, seconds: float, fpe: float):
-        import jax
-        import optax
+    import jax
+    import optax
 
-        import gdjax
-        from gdjax import profiling, train
+    import gdjax
+    from gdjax import train
 
-        sizes, act, out, loss, scheme, _ = NETS[net_label]
-        self.net = gdjax.MLP(sizes, act, out)
-        self.cost = gdjax.make_cost(self.net, loss)
-        self.scheme, self.b = scheme, batch_size
-        method, options = METHODS[method_label]
-        self.opt = optax.inject_hyperparams(optax.sgd)(learning_rate=1.0)  # lr in the state: one compilation
-        step = train.make_step(self.cost, self.opt, method, **options)
-        self.train_x, self.train_y, self.data = data.train_x, data.train_y, data
-        state = self.init_state(0, 1.0)
-        probe = self._chunk(step, 1, state)
-        sub = gdjax.Batch(self.train_x[:batch_size], self.train_y[:batch_size])
-        self.fpe_step = _fpe_per_step(profiling, probe, self.cost, state.params, sub)
-        times = []  # one probe step, three times: the fastest is the step time
-        for _ in range(3):
-            state = self.init_state(0, 1.0)  # donated by each call
-            t0 = time.perf_counter()
-            jax.block_until_ready(probe(state, self.train_x, self.train_y, self._idx(1, 0), jax.random.key(0)))
-            times.append(time.perf_counter() - t0)
-            if times[-1] > seconds / CHECKPOINTS:
-                break
-        self.step_s = min(times)
-        per_chunk = min(seconds / CHECKPOINTS / self.step_s, fpe / CHECKPOINTS / self.fpe_step)
-        self.steps = max(1, min(MAX_CHUNK, int(per_chunk)))
-        self.run_chunk = probe if self.steps == 1 else self._chunk(step, self.steps, state)
-        self.evaluate = jax.jit(lambda p, x, y: gdjax.accuracy(self.net, p, gdjax.Batch(x, y)))
-        self.evaluations = step.estimator.evaluations(self.net.n_params())
-
-    def _idx(self, steps: int, start: int):
-        import numpy as np
-
-        n = self.train_x.shape[0]
-        return np.arange(start, start + steps * self.b) % n
-
-    def _chunk(self, step, steps: int, state):
-        import jax
-
-        import gdjax
-        from gdjax import train
-
-        epoch = train.make_epoch(step, steps * self.b, self.b)
-
-        def chunk(state, x, y, idx, key):
-            return epoch(state, gdjax.Batch(x[idx], y[idx]), key)
-
-        jitted = jax.jit(chunk, donate_argnums=0)
-        return jitted.lower(state, self.train_x, self.train_y, self._idx(steps, 0), jax.random.key(0)).compile()
-
-    def init_state(self, seed: int, lr: float):
-        import jax
-
-        from gdjax import train
-
-        k_net, k_run = jax.random.split(jax.random.key(1000 + seed))
-        params = self.net.init(k_net, scheme=self.scheme)
-        state = train.init(params, self.opt, k_run)
-        hp = dict(state.opt_state.hyperparams)
-        hp["learning_rate"] = jax.numpy.asarray(lr, hp["learning_rate"].dtype)
-        return state._replace(opt_state=state.opt_state._replace(hyperparams=hp))
-
-    def run(self, seed: int, lr: float, seconds: float, fpe: float, cap: float, eval_x, eval_y, checkpoints: bool):
-        """Train from `seed` until both budgets are spent (or cap x seconds; `fpe` None: seconds only).
-
-        Returns `(curve, steps, diverged)`, curve a list of checkpoints `(seconds, fpe, accuracy on eval_x)`:
-        with `checkpoints` as `_checkpoint_due` says, else only at the end (learning-rate trials).
-        """
-        import jax
-        import numpy as np
-
-        state = self.init_state(seed, lr)
-        perm_rng = np.random.default_rng(seed)
-        order, pos = perm_rng.permutation(self.train_x.shape[0]), 0
-        spent, used, steps, curve, diverged = 0.0, 0.0, 0, [], False
-        while (spent < seconds or fpe is not None and used < fpe) and spent < cap * seconds:
-            need = self.steps * self.b
-            if pos + need > order.size:
-                order, pos = np.concatenate([order[pos:], perm_rng.permutation(self.train_x.shape[0])]), 0
-            idx, pos = order[pos:pos + need], pos + need
-            key = jax.random.fold_in(jax.random.key(seed), steps)
-            before = (spent, used)
-            t0 = time.perf_counter()
-            state, m = self.run_chunk(state, self.train_x, self.train_y, idx, key)
-            jax.block_until_ready(state)
-            spent += time.perf_counter() - t0
-            steps += self.steps
-            used = steps * self.fpe_step
-            if not bool(np.all(np.isfinite(np.asarray(m["cost"])))):
-                diverged = True
-            if diverged or (checkpoints and _checkpoint_due(curve, before, (spent, used), seconds, fpe)):
-                curve.append((spent, used, float(self.evaluate(state.params, eval_x, eval_y))))
-            if diverged:
-                break
-        if not curve or curve[-1][0] != spent:
-            curve.append((spent, used, float(self.evaluate(state.params, eval_x, eval_y))))
-        return curve, steps, diverged
+    sizes, act, out, loss, scheme, _ = NETS[net_label]
+    net = gdjax.MLP(sizes, act, out)
+    method, options = METHODS[method_label]
+    s = types.SimpleNamespace(net=net, cost=gdjax.make_cost(net, loss), scheme=scheme, method=method,
+                              options=options, opt=optax.inject_hyperparams(optax.sgd)(learning_rate=1.0),
+                              batch_size=batch_size, evaluations=None, record_every=1)
+    s.evaluations = gdjax.gradient(s.cost, method, **options).evaluations(net.n_params())
+    # one step with a tiny FPE budget measures fit's fpe_per_step (the one-step program fit compiles anyway)
+    probe = train.fit(s.cost, s.opt, net.init(jax.random.key(0), scheme=scheme), data.train, max_fpe=1e-12,
+                          record_every=1, batch_size=batch_size, key=jax.random.key(0), method=method,
+                          method_options=options, learning_rate=1e-6, progress=False)
+    s.fpe_step = probe.fpe_per_step
+    s.record_every = max(1, min(MAX_CHUNK, int(fpe / CHECKPOINTS / s.fpe_step)))
+    return s
 
 
-def _checkpoint_due(curve, before, now, seconds: float, fpe: float) -> bool:
-    """Evaluate after this chunk? When a budget was crossed in it, or 1/CHECKPOINTS of a budget has passed
-    since the last evaluation (so a run has ~CHECKPOINTS to 2 x CHECKPOINTS evaluations, whatever its chunk)."""
-    last = curve[-1][:2] if curve else (0.0, 0.0)
-    crossed = any(b < budget <= n for b, n, budget in zip(before, now, (seconds, fpe)))
-    return crossed or now[0] - last[0] >= seconds / CHECKPOINTS or now[1] - last[1] >= fpe / CHECKPOINTS
+def train_run(s, train, test, seed: int, lr: float, seconds: float, fpe: float | None = None, cap: float = 1.0):
+    """Train from `seed` until both budgets are spent (or cap x seconds; `fpe` None: seconds only).
 
-
-def _fpe_per_step(profiling, exe, cost, params, batch) -> float:
-    """XLA FLOPs of the compiled one-step program over XLA FLOPs of the cost on the same mini-batch."""
+    Returns `(records, diverged)`: fit's records after the start (a diverged run's up to the divergence),
+    each with its training seconds, forward-pass equivalents and test cost and accuracy.
+    """
     import jax
 
-    step_flops = profiling.xla_flops(None, executable=exe)
-    fwd = profiling.xla_flops(jax.jit(cost), params, batch)
-    if not step_flops or not fwd:
-        raise RuntimeError("XLA reports no FLOPs on this backend: forward-pass equivalents cannot be measured")
-    return float(step_flops) / float(fwd)
+    from gdjax import train as gd
+
+    k_net, k_run = jax.random.split(jax.random.key(1000 + seed))
+    both = None if fpe is None else (lambda r: r["wall_s"] >= seconds and r["fpe"] >= fpe)
+    try:
+        res = gd.fit(s.cost, s.opt, s.net.init(k_net, scheme=s.scheme), train, test, key=k_run,
+                            batch_size=s.batch_size, max_seconds=cap * seconds,
+                            count_fpe=fpe is not None, record_every=s.record_every,
+                            method=s.method, method_options=s.options, learning_rate=lr, divergence_factor=None,
+                            progress=False, callback=both)
+        return res.history[1:], False
+    except gd.Diverged as err:
+        return err.history[1:], True
 
 
 # --- the sweep ------------------------------------------------------------------------------------------------
@@ -271,33 +195,32 @@ def at_budget(curve, index: int, budget: float):
     return None, None
 
 
-def run_row(curve, steps, diverged, args, net, label, seed, lr, tr) -> dict:
+def run_row(records, diverged, args, net, label, seed, lr, s) -> dict:
+    curve = [(r["wall_s"], r["fpe"], r["test_accuracy"]) for r in records] or [(0.0, 0.0, float("nan"))]
     acc_s, at_s = at_budget(curve, 0, args.seconds)
     acc_f, at_f = at_budget(curve, 1, args.fpe)
     hit = next((p for p in curve if p[2] >= args.target), None)
     return {"phase": "run", "net": net, "method": label, "registry_method": METHODS[label][0],
             "options": METHODS[label][1], "seed": seed, "learning_rate": lr, "budget_seconds": args.seconds,
-            "budget_fpe": args.fpe, "fpe_per_step": tr.fpe_step, "evaluations_per_step": tr.evaluations,
-            "step_seconds_probe": tr.step_s, "steps_per_chunk": tr.steps, "steps": steps, "diverged": diverged,
-            "acc_at_seconds": acc_s, "seconds_at_checkpoint": at_s, "acc_at_fpe": acc_f, "fpe_at_checkpoint": at_f,
-            "final_seconds": curve[-1][0], "final_fpe": curve[-1][1], "final_acc": curve[-1][2],
-            "best_acc": max(p[2] for p in curve), "target": args.target, "reached_target": hit is not None,
-            "seconds_to_target": hit[0] if hit else None, "fpe_to_target": hit[1] if hit else None,
-            "curve": [list(p) for p in curve]}
+            "budget_fpe": args.fpe, "fpe_per_step": s.fpe_step, "evaluations_per_step": s.evaluations,
+            "steps_per_chunk": s.record_every, "steps": records[-1]["step"] if records else 0,
+            "diverged": diverged, "acc_at_seconds": acc_s, "seconds_at_checkpoint": at_s, "acc_at_fpe": acc_f,
+            "fpe_at_checkpoint": at_f, "final_seconds": curve[-1][0], "final_fpe": curve[-1][1],
+            "final_acc": curve[-1][2], "best_acc": max(p[2] for p in curve), "target": args.target,
+            "reached_target": hit is not None, "seconds_to_target": hit[0] if hit else None,
+            "fpe_to_target": hit[1] if hit else None, "curve": [list(p) for p in curve]}
 
 
 def load_data(args):
+    """Fashion-MNIST as `Batch`es: train (all but the last --val training images), val, test."""
     import types
-
-    import jax.numpy as jnp
 
     import gdjax
 
     ds = gdjax.load_dataset("fashion-mnist", args.data_dir, n_train=args.n_train, n_test=args.n_test)
     n = ds.train.x.shape[0] - args.val
-    return types.SimpleNamespace(train_x=jnp.asarray(ds.train.x[:n]), train_y=jnp.asarray(ds.train.y[:n]),
-                                 val_x=jnp.asarray(ds.train.x[n:]), val_y=jnp.asarray(ds.train.y[n:]),
-                                 test_x=jnp.asarray(ds.test.x), test_y=jnp.asarray(ds.test.y),
+    x, y = ds.train.x, ds.train.y
+    return types.SimpleNamespace(train=gdjax.Batch(x[:n], y[:n]), val=gdjax.Batch(x[n:], y[n:]), test=ds.test,
                                  n_train=n, n_val=args.val, n_test=int(ds.test.x.shape[0]))
 
 
@@ -326,16 +249,17 @@ def run(args) -> int:
     rows, tuning = [], []
     for net in args.net_list:
         for label in args.method_list:
-            tr = None
+            s = None
             grid, trials = lr_grid(net, args.lr_points), []
             for lr in grid:
                 key = ("tune", net, label, lr, 0, args.tune_seconds, None)
                 if key not in done:
-                    tr = tr or Trainer(net, label, data, args.batch_size, args.seconds, args.fpe)
-                    curve, steps, div = tr.run(0, lr, args.tune_seconds, None, 1.0, data.val_x, data.val_y, False)
+                    s = s or setup(net, label, data, args.batch_size, args.fpe)
+                    recs, div = train_run(s, data.train, data.val, 0, lr, args.tune_seconds)
                     done[key] = {"phase": "tune", "net": net, "method": label, "learning_rate": lr, "seed": 0,
-                                 "budget_seconds": args.tune_seconds, "budget_fpe": None, "val_acc": curve[-1][2],
-                                 "steps": steps, "diverged": div}
+                                 "budget_seconds": args.tune_seconds, "budget_fpe": None,
+                                 "val_acc": recs[-1]["test_accuracy"] if recs else 0.0,
+                                 "steps": recs[-1]["step"] if recs else 0, "diverged": div}
                     results.append_jsonl(jsonl, {**done[key], **stamp})
                 trials.append(done[key])
             best = max(trials, key=lambda r: (not r["diverged"], r["val_acc"]))
@@ -344,10 +268,10 @@ def run(args) -> int:
             for seed in range(args.seeds):
                 key = ("run", net, label, None, seed, args.seconds, args.fpe)
                 if key not in done:
-                    tr = tr or Trainer(net, label, data, args.batch_size, args.seconds, args.fpe)
-                    curve, steps, div = tr.run(seed, best["learning_rate"], args.seconds, args.fpe, args.cap,
-                                               data.test_x, data.test_y, True)
-                    done[key] = run_row(curve, steps, div, args, net, label, seed, best["learning_rate"], tr)
+                    s = s or setup(net, label, data, args.batch_size, args.fpe)
+                    recs, div = train_run(s, data.train, data.test, seed, best["learning_rate"], args.seconds,
+                                          args.fpe, args.cap)
+                    done[key] = run_row(recs, div, args, net, label, seed, best["learning_rate"], s)
                     results.append_jsonl(jsonl, {**done[key], **stamp})
                 rows.append(done[key])
                 r = done[key]

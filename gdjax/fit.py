@@ -85,7 +85,7 @@ class FitResult:
     """What `fit` returns: the final state, one record per chunk (epoch 0 = at init), the compile time (0 when
     the programs of an earlier call were reused), the epoch a resumed run started from (0 for a fresh run;
     equal to the last record's epoch when there was nothing left to do), the budget that stopped the run
-    (None when nothing was left to do) and the forward-pass equivalents of one step (None unless `max_fpe`)."""
+    (None when nothing was left to do) and the forward-pass equivalents of one step (None unless counted)."""
 
     state: TrainState
     history: list = field(default_factory=list)
@@ -295,8 +295,8 @@ class _Programs:
         cost = jax.jit(lambda p, b: self.cost(_leaves.combine(p, self.objects.params), b))
         step_flops, fwd = profiling.xla_flops(None, executable=exe), profiling.xla_flops(cost, arrays.params, batch)
         if not step_flops or not fwd:
-            raise ValueError("max_fpe: XLA reports no FLOPs on this backend, so forward-pass equivalents cannot be "
-                             "counted; use epochs= or max_seconds=")
+            raise ValueError("max_fpe / count_fpe: XLA reports no FLOPs on this backend, so forward-pass "
+                             "equivalents cannot be counted; use epochs= or max_seconds=")
         self._fpe = float(step_flops) / float(fwd)
         return self._fpe, compile_s
 
@@ -360,6 +360,7 @@ def fit(
     max_seconds: float | None = None,
     max_fpe: float | None = None,
     record_every: int | None = None,
+    count_fpe: bool = False,
     method: str = "reverse",
     method_options: dict | None = None,
     learning_rate: float | None = None,
@@ -383,6 +384,7 @@ def fit(
         max_fpe: after this many forward-pass equivalents (> 0). At least one; the first reached stops the run.
       record_every: steps per compiled chunk and record (>= 1; a chunk never crosses an epoch's end, so the
         last chunk of an epoch may be shorter); None: one record per epoch.
+      count_fpe: record forward-pass equivalents without an FPE budget (they are counted whenever max_fpe is).
       learning_rate: with an `optax.inject_hyperparams` optimiser, set in its state (traced: runs at other
         rates reuse the compiled programs); otherwise only reported (the optimiser already holds it).
       config: JSON-able settings of the run beyond fit's own (e.g. the CLI's network and optimiser), stored in
@@ -400,8 +402,8 @@ def fit(
       batch_cost (mean over the chunk's mini-batches), grad_norm (mean norm of the gradients used), epoch_s
       (training time of the chunk, compile excluded; the first also carries the compiled program's one-time
       start-up), eval_s, wall_s (cumulative training time), fpe (cumulative forward-pass equivalents; None
-      without max_fpe), learning_rate, status "ok", stopped_by (None, or on the last record the budget that
-      stopped the run).
+      without max_fpe or count_fpe), learning_rate, status "ok", stopped_by (None, or on the last record the
+      budget that stopped the run).
     Raises:
       ValueError: a bad argument (naming it), or no budget.
       Diverged: the cost became NaN/inf or exceeded `divergence_factor` times its start.
@@ -428,7 +430,7 @@ def fit(
     start_cost = history[0]["train_cost"]
 
     compile_s, fpe_step = 0.0, None
-    if max_fpe is not None:
+    if max_fpe is not None or count_fpe:
         fpe_step, compile_s = progs.fpe_per_step(state, progs.batches(train, epoch_key(key, start_epoch)))
         history[-1]["fpe"] = int(state.step) * fpe_step
     stopped_by = None

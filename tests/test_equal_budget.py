@@ -119,7 +119,8 @@ def test_summary_of_planted_runs():
 def test_resume_trains_nothing_again(quick_run, monkeypatch):
     """Catches a --resume that retrains finished runs (or loses them): training is made impossible here."""
     out, data = quick_run
-    monkeypatch.setattr(eb, "Trainer", lambda *a, **k: pytest.fail("--resume trained a finished run again"))
+    monkeypatch.setattr(eb, "train_run", lambda *a, **k: pytest.fail("--resume trained a finished run again"))
+    monkeypatch.setattr(eb, "setup", lambda *a, **k: pytest.fail("--resume set up a finished run again"))
     assert eb.main(["--quick", "--out", str(out), "--resume"]) == 0
     again = json.loads((out / "equal_budget.json").read_text())
     assert again["rows"] == data["rows"] and again["tuning"] == data["tuning"]
@@ -138,14 +139,13 @@ def test_resume_retrains_only_runs_of_other_code(quick_run, tmp_path, monkeypatc
     lines[i]["git_commit"] = "f" * 40  # not a commit of this repository
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in lines))
     calls = []
-    real = eb.Trainer
+    real = eb.train_run
 
-    class Counting(real):
-        def run(self, *args, **kwargs):
-            calls.append(args[:2])
-            return super().run(*args, **kwargs)
+    def counting(s, train, test, seed, lr, *args, **kwargs):
+        calls.append((seed, lr))
+        return real(s, train, test, seed, lr, *args, **kwargs)
 
-    monkeypatch.setattr(eb, "Trainer", Counting)
+    monkeypatch.setattr(eb, "train_run", counting)
     assert eb.main(["--quick", "--out", str(out), "--resume"]) == 0
     assert calls == [(lines[i]["seed"], lines[i]["learning_rate"])]
     again = json.loads((out / "equal_budget.json").read_text())
@@ -210,22 +210,20 @@ def _data():
 
 
 def golden_run(label: str) -> dict:
-    """The per-step evaluation costs and the accuracies of one run (old code path: `Trainer`, 1-step chunks)."""
+    """The per-record test costs and accuracies of one run through the benchmark's `setup` and `train_run`."""
     import types
 
     import gdjax
 
     x, y, vx, vy = _data()
-    data = types.SimpleNamespace(train_x=x, train_y=y)
-    # seconds tiny: a chunk is one step and every chunk is a checkpoint; fpe then sets the number of steps
-    tr = eb.Trainer("lecture", label, data, BATCH, 1e-9, 1e9)
-    cost_fn = jax.jit(lambda p, a, b: tr.cost(p, gdjax.Batch(a, b)))
-    acc_fn = tr.evaluate
-    tr.evaluate = cost_fn
-    curve, steps, diverged = tr.run(SEED, LR, 1e-9, (STEPS - 0.5) * tr.fpe_step, 1e12, vx, vy, True)
-    assert steps == STEPS and not diverged
-    tr.evaluate = acc_fn
-    return {"steps": steps, "costs": [c[2] for c in curve], "fpe_per_step": tr.fpe_step}
+    train = gdjax.Batch(x, y)
+    s = eb.setup("lecture", label, types.SimpleNamespace(train=train), BATCH, fpe=1.0)  # a record every step
+    # seconds tiny and the FPE budget between steps STEPS - 1 and STEPS: both are spent after step STEPS
+    records, diverged = eb.train_run(s, train, gdjax.Batch(vx, vy), SEED, LR, 1e-9, (STEPS - 0.5) * s.fpe_step,
+                                     cap=1e12)
+    assert s.record_every == 1 and not diverged
+    return {"steps": records[-1]["step"], "costs": [r["test_cost"] for r in records],
+            "accuracies": [r["test_accuracy"] for r in records], "fpe_per_step": s.fpe_step}
 
 
 def test_golden_equal_budget_run():
@@ -242,5 +240,7 @@ def test_golden_equal_budget_run():
         assert len(g["costs"]) == len(w["costs"]), label
         for a, b in zip(g["costs"], w["costs"]):
             assert math.isclose(a, b, rel_tol=REL_TOL), (label, g["costs"], w["costs"])
+        # accuracies on 40 examples move in steps of 0.025: the same costs to 1e-5 give the same accuracies
+        assert g["accuracies"] == w["accuracies"], label
     # the two methods differ (a test that compared one method's numbers to themselves would not see it)
     assert got["reverse"]["costs"][-1] != got["spsa-k1"]["costs"][-1]
