@@ -230,9 +230,10 @@ def test_golden_equal_budget_run():
     """Catches any change of the benchmark's training stream (init, data order, key stream, update rule)."""
     got = {label: golden_run(label) for label in METHODS}
     if os.environ.get("GDJAX_WRITE_GOLDEN"):
+        old = json.loads(FIXTURE.read_text()).get("old_loop_first_epoch")  # kept: written by other code
         FIXTURE.write_text(json.dumps({"config": {"net": "lecture", "methods": list(METHODS), "seed": SEED,
                                                   "learning_rate": LR, "steps": STEPS, "batch_size": BATCH},
-                                       "runs": got}, indent=1) + "\n")
+                                       "runs": got, "old_loop_first_epoch": old}, indent=1) + "\n")
     want = json.loads(FIXTURE.read_text())["runs"]
     for label in METHODS:
         g, w = got[label], want[label]
@@ -244,3 +245,31 @@ def test_golden_equal_budget_run():
         assert g["accuracies"] == w["accuracies"], label
     # the two methods differ (a test that compared one method's numbers to themselves would not see it)
     assert got["reverse"]["costs"][-1] != got["spsa-k1"]["costs"][-1]
+
+
+def test_golden_first_epoch_of_the_old_loop():
+    """The benchmark's former training loop drew its mini-batches from `numpy.random.default_rng(seed)`
+    permutations; `fit` shuffles with `epoch_key`. With the training set put in the old order (so that fit's
+    first epoch sees the old loop's batches), fit reproduces the old loop's first epoch: the same init, key
+    stream and (traced) SGD update. Catches a change of any of them hidden behind the new data order."""
+    import types
+
+    import numpy as np
+
+    import gdjax
+    from gdjax.step import epoch_key
+
+    x, y, vx, vy = _data()
+    k_run = jax.random.split(jax.random.key(1000 + SEED))[1]  # the run key of seed SEED (eb.train_run)
+    fit_order = np.asarray(jax.random.permutation(epoch_key(k_run, 0), x.shape[0]))
+    old_order = np.random.default_rng(SEED).permutation(x.shape[0])
+    idx = old_order[np.argsort(fit_order)]  # x[idx][fit_order] == x[old_order]
+    train = gdjax.Batch(x[idx], y[idx])
+    want = json.loads(FIXTURE.read_text())["old_loop_first_epoch"]
+    for label in METHODS:
+        s = eb.setup("lecture", label, types.SimpleNamespace(train=train), BATCH, fpe=1.0)
+        records, _ = eb.train_run(s, train, gdjax.Batch(vx, vy), SEED, LR, 1e-9, 5.5 * s.fpe_step, cap=1e12)
+        got = [r["test_cost"] for r in records]
+        assert len(got) == len(want[label]) == 6
+        for a, b in zip(got, want[label]):
+            assert math.isclose(a, b, rel_tol=REL_TOL), (label, got, want[label])
