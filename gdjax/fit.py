@@ -1,13 +1,14 @@
-"""The training loop: epochs of `gdjax.train`'s jitted epoch, per-epoch records, divergence, checkpoints.
+"""The training loop: compiled chunks of `gdjax.step`'s scan of steps until a budget is spent; records, divergence,
+checkpoints, and compiled programs kept between calls.
 
     >>> result = fit(cost, optax.sgd(3.0), params, train, test, epochs=30, batch_size=10, key=jax.random.key(2))
     >>> result.history[-1]["test_accuracy"], result.params
     >>> fit(..., checkpoint_path="run/checkpoint.npz", log_path="run/metrics.jsonl", resume=True)  # continue
 
-Each epoch is shuffled once (`gdjax.data.shuffled_batches` with `epoch_key`, as `make_epoch` does) and trained
-in compiled chunks of `record_every` steps (default: the whole epoch, one chunk); after each chunk the loop
-evaluates the train (and test) cost and writes one record (JSON-lines log, callback, progress bar); after
-each epoch, a checkpoint.
+Each epoch is shuffled once (`gdjax.data.shuffled_batches` with `epoch_key`, as `make_epoch` does) and
+trained in compiled chunks of `record_every` steps (`scan_steps`; default: the whole epoch, one chunk); after
+each chunk the loop evaluates the train (and test) cost and writes one record (JSON-lines log, callback,
+progress bar); after each epoch, a checkpoint.
 
 Budgets: `epochs`, `max_seconds` (training time, compilation and evaluation excluded) and `max_fpe`
 (forward-pass equivalents: steps x `fpe_per_step`, the XLA FLOPs of one compiled step over those of the cost
@@ -55,7 +56,7 @@ from gdjax.checkpoint import load_state, save_state
 from gdjax.costs import Cost
 from gdjax.data import Batch, check_batch, shuffled_batches
 from gdjax.gradients import _leaves
-from gdjax.step import TrainState, epoch_key, evaluate, init, make_step
+from gdjax.step import TrainState, epoch_key, evaluate, init, make_step, scan_steps
 
 DIVERGENCE_FACTOR = 10.0
 BUDGETS = ("epochs", "seconds", "fpe")  # the budgets `fit` can stop on (and "callback")
@@ -244,8 +245,8 @@ def _bad_epoch(cost: float, start_cost: float, factor: float | None) -> str | No
 
 
 class _Programs:
-    """The compiled pieces of one training setup: the epoch's shuffled mini-batches, a chunk of steps under
-    `lax.scan` (one executable per chunk length and argument shapes), the evaluation, and `fpe_per_step`.
+    """The compiled pieces of one training setup: the epoch's shuffled mini-batches, a chunk of steps
+    (`scan_steps`; one executable per chunk length and argument shapes), the evaluation, and `fpe_per_step`.
 
     The chunk carries the array leaves of the `TrainState` and closes over `objects`, its other leaves (the
     leaf policy). Kept between `fit` calls (`_programs`), so that a learning-rate sweep compiles once.
@@ -255,12 +256,11 @@ class _Programs:
         step = make_step(cost, optimizer, method, **method_options)
         self.cost, self.objects, self._compiled, self._fpe = cost, objects, {}, None
 
-        def chunk(arrays, xs):
-            def body(carry, b):
-                new, m = step(_leaves.combine(carry, objects), b)
-                return _leaves.split_arrays(new)[0], m
+        steps = scan_steps(step)
 
-            return jax.lax.scan(body, arrays, xs)
+        def chunk(arrays, xs):
+            state, m = steps(_leaves.combine(arrays, objects), xs)
+            return _leaves.split_arrays(state)[0], m
 
         def batches(data, k):  # Batch of (n_batches, batch_size, ...); full-batch GD: the data as given
             if batch_size == n:
@@ -308,10 +308,9 @@ _CACHE_SIZE = 8  # training setups whose compiled programs are kept (oldest drop
 def _programs(cost, optimizer, method, method_options, objects, n, batch_size) -> _Programs:
     """The `_Programs` of this setup, reused when cost, optimiser object, method, options, non-array leaves,
     number of examples and batch size are the same as an earlier call's (argument shapes are keyed inside)."""
-    leaves, tree = jax.tree_util.tree_flatten(objects)
-    key = (_leaves._Object(cost), _leaves._Object(optimizer), method,
-           json.dumps(results.to_jsonable(method_options), sort_keys=True, default=repr),
-           tree, tuple(_leaves._Object(x) for x in leaves), n, batch_size)
+    # every leaf compared by == where hashable, else by identity (an array option: only the same array hits)
+    leaves, tree = jax.tree_util.tree_flatten((cost, optimizer, method, method_options, objects))
+    key = (tree, tuple(_leaves._Object(x) for x in leaves), n, batch_size)
     if key not in _CACHE:
         if len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))
