@@ -595,3 +595,25 @@ def test_traced_learning_rate_sweep_compiles_once_and_matches_plain_sgd():
         chex.assert_trees_all_close(res.params, plain.params, rtol=1e-12, atol=0)
         assert res.history[-1]["learning_rate"] == eta
     assert runs[0.5].history[-1]["train_cost"] != runs[2.0].history[-1]["train_cost"]
+
+
+def test_kept_programs_never_serve_another_setup():
+    """Catches a program cache keyed too loosely (a silent wrong answer): the same optimiser object with another
+    cost (l2) or other method options (spsa's directions) must train its own program, the numbers equal to
+    those of a fresh cache; and count_fpe records FPE without stopping the run."""
+    data, kw = _data(n=60), dict(epochs=1, key=jax.random.key(5), progress=False, record_every=4)
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=1.0)
+    decayed = gdjax.make_cost(NET, "quadratic", l2=0.5)
+    calls = [(COST, "spsa", {"num_directions": 1}, 6), (decayed, "spsa", {"num_directions": 1}, 6),
+             (COST, "spsa", {"num_directions": 2}, 6)]
+    kept = [train.fit(c, opt, _params(), data, method=m, method_options=o, batch_size=b, learning_rate=0.05, **kw)
+            for c, m, o, b in calls]
+    for (c, m, o, b), res in zip(calls, kept):
+        train.fit.__globals__["_CACHE"].clear()
+        fresh = train.fit(c, opt, _params(), data, method=m, method_options=o, batch_size=b, learning_rate=0.05, **kw)
+        chex.assert_trees_all_equal(res.params, fresh.params)
+    finals = {r.history[-1]["train_cost"] for r in kept}
+    assert len(finals) == len(calls)  # three setups, three different runs
+    counted = train.fit(COST, opt, _params(), data, batch_size=6, count_fpe=True, **kw)
+    assert counted.stopped_by == "epochs" and counted.fpe_per_step > 1
+    assert counted.history[-1]["fpe"] == pytest.approx(10 * counted.fpe_per_step, rel=1e-12)
