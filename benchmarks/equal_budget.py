@@ -22,9 +22,9 @@ steps (fit's `record_every`); the accuracy "at" a budget is the first record's p
 `--target` (0.8) test accuracy the first record's at or above it.
 
 Output: `runs/bench-budget-<date>/equal_budget.json` (git-ignored) unless `--out`: `rows` (one per net, method,
-seed), `summary` (mean and spread over seeds), `tuning` (the grids); each finished run or trial is appended to
-`equal_budget.jsonl`, stamped with the commit, which `--resume` reuses when written by the current code
-(`gdjax.provenance.reusable`). Figures from the JSON: equal_budget_curves and equal_budget_bars (.png, .svg).
+seed), `summary` (over seeds), `tuning` (the grids); each finished run or trial is appended to the `.jsonl`
+beside it, stamped with the commit, which `--resume` reuses when written by the current code. Figures from the
+JSON: equal_budget_curves and equal_budget_bars (.png, .svg).
 """
 
 from __future__ import annotations
@@ -99,9 +99,7 @@ def parse_args(argv):
     args.net_list = _labels(args.nets, NETS, "--nets")
     if args.resume and args.out is None:
         raise common.UsageError("--resume needs --out (the folder or .json of the run to continue)")
-    for name in ("n_train", "n_test"):
-        if getattr(args, name) is not None:
-            common.require(args, 1.0, name)
+    common.require(args, 1.0, *(name for name in ("n_train", "n_test") if getattr(args, name) is not None))
     if args.n_train is not None and args.n_train <= args.val + args.batch_size:
         raise common.UsageError(f"--n-train ({args.n_train}) must exceed --val ({args.val}) + --batch-size")
     return args
@@ -131,10 +129,10 @@ def setup(net_label: str, method_label: str, data, batch_size: int, fpe: float):
     sizes, act, out, loss, scheme, _ = NETS[net_label]
     net = gdjax.MLP(sizes, act, out)
     method, options = METHODS[method_label]
-    s = types.SimpleNamespace(net=net, cost=gdjax.make_cost(net, loss), scheme=scheme, method=method,
-                              options=options, opt=optax.inject_hyperparams(optax.sgd)(learning_rate=1.0),
-                              batch_size=batch_size, evaluations=None, record_every=1)
-    s.evaluations = gdjax.gradient(s.cost, method, **options).evaluations(net.n_params())
+    cost = gdjax.make_cost(net, loss)
+    s = types.SimpleNamespace(net=net, cost=cost, scheme=scheme, method=method, options=options,
+                              opt=optax.inject_hyperparams(optax.sgd)(learning_rate=1.0), batch_size=batch_size,
+                              evaluations=gdjax.gradient(cost, method, **options).evaluations(net.n_params()))
     # one step with a tiny FPE budget measures fit's fpe_per_step (the one-step program fit compiles anyway)
     probe = train.fit(s.cost, s.opt, net.init(jax.random.key(0), scheme=scheme), data.train, max_fpe=1e-12,
                       record_every=1, batch_size=batch_size, key=jax.random.key(0), method=method,
