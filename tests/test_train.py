@@ -617,3 +617,23 @@ def test_kept_programs_never_serve_another_setup():
     counted = train.fit(COST, opt, _params(), data, batch_size=6, count_fpe=True, **kw)
     assert counted.stopped_by == "epochs" and counted.fpe_per_step > 1
     assert counted.history[-1]["fpe"] == pytest.approx(10 * counted.fpe_per_step, rel=1e-12)
+
+
+def test_budget_stop_within_an_epoch_resumes_from_its_checkpoint(tmp_path):
+    """Catches a checkpoint written mid-epoch (a resume would replay or skip batches) and a resumed chunked run
+    that differs from an uninterrupted one: stopped by FPE inside epoch 2, resumed to 3 epochs, bit for bit."""
+    data, kw = _data(n=60), dict(batch_size=6, key=jax.random.key(6), progress=False, record_every=4)
+    ck, log = tmp_path / "ck.npz", tmp_path / "m.jsonl"
+    whole = train.fit(COST, optax.sgd(1.0), _params(), data, epochs=3, **kw)
+    first = train.fit(COST, optax.sgd(1.0), _params(), data, max_fpe=1.0, checkpoint_path=ck, **kw)
+    assert not ck.exists()  # stopped after 4 steps, within epoch 1: no checkpoint
+    budget = 14.5 * first.fpe_per_step  # past step 14: the chunk ending at step 18 (epoch 2: steps 10..20)
+    stopped = train.fit(COST, optax.sgd(1.0), _params(), data, max_fpe=budget, checkpoint_path=ck, log_path=log,
+                        **kw)
+    assert stopped.stopped_by == "fpe" and stopped.history[-1]["step"] == 18
+    resumed = train.fit(COST, optax.sgd(1.0), _params(), data, epochs=3, checkpoint_path=ck, log_path=log,
+                        resume=True, **kw)
+    assert resumed.start_epoch == 1  # the checkpoint of epoch 1's end, not of step 18
+    chex.assert_trees_all_equal(resumed.params, whole.params)
+    assert [r["step"] for r in resumed.history] == [r["step"] for r in whole.history]
+    assert [json.loads(s)["step"] for s in log.read_text().splitlines()] == [r["step"] for r in whole.history]
