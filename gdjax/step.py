@@ -191,18 +191,30 @@ def make_epoch(step: Callable, n_examples: int, batch_size: int, unroll: int = 1
             return state, jax.tree_util.tree_map(lambda a: a[None], m)
         # One gather of the whole shuffled set, then contiguous slices per step: XLA:CPU's row gather inside
         # the loop costs more than the step's arithmetic at mini-batch 10.
-        xs = shuffled_batches(key, data, batch_size)  # x: (n_batches, batch_size, n_in)
-        # the scan carries the array leaves; non-array leaves (an Equinox module's functions) are closed over
+        return steps(state, shuffled_batches(key, data, batch_size))  # x: (n_batches, batch_size, n_in)
+
+    steps = scan_steps(step, unroll)
+    return epoch
+
+
+def scan_steps(step: Callable, unroll: int = 1):
+    """Build `steps(state, batches) -> (state, per_step_metrics)`: `lax.scan` of `step` over mini-batches
+    stacked on a leading axis (`Batch(x: (n_steps, batch_size, n_in), ...)`, e.g. a slice of
+    `shuffled_batches`); metrics come back stacked, shape `(n_steps,)`. The scan carries the state's array
+    leaves and closes over the others (an Equinox module's functions). `make_epoch` and `fit` run it.
+    """
+
+    def steps(state: TrainState, batches: Batch):
         arrays, objects = _leaves.split_arrays(state)
 
         def body(carry, b):
             new, m = step(_leaves.combine(carry, objects), b)
             return _leaves.split_arrays(new)[0], m
 
-        arrays, m = jax.lax.scan(body, arrays, xs, unroll=unroll)
+        arrays, m = jax.lax.scan(body, arrays, batches, unroll=unroll)
         return _leaves.combine(arrays, objects), m
 
-    return epoch
+    return steps
 
 
 def evaluate(cost: Callable, params, data: Batch) -> dict:

@@ -6,7 +6,11 @@ test skips outside CI and fails under CI=true.
 
 import json
 import math
+import os
 import shutil
+from pathlib import Path
+
+import jax
 
 import pytest
 
@@ -115,7 +119,8 @@ def test_summary_of_planted_runs():
 def test_resume_trains_nothing_again(quick_run, monkeypatch):
     """Catches a --resume that retrains finished runs (or loses them): training is made impossible here."""
     out, data = quick_run
-    monkeypatch.setattr(eb, "Trainer", lambda *a, **k: pytest.fail("--resume trained a finished run again"))
+    monkeypatch.setattr(eb, "train_run", lambda *a, **k: pytest.fail("--resume trained a finished run again"))
+    monkeypatch.setattr(eb, "setup", lambda *a, **k: pytest.fail("--resume set up a finished run again"))
     assert eb.main(["--quick", "--out", str(out), "--resume"]) == 0
     again = json.loads((out / "equal_budget.json").read_text())
     assert again["rows"] == data["rows"] and again["tuning"] == data["tuning"]
@@ -134,14 +139,13 @@ def test_resume_retrains_only_runs_of_other_code(quick_run, tmp_path, monkeypatc
     lines[i]["git_commit"] = "f" * 40  # not a commit of this repository
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in lines))
     calls = []
-    real = eb.Trainer
+    real = eb.train_run
 
-    class Counting(real):
-        def run(self, *args, **kwargs):
-            calls.append(args[:2])
-            return super().run(*args, **kwargs)
+    def counting(s, train, test, seed, lr, *args, **kwargs):
+        calls.append((seed, lr))
+        return real(s, train, test, seed, lr, *args, **kwargs)
 
-    monkeypatch.setattr(eb, "Trainer", Counting)
+    monkeypatch.setattr(eb, "train_run", counting)
     assert eb.main(["--quick", "--out", str(out), "--resume"]) == 0
     assert calls == [(lines[i]["seed"], lines[i]["learning_rate"])]
     again = json.loads((out / "equal_budget.json").read_text())
@@ -188,3 +192,84 @@ def test_committed_summary_matches_its_runs():
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu" / "equal_budget.json"
     data = json.loads(path.read_text())
     _assert_summary_matches_rows(data["summary"], data["rows"])
+
+
+# --- golden numbers of one tiny, timing-free run ------------------------------------------------------------
+# Regenerate with GDJAX_WRITE_GOLDEN=1, only in a commit that says why the numbers changed.
+FIXTURE = Path(__file__).parent / "fixtures" / "golden_equal_budget.json"
+METHODS, SEED, LR, STEPS, BATCH = ("reverse", "spsa-k1"), 0, 0.5, 8, 10
+# float32 throughout; the same program on the same backend gives the same bits, but XLA may fuse and sum in
+# another order on another backend or jax version: a few float32 ulps per step, compounded over 8 steps.
+REL_TOL = 1e-5
+
+
+def _data():
+    kx, ky, ex, ey = jax.random.split(jax.random.key(7), 4)
+    onehot = lambda k, n: jax.nn.one_hot(jax.random.randint(k, (n,), 0, 10), 10)  # noqa: E731
+    return (jax.random.uniform(kx, (60, 784)), onehot(ky, 60), jax.random.uniform(ex, (40, 784)), onehot(ey, 40))
+
+
+def golden_run(label: str) -> dict:
+    """The per-record test costs and accuracies of one run through the benchmark's `setup` and `train_run`."""
+    import types
+
+    import gdjax
+
+    x, y, vx, vy = _data()
+    train = gdjax.Batch(x, y)
+    s = eb.setup("lecture", label, types.SimpleNamespace(train=train), BATCH, fpe=1.0)  # a record every step
+    # seconds tiny and the FPE budget between steps STEPS - 1 and STEPS: both are spent after step STEPS
+    records, diverged = eb.train_run(s, train, gdjax.Batch(vx, vy), SEED, LR, 1e-9, (STEPS - 0.5) * s.fpe_step,
+                                     cap=1e12)
+    assert s.record_every == 1 and not diverged
+    return {"steps": records[-1]["step"], "costs": [r["test_cost"] for r in records],
+            "accuracies": [r["test_accuracy"] for r in records], "fpe_per_step": s.fpe_step}
+
+
+def test_golden_equal_budget_run():
+    """Catches any change of the benchmark's training stream (init, data order, key stream, update rule)."""
+    got = {label: golden_run(label) for label in METHODS}
+    if os.environ.get("GDJAX_WRITE_GOLDEN"):
+        old = json.loads(FIXTURE.read_text()).get("old_loop_first_epoch")  # kept: written by other code
+        FIXTURE.write_text(json.dumps({"config": {"net": "lecture", "methods": list(METHODS), "seed": SEED,
+                                                  "learning_rate": LR, "steps": STEPS, "batch_size": BATCH},
+                                       "runs": got, "old_loop_first_epoch": old}, indent=1) + "\n")
+    want = json.loads(FIXTURE.read_text())["runs"]
+    for label in METHODS:
+        g, w = got[label], want[label]
+        assert g["steps"] == w["steps"], label
+        assert len(g["costs"]) == len(w["costs"]), label
+        for a, b in zip(g["costs"], w["costs"]):
+            assert math.isclose(a, b, rel_tol=REL_TOL), (label, g["costs"], w["costs"])
+        # accuracies on 40 examples move in steps of 0.025: the same costs to 1e-5 give the same accuracies
+        assert g["accuracies"] == w["accuracies"], label
+    # the two methods differ (a test that compared one method's numbers to themselves would not see it)
+    assert got["reverse"]["costs"][-1] != got["spsa-k1"]["costs"][-1]
+
+
+def test_golden_first_epoch_of_the_old_loop():
+    """The benchmark's former training loop drew its mini-batches from `numpy.random.default_rng(seed)`
+    permutations; `fit` shuffles with `epoch_key`. With the training set put in the old order (so that fit's
+    first epoch sees the old loop's batches), fit reproduces the old loop's first epoch: the same init, key
+    stream and (traced) SGD update. Catches a change of any of them hidden behind the new data order."""
+    import types
+
+    import numpy as np
+
+    import gdjax
+    from gdjax.step import epoch_key
+
+    x, y, vx, vy = _data()
+    k_run = jax.random.split(jax.random.key(1000 + SEED))[1]  # the run key of seed SEED (eb.train_run)
+    fit_order = np.asarray(jax.random.permutation(epoch_key(k_run, 0), x.shape[0]))
+    old_order = np.random.default_rng(SEED).permutation(x.shape[0])
+    idx = old_order[np.argsort(fit_order)]  # x[idx][fit_order] == x[old_order]
+    train = gdjax.Batch(x[idx], y[idx])
+    want = json.loads(FIXTURE.read_text())["old_loop_first_epoch"]
+    for label in METHODS:
+        s = eb.setup("lecture", label, types.SimpleNamespace(train=train), BATCH, fpe=1.0)
+        records, _ = eb.train_run(s, train, gdjax.Batch(vx, vy), SEED, LR, 1e-9, 5.5 * s.fpe_step, cap=1e12)
+        got = [r["test_cost"] for r in records]
+        assert len(got) == len(want[label]) == 6
+        for a, b in zip(got, want[label]):
+            assert math.isclose(a, b, rel_tol=REL_TOL), (label, got, want[label])

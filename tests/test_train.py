@@ -497,3 +497,143 @@ def test_no_import_cycle_between_fit_and_train():
     for name in ("fit", "FitResult", "Diverged", "DIVERGENCE_FACTOR", "save_state", "load_state", "save_params",
                  "load_params", "make_step", "make_epoch", "init", "TrainState"):
         assert hasattr(train, name), name
+
+
+# --- budgets and the traced learning rate -----------------------------------------------------------------
+
+
+def test_fit_chunks_record_every_and_stop_at_epochs():
+    """Catches a chunked run that trains other batches than the per-epoch run (an off-by-one slice, a chunk that
+    crosses an epoch's end or reshuffles), records at the wrong steps, or misses the epochs budget."""
+    data, kw = _data(n=60), dict(batch_size=6, key=jax.random.key(3), progress=False)
+    whole = train.fit(COST, optax.sgd(2.0), _params(), data, epochs=2, **kw)
+    parts = train.fit(COST, optax.sgd(2.0), _params(), data, epochs=2, record_every=3, **kw)
+    assert [r["step"] for r in parts.history] == [0, 3, 6, 9, 10, 13, 16, 19, 20]  # 10 batches: 3 + 3 + 3 + 1
+    assert [r["epoch"] for r in parts.history] == [0, 1, 1, 1, 1, 2, 2, 2, 2]
+    assert [r["stopped_by"] for r in parts.history] == [None] * 8 + ["epochs"] and parts.stopped_by == "epochs"
+    chex.assert_trees_all_equal(parts.params, whole.params)  # same stream, same order of operations
+    assert parts.history[-1]["train_cost"] == whole.history[-1]["train_cost"]
+
+
+def test_fit_stops_at_fpe_budget_counted_from_the_compiled_step():
+    """Catches an FPE count that is not the estimator's own cost (reverse about 3 passes, fd-forward about
+    P + 1 cost evaluations, the registry's count), a budget checked before the step that crosses it, or a
+    run that goes on past it."""
+    data, kw = _data(n=60), dict(batch_size=6, key=jax.random.key(3), progress=False, record_every=1)
+    rev = train.fit(COST, optax.sgd(1.0), _params(), data, max_fpe=1.0, **kw)
+    assert 1.5 < rev.fpe_per_step < 6.0  # value_and_grad: a forward and a backward pass
+    budget = 4.5 * rev.fpe_per_step
+    res = train.fit(COST, optax.sgd(1.0), _params(), data, max_fpe=budget, **kw)
+    assert res.stopped_by == "fpe" and [r["step"] for r in res.history] == [0, 1, 2, 3, 4, 5]
+    assert [r["fpe"] for r in res.history] == pytest.approx([s * rev.fpe_per_step for s in range(6)], rel=1e-12)
+    fd = train.fit(COST, optax.sgd(1.0), _params(), data, max_fpe=1.0, method="fd-forward", **kw)
+    evaluations = gdjax.gradient(COST, "fd-forward").evaluations(NET.n_params())  # P + 1
+    # XLA FLOPs, not evaluations: the FD kernel shares work between directions (layers before the perturbed one)
+    # and the step adds the cost beside the gradient, so the ratio is near P + 1, not equal; a count that missed
+    # the loop's trip count or the chunk length would be off by a factor of P or more
+    assert 0.6 * evaluations < fd.fpe_per_step < 1.2 * (evaluations + 1), (fd.fpe_per_step, evaluations)
+
+
+def test_fit_stops_at_seconds_budget_and_on_callback():
+    """Catches a time budget compared with the wrong clock (eval time counted, or the per-chunk time instead
+    of the cumulative one), a stop before the budget is spent, and a callback's True ignored."""
+    data, kw = _data(n=60), dict(batch_size=6, key=jax.random.key(3), progress=False, record_every=1)
+    res = train.fit(COST, optax.sgd(1.0), _params(), data, max_seconds=0.02, **kw)
+    wall = [r["wall_s"] for r in res.history]
+    assert res.stopped_by == "seconds" and wall[-1] >= 0.02 > wall[-2]
+    assert wall == pytest.approx(np.cumsum([r["epoch_s"] for r in res.history]).tolist(), rel=1e-9)
+    seen = []
+    res = train.fit(COST, optax.sgd(1.0), _params(), data, epochs=3, callback=lambda r: seen.append(r["step"])
+                    or r["step"] >= 4, **kw)
+    assert res.stopped_by == "callback" == res.history[-1]["stopped_by"] and seen == [0, 1, 2, 3, 4]
+    # epochs and seconds together: the first reached stops it (here epochs, long before 1e6 s)
+    res = train.fit(COST, optax.sgd(1.0), _params(), data, epochs=1, max_seconds=1e6, **kw)
+    assert res.stopped_by == "epochs" and res.history[-1]["step"] == 10
+
+
+@pytest.mark.parametrize("budget, err, needle", [
+    ({}, ValueError, "epochs="), ({"epochs": 0}, ValueError, "epochs"),
+    ({"max_seconds": -1.0}, ValueError, "max_seconds"), ({"max_seconds": "1"}, TypeError, "max_seconds"),
+    ({"max_fpe": float("nan")}, ValueError, "max_fpe"), ({"max_fpe": 0}, ValueError, "max_fpe"),
+    ({"epochs": 1, "record_every": 0}, ValueError, "record_every"),
+])
+def test_fit_bad_budgets_refused_before_work(budget, err, needle, monkeypatch):
+    monkeypatch.setattr(train.fit.__globals__["_Programs"], "__init__", lambda *a: pytest.fail("worked first"))
+    with pytest.raises(err, match=needle):
+        train.fit(COST, optax.sgd(1.0), _params(), _data(), batch_size=6, key=jax.random.key(0), progress=False,
+                  **budget)
+
+
+_BACKEND_COMPILES = []
+
+
+def _count_compiles(event, duration, **_):
+    if event == "/jax/core/compile/backend_compile_duration":
+        _BACKEND_COMPILES.append(duration)
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compiles)  # jax 0.4.30+: counts XLA compilations
+
+
+def test_traced_learning_rate_sweep_compiles_once_and_matches_plain_sgd():
+    """Catches a learning rate baked into the compiled program (the second rate recompiles), one that is
+    ignored (both rates give the first one's run), or a traced update that differs from optax.sgd(eta)."""
+    data, kw = _data(n=60), dict(epochs=2, batch_size=6, key=jax.random.key(4), progress=False, record_every=5)
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=1.0)
+    runs = {}
+    for eta in (0.5, 2.0):
+        before = len(_BACKEND_COMPILES)
+        runs[eta] = train.fit(COST, opt, _params(), data, learning_rate=eta, **kw)
+        compiles = len(_BACKEND_COMPILES) - before
+        if eta == 2.0:
+            assert compiles == 0 and runs[eta].compile_s == 0.0, compiles
+        else:
+            assert compiles >= 2  # the chunk and the evaluation, at least (the listener works)
+    for eta, res in runs.items():
+        plain = train.fit(COST, optax.sgd(eta), _params(), data, **kw)
+        # float64; the traced rate is a float64 array, the plain one a Python float: the same products
+        chex.assert_trees_all_close(res.params, plain.params, rtol=1e-12, atol=0)
+        assert res.history[-1]["learning_rate"] == eta
+    assert runs[0.5].history[-1]["train_cost"] != runs[2.0].history[-1]["train_cost"]
+
+
+def test_kept_programs_never_serve_another_setup():
+    """Catches a program cache keyed too loosely (a silent wrong answer): the same optimiser object with another
+    cost (l2) or other method options (spsa's directions) must train its own program, the numbers equal to
+    those of a fresh cache; and count_fpe records FPE without stopping the run."""
+    data, kw = _data(n=60), dict(epochs=1, key=jax.random.key(5), progress=False, record_every=4)
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=1.0)
+    decayed = gdjax.make_cost(NET, "quadratic", l2=0.5)
+    calls = [(COST, "spsa", {"num_directions": 1}, 6), (decayed, "spsa", {"num_directions": 1}, 6),
+             (COST, "spsa", {"num_directions": 2}, 6)]
+    kept = [train.fit(c, opt, _params(), data, method=m, method_options=o, batch_size=b, learning_rate=0.05, **kw)
+            for c, m, o, b in calls]
+    for (c, m, o, b), res in zip(calls, kept):
+        train.fit.__globals__["_CACHE"].clear()
+        fresh = train.fit(c, opt, _params(), data, method=m, method_options=o, batch_size=b, learning_rate=0.05, **kw)
+        chex.assert_trees_all_equal(res.params, fresh.params)
+    finals = {r.history[-1]["train_cost"] for r in kept}
+    assert len(finals) == len(calls)  # three setups, three different runs
+    counted = train.fit(COST, opt, _params(), data, batch_size=6, count_fpe=True, **kw)
+    assert counted.stopped_by == "epochs" and counted.fpe_per_step > 1
+    assert counted.history[-1]["fpe"] == pytest.approx(10 * counted.fpe_per_step, rel=1e-12)
+
+
+def test_budget_stop_within_an_epoch_resumes_from_its_checkpoint(tmp_path):
+    """Catches a checkpoint written mid-epoch (a resume would replay or skip batches) and a resumed chunked run
+    that differs from an uninterrupted one: stopped by FPE inside epoch 2, resumed to 3 epochs, bit for bit."""
+    data, kw = _data(n=60), dict(batch_size=6, key=jax.random.key(6), progress=False, record_every=4)
+    ck, log = tmp_path / "ck.npz", tmp_path / "m.jsonl"
+    whole = train.fit(COST, optax.sgd(1.0), _params(), data, epochs=3, **kw)
+    first = train.fit(COST, optax.sgd(1.0), _params(), data, max_fpe=1.0, checkpoint_path=ck, **kw)
+    assert not ck.exists()  # stopped after 4 steps, within epoch 1: no checkpoint
+    budget = 14.5 * first.fpe_per_step  # past step 14: the chunk ending at step 18 (epoch 2: steps 10..20)
+    stopped = train.fit(COST, optax.sgd(1.0), _params(), data, max_fpe=budget, checkpoint_path=ck, log_path=log,
+                        **kw)
+    assert stopped.stopped_by == "fpe" and stopped.history[-1]["step"] == 18
+    resumed = train.fit(COST, optax.sgd(1.0), _params(), data, epochs=3, checkpoint_path=ck, log_path=log,
+                        resume=True, **kw)
+    assert resumed.start_epoch == 1  # the checkpoint of epoch 1's end, not of step 18
+    chex.assert_trees_all_equal(resumed.params, whole.params)
+    assert [r["step"] for r in resumed.history] == [r["step"] for r in whole.history]
+    assert [json.loads(s)["step"] for s in log.read_text().splitlines()] == [r["step"] for r in whole.history]
