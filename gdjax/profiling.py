@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 from gdjax import _checks
 
-__all__ = ["Timing", "time_fn", "interleaved", "round_ratios", "format_seconds", "compiled", "xla_flops", "hlo_flops",
+__all__ = ["Timing", "time_fn", "interleaved", "round_ratios", "format_seconds", "significant", "compiled", "xla_flops", "hlo_flops",
            "dot_flops", "memory_bytes", "program_bytes", "device_peak_bytes", "matmul_rate", "matmul_reference"]
 
 
@@ -140,10 +140,10 @@ def format_seconds(seconds) -> str:
     for unit, scale, limit in (("us", 1e-6, 1e-3), ("ms", 1e-3, 1.0), ("s", 1.0, 600.0), ("min", 60.0, 7200.0),
                                ("h", 3600.0, 172800.0), ("days", 86400.0, math.inf)):
         if abs(s) < limit:
-            return f"{_significant(s / scale)} {unit}"
+            return f"{significant(s / scale)} {unit}"
 
 
-def _significant(x: float, digits: int = 3) -> str:
+def significant(x: float, digits: int = 3) -> str:
     """`digits` significant digits, thousands separated: 0.0123, 4.46, 4,460."""
     if x == 0:
         return "0"

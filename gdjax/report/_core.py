@@ -19,7 +19,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Callable
 
-from gdjax.profiling import format_seconds
+from gdjax.profiling import format_seconds, significant
 from gdjax.provenance import DRIVERS, LIBRARY
 
 __all__ = ["Source", "Renderer", "RenderError", "MissingRow", "SOURCES", "RENDERERS", "CHECKS", "source", "renderer",
@@ -164,15 +164,7 @@ def _missing(x) -> bool:
 
 def fmt_g(x, digits: int = 3) -> str:
     """`digits` significant digits, thousands separated: 0.0123, 4.46, 4,460; None -> '-'."""
-    if _missing(x):
-        return "-"
-    x = float(x)
-    if x == 0:
-        return "0"
-    mag = math.floor(math.log10(abs(x)))
-    if abs(x) >= 10 ** digits:
-        return f"{round(x, digits - 1 - mag):,.0f}"
-    return f"{x:.{max(digits - 1 - mag, 0)}f}"
+    return "-" if _missing(x) else significant(float(x), digits)
 
 
 def fmt_int(x) -> str:
