@@ -54,7 +54,7 @@ METHODS = {  # label: (registry name, options); fd-forward is the FD kernel (a f
     **{f"{m}-k{k}": (m, {"num_directions": k}) for m in ("spsa", "forward-gradient", "forward-gradient-activity")
        for k in (1, 16)},
     "fd-forward": ("fd-forward", {}),
-}
+}  # --methods also takes any other registered method by its name (its default options): `spec`
 NETS = {  # label: (sizes, hidden activation, output, loss, init scheme, log10 lr range)
     "lecture": ((784, 30, 10), "sigmoid", "sigmoid", "quadratic", "nielsen", (-3.0, 1.0)),
     "relu": ((784, 128, 10), "relu", "softmax", "cross-entropy", "he", (-4.0, 0.0)),
@@ -81,7 +81,8 @@ def parse_args(argv):
         p.add_argument(f"--{flag}", type=kind, default=None, help=f"{text} (default {default})")
     p.add_argument("--batch-size", type=int, default=10, help="mini-batch (default 10, the lecture's)")
     p.add_argument("--target", type=float, default=0.8, help="test accuracy for time-to-target (default 0.8)")
-    p.add_argument("--methods", default=None, help=f"comma-separated labels from: {', '.join(METHODS)}")
+    p.add_argument("--methods", default=None, help=f"comma-separated labels from: {', '.join(METHODS)}, or any "
+                   "registered method's name (gdjax.available_methods(), its default options)")
     p.add_argument("--nets", default=None, help=f"comma-separated from: {', '.join(NETS)}")
     p.add_argument("--data-dir", default=None, help="folder of the Fashion-MNIST IDX files (default: searched)")
     p.add_argument("--resume", action="store_true", help="skip runs already in the .jsonl beside the JSON "
@@ -95,7 +96,7 @@ def parse_args(argv):
     common.require(args, 0.0, "seconds", "fpe", "tune_seconds", strict=True)
     common.require(args, 1.0, "seeds", "lr_points", "cap", "batch_size")
     common.require(args, 0.0, "target", strict=True)
-    args.method_list = _labels(args.methods, METHODS, "--methods")
+    args.method_list = _labels(args.methods, {**dict.fromkeys(gdjax.available_methods()), **METHODS}, "--methods")
     args.net_list = _labels(args.nets, NETS, "--nets")
     if args.resume and args.out is None:
         raise common.UsageError("--resume needs --out (the folder or .json of the run to continue)")
@@ -113,6 +114,12 @@ def _labels(text: str, valid: dict, what: str) -> list[str]:
     return labels
 
 
+def spec(label: str) -> tuple[str, dict]:
+    """(registry name, options) of a --methods label: a configured one of METHODS, else the registered method of
+    that name with its default options (a new estimator runs here without an edit)."""
+    return METHODS.get(label, (label, {}))
+
+
 def lr_grid(net: str, points: int) -> list[float]:
     """The log grid of learning rates of `net`: `points` values from 10**lo to 10**hi."""
     lo, hi = NETS[net][5]
@@ -128,7 +135,7 @@ def setup(net_label: str, method_label: str, data, batch_size: int, fpe: float):
     runs (fit keeps the compiled programs of one optimiser object; the learning rate is traced)."""
     sizes, act, out, loss, scheme, _ = NETS[net_label]
     net = gdjax.MLP(sizes, act, out)
-    method, options = METHODS[method_label]
+    method, options = spec(method_label)
     cost = gdjax.make_cost(net, loss)
     s = types.SimpleNamespace(net=net, cost=cost, scheme=scheme, method=method, options=options,
                               opt=optax.inject_hyperparams(optax.sgd)(learning_rate=1.0), batch_size=batch_size,
@@ -175,8 +182,8 @@ def run_row(records, diverged, args, net, label, seed, lr, s) -> dict:
     acc_s, at_s = at_budget(curve, 0, args.seconds)
     acc_f, at_f = at_budget(curve, 1, args.fpe)
     hit = next((p for p in curve if p[2] >= args.target), None)
-    return {"phase": "run", "net": net, "method": label, "registry_method": METHODS[label][0],
-            "options": METHODS[label][1], "seed": seed, "learning_rate": lr, "budget_seconds": args.seconds,
+    return {"phase": "run", "net": net, "method": label, "registry_method": spec(label)[0],
+            "options": spec(label)[1], "seed": seed, "learning_rate": lr, "budget_seconds": args.seconds,
             "budget_fpe": args.fpe, "fpe_per_step": s.fpe_step, "evaluations_per_step": s.evaluations,
             "steps_per_chunk": s.record_every, "steps": _steps(records),
             "diverged": diverged, "acc_at_seconds": acc_s, "seconds_at_checkpoint": at_s, "acc_at_fpe": acc_f,
@@ -251,7 +258,7 @@ def run(args) -> int:
                   n_test=data.n_test, dataset="fashion-mnist", checkpoints_per_budget=CHECKPOINTS,
                   net_specs={n: {"sizes": NETS[n][0], "activation": NETS[n][1], "output": NETS[n][2],
                                  "loss": NETS[n][3], "init": NETS[n][4]} for n in args.net_list},
-                  method_specs={m: {"method": METHODS[m][0], "options": METHODS[m][1]} for m in args.method_list})
+                  method_specs={m: dict(zip(("method", "options"), spec(m))) for m in args.method_list})
     meta = common.meta(load0, wall_seconds=time.perf_counter() - t_start)
     results.write_json(args.path, {"meta": meta, "config": config, "rows": rows, "summary": summarise(rows),
                                    "tuning": tuning})

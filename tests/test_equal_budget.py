@@ -170,6 +170,18 @@ def test_bad_options_one_line_before_work(argv, needle, capsys, monkeypatch):
     assert needle in err and "\n" not in err
 
 
+def test_methods_take_any_registered_method(monkeypatch):
+    """--methods resolves a configured label to its (method, options) and any other registered method to itself
+    with its default options (a new estimator needs no edit here); an unregistered name is refused."""
+    monkeypatch.setattr(eb, "load_data", lambda args: pytest.fail("no data needed"))
+    args = eb.parse_args(["--quick", "--methods", "spsa-k16,fd-central"])
+    assert args.method_list == ["spsa-k16", "fd-central"]
+    assert eb.spec("spsa-k16") == ("spsa", {"num_directions": 16}) and eb.spec("fd-central") == ("fd-central", {})
+    assert "fd-central" not in eb.METHODS  # resolved through the registry, not the table
+    with pytest.raises(eb.common.UsageError, match="--methods"):
+        eb.parse_args(["--quick", "--methods", "fd-nonexistent"])
+
+
 def test_grid_and_budget_helpers():
     """Catches a grid with fewer than 6 values or off its range, and at_budget reading the wrong axis."""
     for net in eb.NETS:
