@@ -83,7 +83,8 @@ def measure_batch(sizes, n: int, chunks: list[int], rounds: int, matmul_n: int, 
                                     + calls, rounds)
     point = {"sizes": "-".join(map(str, sizes)), "n_params": p, "batch_size": n, "rounds": rounds,
              "forward_flops": gdjax.forward_flops(sizes, n),  # analytic: matmuls and bias adds
-             "forward_xla_flops": profiling.xla_flops(jax.jit(cost), params, batch)}  # a loop-free program
+             "forward_xla_flops": profiling.xla_flops(jax.jit(cost), params, batch),  # a loop-free program
+             "plan_s": plan.planning_s, "plan_source": plan.source, "plan_widths": list(plan.widths)}
     return batch_rows(point, plan.widths[largest], {k: float(e.evaluations(p)) for k, e in methods.items()},
                       {"matmul": rates, **dict(zip(keys, wall[1:]))},
                       {k: common.flat_numpy(g, np.float64) for k, g in grads.items()},
@@ -123,6 +124,13 @@ def batch_rows(point: dict, default_chunk: int, evals: dict, values: dict, grads
             "bound_loop_over_kernel": ratio(loop_t, [work / m for m in mm])["median"],
             "max_rel_diff_vs_loop": float(np.max(np.abs(grads[(method, chunk)] - loop_g))
                                           / max(np.max(np.abs(loop_g)), np.finfo(np.float32).tiny))})
+    fixed = [ts for (method, chunk), ts in values.items() if method != "fd-loop" and chunk is not None]
+    for row, ((method, chunk), ts) in zip(rows, values.items()):
+        if row["default_chunk"] and fixed:  # the measured plan against the best fixed width, per round
+            best = ratio(ts, [min(r) for r in zip(*fixed)])
+            row.update(over_best_fixed=best["median"], over_best_fixed_min=best["min"],
+                       over_best_fixed_max=best["max"], plan_over_one_gradient=point.get("plan_s", 0.0) / float(
+                           np.median(ts)))
     return rows
 
 

@@ -36,6 +36,16 @@ def test_quick_run_ratios_recomputed_from_the_raw_round_times(tmp_path):
         # the kernel and the loop compute the same forward differences (float32: C's ulp / h, relative)
         assert r["max_rel_diff_vs_loop"] < 5e-2
     assert loop["max_rel_diff_vs_loop"] == 0 and loop["loop_over_kernel"] == pytest.approx(1)
+    # the measured plan against the fixed widths of the same rounds (one here: chunk 3), and its planning share
+    kt, ct = np.array(kernel["times_s"]), np.array(chunk3["times_s"])
+    assert kernel["over_best_fixed"] == pytest.approx(np.median(kt / ct))
+    assert kernel["plan_s"] >= 0 and kernel["plan_source"] and len(kernel["plan_widths"]) == 4
+    assert kernel["plan_over_one_gradient"] == pytest.approx(kernel["plan_s"] / np.median(kt))
+    assert "over_best_fixed" not in chunk3 and "over_best_fixed" not in loop
+    from gdjax.report import benchmarks as report_benchmarks
+
+    plan_table = report_benchmarks.fd_kernel_plan(data)
+    assert kernel["plan_source"] in plan_table and "target <= 1.1" in plan_table
     tg = {t["target"]: t for t in data["config"]["target_results"]}
     assert tg["loop_over_kernel_n10"]["value"] == pytest.approx(kernel["loop_over_kernel"])
     assert tg["of_matmul_n1000"]["value"] is None and tg["of_matmul_n1000"]["status"] == "n/a"

@@ -320,6 +320,23 @@ def fd_kernel_table(data) -> str:
                          "x faster than fd-loop", "bound"], body, ["r", "l", "r", "r", "r", "r", "r"])
 
 
+@renderer("fd_kernel.plan", "fd_kernel")
+def fd_kernel_plan(data) -> str:
+    """The kernel's measured plan per batch size: how it was chosen, its widths, the planning seconds and their
+    share of one gradient (target <= 0.1 at N = 1000), and the kernel / the best fixed chunk width of the same
+    round (median, min-max; target <= 1.1)."""
+    rows = [r for r in data["rows"] if r.get("default_chunk") and "over_best_fixed" in r]
+    if not rows:
+        return table(["N", "plan"], [["-", "not measured in this run (`make bench-fd-kernel` measures it)"]])
+    body = [[fmt_int(r["batch_size"]), f"{r['plan_source']} {r['plan_widths']}", fmt_s(r["plan_s"]),
+             fmt_g(r["plan_over_one_gradient"]) + (f" ({target_note(r['plan_over_one_gradient'], 0.1, '<=')})"
+                                                   if r["batch_size"] == 1000 else ""),
+             f"{fmt_g(r['over_best_fixed'])} ({fmt_g(r['over_best_fixed_min'])}-{fmt_g(r['over_best_fixed_max'])}); "
+             + target_note(r["over_best_fixed"], 1.1, "<=")] for r in sorted(rows, key=lambda r: r["batch_size"])]
+    return table(["N", "plan (widths per leaf)", "planning", "planning / one gradient", "kernel / best fixed chunk"],
+                 body, ["r", "l", "r", "l", "l"])
+
+
 @renderer("fd_kernel.targets", "fd_kernel")
 def fd_kernel_targets(data) -> str:
     """The FD kernel's targets recomputed from its rows: median over rounds, met or short, with the bound of a
