@@ -17,6 +17,10 @@ import pytest
 from conftest import load_script, skip_or_fail
 
 eb = load_script("benchmarks/equal_budget.py")
+# --quick with one seed (the seeds are independent runs of one code path, train_run per seed; the statistics over
+# several seeds are checked on planted runs, test_summary_of_planted_runs), half its time budgets and fewer images
+# (each checkpoint evaluates the test set): the same phases, rows and records, less waiting
+QUICK = ["--quick", "--seeds", "1", "--seconds", "0.15", "--tune-seconds", "0.05", "--n-test", "100"]
 
 
 def _have_fashion_mnist() -> bool:
@@ -34,7 +38,7 @@ def quick_run(tmp_path_factory):
     if not _have_fashion_mnist():
         skip_or_fail("Fashion-MNIST IDX files not found (`make data`: dataset-fashion-mnist, or GDJAX_DATA_DIR)")
     out = tmp_path_factory.mktemp("budget")
-    assert eb.main(["--quick", "--out", str(out)]) == 0
+    assert eb.main([*QUICK, "--out", str(out)]) == 0
     return out, json.loads((out / "equal_budget.json").read_text())
 
 
@@ -121,7 +125,7 @@ def test_resume_trains_nothing_again(quick_run, monkeypatch):
     out, data = quick_run
     monkeypatch.setattr(eb, "train_run", lambda *a, **k: pytest.fail("--resume trained a finished run again"))
     monkeypatch.setattr(eb, "setup", lambda *a, **k: pytest.fail("--resume set up a finished run again"))
-    assert eb.main(["--quick", "--out", str(out), "--resume"]) == 0
+    assert eb.main([*QUICK, "--out", str(out), "--resume"]) == 0
     again = json.loads((out / "equal_budget.json").read_text())
     assert again["rows"] == data["rows"] and again["tuning"] == data["tuning"]
 
@@ -146,7 +150,7 @@ def test_resume_retrains_only_runs_of_other_code(quick_run, tmp_path, monkeypatc
         return real(s, train, test, seed, lr, *args, **kwargs)
 
     monkeypatch.setattr(eb, "train_run", counting)
-    assert eb.main(["--quick", "--out", str(out), "--resume"]) == 0
+    assert eb.main([*QUICK, "--out", str(out), "--resume"]) == 0
     assert calls == [(lines[i]["seed"], lines[i]["learning_rate"])]
     again = json.loads((out / "equal_budget.json").read_text())
     assert [(r["net"], r["method"], r["seed"]) for r in again["rows"]] == [
