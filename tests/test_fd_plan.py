@@ -118,7 +118,8 @@ def test_same_gradient_whatever_the_layout(case, monkeypatch):
     default = finite_diff.plan_for(cost, params, batch, scheme="central", chunk_size="budget").layout
     ref = flat(jax.jit(lambda p, b: finite_diff.fd_gradient(cost, p, b, scheme="central", layout=default))(
         params, batch))
-    c = max(1.0, abs(float(cost(params, batch))))
+    value, grad = jax.jit(jax.value_and_grad(cost))(params, batch)  # one compilation, not one per op
+    c = max(1.0, abs(float(value)))
     v = flat(params)
     bound = 2 * 4 * EPS64 * c / (finite_diff.default_eps("central", jnp.float64) * np.maximum(1, np.abs(v)))
     monkeypatch.setattr(_plan, "WIDTHS", (4,))  # a narrower width than the default; more would only add compiles
@@ -130,7 +131,7 @@ def test_same_gradient_whatever_the_layout(case, monkeypatch):
         assert np.all(np.abs(got - ref) <= bound), layout
     # and the default is the gradient: float64 central differences against jax.grad, truncation h^2 |C'''| / 6
     # with h ~ 6e-6 and rounding eps |C| / h ~ 4e-11 (times |C| and max(1, |v|)): 1e-8 absolute is far above both
-    np.testing.assert_allclose(ref, flat(jax.grad(cost)(params, batch)), atol=1e-8 * c * max(1, np.abs(v).max()))
+    np.testing.assert_allclose(ref, flat(grad), atol=1e-8 * c * max(1, np.abs(v).max()))
 
 
 def test_planted_slow_layout_is_not_picked(monkeypatch, generous_budget):

@@ -53,10 +53,11 @@ def test_a_registered_activation_runs_every_structured_method(softplus):
     another activation's derivative or difference form, and the gradient is wrong by O(1))."""
     cost, params, batch = make_case((3, 4, 3, 2), softplus.name, "sigmoid", "quadratic", 0.05, n=5, seed=2)
     assert cost.net.activation_fn is softplus
-    g = flat(jax.grad(cost)(params, batch))
+    g = flat(jax.jit(jax.grad(cost))(params, batch))  # jitted: one compilation, not one per op
     scale = float(jnp.max(jnp.abs(g))) + 1.0
 
-    np.testing.assert_allclose(flat(gradient(cost, "backprop")(params, batch)), g, rtol=0, atol=1e-12 * scale)
+    backprop = jax.jit(gradient(cost, "backprop"))
+    np.testing.assert_allclose(flat(backprop(params, batch)), g, rtol=0, atol=1e-12 * scale)
     for method, options, tol in [("fd-layerwise", {"eps": 1e-7}, 1e-5),
                                  ("fd-layerwise-central", {"eps": 1e-4}, 1e-6),
                                  ("node-perturbation", {"eps": 1e-7}, 1e-5),

@@ -257,6 +257,13 @@ def predicted_tf32_error(params, batch, g, float32_abs_error):
     added in quadrature. Moving inputs: the weight itself (w1, w2; a bias is added after the matmul) and, for
     the first layer's weights and biases, the hidden activations a1[n, j] that feed the second matmul, moved by
     sigmoid'(z[n, j]) x[n, l] h (w1[l, j]) or sigmoid'(z[n, j]) h (b1[j]). Everything in float64."""
+    total, norm = (float(v) for v in _tf32_variance_and_norm(params, batch, g))
+    return float(np.sqrt(float32_abs_error ** 2 + total)) / norm
+
+
+@jax.jit  # one program instead of ~60 op-by-op dispatches (each compiled on first use)
+def _tf32_variance_and_norm(params, batch, g):
+    """predicted_tf32_error's sum of the per-direction variances and |g|, as float64 scalars."""
     h_factor = float(np.sqrt(np.finfo(np.float32).eps))  # fd-forward's default step, h = sqrt(eps) max(1, |v|)
     h = {k: h_factor * jnp.maximum(1.0, jnp.abs(v)) for k, v in params.items()}
     var = {k: jnp.zeros_like(v) for k, v in params.items()}
@@ -274,9 +281,8 @@ def predicted_tf32_error(params, batch, g, float32_abs_error):
     move_w1 = slope[:, None, :] * x[:, :, None] * h["w1"][None]     # (N, n_in, h1)
     var["w1"] += jnp.sum(dc_da[:, None, :] ** 2 * quantisation_variance(move_w1, s_a[:, None, :]), 0) / h["w1"] ** 2
     var["b1"] += jnp.sum(dc_da ** 2 * quantisation_variance(slope * h["b1"][None], s_a), 0) / h["b1"] ** 2
-    total = float(sum(jnp.sum(v) for v in var.values()))
-    norm = float(jnp.sqrt(sum(jnp.sum(v ** 2) for v in g.values())))
-    return float(np.sqrt(float32_abs_error ** 2 + total)) / norm
+    total = sum(jnp.sum(v) for v in var.values())
+    return total, jnp.sqrt(sum(jnp.sum(v ** 2) for v in g.values()))
 
 
 def test_emulated_tf32_error_rises_as_predicted():
@@ -293,11 +299,12 @@ def test_emulated_tf32_error_rises_as_predicted():
              "y": jax.nn.one_hot(jnp.arange(n) % 10, 10, dtype=jnp.float32)}
     p64, b64 = (jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), t) for t in (params, batch))
     with jax.default_matmul_precision("highest"):
-        g = jax.grad(lecture_cost)(p64, b64)
+        g = jax.jit(jax.grad(lecture_cost))(p64, b64)  # one compilation, not one per op
+
+    err = jax.jit(lambda d: jnp.sqrt(sum(jnp.sum((d[key].astype(jnp.float64) - g[key]) ** 2) for key in g)))
 
     def abs_error(est):
-        d = est(params, batch)
-        return float(jnp.sqrt(sum(jnp.sum((d[key].astype(jnp.float64) - g[key]) ** 2) for key in g)))
+        return float(err(est(params, batch)))
 
     norm = float(jnp.sqrt(sum(jnp.sum(v ** 2) for v in g.values())))
     default = gdjax.gradient(lecture_cost, "fd-forward")

@@ -204,12 +204,13 @@ def test_node_perturbation_subset():
     """The subset runs node perturbation's own per-unit program on whole chunks of units, layer after layer:
     its values are the full gradient's per-example deltas of those units (a prefix that skipped or repeated a
     unit would differ), `covered` >= asked, `total` = all units."""
-    cost, params, batch, _, _ = reference(CONFIGS[2])
+    cost, params, batch = make_case(*CONFIGS[2])  # not `reference`: no jax.grad or Hessian needed here
     est = gradient(cost, "node-perturbation", eps=1e-4, chunk_size=2)
     units = list(cost.net.sizes[1:])
     sub = est.subset(params, batch, 3)
     assert sub.total == sum(units) and 3 <= sub.covered < sum(units)
-    deltas = structured.node_deltas(cost, params, batch, 1e-4, "forward", 2)
+    # jitted: one compilation instead of one per op (op by op it takes seconds)
+    deltas = jax.jit(lambda p, b: structured.node_deltas(cost, p, b, 1e-4, "forward", 2))(params, batch)
     want = jnp.ravel(deltas[0][:, :sub.covered])
     np.testing.assert_allclose(sub.fn(params, batch), want, rtol=1e-12, atol=1e-14)
     assert method_info("node-perturbation").subset
@@ -243,7 +244,8 @@ def test_layerwise_subset_runs_the_programs_first_steps(scheme):
     got = np.asarray(sub.fn(params, batch)).reshape(-1, n_sets, 3)  # (loop steps, step sets, block)
     h = jnp.asarray(_steps.default_eps(scheme, jnp.float64), jnp.float64)
     steps = structured._layer_steps(params, h, scheme)[1]
-    whole = structured.layerwise_differences(cost, params, batch, steps, 4)[0]  # (S, 5 columns, 5 units)
+    # (S, 5 columns, 5 units); jitted: one compilation instead of one per op
+    whole = jax.jit(lambda p, b, st: structured.layerwise_differences(cost, p, b, st, 4)[0])(params, batch, steps)
     for s_ in range(got.shape[0]):  # loop step s_ = unit s_ // 2, block s_ % 2
         i, jb = divmod(s_, 2)
         want = np.asarray(whole[:, 3 * jb:3 * jb + 3, i])
