@@ -498,6 +498,33 @@ def test_reproduce_commits_pending_results_or_refuses(repo, monkeypatch, capsys)
     assert "results pending before bench-fd-kernel" in _git(repo, "log", "--format=%s")
 
 
+def test_reproduce_commits_each_step_with_its_rendered_pages(repo, monkeypatch):
+    """With --commit, a step's results and the README re-rendered from them land in one commit, and the tree is
+    clean after it (fails if the pages were left stale beside committed results, or committed apart)."""
+    import sys
+
+    (repo / "Makefile").write_text("all:\n")
+    readme = _tree(repo)  # the committed fd_vs_grad results and a README whose table is stale
+    src = report.SOURCES["fd_vs_grad"].path
+    results_file = repo / src
+    kept = results_file.read_bytes()
+    results_file.unlink()
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "make, README")
+    code = f"import shutil; shutil.copy({str(ROOT / src)!r}, {src!r})"
+    monkeypatch.setattr(reproduce, "STEPS", (reproduce.Step("bench", (sys.executable, "-c", code), ("fd_vs_grad",)),))
+    for var in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
+        monkeypatch.setenv(var, "t")
+    for var in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.setenv(var, "t@example.org")
+    reproduce.main(["--root", str(repo), "--commit", "--only", "bench"])
+    assert results_file.read_bytes() == kept
+    assert _git(repo, "status", "--porcelain", "--untracked-files=no") == ""
+    changed = _git(repo, "show", "--name-only", "--format=", "HEAD").split()
+    assert set(changed) == {src, "README.md"}
+    assert "| stale | table |" not in readme.read_text() and "| target |" in readme.read_text()
+
+
 def _slug(heading: str) -> str:
     """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
     import re

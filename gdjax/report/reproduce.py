@@ -11,10 +11,12 @@ used it), so after an interruption the same command continues with the first ste
 not finished. Each step is a Makefile target (the maintainers' targets that write the committed reference, not
 a user's run); the total wall time is printed at the end.
 
-`--commit` (the Makefile's default) commits the results folders, and only them, after each step, so that
-each step's results land as soon as it finishes (`git_dirty` ignores results folders, so the pending results of
-earlier steps never make a later step's results dirty); without it, a step does not start while results
-written earlier are uncommitted (commit them by hand, so that each lands as its own commit).
+`--commit` (the Makefile's default) commits the results folders after each step, together with the pages
+re-rendered from them (`gdjax report`: README.md and docs/*.md), and nothing else, so that each step's results
+land as soon as it finishes and every commit is consistent (each table matches its committed results file, even
+when a later step is interrupted); `git_dirty` ignores results folders and Markdown pages, so the pending
+results of earlier steps never make a later step's results dirty. Without it, a step does not start while
+results written earlier are uncommitted (commit them by hand, so that each lands as its own commit).
 """
 
 from __future__ import annotations
@@ -86,8 +88,13 @@ def _dirty(root, outputs: bool) -> list[str]:
 
 
 def _commit(root, message: str) -> None:
-    """Commit the changed and new files of the results folders, and only them, with `message`."""
+    """Render the pages from the results (`gdjax.report.update`), then commit the changed and new files of the
+    results folders and the pages, and only them, with `message`."""
+    from gdjax.report import pages, update
+
+    update(root)
     dirs = [d for d in OUTPUT_DIRS if (Path(root) / d).exists()]
+    dirs += [str(p.relative_to(Path(root).resolve())) for p in (q.resolve() for q in pages(root))]
     status = git(root, "status", "--porcelain", "--untracked-files=all", "--", *dirs).stdout if dirs else ""
     paths = [line[3:].split(" -> ")[-1] for line in status.splitlines() if line.strip()]
     if not paths:
