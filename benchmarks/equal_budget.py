@@ -217,7 +217,7 @@ def run(args) -> int:
     if not args.resume and jsonl.exists():
         raise common.UsageError(f"{jsonl} exists: add --resume to continue it, or choose another --out")
     env = results.environment()
-    stamp = {"git_commit": env["git_commit"], "git_dirty": env["git_dirty"]}
+    stamp = results.row_stamp(env)
     kept = results.resume_jsonl(jsonl, stamp, (f"benchmarks/{NAME}.py", *provenance.LIBRARY), "runs") if args.resume else []
     done = {_key(r): {k: v for k, v in r.items() if k not in stamp} for r in kept}
     data = load_data(args)

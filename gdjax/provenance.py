@@ -295,9 +295,13 @@ def staleness(meta: dict, producers, root=".") -> str | None:
 
 
 def reusable(stamp: dict, current: dict, producers, root=".") -> bool:
-    """May a resumed run reuse a row stamped `{git_commit, git_dirty}` by an earlier run? Yes when it was
-    written by this very state of the code (same commit, same dirty flag: e.g. a user's own interrupted run),
-    or when it is fresh by `staleness` for `producers`; no when that cannot be decided (no git)."""
+    """May a resumed run reuse a row stamped `{git_commit, git_dirty, cpu_model}` by an earlier run? Not when
+    `current` names a processor (`cpu_model`) and the row was measured on another (or on an unrecorded) one:
+    its times do not compare. Otherwise yes when it was written by this very state of the code (same commit,
+    same dirty flag: e.g. a user's own interrupted run), or when it is fresh by `staleness` for `producers`; no
+    when that cannot be decided (no git)."""
+    if current.get("cpu_model") is not None and stamp.get("cpu_model") != current["cpu_model"]:
+        return False
     if stamp.get("git_commit") == current.get("git_commit") and stamp.get("git_dirty") == current.get("git_dirty"):
         return True
     try:

@@ -245,6 +245,12 @@ def read_jsonl(path) -> list[dict]:
     return rows
 
 
+def row_stamp(env: dict) -> dict:
+    """What each row of a resumable run carries so that a later `--resume` can judge it (`resume_jsonl`): the
+    commit, the dirty flag and the processor of `env` (`environment()`)."""
+    return {"git_commit": env["git_commit"], "git_dirty": env["git_dirty"], "cpu_model": env.get("cpu_model")}
+
+
 def resume_jsonl(path, stamp: dict, producers, what: str = "rows", rewrite: bool = True) -> list[dict]:
     """The rows of an interrupted run's JSON-lines file that the current code may reuse
     (`provenance.reusable`: written by the same code, judged by their `git_commit` / `git_dirty` against
@@ -259,7 +265,7 @@ def resume_jsonl(path, stamp: dict, producers, what: str = "rows", rewrite: bool
     kept = [r for r in rows if provenance.reusable(r, stamp, producers, root)]
     if len(kept) < len(rows):
         print(f"resume: {len(rows) - len(kept)} of {len(rows)} {what} in {path} were written by other code "
-              f"(their git_commit / git_dirty); running them again", flush=True)
+              f"or on another processor (their git_commit / git_dirty / cpu_model); running them again", flush=True)
         if rewrite:
             write_jsonl(path, kept)
     return kept
@@ -288,7 +294,8 @@ def environment() -> dict:
     """Where and how a result was produced: device, software versions, git commit, date, command line.
 
     Returns a flat dict: device_kind, device_name, platform, device_count, jax, jaxlib, python, numpy,
-    cpu_count, machine, os, torch (its version when the run imported torch, else None), git_commit (None
+    cpu_count, machine, cpu_model and cpu_flags (`cpu_identity`: the host's processor and its vector
+    extensions, since CPU timings compare only on the same hardware), os, torch (its version when the run imported torch, else None), git_commit (None
     outside a git checkout), git_dirty (True when tracked code had uncommitted changes when the run started:
     such results are not reference results), provenance (the script, the imported gdjax and whether it lies in
     the checkout, when the run started: `gdjax.provenance.Stamp.meta`), date (UTC ISO 8601, now), command,
@@ -311,6 +318,7 @@ def environment() -> dict:
         "numpy": np.__version__,
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
+        **cpu_identity(),
         "os": platform.platform(),
         "torch": getattr(sys.modules.get("torch"), "__version__", None),  # only where the run imported torch
         **provenance.current().meta(),
@@ -318,6 +326,25 @@ def environment() -> dict:
         "command": shlex.join(sys.argv) if sys.argv else None,
         **_matmul_precision(),
     }
+
+
+def cpu_identity(cpuinfo="/proc/cpuinfo") -> dict:
+    """cpu_model: the processor's name ("model name" of `cpuinfo`, else `platform.processor()`, else None);
+    cpu_flags: which of the vector extensions that set CPU matmul speed it has (avx2, fma, avx512f, amx_tile,
+    neon/asimd), sorted; None where `cpuinfo` cannot be read."""
+    model, flags = None, None
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if model is None and key.strip() in ("model name", "Model", "cpu model"):
+            model = value.strip() or None
+        if flags is None and key.strip() in ("flags", "Features"):
+            have = set(value.split())
+            flags = sorted(have & {"avx2", "fma", "avx512f", "amx_tile", "neon", "asimd"})
+    return {"cpu_model": model or platform.processor() or None, "cpu_flags": flags}
 
 
 def _matmul_precision() -> dict:

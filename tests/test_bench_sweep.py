@@ -140,14 +140,16 @@ def test_resume_skips_finished_points(sweep, tmp_path, monkeypatch):
 
 
 def test_resume_measures_again_what_other_code_wrote(sweep, tmp_path, monkeypatch, capsys):
-    """Rows stamped by another version of the code (a commit unknown here) are not reused by --resume: they are
-    measured again and a line says so; rows of this code are kept (fails if resume trusted any old row)."""
+    """Rows stamped by another version of the code (a commit unknown here) or measured on another processor are
+    not reused by --resume: they are measured again and a line says so; rows of this code on this processor are
+    kept (fails if resume trusted any old row, or mixed timings from two machines)."""
     _, out, _ = sweep
     finished = results.read_jsonl(out / "fd_vs_grad.jsonl")
-    assert all("git_commit" in r and "git_dirty" in r for r in finished)  # every row carries its stamp
+    assert all("git_commit" in r and "git_dirty" in r and "cpu_model" in r for r in finished)  # the stamp
     jsonl = tmp_path / "fd_vs_grad.jsonl"
+    planted = {0: {"git_commit": "0" * 40, "git_dirty": False}, 1: {"cpu_model": "another processor"}}
     for i, r in enumerate(finished):
-        results.append_jsonl(jsonl, {**r, "git_commit": "0" * 40, "git_dirty": False} if i in (0, 1) else r)
+        results.append_jsonl(jsonl, {**r, **planted.get(i, {})})
     measured = []
     real = bench_sweep._measure_point
     monkeypatch.setattr(bench_sweep, "_measure_point",

@@ -89,50 +89,17 @@ def test_environment_fields():
         assert k in env
     assert env["platform"] in ("cpu", "gpu", "tpu", "cuda", "rocm", "METAL")
     assert env["cpu_count"] == os.cpu_count()
-    assert env["date"].endswith("+00:00")
-    assert env["git_commit"] is None or len(env["git_commit"]) == 40
-    prov = env["provenance"]  # the run's start stamp: the script, the imported gdjax and whether it is the checkout's
-    assert {"script", "gdjax", "gdjax_in_checkout", "started", "tree"} <= set(prov)
-    assert prov["started"] <= env["date"]
-    json.dumps(env)  # plain JSON
-    assert not any(isinstance(v, float) and math.isnan(v) for v in env.values())
+    assert env["cpu_model"] is None or isinstance(env["cpu_model"], str)
 
 
-def test_npz_round_trip_atomic_and_without_pickle(tmp_path, monkeypatch):
-    """save_npz/load_npz keep names, dtypes and values; a failed write leaves the old file whole; object arrays are
-    refused. Catches a writer that truncates the target before writing, and a pickled object slipping into a
-    checkpoint (which load_npz, never unpickling, could not read back)."""
-    import numpy as np
-
-    path = tmp_path / "a.npz"
-    arrays = {"0/w": np.arange(6.0).reshape(2, 3), "epoch": np.asarray(3, np.int64), "s": np.asarray("text")}
-    results.save_npz(path, arrays)
-    back = results.load_npz(path)
-    assert set(back) == set(arrays)
-    for k, a in arrays.items():
-        assert back[k].dtype == a.dtype and np.array_equal(back[k], a)
-    before = path.read_bytes()
-    with pytest.raises(TypeError, match="pickling"):
-        results.save_npz(path, {"x": np.asarray([{"a": 1}], dtype=object)})
-
-    def crash(*args):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(results.os, "replace", crash)  # the write fails at its last moment
-    with pytest.raises(OSError, match="disk full"):
-        results.save_npz(path, {"0/w": np.zeros(1000)})
-    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["a.npz"]
-
-
-def test_write_jsonl_replaces_the_file_with_the_rows(tmp_path):
-    """write_jsonl replaces the file (fails if it appended) and read_jsonl gives the rows back; a non-dict row
-    is a TypeError and leaves the file as it was."""
-    path = tmp_path / "s.jsonl"
-    results.append_jsonl(path, {"id": "old"})
-    results.write_jsonl(path, [{"id": "a", "x": 1.5}, {"id": "b"}])
-    assert results.read_jsonl(path) == [{"id": "a", "x": 1.5}, {"id": "b"}]
-    with pytest.raises(TypeError, match="dicts"):
-        results.write_jsonl(path, [{"id": "c"}, 3])
-    assert [r["id"] for r in results.read_jsonl(path)] == ["a", "b"]
-    results.write_jsonl(path, [])
-    assert results.read_jsonl(path) == []
+def test_cpu_identity_reads_the_processor_and_its_vector_extensions(tmp_path):
+    """The model name and the matmul-relevant flags from a planted cpuinfo (x86 and ARM forms); an unreadable
+    file gives no flags (fails if timings from different hardware could not be told apart)."""
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu sse2 avx2 fma avx512f\n"
+                   "processor\t: 1\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu\n")
+    assert results.cpu_identity(x86) == {"cpu_model": "AMD EPYC 9B14", "cpu_flags": ["avx2", "avx512f", "fma"]}
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm\nModel\t: Raspberry Pi 5\n")
+    assert results.cpu_identity(arm) == {"cpu_model": "Raspberry Pi 5", "cpu_flags": ["asimd"]}
+    assert results.cpu_identity(tmp_path / "missing")["cpu_flags"] is None

@@ -49,7 +49,7 @@ def run(config: BenchConfig, out_dir, *, name: str = BENCH_NAME, resume: bool = 
     json_path, jsonl_path = out_dir / f"{name}.json", out_dir / f"{name}.jsonl"
     provenance.start()  # the stamp of this run, verified when its JSON is written
     env = results.environment()
-    stamp = {"git_commit": env["git_commit"], "git_dirty": env["git_dirty"]}
+    stamp = results.row_stamp(env)
     producers = (f"benchmarks/{BENCH_NAME}.py", *provenance.LIBRARY)
     done = results.resume_jsonl(jsonl_path, stamp, producers, "points", rewrite=writer) if resume else []
     if writer and jsonl_path.exists():
