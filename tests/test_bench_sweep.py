@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, skip_or_fail
 
 from gdjax import cli, results
 from gdjax.bench import run as bench_run
@@ -263,10 +263,8 @@ def test_golden_sweep_numbers(golden_sweep):
     regenerate it there)."""
     golden = json.loads(GOLDEN.read_text())
     if golden["env"] != _golden_env():
-        msg = f"golden recorded on {golden['env']}, this is {_golden_env()}: regenerate with GDJAX_WRITE_GOLDEN=1"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+        skip_or_fail(f"golden recorded on {golden['env']}, this is {_golden_env()}: regenerate with "
+                     "GDJAX_WRITE_GOLDEN=1")
     for have, want in zip(golden_sweep, golden["rows"]):
         for k in GOLDEN_FLOATS:
             if want[k] is None:
