@@ -24,7 +24,7 @@ from gdjax.provenance import DRIVERS, LIBRARY
 
 __all__ = ["Source", "Renderer", "RenderError", "MissingRow", "SOURCES", "RENDERERS", "CHECKS", "source", "renderer",
            "consistency", "inconsistencies",
-           "render", "select", "one", "table", "fmt_s", "fmt_g", "fmt_int", "fmt_e", "fmt_pct", "fmt_x", "median_spread",
+           "render", "select", "one", "table", "fmt_s", "fmt_g", "fmt_int", "fmt_e", "fmt_pct", "fmt_x", "median_spread", "stored_spread",
            "target_note"]
 
 
@@ -188,6 +188,11 @@ def fmt_pct(fraction, digits: int = 2) -> str:
 def fmt_x(ratio, digits: int = 3) -> str:
     """A ratio: 2.25x."""
     return "-" if _missing(ratio) else f"{fmt_g(ratio, digits)}x"
+
+
+def stored_spread(row: dict, key: str, fmt=fmt_g) -> str:
+    """A row's stored median of per-round ratios with its min-max (`key`, `key_min`, `key_max`): '0.78 (0.74-0.81)'."""
+    return f"{fmt(row[key])} ({fmt(row[f'{key}_min'])}-{fmt(row[f'{key}_max'])})"
 
 
 def median_spread(values, fmt=fmt_g) -> str:

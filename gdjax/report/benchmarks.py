@@ -10,7 +10,7 @@ from gdjax.bench.analysis import million_table
 from gdjax.bench.config import EPOCH_BATCH, EPOCH_STEPS, FORWARD_PASS, MILLION_EXAMPLES
 from gdjax.gradients import KINDS, available_methods, reference_method
 from gdjax.report._core import (consistency, fmt_e, fmt_g, fmt_int, fmt_pct, fmt_s, fmt_x, median_spread, one, renderer,
-                                select, source, table, target_note)
+                                select, source, stored_spread, table, target_note)
 
 CPU = "benchmarks/results/cpu"
 LECTURE = "784-30-10"
@@ -331,7 +331,7 @@ def fd_kernel_plan(data) -> str:
     body = [[fmt_int(r["batch_size"]), f"{r['plan_source']} {r['plan_widths']}", fmt_s(r["plan_s"]),
              fmt_g(r["plan_over_one_gradient"]) + (f" ({target_note(r['plan_over_one_gradient'], 0.1, '<=')})"
                                                    if r["batch_size"] == 1000 else ""),
-             f"{fmt_g(r['over_best_fixed'])} ({fmt_g(r['over_best_fixed_min'])}-{fmt_g(r['over_best_fixed_max'])}); "
+             stored_spread(r, "over_best_fixed") + "; "
              + target_note(r["over_best_fixed"], 1.1, "<=")] for r in sorted(rows, key=lambda r: r["batch_size"])]
     return table(["N", "plan (widths per leaf)", "planning", "planning / one gradient", "kernel / best fixed chunk"],
                  body, ["r", "l", "r", "l", "l"])

@@ -6,23 +6,18 @@ markers `<!-- report:problems.timing -->` and `<!-- report:problems.checker -->`
 
 from __future__ import annotations
 
-from gdjax.report._core import fmt_g, fmt_int, fmt_s, renderer, source, table, target_note
+from gdjax.report._core import fmt_g, fmt_int, fmt_s, renderer, source, stored_spread, table, target_note
 
 source("problems", "benchmarks/results/cpu/problems.json", ["benchmarks/problems.py", "benchmarks/problems"],
        "bench-problems")
-
-
-def _ratio(row: dict, key: str) -> str:
-    """A median of per-round ratios with its min-max: '0.78 (0.74-0.81)'."""
-    return f"{fmt_g(row[key])} ({fmt_g(row[f'{key}_min'])}-{fmt_g(row[f'{key}_max'])})"
 
 
 @renderer("problems.timing", "problems")
 def problems_timing(data) -> str:
     """Per problem: P, the objective's time, and the three same-round ratios (median, min-max over rounds)."""
     rows = [r for r in data["rows"] if r["section"] == "timing"]
-    body = [[f"`{r['problem']}`", fmt_int(r["P"]), fmt_s(r["objective_s"]), _ratio(r, "kernel_over_P_objective"),
-             _ratio(r, "kernel_over_loop"), _ratio(r, "reverse_over_objective")] for r in rows]
+    body = [[f"`{r['problem']}`", fmt_int(r["P"]), fmt_s(r["objective_s"]), stored_spread(r, "kernel_over_P_objective"),
+             stored_spread(r, "kernel_over_loop"), stored_spread(r, "reverse_over_objective")] for r in rows]
     return table(["problem", "P", "objective", "FD kernel / (P x objective)", "FD kernel / fd-loop",
                   "jax.grad / objective"], body, ["l", "r", "r", "r", "r", "r"])
 
@@ -58,7 +53,7 @@ def problems_plan(data) -> str:
     chunks = rows[0]["chunks"]
     body = [[f"`{r['problem']}`", f"{r['plan_source']} {r['plan_widths']}", fmt_s(r["plan_s"]),
              fmt_g(r["plan_over_one_gradient"]), fmt_s(r["kernel_s"]), *(fmt_s(r[f"chunk{c}_s"]) for c in chunks),
-             _ratio(r, "kernel_over_best_chunk")] for r in rows]
+             stored_spread(r, "kernel_over_best_chunk")] for r in rows]
     return table(["problem", "plan (widths per leaf)", "planning", "planning / one gradient", "kernel",
                   *(f"chunk {c}" for c in chunks), "kernel / best fixed width"],
                  body, ["l", "l", *["r"] * (4 + len(chunks))])
