@@ -602,6 +602,11 @@ def test_stochastic_errors_say_how_many_keys():
     assert line["spsa"].endswith("| 4.1e+00 (one key) |")
     assert line["forward-gradient"].endswith("| 110 +- 94 (20 keys, k = 1) |")
     assert line["reverse"].endswith("| 2.0e-07 |")
+    # the sweep's own columns (benchmarks/fd_vs_grad.py): the mean over `error_keys`, not the row's one draw
+    rows[0] = {**base, "method": "spsa", "rel_error": 4.1, "rel_error_mean": 120.0, "rel_error_std": 69.0,
+               "error_keys": 10, "num_directions": 1}
+    text = report.render("fd_vs_grad.methods", {"meta": {}, "config": {}, "rows": rows})
+    assert next(x for x in text.splitlines() if x.startswith("| `spsa`")).endswith("| 120 +- 69 (10 keys, k = 1) |")
 
 
 def test_headline_shows_both_forward_equivalents_when_the_rows_have_them():

@@ -111,10 +111,13 @@ def _stochastic(method: str) -> bool:
 
 def _error(row) -> str:
     """A row's relative error; for a stochastic estimator, mean +- std over keys with k (the directions per
-    gradient) where the row has them, else the one draw it is, said so."""
-    if row.get("rel_error_std") is not None and row.get("keys"):
+    gradient) where the row has them (the sweep's `rel_error_mean` / `rel_error_std` over `error_keys`, or the
+    ladder's `rel_error` / `rel_error_std` over `keys`), else the one draw it is, said so."""
+    keys = row.get("error_keys") or row.get("keys")  # the sweep's column, the estimator ladder's column
+    if row.get("rel_error_std") is not None and keys:
         k = f", k = {row['num_directions']}" if row.get("num_directions") else ""
-        return f"{fmt_g(row['rel_error'], 2)} +- {fmt_g(row['rel_error_std'], 2)} ({row['keys']} keys{k})"
+        mean = row["rel_error_mean"] if row.get("rel_error_mean") is not None else row["rel_error"]
+        return f"{fmt_g(mean, 2)} +- {fmt_g(row['rel_error_std'], 2)} ({keys} keys{k})"
     if _stochastic(row["method"]) and row.get("rel_error") is not None:
         k = f", k = {row['num_directions']}" if row.get("num_directions") else ""
         return f"{fmt_e(row['rel_error'])} (one key{k})"
