@@ -114,14 +114,18 @@ def _error(row) -> str:
     gradient) where the row has them (the sweep's `rel_error_mean` / `rel_error_std` over `error_keys`, or the
     ladder's `rel_error` / `rel_error_std` over `keys`), else the one draw it is, said so."""
     keys = row.get("error_keys") or row.get("keys")  # the sweep's column, the estimator ladder's column
+    k = f", k = {row['num_directions']}" if row.get("num_directions") else ""
     if row.get("rel_error_std") is not None and keys:
-        k = f", k = {row['num_directions']}" if row.get("num_directions") else ""
         mean = row["rel_error_mean"] if row.get("rel_error_mean") is not None else row["rel_error"]
-        return f"{fmt_g(mean, 2)} +- {fmt_g(row['rel_error_std'], 2)} ({keys} keys{k})"
+        return _spread_over_keys(mean, row["rel_error_std"], f"{keys} keys{k}")
     if _stochastic(row["method"]) and row.get("rel_error") is not None:
-        k = f", k = {row['num_directions']}" if row.get("num_directions") else ""
         return f"{fmt_e(row['rel_error'])} (one key{k})"
     return fmt_e(row["rel_error"])
+
+
+def _spread_over_keys(mean, std, keys: str) -> str:
+    """'mean +- std (keys)', both to 2 significant digits: a stochastic error over several keys."""
+    return f"{fmt_g(mean, 2)} +- {fmt_g(std, 2)} ({keys})"
 
 
 @renderer("fd_vs_grad.methods", "fd_vs_grad_full")
@@ -375,7 +379,7 @@ def estimators_ladder(data) -> str:
     body = []
     for r in select(data["rows"], group="ladder"):
         err = fmt_e(r["rel_error"]) if r.get("rel_error_std") is None else (
-            f"{fmt_g(r['rel_error'], 2)} +- {fmt_g(r['rel_error_std'], 2)} ({r['keys']} keys)")
+            _spread_over_keys(r["rel_error"], r["rel_error_std"], f"{r['keys']} keys"))
         body.append([f"[{r['sizes'].replace('-', ', ')}]", f"`{r['label']}`", f"{r['P']:,}" if "P" in r else "-",
                      _time(r), fmt_x(_speedup_vs_fd(data, r)), err, fmt_g(r["cosine"], 3), fmt_g(r["fp_equivalents"])])
     kernel = analysis.fd_kernel_method(select(data["rows"], group="ladder"))
